@@ -1,0 +1,18 @@
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers and the synthetic demo corpus."""
+
+from .megatron import DTYPE_CODES, MMapIndexedDataset, shard_bin_paths, write_megatron
+from .pythia import PythiaBatches
+from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
+
+__all__ = [
+    "DTYPE_CODES",
+    "MMapIndexedDataset",
+    "shard_bin_paths",
+    "write_megatron",
+    "PythiaBatches",
+    "ByteTokenizer",
+    "HFTokenizer",
+    "get_decoder",
+    "get_tokenizer",
+    "load_tokenizer",
+]

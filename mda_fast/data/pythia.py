@@ -1,0 +1,169 @@
+"""Pythia's training order: step ``k`` sees rows ``k*batch_size ... k*batch_size + batch_size - 1``.
+
+``PythiaBatches`` reads either a Megatron dataset (``<prefix>.idx`` + ``.bin`` or shards) or the authors'
+``.npy`` of rows ``(N, seq_len)``. Rows come back in the file's native dtype (``uint16`` for Pythia) as fresh,
+writable, C-contiguous arrays; cast to int64 before embedding lookup. Inputs are ``row[:-1]``, labels ``row[1:]``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
+
+from .megatron import MMapIndexedDataset
+
+__all__ = ["PythiaBatches"]
+
+
+class PythiaBatches:
+    """Batches of a pre-shuffled token file in Pythia's step order.
+
+    Args:
+        path: a Megatron prefix (``.idx``/``.bin`` suffix allowed) or a ``.npy`` file of shape ``(N, seq_len)``.
+        batch_size: rows per step (1024 in Pythia).
+        seq_len: tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label).
+        packing: how Megatron entries become rows. ``"rows"`` (default): every entry must be exactly
+            ``seq_len`` tokens (Pythia's preshuffled files) and entry ``i`` is row ``i``; anything else raises.
+            ``"stream"``: the entries are concatenated into one token stream and cut into ``seq_len`` rows; a
+            trailing partial row is dropped. Ignored for ``.npy``.
+
+    ``n_rows`` rows make ``n_steps = n_rows // batch_size`` full steps; rows of a trailing partial batch are
+    reachable through :meth:`rows` but belong to no step.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], batch_size: int = 1024, seq_len: int = 2049,
+                 packing: str = "rows"):
+        for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if packing not in ("rows", "stream"):
+            raise ValueError(f"packing must be 'rows' or 'stream', got {packing!r}")
+        self.path = os.fspath(path)
+        self.batch_size = int(batch_size)
+        self.seq_len = int(seq_len)
+        self.packing = packing
+        self._npy: Optional[np.ndarray] = None
+        self._ds: Optional[MMapIndexedDataset] = None
+        if self.path.endswith(".npy"):
+            arr = np.load(self.path, mmap_mode="r")
+            if arr.ndim != 2 or arr.shape[1] != self.seq_len:
+                raise ValueError(f"{self.path!r}: expected rows of shape (N, {self.seq_len}), got {arr.shape}")
+            if arr.dtype.kind not in "iu":
+                raise ValueError(f"{self.path!r}: expected integer token ids, got dtype {arr.dtype}")
+            self._npy = arr
+            self.n_rows = int(arr.shape[0])
+            self.dtype = arr.dtype
+        else:
+            ds = MMapIndexedDataset(self.path)
+            self._ds = ds
+            self.dtype = ds.dtype
+            if ds.dtype.kind not in "iu":
+                raise ValueError(f"{ds.idx_path!r}: expected integer token ids, got dtype {ds.dtype}")
+            if packing == "rows":
+                if len(ds) and ds.uniform_size != self.seq_len:
+                    bad = int(np.argmax(ds.sizes != self.seq_len))
+                    raise ValueError(
+                        f"{ds.idx_path!r}: entry {bad} has {int(ds.sizes[bad])} tokens but seq_len={self.seq_len}; "
+                        f"Pythia's files hold one seq_len-token row per entry. Pass the right seq_len, or "
+                        f"packing='stream' to cut the concatenated tokens into rows"
+                    )
+                self.n_rows = len(ds)
+            else:
+                self.n_rows = ds.nbytes // ds.dtype.itemsize // self.seq_len
+        self.n_steps = self.n_rows // self.batch_size
+
+    # -- index arithmetic ------------------------------------------------------------------------------------
+    def global_index(self, step, pos):
+        """``step * batch_size + pos`` (ints or arrays); validates both ranges."""
+        s, p = np.asarray(step), np.asarray(pos)
+        if np.any(s < 0) or np.any(s >= self.n_steps):
+            raise ValueError(f"step {step} outside [0, {self.n_steps})")
+        if np.any(p < 0) or np.any(p >= self.batch_size):
+            raise ValueError(f"position {pos} outside [0, {self.batch_size})")
+        out = s.astype(np.int64) * self.batch_size + p
+        return int(out) if out.ndim == 0 else out
+
+    def locate(self, global_index):
+        """Inverse of :meth:`global_index`: ``(step, position_in_batch)``."""
+        g = np.asarray(global_index)
+        if np.any(g < 0) or np.any(g >= self.n_steps * self.batch_size):
+            raise ValueError(f"global index {global_index} outside the {self.n_steps} full steps "
+                             f"[0, {self.n_steps * self.batch_size})")
+        s, p = np.divmod(g.astype(np.int64), self.batch_size)
+        return (int(s), int(p)) if g.ndim == 0 else (s, p)
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def _range(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` as a fresh ``[hi - lo, seq_len]`` array."""
+        L = self.seq_len
+        if self._npy is not None:
+            return np.array(self._npy[lo:hi], copy=True)
+        ds = self._ds
+        if hi == lo:
+            return np.empty((0, L), dtype=self.dtype)
+        if self.packing == "rows":
+            start = int(ds.pointers[lo]) // ds.dtype.itemsize  # pointers are contiguous (validated)
+        else:
+            start = lo * L
+        toks = ds.read_tokens(start, (hi - lo) * L)
+        return np.array(toks, dtype=self.dtype.newbyteorder("="), copy=True).reshape(hi - lo, L)
+
+    def step(self, k: int) -> np.ndarray:
+        """Step ``k``'s batch ``[batch_size, seq_len]`` in the native dtype."""
+        if not isinstance(k, (int, np.integer)):
+            raise TypeError(f"step must be an int, got {type(k).__name__}")
+        if not 0 <= k < self.n_steps:
+            raise ValueError(f"step {k} outside [0, {self.n_steps}) for {self.n_rows} rows of batch {self.batch_size}")
+        return self._range(k * self.batch_size, (k + 1) * self.batch_size)
+
+    def rows(self, global_indices) -> np.ndarray:
+        """Rows at arbitrary global indices ``[len, seq_len]`` (any order, repeats allowed)."""
+        g = np.asarray(global_indices)
+        if g.ndim != 1 or (g.size and g.dtype.kind not in "iu"):
+            raise ValueError(f"global_indices must be a 1-D integer array, got shape {g.shape} dtype {g.dtype}")
+        if g.size and (g.min() < 0 or g.max() >= self.n_rows):
+            raise ValueError(f"global indices must lie in [0, {self.n_rows}), got range [{g.min()}, {g.max()}]")
+        g = g.astype(np.int64)
+        out = np.empty((g.size, self.seq_len), dtype=self.dtype.newbyteorder("="))
+        if self._npy is not None:
+            out[:] = self._npy[g]
+            return out
+        for j, i in enumerate(g.tolist()):
+            out[j] = self._range_view(i)
+        return out
+
+    def _range_view(self, i: int) -> np.ndarray:
+        ds = self._ds
+        start = int(ds.pointers[i]) // ds.dtype.itemsize if self.packing == "rows" else i * self.seq_len
+        return ds.read_tokens(start, self.seq_len)
+
+    def window(self, start_step: int, end_step: int, chunk: Optional[int] = None
+               ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(global_index, step, position_in_batch, tokens)`` for steps ``[start_step, end_step)``.
+
+        ``end_step`` is exclusive. Each tuple holds ``chunk`` rows (default ``batch_size``; the last may be
+        shorter) in global order, so a chunk may straddle a step boundary. Index arrays are int64 ``[c]``,
+        tokens ``[c, seq_len]``.
+        """
+        if not (0 <= start_step <= end_step <= self.n_steps):
+            raise ValueError(
+                f"window [{start_step}, {end_step}) is not within the {self.n_steps} steps of {self.path!r} "
+                f"(end_step is exclusive, so it may equal n_steps)"
+            )
+        chunk = self.batch_size if chunk is None else chunk
+        if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        lo, hi = start_step * self.batch_size, end_step * self.batch_size
+        for a in range(lo, hi, chunk):
+            b = min(hi, a + chunk)
+            g = np.arange(a, b, dtype=np.int64)
+            yield g, g // self.batch_size, g % self.batch_size, self._range(a, b)
+
+    def __len__(self) -> int:
+        return self.n_steps
+
+    def __repr__(self) -> str:
+        return (f"PythiaBatches({self.path!r}, batch_size={self.batch_size}, seq_len={self.seq_len}, "
+                f"n_rows={self.n_rows}, n_steps={self.n_steps})")
