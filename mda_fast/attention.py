@@ -1,0 +1,52 @@
+"""Attention patterns computed from a captured ``query_key_value`` output.
+
+Applies GPT-NeoX partial rotary embeddings (``rotary_ndims`` leading dims of each head, rotate-half
+convention), scale 1/√d_head and a causal mask, exactly like HF's eager attention.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .model import NeoXShape
+
+
+def rotary_cos_sin(T: int, rotary_ndims: int, base: float, device, dtype=torch.float32):
+    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_ndims, 2, dtype=torch.float32, device=device) / rotary_ndims))
+    freqs = torch.arange(T, dtype=torch.float32, device=device)[:, None] * inv_freq[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., T, d_head]; rotates the first ``cos.shape[-1]`` dims."""
+    r = cos.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
+def split_qkv(qkv: torch.Tensor, shape: NeoXShape, heads=None):
+    """qkv [N, T, 3·d_model] -> q, k, v each [N, H', T, d_head] (rows interleaved [head][q,k,v][d_head])."""
+    N, T, _ = qkv.shape
+    x = qkv.view(N, T, shape.n_heads, 3 * shape.d_head)
+    if heads is not None:
+        x = x[:, :, heads]
+    x = x.transpose(1, 2)
+    dh = shape.d_head
+    return x[..., :dh], x[..., dh:2 * dh], x[..., 2 * dh:]
+
+
+def attention_pattern(qkv: torch.Tensor, shape: NeoXShape, heads=None) -> torch.Tensor:
+    """Causal attention probabilities ``[N, H', T, T]`` (query, key) from a layer's qkv output."""
+    q, k, _ = split_qkv(qkv, shape, heads)
+    T = q.shape[-2]
+    cos, sin = rotary_cos_sin(T, shape.rotary_ndims, shape.rotary_base, q.device, torch.float32)
+    q = apply_rotary(q.float(), cos, sin)
+    k = apply_rotary(k.float(), cos, sin)
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(shape.d_head)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    return torch.softmax(scores, dim=-1)

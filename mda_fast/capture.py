@@ -1,0 +1,205 @@
+"""Capture of block token inputs X and output gradients Y with forward hooks and ``torch.autograd.grad``.
+
+Hooks sit on ``attention.query_key_value`` (input x, output qkv) and ``attention.dense`` (input z, output) of the
+tracked layers. Parameters are frozen during capture, so no weight gradient is ever computed; where a hooked
+output does not already depend on something that requires grad, the hook turns it into a fresh leaf, so the
+backward pass stops at the lowest tracked layer. One forward + backward serves every tracked block.
+
+Sign/shape conventions: ``Y[n, t]`` is d(objective_n)/d(module output at token t), and the per-sample gradient of
+a block is ``G_n = Σ_t y_t x̃_tᵀ`` with ``x̃ = [x, 1]`` when the block has a bias column.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .heads import Block, head_blocks
+from .model import check_gpt_neox, layers
+
+
+@contextlib.contextmanager
+def frozen(model):
+    """Temporarily set ``requires_grad=False`` on every parameter (restored afterwards)."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, r in saved:
+            p.requires_grad_(r)
+
+
+def split_rows(input_ids: torch.Tensor, labels: torch.Tensor | None = None):
+    """Pythia convention: a row of T+1 tokens gives inputs ``row[:T]`` and labels ``row[1:T+1]``.
+
+    ``labels[:, t]`` is the target predicted at position t. When ``labels`` is given, ``input_ids`` are the
+    inputs already.
+    """
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be 2-D [N, T], got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point:
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if labels is None:
+        if input_ids.shape[1] < 2:
+            raise ValueError(f"sequences must have at least 2 tokens (input + label), got length {input_ids.shape[1]}")
+        return input_ids[:, :-1], input_ids[:, 1:]
+    if labels.shape != input_ids.shape:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+    if input_ids.shape[1] < 1:
+        raise ValueError("sequences must have at least 1 input token")
+    return input_ids, labels
+
+
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed token cross-entropy per sequence, ``[N]`` (Pythia training loss, not averaged)."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    if mask is not None:
+        ce = ce * mask.to(ce.dtype)
+    return ce.sum(dim=1)
+
+
+def sample_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Labels drawn from the model's own predictive distribution (true Fisher), ``[N, T]``."""
+    probs = torch.softmax(logits.detach().float(), dim=-1)
+    flat = probs.flatten(0, 1)
+    if flat.device.type != generator.device.type:
+        flat = flat.to(generator.device)
+    return torch.multinomial(flat, 1, generator=generator).view(logits.shape[:2]).to(logits.device)
+
+
+@dataclass
+class CaptureResult:
+    """Per-layer module inputs / output grads; ``x(block)``, ``y(block)`` give contiguous block slices."""
+    inputs: dict = field(default_factory=dict)     # (layer, module) -> [N, T, d_in] (detached)
+    grads: dict = field(default_factory=dict)      # (layer, module) -> [N, T, d_out]
+    value: torch.Tensor | None = None              # objective per sequence [N] (detached)
+
+    def x(self, block: Block) -> torch.Tensor:
+        return self.inputs[(block.layer, block.module)][..., block.in_start:block.in_stop].contiguous()
+
+    def y(self, block: Block) -> torch.Tensor:
+        return self.grads[(block.layer, block.module)][..., block.out_start:block.out_stop].contiguous()
+
+
+class _Hooks:
+    """Forward hooks that record module inputs and make module outputs differentiable targets."""
+
+    def __init__(self, model, keys: set, keep_qkv_layers: Iterable[int] = ()):
+        self.keys = set(keys)
+        self.keep_qkv = set(keep_qkv_layers)
+        self.inputs, self.outputs, self.handles = {}, {}, []
+        for L, layer in enumerate(layers(model)):
+            for module in ("query_key_value", "dense"):
+                key = (L, module)
+                if key in self.keys or (module == "query_key_value" and L in self.keep_qkv):
+                    mod = getattr(layer.attention, module)
+                    self.handles.append(mod.register_forward_hook(self._hook(key)))
+
+    def _hook(self, key):
+        def hook(mod, args, out):
+            if key in self.keys:
+                self.inputs[key] = args[0].detach()
+                if not out.requires_grad:
+                    out = out.detach().requires_grad_(True)
+            self.outputs[key] = out
+            return out
+        return hook
+
+    def qkv(self, layer: int) -> torch.Tensor:
+        """The (differentiable) query_key_value output of a layer, ``[N, T, 3·d_model]``."""
+        return self.outputs[(layer, "query_key_value")]
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+Objective = Callable[[torch.Tensor, "_Hooks"], torch.Tensor]
+
+
+def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Objective,
+            qkv_layers: Iterable[int] = (), attention_mask: torch.Tensor | None = None) -> CaptureResult:
+    """Run one forward and one backward pass and return X / Y for every block.
+
+    ``objective(logits, hooks) -> [N]`` is differentiated (summed over sequences; sequences do not interact,
+    so row n of Y is the gradient of objective_n alone). ``hooks.qkv(layer)`` exposes the captured q/k/v of any
+    layer in ``qkv_layers`` or of a tracked block, for attention-based objectives.
+    """
+    check_gpt_neox(model)
+    keys = {(b.layer, b.module) for b in blocks}
+    hooks = _Hooks(model, keys, qkv_layers)
+    try:
+        with frozen(model), torch.enable_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            value = objective(logits, hooks)
+            if value.dim() != 1 or value.shape[0] != input_ids.shape[0]:
+                raise ValueError(f"objective must return one value per sequence [N={input_ids.shape[0]}], got {tuple(value.shape)}")
+            order = sorted(keys)
+            targets = [hooks.outputs[k] for k in order]
+            grads = torch.autograd.grad(value.sum(), targets, allow_unused=True) if targets else []
+    finally:
+        hooks.remove()
+    res = CaptureResult(value=value.detach())
+    for k, g in zip(order, grads):
+        out = hooks.outputs[k]
+        res.grads[k] = torch.zeros_like(out) if g is None else g.detach()
+        res.inputs[k] = hooks.inputs[k]
+    return res
+
+
+def loss_objective(labels: torch.Tensor, mask: torch.Tensor | None = None) -> Objective:
+    return lambda logits, hooks: sequence_loss(logits, labels, mask)
+
+
+def fisher_objective(mask: torch.Tensor | None, generator: torch.Generator) -> Objective:
+    """Summed cross-entropy against labels sampled from the model itself (true Fisher)."""
+    return lambda logits, hooks: sequence_loss(logits, sample_labels(logits, generator), mask)
+
+
+def resolve_blocks(model, specs) -> tuple[list, list[list[Block]]]:
+    """Normalise specs to a list and return (specs, blocks per spec)."""
+    if not isinstance(specs, (list, tuple)):
+        specs = [specs]
+    if len(specs) == 0:
+        raise ValueError("specs must name at least one HeadSpec or ModuleSpec")
+    return list(specs), [head_blocks(model, s) for s in specs]
+
+
+def check_mask(mask: torch.Tensor | None, shape) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor [N, T], got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"mask must have shape [N, T] = {tuple(shape)} (aligned with labels), got {tuple(mask.shape)}")
+    return mask
+
+
+def block_grad(x: torch.Tensor, y: torch.Tensor, bias: bool) -> torch.Tensor:
+    """Materialised per-sample gradients ``[N, d_out, d_in(+1)]`` = Σ_t y_t x̃_tᵀ (reference, user API)."""
+    g = torch.einsum("nto,nti->noi", y, x)
+    if bias:
+        g = torch.cat([g, y.sum(dim=1).unsqueeze(-1)], dim=-1)
+    return g
+
+
+def per_sample_head_grads(model, input_ids, specs, labels=None, mask=None) -> list[dict]:
+    """Per-sample gradients of the summed token cross-entropy of each sequence w.r.t. each block.
+
+    Returns, for each spec, ``{block_name: tensor [N, d_out, d_in(+1)]}`` in the HF weight-slice layout, so
+    that ``out[i][name][n]`` equals the ``weight.grad`` slice of sequence n's loss alone.
+    ``labels[:, t]`` is the target at position t; without labels, ``input_ids`` holds rows of T+1 tokens.
+    """
+    specs, blocks = resolve_blocks(model, specs)
+    inputs, labels = split_rows(input_ids, labels)
+    mask = check_mask(mask, labels.shape)
+    flat = [b for bs in blocks for b in bs]
+    res = capture(model, inputs, flat, loss_objective(labels, mask))
+    return [{b.name: block_grad(res.x(b), res.y(b), b.bias) for b in bs} for bs in blocks]

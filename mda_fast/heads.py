@@ -1,0 +1,142 @@
+"""Head subspaces: which rows / columns of which HF GPT-NeoX weight a head owns.
+
+``query_key_value.weight`` has shape ``[3·d_model, d_model]`` with rows interleaved per head as
+``[head][q, k, v][d_head]``, so head h's ``[W_Q | W_K]`` rows are the contiguous range
+``h·3·d_head : h·3·d_head + 2·d_head`` and its ``W_V`` rows follow. Head h owns columns
+``h·d_head : (h+1)·d_head`` of ``attention.dense.weight``.
+
+A :class:`Block` is one Kronecker-factored parameter block with token inputs ``X`` (a slice of the module
+input) and output gradients ``Y`` (a slice of the module output gradient). Its gradient uses the HF weight
+slice layout ``[d_out, d_in (+1 bias column)]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import layers, neox_shape
+
+MODES = ("qkvo", "qk")
+MODULES = ("query_key_value", "dense")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One attention head's subspace. mode "qkvo": blocks qk, v, o; mode "qk": block qk only.
+
+    ``bias=True`` adds the matching bias entries (a ones column on the input side) to the qk and v blocks.
+    The o block's bias is shared by all heads and is never a head parameter.
+    """
+    layer: int
+    head: int
+    mode: str = "qkvo"
+    bias: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown HeadSpec mode {self.mode!r}; expected one of {MODES}")
+        for name in ("layer", "head"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"HeadSpec.{name} must be a non-negative int, got {v!r}")
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}H{self.head}" + ("" if self.mode == "qkvo" else f".{self.mode}") + (".b" if self.bias else "")
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A whole attention module of one layer (all heads, bias included): a baseline and the kronfluence check."""
+    layer: int
+    module: str = "query_key_value"
+
+    def __post_init__(self):
+        if self.module not in MODULES:
+            raise ValueError(f"unknown module {self.module!r}; expected one of {MODULES}")
+        if not isinstance(self.layer, int) or self.layer < 0:
+            raise ValueError(f"ModuleSpec.layer must be a non-negative int, got {self.layer!r}")
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layer}.{self.module}"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A parameter block ``W[out_slice, in_slice]`` of ``layers[layer].attention.<module>`` (+ bias column)."""
+    name: str
+    layer: int
+    module: str          # "query_key_value" | "dense"
+    out_start: int
+    out_stop: int
+    in_start: int
+    in_stop: int
+    bias: bool
+
+    @property
+    def d_out(self) -> int:
+        return self.out_stop - self.out_start
+
+    @property
+    def d_in(self) -> int:
+        """Input width without the bias column."""
+        return self.in_stop - self.in_start
+
+    @property
+    def d_in_total(self) -> int:
+        return self.d_in + int(self.bias)
+
+
+def check_spec(model, spec) -> None:
+    s = neox_shape(model)
+    if not 0 <= spec.layer < s.n_layers:
+        raise ValueError(f"{type(spec).__name__}.layer={spec.layer} out of range: the model has {s.n_layers} layers (0..{s.n_layers - 1})")
+    if isinstance(spec, HeadSpec):
+        if not 0 <= spec.head < s.n_heads:
+            raise ValueError(f"HeadSpec.head={spec.head} out of range: the model has {s.n_heads} heads per layer (0..{s.n_heads - 1})")
+    elif not isinstance(spec, ModuleSpec):
+        raise TypeError(f"expected a HeadSpec or ModuleSpec, got {type(spec).__name__}")
+    if spec_has_bias(spec) and _module(model, spec.layer, "query_key_value").bias is None:
+        raise ValueError(f"{spec} asks for bias entries but the model's query_key_value has no bias")
+
+
+def spec_has_bias(spec) -> bool:
+    return spec.bias if isinstance(spec, HeadSpec) else True
+
+
+def head_blocks(model, spec) -> list[Block]:
+    """The blocks of a HeadSpec or ModuleSpec, in a fixed order (qk, v, o)."""
+    check_spec(model, spec)
+    s = neox_shape(model)
+    L, dh, dm = spec.layer, s.d_head, s.d_model
+    if isinstance(spec, ModuleSpec):
+        mod = _module(model, L, spec.module)
+        has_b = mod.bias is not None
+        d_out, d_in = mod.weight.shape
+        return [Block(spec.name, L, spec.module, 0, d_out, 0, d_in, has_b)]
+    h, base = spec.head, spec.head * 3 * dh
+    blocks = [Block(f"{spec.name}.qk", L, "query_key_value", base, base + 2 * dh, 0, dm, spec.bias)]
+    if spec.mode == "qkvo":
+        blocks.append(Block(f"{spec.name}.v", L, "query_key_value", base + 2 * dh, base + 3 * dh, 0, dm, spec.bias))
+        blocks.append(Block(f"{spec.name}.o", L, "dense", 0, dm, h * dh, (h + 1) * dh, False))
+    return blocks
+
+
+def _module(model, layer: int, module: str) -> torch.nn.Linear:
+    return getattr(layers(model)[layer].attention, module)
+
+
+def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:
+    """The HF weight slice of a block, ``[d_out, d_in(+1)]`` (bias appended as last column).
+
+    With ``grad=True`` returns the same slice of ``weight.grad`` / ``bias.grad`` (for tests against autograd).
+    """
+    mod = _module(model, block.layer, block.module)
+    w = mod.weight.grad if grad else mod.weight
+    out = w[block.out_start:block.out_stop, block.in_start:block.in_stop]
+    if block.bias:
+        b = mod.bias.grad if grad else mod.bias
+        out = torch.cat([out, b[block.out_start:block.out_stop, None]], dim=1)
+    return out

@@ -1,0 +1,104 @@
+"""Influence scores of training sequences on a probe, restricted to head subspaces.
+
+    I(z) = −Σ_blocks ⟨∇_b L(z), H_b⁻¹ ∇_b f_probe⟩
+
+``L(z)`` is the summed token cross-entropy of training sequence z and ``f_probe`` the probe measurement.
+Sign: a positive score means that up-weighting z (training on it more) increases f, i.e. z pushes the unit
+into existence (first-order influence function: dθ/dε = −H⁻¹∇L(z), so df/dε = −∇fᵀH⁻¹∇L(z)).
+
+The preconditioned probe gradients are computed once; scoring a batch is one forward + backward pass over all
+tracked blocks and one fused kernel call (``kernels.score_blocks``) that never materialises ∇L(z).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import kernels
+from .capture import capture, check_mask, loss_objective, resolve_blocks, split_rows
+from .ekfac import Factors
+from .probes import get_probe
+
+
+class InfluenceScorer:
+    """Score training sequences for every (spec, probe) target in one pass.
+
+    Targets are ordered spec-major: ``target_names[i] = f"{spec.name}:{probe.name}"``.
+    """
+
+    def __init__(self, model, specs, factors: Factors, probe="induction", probe_kwargs: dict | None = None,
+                 backend: str | None = None, progress: bool = False):
+        if not isinstance(factors, Factors):
+            raise TypeError(f"factors must be a mda_fast.Factors (from fit_ekfac or Factors.load), got {type(factors).__name__}")
+        self.model, self.backend = model, backend
+        self.specs, blocks_per_spec = resolve_blocks(model, specs)
+        factors.check(model, self.specs)
+        self.factors = factors
+        probes = probe if isinstance(probe, (list, tuple)) else [probe]
+        self.probes = [get_probe(p, **(probe_kwargs or {})) if isinstance(p, str) else get_probe(p) for p in probes]
+        self.targets = [(s, p) for s in self.specs for p in self.probes]
+        self.target_names = [f"{s.name}:{p.name}" for s, p in self.targets]
+        self.blocks = {}
+        for bs in blocks_per_spec:
+            for b in bs:
+                self.blocks.setdefault(b.name, b)
+        self.probe_values: dict[str, float] = {}
+        self.queries = self._build_queries(blocks_per_spec)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.targets)
+
+    def probe_gradients(self, probe, spec_index: list[int], blocks_per_spec) -> dict:
+        """∇f_probe for each listed spec: {spec_i: {block_name: [d_out, D_in]}} (summed over the probe batch)."""
+        model = self.model
+        ids = probe.inputs(model)
+        out = {}
+        groups = [spec_index] if not probe.per_head else [[i] for i in spec_index]
+        for group in groups:
+            blocks = list({b.name: b for i in group for b in blocks_per_spec[i]}.values())
+            spec = self.specs[group[0]]
+            layers = sorted({l for i in group for l in probe.layers(self.specs[i])})
+            res = capture(model, ids, blocks,
+                          lambda logits, hooks, spec=spec: probe.objective(model, spec, ids, logits, hooks),
+                          qkv_layers=layers)
+            value = float(res.value.sum())
+            for i in group:
+                self.probe_values[f"{self.specs[i].name}:{probe.name}"] = value
+                grads = {}
+                for b in blocks_per_spec[i]:
+                    x, y = res.x(b), res.y(b)
+                    g = torch.einsum("nto,nti->oi", y.double(), x.double())
+                    if b.bias:
+                        g = torch.cat([g, y.double().sum(dim=(0, 1))[:, None]], dim=1)
+                    grads[b.name] = g
+                out[i] = grads
+        return out
+
+    def _build_queries(self, blocks_per_spec) -> dict:
+        """P_b [K, d_out, D_in] = −H_b⁻¹ ∇_b f for the targets that own block b, zero elsewhere."""
+        K = self.n_targets
+        dt = torch.float64 if next(self.model.parameters()).dtype == torch.float64 else torch.float32
+        P = {n: torch.zeros(K, b.d_out, b.d_in_total, dtype=dt) for n, b in self.blocks.items()}
+        for pj, probe in enumerate(self.probes):
+            grads = self.probe_gradients(probe, list(range(len(self.specs))), blocks_per_spec)
+            for si, bgrads in grads.items():
+                k = si * len(self.probes) + pj
+                for name, g in bgrads.items():
+                    P[name][k] = -self.factors.precondition(name, g).to(dt)
+        device = next(self.model.parameters()).device
+        return {n: p.to(device).contiguous() for n, p in P.items()}
+
+    def score(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+              return_loss: bool = False):
+        """Scores ``[N, n_targets]`` (float32; float64 for a float64 model) of training sequences.
+
+        ``input_ids`` are rows of T+1 tokens (Pythia convention) unless ``labels`` are given. With
+        ``return_loss=True`` also returns each sequence's summed training loss ``[N]``.
+        """
+        inputs, labels = split_rows(input_ids, labels)
+        mask = check_mask(mask, labels.shape)
+        blocks = list(self.blocks.values())
+        res = capture(self.model, inputs, blocks, loss_objective(labels, mask))
+        parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
+        scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
+        return (scores, res.value) if return_loss else scores

@@ -1,0 +1,56 @@
+"""Localization: every head's prefix-matching or previous-token score in one batched, gradient-free pass."""
+from __future__ import annotations
+
+import torch
+
+from .attention import attention_pattern
+from .model import check_gpt_neox, layers, neox_shape
+from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
+
+METRICS = ("prefix_matching", "prev_token")
+
+
+@torch.no_grad()
+def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: int = 0, batch_size: int = 32,
+                 low: int = 4, high: int | None = None) -> dict[str, torch.Tensor]:
+    """{metric: [n_layers, n_heads]} on ``n`` rows of ``seq_len`` random tokens repeated twice.
+
+    ``prefix_matching``: mean attention from each second-copy position i to i−seq_len+1;
+    ``prev_token``: mean attention from t to t−1 over t ≥ 1.
+    """
+    check_gpt_neox(model)
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"unknown localization metric {m!r}; expected one of {METRICS}")
+    s = neox_shape(model)
+    if not isinstance(seq_len, int) or seq_len < 2 or 2 * seq_len > s.max_positions:
+        raise ValueError(f"seq_len must be an int with 2 <= seq_len and 2*seq_len <= context {s.max_positions}, got {seq_len!r}")
+    high = high if high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
+    device = next(model.parameters()).device
+    ids = repeated_random_tokens(n, seq_len, low, high, seed, device)
+    qkv = {}
+    handles = [layer.attention.query_key_value.register_forward_hook(
+        lambda mod, args, out, L=L: qkv.__setitem__(L, out)) for L, layer in enumerate(layers(model))]
+    totals = {m: torch.zeros(s.n_layers, s.n_heads, dtype=torch.float64) for m in metrics}
+    q_pm, k_pm = prefix_matching_pairs(seq_len)
+    t = torch.arange(1, 2 * seq_len)
+    try:
+        for start in range(0, n, batch_size):
+            batch = ids[start:start + batch_size]
+            model(input_ids=batch, use_cache=False)
+            for L in range(s.n_layers):
+                pat = attention_pattern(qkv[L], s).double().cpu()
+                if "prefix_matching" in totals:
+                    totals["prefix_matching"][L] += pat[:, :, q_pm, k_pm].mean(dim=-1).sum(dim=0)
+                if "prev_token" in totals:
+                    totals["prev_token"][L] += pat[:, :, t, t - 1].mean(dim=-1).sum(dim=0)
+    finally:
+        for h in handles:
+            h.remove()
+    return {m: (v / n).float() for m, v in totals.items()}
+
+
+def localize(model, metric: str = "prefix_matching", seq_len: int = 32, n: int = 64, seed: int = 0,
+             batch_size: int = 32, low: int = 4, high: int | None = None) -> torch.Tensor:
+    """``[n_layers, n_heads]`` score of every head for one metric."""
+    return localize_all(model, (metric,), seq_len, n, seed, batch_size, low, high)[metric]

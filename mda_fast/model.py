@@ -1,0 +1,106 @@
+"""GPT-NeoX (Pythia) adapter: validation, module lookup, rotary parameters, loading.
+
+Works with the transformers 4.4x config layout (``rotary_pct``, ``rotary_emb_base``) and the 5.x layout
+(``rope_parameters = {"rope_theta", "partial_rotary_factor"}``). Tested: transformers 5.23.0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class NeoXShape:
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    rotary_ndims: int
+    rotary_base: float
+    vocab_size: int
+    max_positions: int
+
+
+def check_gpt_neox(model) -> None:
+    """Raise TypeError unless ``model`` is a HF GPT-NeoX causal LM (``GPTNeoXForCausalLM`` or ``GPTNeoXModel``)."""
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or config is None or getattr(config, "model_type", None) != "gpt_neox":
+        got = type(model).__name__
+        mtype = getattr(config, "model_type", None)
+        raise TypeError(
+            f"expected a HF GPT-NeoX model (GPTNeoXForCausalLM, config.model_type == 'gpt_neox'); got {got}"
+            + (f" with model_type={mtype!r}" if mtype else "")
+        )
+    if backbone(model) is None:
+        raise TypeError(f"{type(model).__name__} has no GPT-NeoX backbone (.gpt_neox or .layers) to hook")
+
+
+def backbone(model):
+    """The ``GPTNeoXModel`` inside a causal LM (or the model itself)."""
+    if hasattr(model, "gpt_neox"):
+        return model.gpt_neox
+    if hasattr(model, "layers") and hasattr(model, "embed_in"):
+        return model
+    return None
+
+
+def layers(model):
+    return backbone(model).layers
+
+
+def rotary_params(config) -> tuple[int, float]:
+    """(rotary_ndims, base) for both config layouts."""
+    d_head = config.hidden_size // config.num_attention_heads
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and ("partial_rotary_factor" in rope or "rope_theta" in rope):
+        pct = rope.get("partial_rotary_factor", getattr(config, "rotary_pct", 1.0))
+        base = rope.get("rope_theta", getattr(config, "rotary_emb_base", 10000.0))
+        rope_type = rope.get("rope_type", "default")
+        if rope_type not in (None, "default"):
+            raise ValueError(f"rope_type {rope_type!r} is not supported; expected 'default' (Pythia)")
+    else:
+        pct = getattr(config, "rotary_pct", 1.0)
+        base = getattr(config, "rotary_emb_base", 10000.0)
+    return int(d_head * pct), float(base)
+
+
+def neox_shape(model) -> NeoXShape:
+    check_gpt_neox(model)
+    c = model.config
+    rot, base = rotary_params(c)
+    return NeoXShape(
+        n_layers=c.num_hidden_layers,
+        n_heads=c.num_attention_heads,
+        d_model=c.hidden_size,
+        d_head=c.hidden_size // c.num_attention_heads,
+        rotary_ndims=rot,
+        rotary_base=base,
+        vocab_size=c.vocab_size,
+        max_positions=c.max_position_embeddings,
+    )
+
+
+def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu", attn_implementation: str | None = None):
+    """Load a Pythia / GPT-NeoX checkpoint with ``GPTNeoXForCausalLM.from_pretrained``.
+
+    ``revision`` selects a training checkpoint on the hub (e.g. ``"step1000"``); it is ignored for local paths.
+    The model is returned in eval mode with its parameters frozen.
+    """
+    from transformers import GPTNeoXForCausalLM
+
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
+    kwargs = {"revision": revision} if revision is not None else {}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = GPTNeoXForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    except TypeError:  # transformers 4.4x spells it torch_dtype
+        model = GPTNeoXForCausalLM.from_pretrained(name_or_path, torch_dtype=dtype, **kwargs)
+    check_gpt_neox(model)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,139 @@
+"""Probes: differentiable measurements of a unit on a probe batch.
+
+A probe builds its own seeded probe batch and returns, per probe sequence, a differentiable contribution whose
+sum over the batch is ``f_probe``:
+
+* ``induction``       — Σ log p(induction target) on L random tokens repeated twice. At position t of the second
+  copy (L ≤ t ≤ 2L−2) the current token x_t last occurred at t−L, followed by x_{t−L+1}; the model predicts
+  x_{t+1} = x_{t−L+1} there. Model-level: the same f for every head (its gradient is taken per head subspace).
+* ``prefix_matching`` — mean attention of head (layer, h) from each second-copy position i (L ≤ i ≤ 2L−1) to
+  i−L+1 (the token after the previous occurrence of x_i).
+* ``prev_token``      — mean attention of head (layer, h) from t to t−1 (t ≥ 1) on the same batch.
+
+Register your own with :func:`register_probe`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .attention import attention_pattern
+from .model import neox_shape
+
+PYTHIA_REAL_VOCAB = 50277  # ids >= this are untrained padding rows of Pythia's 50304-row embedding
+
+
+def repeated_random_tokens(n: int, L: int, low: int, high: int, seed: int, device="cpu") -> torch.Tensor:
+    """[n, 2L] rows of L uniform random tokens in [low, high) repeated twice (seeded, CPU generator)."""
+    if not isinstance(L, int) or L < 2:
+        raise ValueError(f"probe length L must be an int >= 2 (one induction position needs L >= 2), got {L!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of probe sequences n must be an int >= 1, got {n!r}")
+    if not 0 <= low < high:
+        raise ValueError(f"token range [low, high) must be non-empty with low >= 0, got [{low}, {high})")
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(low, high, (n, L), generator=g)
+    return torch.cat([first, first], dim=1).to(device)
+
+
+def induction_targets(L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions t, source positions t−L+1) whose token is the induction target at t, for 2L-token rows."""
+    pos = torch.arange(L, 2 * L - 1)
+    return pos, pos - L + 1
+
+
+def prefix_matching_pairs(L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query positions i in the second copy, key positions i−L+1)."""
+    pos = torch.arange(L, 2 * L)
+    return pos, pos - L + 1
+
+
+@dataclass
+class Probe:
+    """Base probe on repeated random tokens. Subclasses implement :meth:`objective`."""
+    L: int = 32
+    n: int = 200
+    seed: int = 0
+    low: int = 4
+    high: int | None = None
+    name = "probe"
+    per_head = False
+
+    def inputs(self, model) -> torch.Tensor:
+        s = neox_shape(model)
+        if 2 * self.L > s.max_positions:
+            raise ValueError(f"probe length L={self.L} needs 2L={2 * self.L} positions but the model's context is {s.max_positions}")
+        high = self.high if self.high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
+        if high > s.vocab_size:
+            raise ValueError(f"probe token range high={high} exceeds the vocabulary size {s.vocab_size}")
+        device = next(model.parameters()).device
+        return repeated_random_tokens(self.n, self.L, self.low, high, self.seed, device)
+
+    def layers(self, spec) -> tuple[int, ...]:
+        """Layers whose qkv output the objective reads."""
+        return (spec.layer,) if self.per_head else ()
+
+    def objective(self, model, spec, input_ids, logits, hooks) -> torch.Tensor:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement objective(model, spec, input_ids, logits, hooks)")
+
+
+@dataclass
+class InductionProbe(Probe):
+    name = "induction"
+
+    def objective(self, model, spec, input_ids, logits, hooks):
+        pos, src = induction_targets(self.L)
+        pos, src = pos.to(input_ids.device), src.to(input_ids.device)
+        logp = torch.log_softmax(logits[:, pos].float(), dim=-1)
+        tgt = input_ids[:, src]
+        return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+
+
+@dataclass
+class PrefixMatchingProbe(Probe):
+    name = "prefix_matching"
+    per_head = True
+
+    def objective(self, model, spec, input_ids, logits, hooks):
+        pat = attention_pattern(hooks.qkv(spec.layer), neox_shape(model), heads=[spec.head])[:, 0]
+        q, k = prefix_matching_pairs(self.L)
+        return pat[:, q, k].mean(dim=1) / input_ids.shape[0]
+
+
+@dataclass
+class PrevTokenProbe(Probe):
+    name = "prev_token"
+    per_head = True
+
+    def objective(self, model, spec, input_ids, logits, hooks):
+        pat = attention_pattern(hooks.qkv(spec.layer), neox_shape(model), heads=[spec.head])[:, 0]
+        t = torch.arange(1, pat.shape[-1], device=pat.device)
+        return pat[:, t, t - 1].mean(dim=1) / input_ids.shape[0]
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_probe(name: str, cls: type) -> None:
+    """Register a Probe subclass under ``name`` (usable as ``probe=name`` everywhere)."""
+    if not (isinstance(cls, type) and issubclass(cls, Probe)):
+        raise TypeError(f"register_probe expects a Probe subclass, got {cls!r}")
+    _REGISTRY[name] = cls
+
+
+def get_probe(probe, **kwargs) -> Probe:
+    """A Probe from a registered name (with constructor kwargs) or a Probe instance."""
+    if isinstance(probe, Probe):
+        if kwargs:
+            raise ValueError("pass probe parameters to the Probe constructor, not alongside an instance")
+        return probe
+    if isinstance(probe, str):
+        if probe not in _REGISTRY:
+            raise ValueError(f"unknown probe {probe!r}; registered probes: {sorted(_REGISTRY)}")
+        return _REGISTRY[probe](**kwargs)
+    raise TypeError(f"probe must be a registered name or a Probe instance, got {type(probe).__name__}")
+
+
+for _cls in (InductionProbe, PrefixMatchingProbe, PrevTokenProbe):
+    register_probe(_cls.name, _cls)
