@@ -2,6 +2,7 @@
 
 from .megatron import DTYPE_CODES, MMapIndexedDataset, shard_bin_paths, write_megatron
 from .pythia import PythiaBatches
+from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus, load_category_sidecar
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
 __all__ = [
@@ -15,4 +16,8 @@ __all__ = [
     "get_decoder",
     "get_tokenizer",
     "load_tokenizer",
+    "CATEGORIES",
+    "SyntheticConfig",
+    "generate_corpus",
+    "load_category_sidecar",
 ]

@@ -1,0 +1,370 @@
+"""Deterministic synthetic corpus for the CPU demo, with per-row category labels.
+
+Documents come from eight labelled generators (``CATEGORIES``). They are byte-tokenized
+(:class:`~mda_fast.data.tokenizer.ByteTokenizer`), concatenated with an EOD (0) after each document, and the stream
+is cut into ``seq_len``-token rows, the way Pythia packs the Pile (a document may span rows). Rows are written as a
+Megatron dataset (uint16, one entry per row), so :class:`~mda_fast.data.PythiaBatches` reads them in step order.
+
+Sidecar: ``<prefix>.categories.npy`` float32 ``[n_rows, n_categories]``, the fraction of each row's tokens that
+come from each category (an EOD counts toward the document it ends), and ``<prefix>.categories.json``
+``{"categories", "seq_len", "n_rows", "config", ...}``. Attribution never reads them; analysis does.
+
+Mixing weights are token shares: category ``c`` receives ``w_c / sum(w)`` of the corpus tokens (up to one document).
+Each category draws from its own seeded stream, and a further stream shuffles the document order.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .megatron import write_megatron
+
+__all__ = [
+    "CATEGORIES",
+    "DEFAULT_MIX",
+    "SyntheticConfig",
+    "generate_documents",
+    "pack_documents",
+    "generate_corpus",
+    "load_category_sidecar",
+]
+
+CATEGORIES = ["prose", "xml", "latex", "code", "hexlog", "base64", "csv", "repeat"]
+
+# Calibration (/work/shared/notes/toy-induction.md): ~60% repeated structure forms a head in ~1600-1800 steps.
+DEFAULT_MIX = {
+    "prose": 0.20,
+    "xml": 0.15,
+    "latex": 0.05,
+    "code": 0.05,
+    "hexlog": 0.05,
+    "base64": 0.05,
+    "csv": 0.05,
+    "repeat": 0.40,
+}
+
+_EOD = 0
+_OFFSET = 4
+
+# -- word lists ---------------------------------------------------------------------------------------------------
+_DET = "the a this that every some one each my our their his her no".split()
+_ADJ = ("old new small large quiet bright dark green red blue cold warm quick slow strange simple early late "
+        "heavy light young ancient silent gentle broken hidden open narrow wide deep soft hard clever").split()
+_NOUN = ("cat dog river stone tree house city road garden window door letter book song friend child teacher "
+         "farmer king queen ship island mountain forest bridge market tower clock lamp table field bird horse "
+         "village storm winter morning evening kitchen engine wheel signal story voice").split()
+_VERB = ("saw found took built opened closed carried followed watched heard painted crossed visited left "
+         "reached moved pushed pulled wrote read lost kept sold bought chose").split()
+_ADV = "slowly quickly quietly often never always suddenly carefully again soon".split()
+_PREP = "in on under near with across behind before after beside over into".split()
+_NAME = ("Alice Bruno Clara Dmitri Elena Farid Grace Hiro Ines Jonas Kiri Lena Marco Nadia Omar Priya "
+         "Quinn Rosa Sven Tomas").split()
+_CITY = ("Lisbon Oslo Cairo Lima Quito Hanoi Dakar Perth Riga Turin Kyoto Nairobi Porto Zagreb Austin "
+         "Bergen").split()
+_TAG = ("item name title price author city note entry value record field date id label group node").split()
+_ROOT = "catalog library inventory records config feed dataset list".split()
+_LEVEL = "INFO INFO INFO DEBUG WARN ERROR".split()
+_EVENT = "request.start request.end cache.miss cache.hit db.query auth.ok retry upload done".split()
+_GREEK = r"\alpha \beta \gamma \delta \lambda \mu \sigma \theta \omega \phi".split()
+_LATEX_ENV = "itemize enumerate description".split()
+_OPS = "+ - * //".split()
+_PRINTABLE = np.arange(33, 127, dtype=np.uint8)
+
+
+def _pick(r: int, words: List[str]) -> str:
+    return words[r % len(words)]
+
+
+def _sentence(r: np.ndarray) -> str:
+    """One sentence from a small grammar; ``r`` holds 12 random ints."""
+    subj = (f"{_pick(r[0], _DET)} {_pick(r[1], _ADJ)} {_pick(r[2], _NOUN)}" if r[11] % 3 else _pick(r[0], _NAME))
+    obj = f"{_pick(r[3], _DET)} {_pick(r[4], _NOUN)}"
+    s = f"{subj} {_pick(r[5], _VERB)} {obj}"
+    if r[10] % 2:
+        s += f" {_pick(r[6], _PREP)} {_pick(r[7], _DET)} {_pick(r[8], _ADJ)} {_pick(r[9], _NOUN)}"
+    if r[10] % 5 == 0:
+        s += f" {_pick(r[9], _ADV)}"
+    return s[0].upper() + s[1:] + "."
+
+
+def _words(r: np.ndarray) -> str:
+    return " ".join(_pick(int(x), _NOUN if i % 2 else _ADJ) for i, x in enumerate(r))
+
+
+def _gen_prose(rng: np.random.Generator, cfg) -> str:
+    n = int(rng.integers(2, 9))
+    r = rng.integers(0, 1 << 30, size=(n, 12))
+    return " ".join(_sentence(row) for row in r) + "\n"
+
+
+def _gen_xml(rng: np.random.Generator, cfg) -> str:
+    n_fields, n_rec = int(rng.integers(2, 5)), int(rng.integers(2, 6))
+    tags = [_TAG[i] for i in rng.choice(len(_TAG), size=n_fields, replace=False)]
+    root, rec = _pick(int(rng.integers(1 << 30)), _ROOT), _pick(int(rng.integers(1 << 30)), _TAG[:6])
+    r = rng.integers(0, 1 << 30, size=(n_rec, n_fields, 2))
+    ids = rng.integers(1, 1000, size=n_rec)
+    lines = [f"<{root}>"]
+    for i in range(n_rec):
+        lines.append(f'  <{rec} id="{ids[i]}">')
+        for j, t in enumerate(tags):
+            lines.append(f"    <{t}>{_words(r[i, j, : 1 + r[i, j, 1] % 2])}</{t}>")
+        lines.append(f"  </{rec}>")
+    lines.append(f"</{root}>")
+    return "\n".join(lines) + "\n"
+
+
+def _gen_latex(rng: np.random.Generator, cfg) -> str:
+    r = rng.integers(0, 1 << 30, size=24)
+    var = [f"{_pick(int(r[i]), list('xyzabnkt'))}" for i in range(3)]
+    g = [_pick(int(r[3 + i]), _GREEK) for i in range(2)]
+    env = _pick(int(r[5]), _LATEX_ENV)
+    title = f"{_pick(int(r[6]), _ADJ).capitalize()} {_pick(int(r[7]), _NOUN)}s"
+    items = "\n".join(f"  \\item {_words(r[8 + 2 * i: 10 + 2 * i])}" for i in range(1 + int(r[20]) % 4))
+    return (
+        f"\\section{{{title}}}\n"
+        f"\\begin{{equation}}\n  {var[0]}_{{{var[1]}}} = \\frac{{{g[0]} {var[1]}}}{{{g[1]} + {var[2]}}}"
+        f" + \\sum_{{{var[1]}=1}}^{{n}} {var[2]}_{{{var[1]}}}\n\\end{{equation}}\n"
+        f"\\begin{{{env}}}\n{items}\n\\end{{{env}}}\n"
+    )
+
+
+def _ident(r: np.ndarray) -> str:
+    return f"{_pick(int(r[0]), _ADJ)}_{_pick(int(r[1]), _NOUN)}"
+
+
+def _gen_code(rng: np.random.Generator, cfg) -> str:
+    n_fn = int(rng.integers(1, 4))
+    r = rng.integers(0, 1 << 30, size=(n_fn, 12))
+    out = []
+    prev = None
+    for row in r:
+        fn, a, b, v = _ident(row[0:2]), _ident(row[2:4]), _ident(row[4:6]), _ident(row[6:8])
+        op = _pick(int(row[8]), _OPS)
+        body = f"def {fn}({a}, {b}):\n    {v} = {a} {op} {b}\n    if {v} > {int(row[9]) % 100}:\n        return {v}\n"
+        body += f"    return {prev}({v}, {b})\n" if prev else f"    return {a}\n"
+        out.append(body)
+        prev = fn
+    return "\n".join(out) + "\n"
+
+
+def _uuid(rng: np.random.Generator) -> str:
+    h = rng.bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _gen_hexlog(rng: np.random.Generator, cfg) -> str:
+    ids = [_uuid(rng) for _ in range(int(rng.integers(1, 4)))]
+    n = int(rng.integers(3, 9))
+    r = rng.integers(0, 1 << 30, size=(n, 5))
+    t0 = int(rng.integers(0, 86400 - 600))
+    lines = []
+    t = t0
+    for row in r:
+        t += int(row[0]) % 20
+        lines.append(
+            f"2026-11-22T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z {_pick(int(row[1]), _LEVEL)} "
+            f"[{ids[int(row[2]) % len(ids)]}] {_pick(int(row[3]), _EVENT)} sha={int(row[4]):08x}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _gen_base64(rng: np.random.Generator, cfg) -> str:
+    blob = base64.b64encode(rng.bytes(int(rng.integers(48, 360)))).decode("ascii")
+    return "data:application/octet-stream;base64," + "\n".join(blob[i: i + 76] for i in range(0, len(blob), 76)) + "\n"
+
+
+def _gen_csv(rng: np.random.Generator, cfg) -> str:
+    n = int(rng.integers(3, 12))
+    r = rng.integers(0, 1 << 30, size=(n, 4))
+    lines = ["id,name,city,amount,date"]
+    start = int(rng.integers(1, 9000))
+    for i, row in enumerate(r):
+        lines.append(f"{start + i},{_pick(int(row[0]), _NAME)},{_pick(int(row[1]), _CITY)},"
+                     f"{int(row[2]) % 100000 / 100:.2f},2026-{1 + int(row[3]) % 12:02d}-{1 + int(row[3]) % 28:02d}")
+    return "\n".join(lines) + "\n"
+
+
+def _gen_repeat(rng: np.random.Generator, cfg) -> str:
+    lo, hi = cfg.repeat_len
+    chunk = rng.choice(_PRINTABLE, size=int(rng.integers(lo, hi + 1))).tobytes().decode("ascii")
+    k = int(rng.integers(cfg.repeat_copies[0], cfg.repeat_copies[1] + 1))
+    fill = rng.integers(0, 1 << 30, size=(k, 3))
+    parts = []
+    for i in range(k):
+        parts.append(chunk)
+        parts.append(" " + " ".join(_pick(int(x), _NOUN) for x in fill[i, : 1 + fill[i, 2] % 3]) + " ")
+    return "".join(parts).rstrip() + "\n"
+
+
+_GENERATORS: Dict[str, Callable] = {
+    "prose": _gen_prose,
+    "xml": _gen_xml,
+    "latex": _gen_latex,
+    "code": _gen_code,
+    "hexlog": _gen_hexlog,
+    "base64": _gen_base64,
+    "csv": _gen_csv,
+    "repeat": _gen_repeat,
+}
+
+
+@dataclasses.dataclass
+class SyntheticConfig:
+    """What to generate.
+
+    Args:
+        n_sequences: rows of the corpus.
+        seq_len: tokens per row (129 = 128 inputs + 1 shifted label for the CPU demo).
+        mix: category -> non-negative weight; weights are token shares after normalisation, missing categories get 0.
+        seed: seed of every random stream.
+        repeat_len: inclusive byte-length range of the random chunk in a ``repeat`` document.
+        repeat_copies: inclusive range of how often that chunk occurs in one document.
+    """
+
+    n_sequences: int
+    seq_len: int = 129
+    mix: Dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_MIX))
+    seed: int = 0
+    repeat_len: Tuple[int, int] = (8, 30)
+    repeat_copies: Tuple[int, int] = (3, 8)
+
+    def __post_init__(self):
+        if not isinstance(self.n_sequences, (int, np.integer)) or self.n_sequences < 1:
+            raise ValueError(f"n_sequences must be a positive int, got {self.n_sequences!r}")
+        if not isinstance(self.seq_len, (int, np.integer)) or self.seq_len < 2:
+            raise ValueError(f"seq_len must be an int >= 2, got {self.seq_len!r}")
+        unknown = sorted(set(self.mix) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories in mix: {unknown}; expected a subset of {CATEGORIES}")
+        bad = {k: v for k, v in self.mix.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
+        if sum(self.mix.values()) <= 0:
+            raise ValueError(f"mix weights must not all be zero, got {self.mix}")
+        for name in ("repeat_len", "repeat_copies"):
+            lo, hi = getattr(self, name)
+            if not (1 <= lo <= hi):
+                raise ValueError(f"{name} must be a range (lo, hi) with 1 <= lo <= hi, got {(lo, hi)}")
+        self.repeat_len, self.repeat_copies = tuple(self.repeat_len), tuple(self.repeat_copies)
+
+    def weights(self) -> np.ndarray:
+        """Normalised token share of each category, in ``CATEGORIES`` order."""
+        w = np.array([float(self.mix.get(c, 0.0)) for c in CATEGORIES])
+        return w / w.sum()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["mix"] = {c: float(self.mix.get(c, 0.0)) for c in CATEGORIES}
+        d["repeat_len"], d["repeat_copies"] = list(self.repeat_len), list(self.repeat_copies)
+        return d
+
+
+def generate_documents(config: SyntheticConfig, progress: bool = False) -> List[Tuple[int, bytes]]:
+    """The corpus's documents ``(category_index, utf-8 bytes)`` in packing order (without EOD)."""
+    total = config.n_sequences * config.seq_len
+    budgets = np.ceil(config.weights() * total).astype(np.int64)
+    docs: List[Tuple[int, bytes]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(budgets.sum()), unit="tok", unit_scale=True, desc="synthetic corpus")
+    for c, name in enumerate(CATEGORIES):
+        if budgets[c] == 0:
+            continue
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, c]))
+        gen = _GENERATORS[name]
+        made = 0
+        while made < budgets[c]:
+            b = gen(rng, config).encode("utf-8")
+            docs.append((c, b))
+            made += len(b) + 1  # + EOD
+            if bar is not None:
+                bar.update(len(b) + 1)
+    if bar is not None:
+        bar.close()
+    order = np.random.default_rng(np.random.SeedSequence([config.seed, len(CATEGORIES)])).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def pack_documents(docs: List[Tuple[int, bytes]], seq_len: int, n_rows: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pythia packing: each document's byte tokens then EOD, concatenated, cut into ``n_rows`` rows.
+
+    Returns ``tokens`` uint16 ``[n_rows, seq_len]`` and ``labels`` uint8 ``[n_rows, seq_len]`` (category index of
+    every token; an EOD carries its document's category). The stream must hold at least ``n_rows * seq_len`` tokens.
+    """
+    cats = np.fromiter((c for c, _ in docs), dtype=np.uint8, count=len(docs))
+    lens = np.fromiter((len(b) + 1 for _, b in docs), dtype=np.int64, count=len(docs))
+    need = n_rows * seq_len
+    if lens.sum() < need:
+        raise ValueError(f"documents hold {int(lens.sum())} tokens, need {need} for {n_rows} rows of {seq_len}")
+    # only the documents that reach into the first `need` tokens
+    n_docs = int(np.searchsorted(np.cumsum(lens), need)) + 1
+    cats, lens = cats[:n_docs], lens[:n_docs]
+    stream = np.zeros(int(lens.sum()), dtype=np.uint16)
+    is_text = np.ones(stream.size, dtype=bool)
+    is_text[np.cumsum(lens) - 1] = False
+    stream[is_text] = np.frombuffer(b"".join(b for _, b in docs[:n_docs]), dtype=np.uint8).astype(np.uint16) + _OFFSET
+    labels = np.repeat(cats, lens)
+    return stream[:need].reshape(n_rows, seq_len), labels[:need].reshape(n_rows, seq_len)
+
+
+def category_fractions(labels: np.ndarray) -> np.ndarray:
+    """float32 ``[n_rows, n_categories]``: share of each row's tokens per category."""
+    n_rows, L = labels.shape
+    counts = np.zeros((n_rows, len(CATEGORIES)), dtype=np.int64)
+    for c in range(len(CATEGORIES)):
+        counts[:, c] = (labels == c).sum(axis=1)
+    return (counts / L).astype(np.float32)
+
+
+def generate_corpus(out_prefix, config: SyntheticConfig, n_shards: int = 1, progress: bool = True) -> dict:
+    """Generate, pack and write the corpus and its category sidecar; return a summary dict."""
+    out_prefix = os.fspath(out_prefix)
+    docs = generate_documents(config, progress=progress)
+    tokens, labels = pack_documents(docs, config.seq_len, config.n_sequences)
+    paths = write_megatron(out_prefix, tokens, dtype=np.uint16, n_shards=n_shards)
+    fractions = category_fractions(labels)
+    np.save(out_prefix + ".categories.npy", fractions)
+    counts = np.bincount(labels.reshape(-1), minlength=len(CATEGORIES))
+    n_docs_used = int((tokens == _EOD).sum()) + (0 if tokens.reshape(-1)[-1] == _EOD else 1)
+    meta = {
+        "categories": list(CATEGORIES),
+        "seq_len": int(config.seq_len),
+        "n_rows": int(config.n_sequences),
+        "config": config.to_dict(),
+        "token_share": {c: float(counts[i] / labels.size) for i, c in enumerate(CATEGORIES)},
+        "n_documents": n_docs_used,
+        "eod_id": _EOD,
+        "tokenizer": "bytes",
+    }
+    with open(out_prefix + ".categories.json", "w") as f:
+        json.dump(meta, f, indent=1)
+    return {**meta, "paths": paths + [out_prefix + ".categories.npy", out_prefix + ".categories.json"]}
+
+
+def load_category_sidecar(prefix) -> Optional[Tuple[np.ndarray, List[str]]]:
+    """``(fractions [n_rows, n_categories] float32, category names)``, or ``None`` when there is no sidecar."""
+    prefix = os.fspath(prefix)
+    for ext in (".idx", ".bin"):
+        if prefix.endswith(ext):
+            prefix = prefix[: -len(ext)]
+    npy, js = prefix + ".categories.npy", prefix + ".categories.json"
+    if not os.path.isfile(npy):
+        return None
+    if not os.path.isfile(js):
+        raise FileNotFoundError(f"{npy!r} exists but its metadata {js!r} does not")
+    with open(js) as f:
+        meta = json.load(f)
+    fr = np.load(npy)
+    names = list(meta["categories"])
+    if fr.shape != (meta["n_rows"], len(names)):
+        raise ValueError(f"{npy!r}: shape {fr.shape} disagrees with {js!r} (n_rows={meta['n_rows']}, "
+                         f"{len(names)} categories)")
+    return fr, names
