@@ -1,0 +1,50 @@
+"""Triton backend of `mda_fast.kernels`: the three ops, one file each (triton_score, triton_covariance, triton_eigen_sq).
+
+Inputs arrive validated by `kernels/validate.py` (contiguous, X/Y share a dtype in {bf16, fp16, fp32}, mask None or
+[N, T]); every op accumulates in fp32. `TRITON_INTERPRET=1` is read when a kernel is first launched, not at
+import, so it may be set after this module (or triton) was imported; interpreter mode runs on CPU tensors.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+
+def is_available() -> bool:
+    """True when triton imports and either a CUDA device is present or `TRITON_INTERPRET=1`."""
+    # find_spec, not import: importing triton fixes its interpreter mode for the process (see triton_score).
+    if importlib.util.find_spec("triton") is None:
+        return False
+    interpret = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return interpret or torch.cuda.is_available()
+
+
+def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor | None = None,
+                          bias: bool = False) -> torch.Tensor:
+    """acc [D, D] fp32 += Σ_n Σ_t m x̃ x̃ᵀ with D = d_in + bias; returns acc."""
+    from . import triton_covariance
+    return triton_covariance.covariance_accumulate(acc, X, mask, bias)
+
+
+def score_blocks(blocks, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """S [N, K] fp32, S[n, k] = Σ_b <P_b[k], G_{b,n}>; blocks carry `.X .Y .P .bias` and share N, T, K."""
+    from . import triton_score
+    return triton_score.score_blocks(list(blocks), mask)
+
+
+def score(X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, mask: torch.Tensor | None = None,
+          bias: bool = False) -> torch.Tensor:
+    """S [N, K] fp32, S[n, k] = <P[k], G_n> for one block."""
+    from types import SimpleNamespace
+
+    return score_blocks([SimpleNamespace(X=X, Y=Y, P=P, bias=bias)], mask)
+
+
+def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
+                        Q_A: torch.Tensor, mask: torch.Tensor | None = None, bias: bool = False,
+                        route: str | None = None) -> torch.Tensor:
+    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None picks "tokens" or "grads" by FLOP count."""
+    from . import triton_eigen_sq
+    return triton_eigen_sq.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, route=route)

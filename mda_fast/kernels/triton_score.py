@@ -1,0 +1,148 @@
+"""Triton `score_blocks`: S[n, k] = Σ_b <P_b[k], G_{b,n}>, G_{b,n} = Σ_t m_t y_t x̃_tᵀ, G never leaves the chip.
+
+One program owns one sample n and one [BLOCK_O, BLOCK_I] tile of G: it accumulates the tile over T with `tl.dot`
+(fp32 accumulator), then contracts it with the K query tiles P[k, tile] and stores K partial sums into a
+[N, cells, K] fp32 buffer (each cell written once: no atomics, deterministic). One launch per block; one final sum
+over the tile axis gives S. The bias column of X̃ is an implicit 1 injected into the loaded X tile.
+
+Kernels are jitted lazily (`_build`) so `TRITON_INTERPRET=1` is honoured whenever it is set before the first call.
+Interpreter mode uses one config and upcasts bf16/fp16 to fp32 before `tl.dot` (the interpreter's bf16 dot is
+wrong). On the GPU fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores. A fractional mask is applied
+to Y in fp32 and rounded back to the input dtype before the dot (exact for 0/1 masks).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+# Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
+_FINE_O = 32
+_FINE_I = 32
+
+
+def _score_kernel(X, Y, P, M, Part,
+                  T, d_in, d_out, D_in, K, cell_offset, part_cells,
+                  HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr,
+                  FINE_O: tl.constexpr, FINE_I: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    tile = tl.program_id(1)
+    n_tiles_i = tl.cdiv(D_in, BLOCK_I)
+    pid_o = tile // n_tiles_i
+    pid_i = tile % n_tiles_i
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_t = tl.arange(0, BLOCK_T)
+    o_ok = offs_o < d_out
+    x_ok = offs_i < d_in
+    x_base = X + n * T * d_in
+    y_base = Y + n * T * d_out
+    acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + offs_t
+        t_ok = t < T
+        # Yᵀ tile [BLOCK_O, BLOCK_T]; zero on padded tokens, so the implicit ones column adds nothing there.
+        yt = tl.load(y_base + t[None, :] * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :], other=0.0)
+        x = tl.load(x_base + t[:, None] * d_in + offs_i[None, :], mask=t_ok[:, None] & x_ok[None, :], other=0.0)
+        if UPCAST:
+            yt = yt.to(tl.float32)
+            x = x.to(tl.float32)
+        if BIAS:
+            x = tl.where(offs_i[None, :] == d_in, 1.0, x).to(x.dtype)
+        if HAS_MASK:
+            m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
+            yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
+        acc = tl.dot(yt, x, acc, input_precision=PRECISION)
+    # Partial sums live on a fixed grid of FINE_O x FINE_I cells (independent of the config): the program stores its
+    # sum in the first cell of its tile and zeros in the other cells it covers, so every cell is written once.
+    SUB_O: tl.constexpr = BLOCK_O // FINE_O
+    SUB_I: tl.constexpr = BLOCK_I // FINE_I
+    n_cells_i = tl.cdiv(D_in, FINE_I)
+    sub_o = tl.arange(0, SUB_O)
+    sub_i = tl.arange(0, SUB_I)
+    cell_o = pid_o * SUB_O + sub_o
+    cell_i = pid_i * SUB_I + sub_i
+    cell_ok = (cell_o < tl.cdiv(d_out, FINE_O))[:, None] & (cell_i < n_cells_i)[None, :]
+    first = (sub_o == 0)[:, None] & (sub_i == 0)[None, :]
+    cell = Part + (n * part_cells + cell_offset + cell_o[:, None] * n_cells_i + cell_i[None, :]) * K
+    p_ok = o_ok[:, None] & (offs_i < D_in)[None, :]
+    p_ptrs = P + offs_o[:, None] * D_in + offs_i[None, :]
+    for k in range(K):
+        p = tl.load(p_ptrs + k * d_out * D_in, mask=p_ok, other=0.0)
+        s = tl.sum(tl.sum(p * acc, axis=1), axis=0)
+        tl.store(cell + k, tl.where(first, s, 0.0), mask=cell_ok)
+
+
+def _configs(interpret: bool):
+    if interpret:
+        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
+    return [
+        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+        for bo, bi, bt, w, s in [
+            (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
+            (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+            (64, 256, 32, 8, 3),
+        ]
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _build(interpret: bool):
+    return triton.autotune(_configs(interpret), key=["T", "d_in", "d_out", "K", "BIAS", "HAS_MASK"])(
+        triton.jit(_score_kernel))
+
+
+def interpret_mode() -> bool:
+    """`TRITON_INTERPRET` as triton reads it; raises if it disagrees with how triton.language was imported."""
+    interpret = bool(knobs.runtime.interpret)
+    stdlib_interpreted = not isinstance(tl.standard.sum, triton.runtime.jit.JITFunction)
+    if interpret != stdlib_interpreted:
+        raise RuntimeError(
+            f"TRITON_INTERPRET is {'set' if interpret else 'unset'} now but was "
+            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported; triton's standard "
+            "library is built for the import-time mode, so set TRITON_INTERPRET=1 before anything imports triton")
+    return interpret
+
+
+def kernel():
+    """The jitted, autotuned kernel for the current `TRITON_INTERPRET` setting."""
+    return _build(interpret_mode())
+
+
+def _cells(d_out: int, D_in: int) -> int:
+    return triton.cdiv(d_out, _FINE_O) * triton.cdiv(D_in, _FINE_I)
+
+
+def _alloc_partial(shape, device) -> torch.Tensor:
+    """Partial-sum buffer; every cell is written by the kernel (tests poison it with NaN)."""
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
+    """S [N, K] fp32 = Σ_b score(b); blocks have `.X [N,T,d_in] .Y [N,T,d_out] .P [K,d_out,D_in] fp32 .bias`."""
+    interpret = interpret_mode()
+    fn = kernel()
+    X0 = blocks[0].X
+    N, T = X0.shape[0], X0.shape[1]
+    K = blocks[0].P.shape[0]
+    offsets, total = [], 0
+    for b in blocks:
+        offsets.append(total)
+        total += _cells(b.Y.shape[2], b.P.shape[2])
+    if N == 0 or T == 0:
+        return torch.zeros((N, K), dtype=torch.float32, device=X0.device)
+    part = _alloc_partial((N, total, K), X0.device)
+    m = mask if mask is not None else part  # dummy pointer when HAS_MASK is False
+    for b, off in zip(blocks, offsets):
+        d_in, d_out, D_in = b.X.shape[2], b.Y.shape[2], b.P.shape[2]
+        grid = lambda META, d_out=d_out, D_in=D_in: (
+            N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
+        fn[grid](b.X, b.Y, b.P, m, part,
+                 T, d_in, d_out, D_in, K, off, total,
+                 HAS_MASK=mask is not None, BIAS=bool(b.bias), UPCAST=interpret,
+                 PRECISION="ieee" if b.X.dtype == torch.float32 else "tf32", FINE_O=_FINE_O, FINE_I=_FINE_I)
+    return part.sum(1)

@@ -1,0 +1,167 @@
+"""Triton backend against float64 einsum references, in interpreter mode on the CPU.
+
+Triton decides interpreter mode for its own standard library (tl.sum, tl.cdiv, ...) when it is first imported, so
+`TRITON_INTERPRET=1` is set here before anything imports triton; the backend reads the variable when a kernel is
+first launched. The compiled kernels are checked on a GPU by `benchmarks/bench_triton.py --check` (run in a
+subprocess by the `cuda` test below, with the variable removed).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("triton")
+
+from mda_fast.kernels import triton_backend as tb  # noqa: E402
+from mda_fast.kernels import triton_score  # noqa: E402
+
+N_CONFIGS = 24
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+D_OUTS = (96, 192, 384)
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # another test may have changed it since import
+
+
+def _config(i: int, kind: str) -> dict:
+    """Configuration i: the required cases are cycled through, the rest is drawn at random."""
+    rng = random.Random(1000 * i + sum(map(ord, kind)))
+    cfg = dict(
+        dtype=(torch.float32, torch.bfloat16)[i % 2],
+        d_out=D_OUTS[i % 3],
+        K=(1, 7)[(i // 2) % 2],
+        mask=("none", "partial", "zero", "fractional")[(i // 3) % 4] if i % 6 != 5 else "partial",
+        N=(1, 5, 3, 2)[i % 4] if i < 8 else rng.randint(1, 5),
+        T=(1, 37, 16, 23)[(i // 4) % 4] if i < 16 else rng.randint(1, 40),
+        d_in=(129, 64, 95, 40)[i % 4] if i < 12 else rng.choice([17, 33, 64, 95, 128, 129]),
+        bias=(True, False, True)[i % 3] if i < 12 else rng.random() < 0.5,
+    )
+    if i == 7:  # square G (d_out == D_in) so a transposed G cannot hide behind a shape error
+        cfg.update(d_out=96, d_in=95, bias=True)
+    return cfg
+
+
+def _inputs(cfg: dict, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    N, T = cfg["N"], cfg["T"]
+    X = torch.randn(N, T, cfg["d_in"], generator=g).to(cfg["dtype"])
+    Y = torch.randn(N, T, cfg["d_out"], generator=g).to(cfg["dtype"])
+    kind = cfg["mask"]
+    if kind == "none":
+        M = None
+    elif kind == "zero":
+        M = torch.zeros(N, T)
+    elif kind == "partial":
+        M = (torch.rand(N, T, generator=g) < 0.6).float()
+        M[0, 0] = 0.0
+    else:
+        M = torch.rand(N, T, generator=g)
+    return X, Y, M
+
+
+def _xt64(X: torch.Tensor, bias: bool) -> torch.Tensor:
+    X = X.double()
+    return torch.cat([X, X.new_ones(*X.shape[:-1], 1)], -1) if bias else X
+
+
+def _m64(M, X):
+    return torch.ones(X.shape[:2], dtype=torch.float64) if M is None else M.double()
+
+
+def _grads64(X, Y, M, bias):
+    """G [N, d_out, D_in] in float64 from the (already dtype-rounded) inputs."""
+    return torch.einsum("nt,nto,nti->noi", _m64(M, X), Y.double(), _xt64(X, bias))
+
+
+def _check(out: torch.Tensor, ref: torch.Tensor, dtype, what: str):
+    assert not torch.isnan(out).any(), f"{what}: NaN in output"
+    scale = ref.abs().max().item()
+    if scale == 0.0:
+        assert out.abs().max().item() == 0.0, f"{what}: expected exact zeros"
+        return
+    err = (out.double() - ref).abs().max().item() / scale
+    assert err < TOL[dtype], f"{what}: relative error {err:.2e} > {TOL[dtype]:.0e}"
+
+
+@pytest.fixture
+def poison_partial(monkeypatch):
+    """Score's partial-sum buffer starts as NaN: a cell the kernel forgets to write shows up."""
+    monkeypatch.setattr(triton_score, "_alloc_partial",
+                        lambda shape, device: torch.full(shape, float("nan"), device=device))
+
+
+# --------------------------------------------------------------------------------------------- score
+
+
+@pytest.mark.parametrize("i", range(N_CONFIGS))
+def test_score_matches_float64_reference(i, poison_partial):
+    cfg = _config(i, "score")
+    X, Y, M = _inputs(cfg, seed=i)
+    D_in = cfg["d_in"] + cfg["bias"]
+    P = torch.randn(cfg["K"], cfg["d_out"], D_in, generator=torch.Generator().manual_seed(100 + i))
+    S = tb.score(X, Y, P, M, cfg["bias"])
+    assert S.shape == (cfg["N"], cfg["K"]) and S.dtype == torch.float32
+    ref = torch.einsum("koi,noi->nk", P.double(), _grads64(X, Y, M, cfg["bias"]))
+    _check(S, ref, cfg["dtype"], f"score {cfg}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_score_blocks_sums_heterogeneous_blocks(dtype, poison_partial):
+    g = torch.Generator().manual_seed(7)
+    N, T, K = 3, 29, 7
+    shapes = [(129, 96, True), (64, 192, False), (40, 33, True)]  # (d_in, d_out, bias)
+    M = (torch.rand(N, T, generator=g) < 0.7).float()
+    blocks, ref = [], torch.zeros(N, K, dtype=torch.float64)
+    for d_in, d_out, bias in shapes:
+        X = torch.randn(N, T, d_in, generator=g).to(dtype)
+        Y = torch.randn(N, T, d_out, generator=g).to(dtype)
+        P = torch.randn(K, d_out, d_in + bias, generator=g)
+        blocks.append(SimpleNamespace(X=X, Y=Y, P=P, bias=bias))
+        ref += torch.einsum("koi,noi->nk", P.double(), _grads64(X, Y, M, bias))
+    _check(tb.score_blocks(blocks, M), ref, dtype, "score_blocks")
+
+
+def test_score_reference_is_discriminating():
+    """The comparison above fails for a transposed G, a misplaced bias column, a wrong mask or a flipped sign."""
+    g = torch.Generator().manual_seed(3)
+    N, T, d = 2, 11, 96
+    X = torch.randn(N, T, d - 1, generator=g)
+    Y = torch.randn(N, T, d, generator=g)
+    M = (torch.rand(N, T, generator=g) < 0.5).float()
+    P = torch.randn(2, d, d, generator=g)
+    S = tb.score(X, Y, P, M, True).double()
+    G = _grads64(X, Y, M, True)
+    good = torch.einsum("koi,noi->nk", P.double(), G)
+    Xfront = torch.cat([torch.ones(N, T, 1), X], -1)  # bias column first instead of last
+    wrong = {
+        "transposed": torch.einsum("koi,nio->nk", P.double(), G),
+        "bias first": torch.einsum("koi,noi->nk", P.double(), _grads64(Xfront, Y, M, False)),
+        "no mask": torch.einsum("koi,noi->nk", P.double(), _grads64(X, Y, None, True)),
+        "inverted mask": torch.einsum("koi,noi->nk", P.double(), _grads64(X, Y, 1 - M, True)),
+        "sign": -good,
+    }
+    scale = good.abs().max().item()
+    assert (S - good).abs().max().item() / scale < TOL[torch.float32]
+    for name, bad in wrong.items():
+        assert (S - bad).abs().max().item() / scale > 10 * TOL[torch.bfloat16], name
+
+
+def test_score_empty_batch():
+    X, Y, P = torch.zeros(0, 4, 8), torch.zeros(0, 4, 16), torch.zeros(2, 16, 8)
+    assert tb.score(X, Y, P).shape == (0, 2)
+
+
+def test_is_available_under_interpreter():
+    assert tb.is_available()
