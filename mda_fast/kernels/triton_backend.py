@@ -21,6 +21,26 @@ def is_available() -> bool:
     return interpret or torch.cuda.is_available()
 
 
+def interpret_mode() -> bool:
+    """`TRITON_INTERPRET` as triton reads it now; raises if it disagrees with how triton.language was imported.
+
+    Triton builds its standard library (tl.sum, tl.cdiv, ...) for the mode in force at its first import, so the
+    two must agree: set `TRITON_INTERPRET=1` before anything imports triton.
+    """
+    import triton
+    import triton.language as tl
+    from triton import knobs
+
+    interpret = bool(knobs.runtime.interpret)
+    stdlib_interpreted = not isinstance(tl.standard.sum, triton.runtime.jit.JITFunction)
+    if interpret != stdlib_interpreted:
+        raise RuntimeError(
+            f"TRITON_INTERPRET is {'set' if interpret else 'unset'} now but was "
+            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported; set TRITON_INTERPRET=1 "
+            "before anything imports triton to run the Triton backend in interpreter mode")
+    return interpret
+
+
 def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor | None = None,
                           bias: bool = False) -> torch.Tensor:
     """acc [D, D] fp32 += Σ_n Σ_t m x̃ x̃ᵀ with D = d_in + bias; returns acc."""

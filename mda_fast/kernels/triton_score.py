@@ -17,7 +17,8 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from triton import knobs
+
+from .triton_backend import interpret_mode
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32
@@ -94,18 +95,6 @@ def _configs(interpret: bool):
 def _build(interpret: bool):
     return triton.autotune(_configs(interpret), key=["T", "d_in", "d_out", "K", "BIAS", "HAS_MASK"])(
         triton.jit(_score_kernel))
-
-
-def interpret_mode() -> bool:
-    """`TRITON_INTERPRET` as triton reads it; raises if it disagrees with how triton.language was imported."""
-    interpret = bool(knobs.runtime.interpret)
-    stdlib_interpreted = not isinstance(tl.standard.sum, triton.runtime.jit.JITFunction)
-    if interpret != stdlib_interpreted:
-        raise RuntimeError(
-            f"TRITON_INTERPRET is {'set' if interpret else 'unset'} now but was "
-            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported; triton's standard "
-            "library is built for the import-time mode, so set TRITON_INTERPRET=1 before anything imports triton")
-    return interpret
 
 
 def kernel():

@@ -1,0 +1,392 @@
+// CUDA kernels: per-sample outer-product accumulation on tensor cores with four epilogues (see kernels.h).
+//
+// One CTA (4 warps) owns a BM x BN tile of G for one block of the block table and a range of samples. Per sample
+// it loops over T in chunks of BK tokens: the chunk of a (masked, converted) and b (with the implicit ones
+// column) goes to shared memory, and each warp accumulates a 32 x 32 sub-tile in fp32 wmma fragments
+// (bf16/fp16: m16n16k16; fp32: m16n16k8 tf32 with a 3-pass hi/lo split, which keeps fp32 accuracy).
+// The G tile only ever lives in registers and shared memory; the epilogue consumes it:
+//   kScore : dot with the P_k tiles, CTA reduction, one atomicAdd into S[n, k] per (CTA, k);
+//   kSquare: squares summed over the CTA's samples in registers, one atomicAdd per element at the end;
+//   kSum   : fragments accumulate over all of the CTA's samples, one atomicAdd per element at the end;
+//   kStore : G tile written to an fp32 workspace (route B of eigen_sq_accumulate).
+#include "kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <sstream>
+#include <type_traits>
+#include <stdexcept>
+#include <string>
+
+#define MDAF_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                               \
+    cudaError_t err__ = (expr);                                                                      \
+    if (err__ != cudaSuccess) {                                                                      \
+      std::ostringstream os__;                                                                       \
+      os__ << "CUDA error " << cudaGetErrorName(err__) << " (" << cudaGetErrorString(err__) << ") at " \
+           << __FILE__ << ":" << __LINE__ << " in " #expr;                                           \
+      throw std::runtime_error(os__.str());                                                          \
+    }                                                                                                \
+  } while (0)
+
+namespace mdaf {
+namespace {
+
+using namespace nvcuda;
+
+constexpr int BM = 64, BN = 64, BK = 32;
+constexpr int NTHREADS = 128;  // 4 warps, 2 x 2 warp grid of 32 x 32 sub-tiles
+constexpr int MAX_BLOCKS = 16;
+constexpr int CLD = BN + 4;    // fp32 leading dimension of the epilogue tile
+constexpr int PER_THREAD = BM * BN / NTHREADS;
+
+struct DevOperand {
+  const void* ptr;
+  long long sn, st;
+  int width, bias;
+};
+
+struct DevBlock {
+  DevOperand a, b;
+  const float* P;
+  float* out;
+  int M, C, tiles_n, tile_begin;
+};
+
+struct BlockTable {
+  DevBlock blk[MAX_BLOCKS];
+  int nblocks;
+};
+
+template <typename T>
+struct Elem;
+template <>
+struct Elem<float> {
+  static constexpr int FK = 8;  // wmma k for tf32
+  static constexpr int PAD = 4;
+  using FragT = wmma::precision::tf32;
+  __device__ static float to_float(float v) { return v; }
+  __device__ static float from_float(float v) { return v; }
+};
+template <>
+struct Elem<__nv_bfloat16> {
+  static constexpr int FK = 16;
+  static constexpr int PAD = 8;
+  using FragT = __nv_bfloat16;
+  __device__ static float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ static __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Elem<__half> {
+  static constexpr int FK = 16;
+  static constexpr int PAD = 8;
+  using FragT = __half;
+  __device__ static float to_float(__half v) { return __half2float(v); }
+  __device__ static __half from_float(float v) { return __float2half_rn(v); }
+};
+
+// Loads tokens [t0, t0+BK) x columns [c0, c0+W) of an operand into smem dst[BK][LD] (row = token), scaled by the
+// mask when `masked`. Out-of-range entries are zero; column `width` is the implicit ones column when bias is set.
+template <typename T, int W, int LD>
+__device__ __forceinline__ void load_chunk(T* dst, const DevOperand& op, long long n, int t0, int c0, int T_len,
+                                           const float* mask, bool masked) {
+  const T* src = static_cast<const T*>(op.ptr);
+  for (int e = threadIdx.x; e < BK * W; e += NTHREADS) {
+    const int tt = e / W, cc = e % W;
+    const int t = t0 + tt, c = c0 + cc;
+    float v = 0.0f;
+    if (t < T_len) {
+      if (c < op.width) {
+        v = Elem<T>::to_float(src[n * op.sn + (long long)t * op.st + c]);
+      } else if (c == op.width && op.bias) {
+        v = 1.0f;
+      }
+      if (masked && mask != nullptr) v *= mask[n * T_len + t];
+    }
+    dst[tt * LD + cc] = Elem<T>::from_float(v);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void mma_chunk(
+    const T* As, const T* Bs, int wm, int wn,
+    wmma::fragment<wmma::accumulator, 16, 16, Elem<T>::FK, float> (&acc)[2][2]) {
+  constexpr int FK = Elem<T>::FK;
+  constexpr int ALD = BM + Elem<T>::PAD, BLD = BN + Elem<T>::PAD;
+  using FT = typename Elem<T>::FragT;
+#pragma unroll
+  for (int kk = 0; kk < BK; kk += FK) {
+    wmma::fragment<wmma::matrix_a, 16, 16, FK, FT, wmma::col_major> a[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, FK, FT, wmma::row_major> b[2];
+#pragma unroll
+    for (int f = 0; f < 2; ++f) {
+      // A = a-chunkᵀ: element (row i, col k) at As[k * ALD + i] -> column major with ld ALD.
+      wmma::load_matrix_sync(a[f], As + kk * ALD + wm * 32 + f * 16, ALD);
+      wmma::load_matrix_sync(b[f], Bs + kk * BLD + wn * 32 + f * 16, BLD);
+    }
+    if constexpr (std::is_same<T, float>::value) {
+      // 3xTF32: x = hi + lo, x·y ≈ hi·hi' + hi·lo' + lo·hi' (error ~ fp32).
+      wmma::fragment<wmma::matrix_a, 16, 16, FK, FT, wmma::col_major> a_lo[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, FK, FT, wmma::row_major> b_lo[2];
+#pragma unroll
+      for (int f = 0; f < 2; ++f) {
+#pragma unroll
+        for (int i = 0; i < a[f].num_elements; ++i) {
+          const float v = a[f].x[i];
+          const float h = wmma::__float_to_tf32(v);
+          a[f].x[i] = h;
+          a_lo[f].x[i] = wmma::__float_to_tf32(v - h);
+        }
+#pragma unroll
+        for (int i = 0; i < b[f].num_elements; ++i) {
+          const float v = b[f].x[i];
+          const float h = wmma::__float_to_tf32(v);
+          b[f].x[i] = h;
+          b_lo[f].x[i] = wmma::__float_to_tf32(v - h);
+        }
+      }
+#pragma unroll
+      for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+        for (int fj = 0; fj < 2; ++fj) {
+          wmma::mma_sync(acc[fi][fj], a_lo[fi], b[fj], acc[fi][fj]);
+          wmma::mma_sync(acc[fi][fj], a[fi], b_lo[fj], acc[fi][fj]);
+          wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
+        }
+    } else {
+#pragma unroll
+      for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+        for (int fj = 0; fj < 2; ++fj) wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
+    }
+  }
+}
+
+__device__ __forceinline__ float block_sum(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // red[] may still be read from the previous call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float tot = 0.0f;
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int w = 0; w < NTHREADS / 32; ++w) tot += red[w];
+  }
+  return tot;  // valid in thread 0 only
+}
+
+template <typename T>
+__global__ void __launch_bounds__(NTHREADS)
+    g_tile_kernel(const __grid_constant__ BlockTable tab, const float* __restrict__ mask, int N, int T_len, int K, int mode,
+                  int n_base, int n_per_cta, float* __restrict__ S) {
+  constexpr int ALD = BM + Elem<T>::PAD, BLD = BN + Elem<T>::PAD;
+  __shared__ __align__(128) T As[BK * ALD];
+  __shared__ __align__(128) T Bs[BK * BLD];
+  __shared__ __align__(128) float Cs[BM * CLD];
+  __shared__ float red[NTHREADS / 32];
+
+  const int tile = blockIdx.x;
+  int bi = 0;
+  while (bi + 1 < tab.nblocks && tile >= tab.blk[bi + 1].tile_begin) ++bi;
+  const DevBlock& blk = tab.blk[bi];
+  const int lt = tile - blk.tile_begin;
+  const int i0 = (lt / blk.tiles_n) * BM, j0 = (lt % blk.tiles_n) * BN;
+  const int warp = threadIdx.x / 32, wm = warp / 2, wn = warp % 2;
+
+  const long long nb = (long long)n_base + (long long)blockIdx.y * n_per_cta;
+  const long long ne = min((long long)N, nb + n_per_cta);
+
+  wmma::fragment<wmma::accumulator, 16, 16, Elem<T>::FK, float> acc[2][2];
+  float sq[PER_THREAD];
+#pragma unroll
+  for (int r = 0; r < PER_THREAD; ++r) sq[r] = 0.0f;
+#pragma unroll
+  for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+    for (int fj = 0; fj < 2; ++fj) wmma::fill_fragment(acc[fi][fj], 0.0f);
+
+  for (long long n = nb; n < ne; ++n) {
+    if (mode != kSum) {
+#pragma unroll
+      for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+        for (int fj = 0; fj < 2; ++fj) wmma::fill_fragment(acc[fi][fj], 0.0f);
+    }
+    for (int t0 = 0; t0 < T_len; t0 += BK) {
+      __syncthreads();  // previous chunk fully consumed
+      load_chunk<T, BM, ALD>(As, blk.a, n, t0, i0, T_len, mask, true);
+      load_chunk<T, BN, BLD>(Bs, blk.b, n, t0, j0, T_len, mask, false);
+      __syncthreads();
+      mma_chunk<T>(As, Bs, wm, wn, acc);
+    }
+    if (mode == kSum) continue;
+
+    __syncthreads();  // Cs of the previous sample fully consumed
+#pragma unroll
+    for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+      for (int fj = 0; fj < 2; ++fj)
+        wmma::store_matrix_sync(Cs + (wm * 32 + fi * 16) * CLD + wn * 32 + fj * 16, acc[fi][fj], CLD,
+                                wmma::mem_row_major);
+    __syncthreads();
+
+    if (mode == kSquare) {
+#pragma unroll
+      for (int r = 0; r < PER_THREAD; ++r) {
+        const int e = threadIdx.x + r * NTHREADS;
+        const float g = Cs[(e / BN) * CLD + e % BN];
+        sq[r] += g * g;
+      }
+    } else if (mode == kStore) {
+      float* out = blk.out + n * (long long)blk.M * blk.C;
+      for (int e = threadIdx.x; e < BM * BN; e += NTHREADS) {
+        const int i = i0 + e / BN, j = j0 + e % BN;
+        if (i < blk.M && j < blk.C) out[(long long)i * blk.C + j] = Cs[(e / BN) * CLD + e % BN];
+      }
+    } else {  // kScore
+      for (int k = 0; k < K; ++k) {
+        const float* Pk = blk.P + (long long)k * blk.M * blk.C;
+        float part = 0.0f;
+#pragma unroll 4
+        for (int r = 0; r < PER_THREAD; ++r) {
+          const int e = threadIdx.x + r * NTHREADS;
+          const int i = i0 + e / BN, j = j0 + e % BN;
+          if (i < blk.M && j < blk.C) part += Cs[(e / BN) * CLD + e % BN] * Pk[(long long)i * blk.C + j];
+        }
+        const float tot = block_sum(part, red);
+        if (threadIdx.x == 0) atomicAdd(S + n * K + k, tot);
+      }
+    }
+  }
+
+  if (mode == kSum) {
+    if (nb >= ne) return;
+    __syncthreads();
+#pragma unroll
+    for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+      for (int fj = 0; fj < 2; ++fj)
+        wmma::store_matrix_sync(Cs + (wm * 32 + fi * 16) * CLD + wn * 32 + fj * 16, acc[fi][fj], CLD,
+                                wmma::mem_row_major);
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < PER_THREAD; ++r) {
+      const int e = threadIdx.x + r * NTHREADS;
+      const int i = i0 + e / BN, j = j0 + e % BN;
+      if (i < blk.M && j < blk.C) atomicAdd(blk.out + (long long)i * blk.C + j, Cs[(e / BN) * CLD + e % BN]);
+    }
+  } else if (mode == kSquare) {
+    if (nb >= ne) return;
+#pragma unroll
+    for (int r = 0; r < PER_THREAD; ++r) {
+      const int e = threadIdx.x + r * NTHREADS;
+      const int i = i0 + e / BN, j = j0 + e % BN;
+      if (i < blk.M && j < blk.C) atomicAdd(blk.out + (long long)i * blk.C + j, sq[r]);
+    }
+  }
+}
+
+template <typename T>
+void launch_typed(int mode, const std::vector<BlockDesc>& blocks, const float* mask, std::int64_t N,
+                  std::int64_t T_len, std::int64_t K, float* S, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  MDAF_CUDA_CHECK(cudaGetDevice(&device));
+  MDAF_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  for (std::size_t g0 = 0; g0 < blocks.size(); g0 += MAX_BLOCKS) {
+    BlockTable tab{};
+    tab.nblocks = int(std::min<std::size_t>(MAX_BLOCKS, blocks.size() - g0));
+    long long tiles = 0;
+    for (int b = 0; b < tab.nblocks; ++b) {
+      const BlockDesc& h = blocks[g0 + b];
+      DevBlock& d = tab.blk[b];
+      d.a = DevOperand{reinterpret_cast<const void*>(h.a.ptr), h.a.sn, h.a.st, h.a.width, h.a.bias ? 1 : 0};
+      d.b = DevOperand{reinterpret_cast<const void*>(h.b.ptr), h.b.sn, h.b.st, h.b.width, h.b.bias ? 1 : 0};
+      d.P = reinterpret_cast<const float*>(h.P);
+      d.out = reinterpret_cast<float*>(h.out);
+      d.M = h.a.cols();
+      d.C = h.b.cols();
+      d.tiles_n = (d.C + BN - 1) / BN;
+      d.tile_begin = int(tiles);
+      tiles += (long long)((d.M + BM - 1) / BM) * d.tiles_n;
+    }
+    if (tiles == 0) continue;
+    if (tiles > 0x7fffffffLL) throw std::invalid_argument("cuda_run: too many tiles");
+    // Samples per CTA: one for kScore/kStore (their output is per sample); for kSquare/kSum enough to give every
+    // SM a few CTAs while amortising the final atomics.
+    int n_per_cta = 1;
+    if (mode == kSquare || mode == kSum) {
+      const long long want_ctas = 4LL * sms;
+      const long long groups = std::max<long long>(1, std::min<long long>(N, (want_ctas + tiles - 1) / tiles));
+      n_per_cta = int((N + groups - 1) / groups);
+      if (n_per_cta < 1) n_per_cta = 1;
+    }
+    const long long ygroups = (N + n_per_cta - 1) / n_per_cta;
+    for (long long y0 = 0; y0 < ygroups; y0 += 65535) {
+      const long long ny = std::min<long long>(65535, ygroups - y0);
+      const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ny), 1u);
+      g_tile_kernel<T><<<grid, NTHREADS, 0, stream>>>(tab, mask, int(N), int(T_len), int(K), mode,
+                                                     int(y0 * n_per_cta), n_per_cta, S);
+      MDAF_CUDA_CHECK(cudaGetLastError());
+    }
+  }
+}
+
+}  // namespace
+
+void cuda_run(int mode, int dtype, const std::vector<BlockDesc>& blocks, std::uintptr_t mask, std::int64_t N,
+              std::int64_t T, std::int64_t K, std::uintptr_t S, std::uintptr_t stream) {
+  if (mode < kScore || mode > kStore) throw std::invalid_argument("cuda_run: unknown mode");
+  if (N < 0 || T < 0 || K < 0) throw std::invalid_argument("cuda_run: negative size");
+  if (N > 0x7fffffffLL || T > 0x7fffffffLL || K > 0x7fffffffLL)
+    throw std::invalid_argument("cuda_run: N, T and K must fit in int32");
+  if (blocks.empty()) throw std::invalid_argument("cuda_run: no blocks");
+  for (const auto& b : blocks) {
+    if ((b.a.width > 0 && !b.a.ptr) || (b.b.width > 0 && !b.b.ptr)) throw std::invalid_argument("cuda_run: bad operand");
+    if (mode == kScore ? (K > 0 && !b.P) : !b.out) throw std::invalid_argument("cuda_run: missing output pointer");
+  }
+  if (mode == kScore && N * K > 0 && !S) throw std::invalid_argument("cuda_run: missing S");
+  if (N == 0 || (mode == kScore && K == 0)) return;
+  const float* m = reinterpret_cast<const float*>(mask);
+  float* s = reinterpret_cast<float*>(S);
+  cudaStream_t st = reinterpret_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case kF32: launch_typed<float>(mode, blocks, m, N, T, K, s, st); break;
+    case kBF16: launch_typed<__nv_bfloat16>(mode, blocks, m, N, T, K, s, st); break;
+    case kF16: launch_typed<__half>(mode, blocks, m, N, T, K, s, st); break;
+    default: throw std::invalid_argument("cuda_run: unknown dtype code");
+  }
+}
+
+std::string cuda_compiler_version() {
+  return std::to_string(__CUDACC_VER_MAJOR__) + "." + std::to_string(__CUDACC_VER_MINOR__) + "." +
+         std::to_string(__CUDACC_VER_BUILD__);
+}
+
+int cuda_runtime_version() {
+  int v = 0;
+  MDAF_CUDA_CHECK(cudaRuntimeGetVersion(&v));
+  return v;
+}
+
+int cuda_driver_version() {
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess) return 0;
+  return v;
+}
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace mdaf

@@ -1,0 +1,167 @@
+"""One dispatch layer for the kernel ops (contract in ARCHITECTURE.md).
+
+Backend selection, per call:
+  1. the ``backend=`` argument, if given (strict: an unavailable or unsuitable backend raises);
+  2. else the environment variable ``MDA_FAST_BACKEND`` (strict too, except that float64 inputs, which only the
+     torch backend computes, always fall back to torch);
+  3. else automatic: CUDA tensors -> CUDA extension, then Triton, then torch; CPU tensors -> the C++ CPU kernel
+     or torch, whichever ``cpu_prefers_cxx`` (measured, see benchmarks/RESULTS.md) says is faster for the shape.
+     float64 inputs always use torch.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import List, Optional, Sequence
+
+import torch
+
+from . import reference
+from .validate import BlockInput, validate_blocks, validate_covariance, validate_eigen_sq
+
+BACKENDS = ("cuda", "triton", "cpu", "torch")
+ENV_VAR = "MDA_FAST_BACKEND"
+
+
+def _backend_module(name: str):
+    """The module implementing backend ``name`` (ImportError if it cannot be imported)."""
+    if name == "torch":
+        return reference
+    if name == "cpu":
+        from . import cpu_backend
+
+        return cpu_backend
+    if name == "cuda":
+        from . import cuda_backend
+
+        return cuda_backend
+    if name == "triton":
+        return importlib.import_module("mda_fast.kernels.triton_backend")
+    raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+
+
+def _is_available(name: str) -> bool:
+    if name == "torch":
+        return True
+    try:
+        mod = _backend_module(name)
+    except ImportError:
+        return False
+    return bool(mod.is_available())
+
+
+def available_backends(device: Optional[torch.device | str] = None) -> List[str]:
+    """Backends usable in this process, in automatic-selection order; restricted to ``device``'s type if given."""
+    names = [n for n in BACKENDS if _is_available(n)]
+    if device is None:
+        return names
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return [n for n in names if n in ("cuda", "triton", "torch")]
+    if dev.type == "cpu":
+        return [n for n in names if n in ("cpu", "torch")] + (
+            ["triton"] if "triton" in names and os.environ.get("TRITON_INTERPRET") == "1" else [])
+    return ["torch"]
+
+
+# ---- CPU rule -------------------------------------------------------------------------------------------------
+# Measured on the 2-core dev machine (benchmarks/bench_kernels.py --device cpu, 2026-11-22, see RESULTS.md):
+# the C++ kernel beats the torch reference (bmm + GEMM in fp32) for every score/eigen_sq shape of the demo models
+# and for bf16/fp16 inputs in general (torch has to upcast a copy first); torch's MKL/oneDNN GEMMs win on fp32
+# covariance of wide blocks, a single large GEMM over all tokens.
+CPU_COV_FP32_MAX_D = 160  # covariance in fp32: C++ up to this width D, torch GEMM above
+
+
+def cpu_prefers_cxx(op: str, dtype: torch.dtype, N: int, T: int, d_out: int, D: int, K: int = 1) -> bool:
+    """True when the C++ CPU kernel is the faster CPU backend for this op and shape (measured rule)."""
+    if op == "covariance":
+        return dtype != torch.float32 or D <= CPU_COV_FP32_MAX_D
+    return True
+
+
+def _has_float64(*tensors) -> bool:
+    return any(t is not None and t.dtype == torch.float64 for t in tensors)
+
+
+def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[torch.Tensor]],
+                   shape: dict, backend: Optional[str] = None) -> str:
+    """Name of the backend that runs ``op`` (see module docstring for the rule)."""
+    f64 = _has_float64(*tensors)
+    forced, source = backend, "backend argument"
+    if forced is None:
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env and env != "auto":
+            forced, source = env, f"environment variable {ENV_VAR}"
+            if f64:
+                return "torch"
+    if forced is not None:
+        if not isinstance(forced, str) or forced.lower() not in BACKENDS:
+            raise ValueError(f"{source}: unknown backend {forced!r}; expected one of {BACKENDS} (or None)")
+        forced = forced.lower()
+        if f64 and forced != "torch":
+            raise TypeError(f"{source}={forced!r}: float64 inputs are only supported by backend 'torch'")
+        if forced == "cuda" and device.type != "cuda":
+            raise ValueError(f"{source}='cuda' needs CUDA tensors, got tensors on {device}")
+        if forced == "cpu" and device.type != "cpu":
+            raise ValueError(f"{source}='cpu' needs CPU tensors, got tensors on {device}")
+        if not _is_available(forced):
+            raise RuntimeError(f"{source}={forced!r} is not available here (available: {available_backends()})"
+                               + ("; build mda_fast._C (scripts/dev_build.sh or pip install .)"
+                                  if forced in ("cpu", "cuda") else ""))
+        return forced
+    if f64:
+        return "torch"
+    if device.type == "cuda":
+        for name in ("cuda", "triton"):
+            if _is_available(name):
+                return name
+        return "torch"
+    if device.type == "cpu" and _is_available("cpu"):
+        dtype = next(t.dtype for t in tensors if t is not None)
+        if cpu_prefers_cxx(op, dtype, **shape):
+            return "cpu"
+    return "torch"
+
+
+# ---- public ops -----------------------------------------------------------------------------------------------
+
+def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                          bias: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+    """acc [D, D] += Σ_n Σ_t m_{n,t} x̃_{n,t} x̃_{n,t}ᵀ with x̃ = [x, 1] when ``bias``; returns acc."""
+    validate_covariance(acc, X, mask, bias)
+    N, T, d = X.shape
+    D = d + int(bias)
+    name = select_backend("covariance", X.device, (X, acc), dict(N=N, T=T, d_out=D, D=D), backend)
+    return _backend_module(name).covariance_accumulate(acc, X, mask, bias)
+
+
+def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None,
+                 backend: Optional[str] = None) -> torch.Tensor:
+    """S [N, K] = Σ_b ⟨P_b[k], G_b,n⟩ with G_b,n = Σ_t m_t y_t x̃_tᵀ; fp32 (float64 on float64 inputs)."""
+    blocks = validate_blocks(blocks, mask)
+    X0 = blocks[0].X
+    N, T = X0.shape[:2]
+    K = blocks[0].P.shape[0]
+    d_out = max(b.Y.shape[2] for b in blocks)
+    D = max(b.X.shape[2] + int(b.bias) for b in blocks)
+    tensors = [t for b in blocks for t in (b.X, b.P)]
+    name = select_backend("score", X0.device, tensors, dict(N=N, T=T, d_out=d_out, D=D, K=K), backend)
+    return _backend_module(name).score_blocks(blocks, mask)
+
+
+def score(X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, mask: Optional[torch.Tensor] = None,
+          bias: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+    """S [N, K], S[n, k] = ⟨P_k, G_n⟩ for one block (P [K, d_out, d_in + bias] fp32)."""
+    return score_blocks([BlockInput(X, Y, P, bias)], mask, backend)
+
+
+def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
+                        Q_A: torch.Tensor, mask: Optional[torch.Tensor] = None, bias: bool = False,
+                        backend: Optional[str] = None) -> torch.Tensor:
+    """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)² (element-wise square); returns acc."""
+    validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias)
+    N, T, d_in = X.shape
+    d_out = Y.shape[2]
+    D = d_in + int(bias)
+    name = select_backend("eigen_sq", X.device, (X, acc, Q_S, Q_A), dict(N=N, T=T, d_out=d_out, D=D), backend)
+    return _backend_module(name).eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias)
