@@ -8,9 +8,12 @@ from mda_fast.data import PythiaBatches, write_megatron
 B, L = 4, 7
 
 
-@pytest.fixture(params=["megatron1", "megatron3", "npy"])
+@pytest.fixture(params=["megatron1", "megatron3", "megatron4", "npy"])
 def fake(request, tmp_path):
-    """A fake dataset of 3 full steps of batch 4 plus 2 spare rows; token values encode (row, column)."""
+    """A fake dataset of 3 full steps of batch 4 plus 2 spare rows; token values encode (row, column).
+
+    196 bytes: 3 shards split at bytes 66, 132 (inside rows 4 and 9); 4 shards at odd bytes 49, 98, 147.
+    """
     n_rows = 3 * B + 2
     rows = (np.arange(n_rows)[:, None] * 100 + np.arange(L)[None, :]).astype(np.uint16)
     if request.param == "npy":
@@ -72,8 +75,12 @@ def test_window_bounds(fake):
 
 def test_rows_random_access(fake):
     pb, rows = fake
-    idx = np.array([13, 0, 5, 5, 12, 7])
+    idx = np.array([13, 0, 5, 5, 12, 7, 4, 9, 3, 10])
     np.testing.assert_array_equal(pb.rows(idx), rows[idx])
+    perm = np.random.default_rng(0).permutation(14)
+    got = pb.rows(perm)
+    assert got.flags.writeable and got.dtype == np.uint16
+    np.testing.assert_array_equal(got, rows[perm])
     assert pb.rows([]).shape == (0, L)
     with pytest.raises(ValueError, match="global indices"):
         pb.rows([14])

@@ -73,6 +73,22 @@ class PythiaBatches:
             else:
                 self.n_rows = ds.nbytes // ds.dtype.itemsize // self.seq_len
         self.n_steps = self.n_rows // self.batch_size
+        self._blocks = self._row_blocks() if self._ds is not None else []
+
+    def _row_blocks(self):
+        """Per shard ``(r0, r1, rows[r1 - r0, seq_len])``: the rows lying wholly inside it, as a 2-D memmap view.
+
+        Row ``i`` starts at token ``i * seq_len`` in both packings (pointers are validated contiguous).
+        """
+        ds, L = self._ds, self.seq_len
+        rb = L * ds.dtype.itemsize
+        blocks = []
+        for s, buf in enumerate(ds._shards):
+            a, b = int(ds._shard_start[s]), int(ds._shard_start[s + 1])
+            r0, r1 = -(-a // rb), min(b // rb, self.n_rows)
+            if r1 > r0:
+                blocks.append((r0, r1, buf[r0 * rb - a: r1 * rb - a].view(ds.dtype).reshape(r1 - r0, L)))
+        return blocks
 
     # -- index arithmetic ------------------------------------------------------------------------------------
     def global_index(self, step, pos):
@@ -108,7 +124,9 @@ class PythiaBatches:
         else:
             start = lo * L
         toks = ds.read_tokens(start, (hi - lo) * L)
-        return np.array(toks, dtype=self.dtype.newbyteorder("="), copy=True).reshape(hi - lo, L)
+        if not toks.flags.writeable:  # a read-only memmap view: copy; a shard-straddling read is already a copy
+            toks = toks.copy()
+        return toks.astype(self.dtype.newbyteorder("="), copy=False).reshape(hi - lo, L)
 
     def step(self, k: int) -> np.ndarray:
         """Step ``k``'s batch ``[batch_size, seq_len]`` in the native dtype."""
@@ -130,8 +148,14 @@ class PythiaBatches:
         if self._npy is not None:
             out[:] = self._npy[g]
             return out
-        for j, i in enumerate(g.tolist()):
-            out[j] = self._range_view(i)
+        done = np.zeros(g.size, dtype=bool)
+        for r0, r1, view in self._blocks:
+            m = (g >= r0) & (g < r1)
+            if m.any():
+                out[m] = view[g[m] - r0]
+                done |= m
+        for j in np.flatnonzero(~done).tolist():  # rows straddling a shard boundary
+            out[j] = self._range_view(int(g[j]))
         return out
 
     def _range_view(self, i: int) -> np.ndarray:
