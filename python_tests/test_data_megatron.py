@@ -259,3 +259,28 @@ def test_bad_doc_idx(good):
     n = len(seqs)
     _patch(prefix + ".idx", 34 + 12 * n + 8 * n, struct.pack("<q", n + 5))  # doc_idx[-1]
     _assert_bad(prefix, "doc_idx", "c.idx")
+
+
+def test_doc_idx_not_monotone(good):
+    prefix, seqs = good
+    n = len(seqs)
+    _patch(prefix + ".idx", 34 + 12 * n + 8 * 3, struct.pack("<q", 10))  # doc_idx[3] = 10 > doc_idx[4] = 4
+    _assert_bad(prefix, "doc_idx", "c.idx")
+
+
+@pytest.mark.parametrize("bad_at", [None, 2, 3, 4, 6])
+def test_chunked_validation(good, monkeypatch, bad_at):
+    """Validation runs in chunks (bounded memory on Pythia's 146M entries); check it across chunk borders."""
+    import mda_fast.data.megatron as meg
+
+    monkeypatch.setattr(meg, "_CHECK_CHUNK", 3)
+    prefix, seqs = good
+    n = len(seqs)
+    if bad_at is None:
+        ds = MMapIndexedDataset(prefix)
+        for i, s in enumerate(seqs):
+            np.testing.assert_array_equal(ds[i], s)
+        return
+    ptr = int(MMapIndexedDataset(prefix).pointers[bad_at])
+    _patch(prefix + ".idx", 34 + 4 * n + 8 * bad_at, struct.pack("<q", ptr + 2))
+    _assert_bad(prefix, rf"pointer\[{bad_at}\]", "c.idx")

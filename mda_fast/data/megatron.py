@@ -126,7 +126,10 @@ class MMapIndexedDataset:
         self._read_index()
         self._open_bin()
         self._validate_pointers()
-        self._uniform = int(self.sizes[0]) if len(self) and bool((self.sizes == self.sizes[0]).all()) else None
+        self._uniform = None
+        if self._n and all(bool((self.sizes[lo: lo + _CHECK_CHUNK] == self.sizes[0]).all())
+                           for lo in range(0, self._n, _CHECK_CHUNK)):
+            self._uniform = int(self.sizes[0])
 
     # -- index -----------------------------------------------------------------------------------------------
     def _read_index(self) -> None:
@@ -164,7 +167,9 @@ class MMapIndexedDataset:
         if doc_count == 0:
             raise ValueError(f"{path!r}: doc_count is 0; a Megatron index always holds doc_idx[0] = 0")
         d = self.doc_idx
-        if d[0] != 0 or d[-1] != n or (doc_count > 1 and bool((np.diff(d) < 0).any())):
+        decreasing = any(bool((np.diff(d[lo: lo + _CHECK_CHUNK + 1]) < 0).any())
+                         for lo in range(0, max(doc_count - 1, 0), _CHECK_CHUNK))
+        if d[0] != 0 or d[-1] != n or decreasing:
             raise ValueError(
                 f"{path!r}: inconsistent doc_idx: expected non-decreasing from 0 to len={n}, "
                 f"got first {int(d[0])}, last {int(d[-1])}"
