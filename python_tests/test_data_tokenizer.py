@@ -61,3 +61,19 @@ def test_load_tokenizer_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not a valid tokenizer"):
         load_tokenizer(str(bad))
+
+
+def test_load_tokenizer_hub_failure_is_clear(monkeypatch):
+    """A hub name goes to Tokenizer.from_pretrained; a failure (no network here) becomes a clear ValueError."""
+    import tokenizers
+
+    calls = []
+
+    def boom(name, *a, **k):
+        calls.append(name)
+        raise RuntimeError("Name or service not known")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", staticmethod(boom))
+    with pytest.raises(ValueError, match="could not load tokenizer 'EleutherAI/gpt-neox-20b' from the Hugging Face hub"):
+        load_tokenizer("EleutherAI/gpt-neox-20b")
+    assert calls == ["EleutherAI/gpt-neox-20b"]
