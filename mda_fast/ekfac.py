@@ -151,7 +151,7 @@ def _eigh(M: torch.Tensor):
     M = M.double()
     M = 0.5 * (M + M.T)
     lam, Q = torch.linalg.eigh(M)
-    return lam, Q
+    return lam, Q.contiguous()
 
 
 def _objective(fisher, labels, mask, seed, batch_idx, device):
