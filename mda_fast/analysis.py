@@ -36,6 +36,8 @@ __all__ = [
     "write_table_csv",
     "read_table_csv",
     "analyze",
+    "pearson",
+    "summarize_interventions",
 ]
 
 _MAX_CURVE_POINTS = 1000
@@ -565,3 +567,87 @@ def analyze(
         os.replace(tmp, json_path)
         return result
     return _jsonable(result)
+
+
+# ----------------------------------------------------------------------------------------------- interventions
+
+
+def pearson(x: Any, y: Any) -> Optional[float]:
+    """Pearson correlation of two equal-length 1-D arrays; ``None`` when undefined (n < 2 or zero variance)."""
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"pearson needs two 1-D arrays of equal length, got shapes {a.shape} and {b.shape}")
+    if a.size < 2:
+        return None
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else None
+
+
+_SEED_KEYS = ("steps", "head_score", "icl")
+
+
+def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline") -> Dict[str, Any]:
+    """Validate intervention curves and derive per-arm figures.
+
+    ``data = {"arms": {arm: {"seeds": {seed: {"steps", "head_score", "icl", "loss", "emergence_step"}}}},
+    "threshold": float}``; ``loss`` and ``emergence_step`` are optional per seed. Returns, per arm:
+    ``n_seeds``, ``emergence_steps`` (seed → step or ``None`` = never crossed), ``n_reached``,
+    ``emergence_mean``/``emergence_std`` over the seeds that crossed, ``emergence_delta`` (mean minus the
+    ``baseline`` arm's mean), ``final_head_score`` and ``final_icl`` (mean over seeds of the last checkpoint);
+    plus ``score_icl_pearson`` over every checkpoint of every seed and arm, and ``n_points``.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("arms"), Mapping) or not data["arms"]:
+        raise ValueError("interventions data must be a dict with a non-empty 'arms' dict")
+    xs, ys = [], []
+    arms: Dict[str, Any] = {}
+    for arm, a in data["arms"].items():
+        seeds = a.get("seeds") if isinstance(a, Mapping) else None
+        if not isinstance(seeds, Mapping) or not seeds:
+            raise ValueError(f"arm {arm!r} must have a non-empty 'seeds' dict")
+        em: Dict[str, Optional[int]] = {}
+        finals_s, finals_i = [], []
+        for seed, d in seeds.items():
+            missing = [key for key in _SEED_KEYS if key not in d]
+            if missing:
+                raise ValueError(f"arm {arm!r} seed {seed!r} is missing {missing}")
+            cols = {key: np.asarray(d[key], dtype=np.float64) for key in _SEED_KEYS + (("loss",) if "loss" in d else ())}
+            n = cols["steps"].shape
+            for key, v in cols.items():
+                if v.ndim != 1 or v.shape != n or v.size == 0:
+                    raise ValueError(
+                        f"arm {arm!r} seed {seed!r}: {key!r} has shape {v.shape}, expected steps' shape {n} (non-empty)"
+                    )
+                if not np.isfinite(v).all():
+                    raise ValueError(f"arm {arm!r} seed {seed!r}: {key!r} contains non-finite values")
+            xs.append(cols["head_score"])
+            ys.append(cols["icl"])
+            finals_s.append(cols["head_score"][-1])
+            finals_i.append(cols["icl"][-1])
+            e = d.get("emergence_step")
+            em[str(seed)] = None if e is None else int(e)
+        reached = [v for v in em.values() if v is not None]
+        arms[str(arm)] = {
+            "n_seeds": len(em),
+            "emergence_steps": em,
+            "n_reached": len(reached),
+            "emergence_mean": float(np.mean(reached)) if reached else None,
+            "emergence_std": float(np.std(reached)) if reached else None,
+            "final_head_score": float(np.mean(finals_s)),
+            "final_icl": float(np.mean(finals_i)),
+        }
+    base = arms.get(baseline, {}).get("emergence_mean")
+    for v in arms.values():
+        v["emergence_delta"] = None if base is None or v["emergence_mean"] is None else v["emergence_mean"] - base
+    x = np.concatenate(xs)
+    y = np.concatenate(ys)
+    thr = data.get("threshold")
+    return {
+        "threshold": None if thr is None else float(thr),
+        "baseline": baseline if baseline in arms else None,
+        "arms": arms,
+        "score_icl_pearson": pearson(x, y),
+        "n_points": int(x.size),
+    }
