@@ -134,7 +134,8 @@ def _symlog_x(ax: Any, steps: np.ndarray) -> None:
     pos = steps[steps > 0]
     if pos.size and pos.max() / pos.min() > 20:
         ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.3)
-    ax.set_xlim(float(steps.min()), float(steps.max()))
+    if steps.max() > steps.min():
+        ax.set_xlim(float(steps.min()), float(steps.max()))
 
 
 def emergence_png(emergence: Mapping[str, Any], max_labelled: int = 8, top_per_metric: int = 3) -> bytes:

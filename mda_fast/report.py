@@ -273,7 +273,7 @@ def _top_samples_section(rows: Sequence[Mapping[str, Any]], n_top: int, n_bottom
 def _interventions_section(data: Mapping[str, Any]) -> str:
     s = summarize_interventions(data)
     thr = s["threshold"]
-    has_loss = any("loss" in d for a in data["arms"].values() for d in a["seeds"].values())
+    has_loss = all("loss" in d for a in data["arms"].values() for d in a["seeds"].values())
     body = [
         '<div class="row">',
         _img(plots.intervention_curves_png(data, "head_score", "target head score", "Target head score",
