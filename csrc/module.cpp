@@ -35,6 +35,7 @@ std::vector<mdaf::BlockDesc> to_blocks(const std::vector<BlockTuple>& in) {
 py::dict build_info() {
   py::dict d;
   d["cxx_compiler"] = MDA_FAST_CXX_COMPILER;
+  d["cuda_option"] = MDA_FAST_CUDA_OPTION;  // the MDA_FAST_CUDA setting of the build: AUTO, ON or OFF
   d["openmp_max_threads"] = omp_get_max_threads();
   d["openmp_version"] = _OPENMP;
 #ifdef MDA_FAST_WITH_CUDA

@@ -79,6 +79,11 @@ def cpu_prefers_cxx(op: str, dtype: torch.dtype, N: int, T: int, d_out: int, D: 
     return True
 
 
+def _tokens_for(name: str, t: torch.Tensor) -> torch.Tensor:
+    """Triton kernels index tokens as contiguous [N, T, width]; the compiled ones take any N/T strides."""
+    return t.contiguous() if name == "triton" else t
+
+
 def _has_float64(*tensors) -> bool:
     return any(t is not None and t.dtype == torch.float64 for t in tensors)
 
@@ -132,7 +137,7 @@ def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[tor
     N, T, d = X.shape
     D = d + int(bias)
     name = select_backend("covariance", X.device, (X, acc), dict(N=N, T=T, d_out=D, D=D), backend)
-    return _backend_module(name).covariance_accumulate(acc, X, mask, bias)
+    return _backend_module(name).covariance_accumulate(acc, _tokens_for(name, X), mask, bias)
 
 
 def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None,
@@ -146,6 +151,8 @@ def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = No
     D = max(b.X.shape[2] + int(b.bias) for b in blocks)
     tensors = [t for b in blocks for t in (b.X, b.P)]
     name = select_backend("score", X0.device, tensors, dict(N=N, T=T, d_out=d_out, D=D, K=K), backend)
+    if name == "triton":
+        blocks = [BlockInput(b.X.contiguous(), b.Y.contiguous(), b.P, b.bias) for b in blocks]
     return _backend_module(name).score_blocks(blocks, mask)
 
 
@@ -164,4 +171,5 @@ def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S
     d_out = Y.shape[2]
     D = d_in + int(bias)
     name = select_backend("eigen_sq", X.device, (X, acc, Q_S, Q_A), dict(N=N, T=T, d_out=d_out, D=D), backend)
-    return _backend_module(name).eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias)
+    return _backend_module(name).eigen_sq_accumulate(acc, _tokens_for(name, X), _tokens_for(name, Y), Q_S, Q_A,
+                                                     mask, bias)

@@ -79,8 +79,8 @@ def check_mask(mask: Optional[torch.Tensor], N: int, T: int, device: torch.devic
 
 
 def check_fp32_matrix(name: str, t: torch.Tensor, shape: Sequence[int], device: torch.device,
-                      float64_ok: bool) -> None:
-    """An fp32 (or float64 when ``float64_ok``) contiguous tensor of exactly ``shape`` on ``device``."""
+                      float64_ok: bool, contiguous: bool = True) -> None:
+    """An fp32 (or float64 when ``float64_ok``) tensor of exactly ``shape`` on ``device``, contiguous if asked."""
     _check_tensor(name, t)
     allowed = (torch.float32, torch.float64) if float64_ok else (torch.float32,)
     if t.dtype not in allowed:
@@ -89,7 +89,7 @@ def check_fp32_matrix(name: str, t: torch.Tensor, shape: Sequence[int], device: 
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} must be on {device} (the tokens' device), got {t.device}")
-    if not t.is_contiguous():
+    if contiguous and not t.is_contiguous():
         raise ValueError(f"{name} must be contiguous")
 
 
@@ -148,8 +148,9 @@ def validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias) -> None:
     D = d_in + int(bias)
     check_mask(mask, N, T, X.device)
     check_fp32_matrix("acc", acc, (d_out, D), X.device, float64_ok=True)
-    check_fp32_matrix("Q_S", Q_S, (d_out, d_out), X.device, float64_ok=True)
-    check_fp32_matrix("Q_A", Q_A, (D, D), X.device, float64_ok=True)
+    # Q_S / Q_A only enter GEMMs: any layout (eigh returns column-major eigenvectors)
+    check_fp32_matrix("Q_S", Q_S, (d_out, d_out), X.device, float64_ok=True, contiguous=False)
+    check_fp32_matrix("Q_A", Q_A, (D, D), X.device, float64_ok=True, contiguous=False)
 
 
 def mask_as_float(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
