@@ -165,3 +165,109 @@ def test_score_empty_batch():
 
 def test_is_available_under_interpreter():
     assert tb.is_available()
+
+
+# ---------------------------------------------------------------------------------------- covariance
+
+
+@pytest.mark.parametrize("i", range(N_CONFIGS))
+def test_covariance_matches_float64_reference(i):
+    cfg = _config(i, "covariance")
+    X, _, M = _inputs(cfg, seed=200 + i)
+    D = cfg["d_in"] + cfg["bias"]
+    acc0 = torch.randn(D, D, generator=torch.Generator().manual_seed(300 + i))
+    acc = acc0.clone()
+    out = tb.covariance_accumulate(acc, X, M, cfg["bias"])
+    assert out is acc
+    Xt = _xt64(X, cfg["bias"])
+    cov = torch.einsum("nt,nti,ntj->ij", _m64(M, X), Xt, Xt)
+    _check(acc - acc0, cov, cfg["dtype"], f"covariance {cfg}")  # exact for the all-zero mask
+    _check(acc, acc0.double() + cov, cfg["dtype"], f"covariance acc {cfg}")
+
+
+def test_covariance_bias_column_is_last():
+    """Row/column d_in of the result is Σ m x (the ones column), entry [d_in, d_in] is Σ m."""
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(2, 13, 129, generator=g)
+    M = (torch.rand(2, 13, generator=g) < 0.5).float()
+    acc = tb.covariance_accumulate(torch.zeros(130, 130), X, M, True)
+    sx = torch.einsum("nt,nti->i", M.double(), X.double())
+    assert torch.allclose(acc[129, :129].double(), sx, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(acc[:129, 129].double(), sx, rtol=1e-5, atol=1e-4)
+    assert acc[129, 129].item() == pytest.approx(M.sum().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_covariance_row_splits(dtype, monkeypatch):
+    """Several row slices (split-K with atomics), the last one partial, give the same result."""
+    from mda_fast.kernels import triton_covariance
+
+    monkeypatch.setattr(triton_covariance, "_rows_per_split", lambda R, D, device: triton_covariance._ROW_QUANTUM)
+    g = torch.Generator().manual_seed(12)
+    X = torch.randn(3, 201, 64, generator=g).to(dtype)  # 603 rows: slices of 256, 256, 91
+    M = torch.rand(3, 201, generator=g)
+    acc = tb.covariance_accumulate(torch.zeros(65, 65), X, M, True)
+    Xt = _xt64(X, True)
+    _check(acc, torch.einsum("nt,nti,ntj->ij", M.double(), Xt, Xt), dtype, "covariance splits")
+
+
+# ------------------------------------------------------------------------------------------ eigen_sq
+
+
+def _orthogonal(d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0].float()
+
+
+@pytest.fixture
+def poison_grads(monkeypatch):
+    """The "grads" route's per-sample gradient buffer starts as NaN."""
+    from mda_fast.kernels import triton_eigen_sq
+
+    monkeypatch.setattr(triton_eigen_sq, "_alloc_grads",
+                        lambda shape, device: torch.full(shape, float("nan"), device=device))
+
+
+# both routes on every configuration, the automatic choice (None) on every third one
+EIGEN_CASES = [(i, r) for i in range(N_CONFIGS) for r in ("tokens", "grads")] + [(i, None) for i in range(0, N_CONFIGS, 3)]
+
+
+@pytest.mark.parametrize("i,route", EIGEN_CASES)
+def test_eigen_sq_matches_float64_reference(i, route, poison_grads):
+    cfg = _config(i, "eigen_sq")
+    X, Y, M = _inputs(cfg, seed=400 + i)
+    D_in = cfg["d_in"] + cfg["bias"]
+    Q_S, Q_A = _orthogonal(cfg["d_out"], 500 + i), _orthogonal(D_in, 600 + i)
+    acc0 = torch.rand(cfg["d_out"], D_in, generator=torch.Generator().manual_seed(700 + i))
+    acc = acc0.clone()
+    out = tb.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, M, cfg["bias"], route=route)
+    assert out is acc
+    G = _grads64(X, Y, M, cfg["bias"])
+    ref = (Q_S.double().T @ G @ Q_A.double()).square().sum(0)
+    _check(acc - acc0, ref, cfg["dtype"], f"eigen_sq[{route}] {cfg}")
+
+
+def test_eigen_sq_non_orthogonal_rotations():
+    """General (non-orthogonal) Q_S, Q_A: a swapped or untransposed rotation is caught."""
+    g = torch.Generator().manual_seed(21)
+    X, Y = torch.randn(2, 19, 40, generator=g), torch.randn(2, 19, 96, generator=g)
+    Q_S, Q_A = torch.randn(96, 96, generator=g), torch.randn(41, 41, generator=g)
+    G = _grads64(X, Y, None, True)
+    ref = (Q_S.double().T @ G @ Q_A.double()).square().sum(0)
+    wrong = (Q_S.double() @ G @ Q_A.double().T).square().sum(0)
+    for route in ("tokens", "grads"):
+        acc = tb.eigen_sq_accumulate(torch.zeros(96, 41), X, Y, Q_S, Q_A, None, True, route=route)
+        _check(acc, ref, torch.float32, f"eigen_sq[{route}] general Q")
+        assert (acc.double() - wrong).abs().max() > 0.1 * wrong.abs().max()
+
+
+def test_eigen_sq_route_choice():
+    from mda_fast.kernels.triton_eigen_sq import choose_route, flops
+
+    assert choose_route(64, 2048, 2048, 256, True) == "grads"  # Pythia-1b head block at T=2048
+    assert choose_route(64, 16, 512, 512, False) == "tokens"
+    f = flops(1, 3, 4, 5, True)
+    assert f == {"tokens": 2 * 3 * (4 * 5 + 25 + 25), "grads": 2 * (3 * 25 + 25 * 5 + 5 * 25)}
+    with pytest.raises(ValueError, match="route"):
+        tb.eigen_sq_accumulate(torch.zeros(2, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.eye(2),
+                               torch.eye(2), None, False, route="bogus")

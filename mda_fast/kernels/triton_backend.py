@@ -68,3 +68,29 @@ def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S
     """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None picks "tokens" or "grads" by FLOP count."""
     from . import triton_eigen_sq
     return triton_eigen_sq.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, route=route)
+
+
+def compile_check(archs=(80, 90), all_configs: bool = False, dtypes=("bf16", "fp16", "fp32")) -> list[str]:
+    """Compile the kernels for each CUDA arch ahead of time (triton's bundled ptxas; no GPU needed).
+
+    Catches kernels that only fail in compiled mode (the interpreter accepts more). Needs TRITON_INTERPRET unset.
+    `all_configs` compiles every autotune config, otherwise the largest one. Returns one line per compile.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from . import triton_covariance, triton_eigen_sq, triton_score
+
+    if interpret_mode():
+        raise RuntimeError("compile_check needs TRITON_INTERPRET unset (compiled mode)")
+    lines = []
+    for mod in (triton_score, triton_covariance, triton_eigen_sq):
+        for name, fn, sig, const, cfg in mod.compile_specs(all_configs, dtypes):
+            sig = {**sig, **{k: "constexpr" for k in const}}
+            for arch in archs:
+                compiled = triton.compile(ASTSource(triton.jit(fn), sig, const), target=GPUTarget("cuda", arch, 32),
+                                          options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+                lines.append(f"sm_{arch} {name} {cfg.kwargs} warps={cfg.num_warps} stages={cfg.num_stages} "
+                             f"shared={compiled.metadata.shared}B")
+    return lines

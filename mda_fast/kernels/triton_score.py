@@ -135,3 +135,16 @@ def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
                  HAS_MASK=mask is not None, BIAS=bool(b.bias), UPCAST=interpret,
                  PRECISION="ieee" if b.X.dtype == torch.float32 else "tf32", FINE_O=_FINE_O, FINE_I=_FINE_I)
     return part.sum(1)
+
+
+def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
+    """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
+    configs = _configs(False) if all_configs else _configs(False)[-1:]
+    for dt in dtypes:
+        for cfg in configs:
+            sig = {"X": "*" + dt, "Y": "*" + dt, "P": "*fp32", "M": "*fp32", "Part": "*fp32", "T": "i32",
+                   "d_in": "i32", "d_out": "i32", "D_in": "i32", "K": "i32", "cell_offset": "i32",
+                   "part_cells": "i32"}
+            const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION="ieee" if dt == "fp32" else "tf32",
+                         FINE_O=_FINE_O, FINE_I=_FINE_I, **cfg.kwargs)
+            yield f"score[{dt}]", _score_kernel, sig, const, cfg

@@ -1,0 +1,216 @@
+"""Triton `eigen_sq_accumulate`: acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)², G_n = Σ_t m_t y_t x̃_tᵀ.
+
+Two routes, picked by FLOP count (`choose_route`), both accumulating in fp32:
+
+* "tokens": rotate the tokens first with GEMMs, X̃' = X̃ Q_A (the bias row of Q_A is added, so the ones column is
+  never materialised) and Y' = Y Q_S, then a fused kernel computes each rotated per-sample gradient tile
+  G'_n = Σ_t m_t y'_t x̃'_tᵀ on chip over T and accumulates its square; G' never reaches global memory.
+  FLOPs 2·N·T·(d_in·D_in + d_out² + d_out·D_in).
+* "grads": a kernel writes G_n (fp32) for a chunk of samples, batched GEMMs rotate it (Q_Sᵀ G_n Q_A) and the
+  squares are summed. FLOPs 2·N·(T·d_out·D_in + d_out²·D_in + d_out·D_in²).
+
+"tokens" wins when T is small against d (T < d for square blocks); "grads" wins for long sequences, e.g. Pythia
+head blocks at T=2048 (d_out = d_head ≤ 256). The rotated tokens are rounded to the input dtype (bf16/fp16 keep
+tensor-core speed; fp32 stays fp32 with exact "ieee" dots); in interpreter mode everything is fp32.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_backend import interpret_mode
+
+# Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
+_CHUNK_BYTES = 512 * 2**20
+
+
+def _eigen_sq_kernel(Xr, Yr, M, Acc, N, T, d_out, D_in, samples_per_split,
+                     HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
+    tile = tl.program_id(0)
+    n_tiles_i = (D_in + BLOCK_I - 1) // BLOCK_I
+    pid_o = tile // n_tiles_i
+    pid_i = tile % n_tiles_i
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_t = tl.arange(0, BLOCK_T)
+    o_ok = offs_o < d_out
+    i_ok = offs_i < D_in
+    n_begin = tl.program_id(1).to(tl.int64) * samples_per_split
+    n_end = tl.minimum(n_begin + samples_per_split, N)
+    sq = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+    for n in range(n_begin, n_end):
+        g = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+        for t0 in range(0, T, BLOCK_T):
+            t = t0 + offs_t
+            t_ok = t < T
+            yt = tl.load(Yr + (n * T + t[None, :]) * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :],
+                         other=0.0)
+            x = tl.load(Xr + (n * T + t[:, None]) * D_in + offs_i[None, :], mask=t_ok[:, None] & i_ok[None, :],
+                        other=0.0)
+            if UPCAST:
+                yt = yt.to(tl.float32)
+                x = x.to(tl.float32)
+            if HAS_MASK:
+                m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
+                yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
+            g = tl.dot(yt, x, g, input_precision=PRECISION)
+        sq += g * g
+    tl.atomic_add(Acc + offs_o[:, None] * D_in + offs_i[None, :], sq, mask=o_ok[:, None] & i_ok[None, :])
+
+
+def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in,
+                 HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                 BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
+    n = tl.program_id(0).to(tl.int64)
+    tile = tl.program_id(1)
+    n_tiles_i = (D_in + BLOCK_I - 1) // BLOCK_I
+    pid_o = tile // n_tiles_i
+    pid_i = tile % n_tiles_i
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_t = tl.arange(0, BLOCK_T)
+    o_ok = offs_o < d_out
+    x_ok = offs_i < d_in
+    g = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + offs_t
+        t_ok = t < T
+        # padded tokens load y = 0, so the implicit ones column adds nothing there
+        yt = tl.load(Y + (n * T + t[None, :]) * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :],
+                     other=0.0)
+        x = tl.load(X + (n * T + t[:, None]) * d_in + offs_i[None, :], mask=t_ok[:, None] & x_ok[None, :],
+                    other=0.0)
+        if UPCAST:
+            yt = yt.to(tl.float32)
+            x = x.to(tl.float32)
+        if BIAS:
+            x = tl.where(offs_i[None, :] == d_in, 1.0, x).to(x.dtype)
+        if HAS_MASK:
+            m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
+            yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
+        g = tl.dot(yt, x, g, input_precision=PRECISION)
+    tl.store(G + (n * d_out + offs_o[:, None]) * D_in + offs_i[None, :], g,
+             mask=o_ok[:, None] & (offs_i < D_in)[None, :])
+
+
+def _configs(interpret: bool):
+    if interpret:
+        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
+    return [
+        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+        for bo, bi, bt, w, s in [
+            (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
+            (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+        ]
+    ]
+
+
+@functools.lru_cache(maxsize=None)
+def _build(interpret: bool):
+    sq = triton.autotune(_configs(interpret), key=["T", "d_out", "D_in", "samples_per_split", "HAS_MASK"],
+                         restore_value=["Acc"])(triton.jit(_eigen_sq_kernel))
+    grad = triton.autotune(_configs(interpret), key=["T", "d_in", "d_out", "BIAS", "HAS_MASK"])(
+        triton.jit(_grad_kernel))
+    return sq, grad
+
+
+def flops(N: int, T: int, d_in: int, d_out: int, bias: bool) -> dict:
+    """FLOPs of each route (multiply-adds count 2)."""
+    D_in = d_in + int(bool(bias))
+    return {"tokens": 2 * N * T * (d_in * D_in + d_out * d_out + d_out * D_in),
+            "grads": 2 * N * (T * d_out * D_in + d_out * d_out * D_in + d_out * D_in * D_in)}
+
+
+def choose_route(N: int, T: int, d_in: int, d_out: int, bias: bool) -> str:
+    """The route with fewer FLOPs ("tokens" on ties)."""
+    f = flops(N, T, d_in, d_out, bias)
+    return "tokens" if f["tokens"] <= f["grads"] else "grads"
+
+
+def _alloc_grads(shape, device) -> torch.Tensor:
+    """Per-sample gradient buffer of the "grads" route; the kernel writes every element (tests poison it)."""
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def _sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def _tokens_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
+    N, T, d_in = X.shape
+    d_out, D_in = Y.shape[2], Q_A.shape[0]
+    sq_kernel, _ = _build(interpret)
+    chunk = max(1, min(N, _CHUNK_BYTES // max(1, 4 * T * (d_out + D_in))))
+    tiles = triton.cdiv(d_out, 128) * triton.cdiv(D_in, 128)
+    for c0 in range(0, N, chunk):
+        c1 = min(N, c0 + chunk)
+        Xr = torch.matmul(X[c0:c1].float(), Q_A[:d_in])
+        if bias:
+            Xr += Q_A[d_in]
+        Yr = torch.matmul(Y[c0:c1].float(), Q_S)
+        if not interpret:
+            Xr, Yr = Xr.to(X.dtype), Yr.to(Y.dtype)
+        n = c1 - c0
+        per_split = triton.cdiv(n, max(1, min(n, triton.cdiv(4 * _sms(X.device), tiles))))
+        m = mask[c0:c1] if mask is not None else acc  # dummy pointer when HAS_MASK is False
+        grid = lambda META: (triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
+                             triton.cdiv(n, per_split))
+        sq_kernel[grid](Xr, Yr, m, acc, n, T, d_out, D_in, per_split,
+                        HAS_MASK=mask is not None, UPCAST=interpret,
+                        PRECISION="ieee" if Xr.dtype == torch.float32 else "tf32")
+    return acc
+
+
+def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
+    N, T, d_in = X.shape
+    d_out, D_in = Y.shape[2], Q_A.shape[0]
+    _, grad_kernel = _build(interpret)
+    chunk = max(1, min(N, _CHUNK_BYTES // (3 * 4 * d_out * D_in)))
+    Q_St = Q_S.t().contiguous()
+    for c0 in range(0, N, chunk):
+        c1 = min(N, c0 + chunk)
+        n = c1 - c0
+        G = _alloc_grads((n, d_out, D_in), X.device)
+        m = mask[c0:c1] if mask is not None else G  # dummy pointer when HAS_MASK is False
+        grid = lambda META: (n, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
+        grad_kernel[grid](X[c0:c1], Y[c0:c1], m, G, T, d_in, d_out, D_in,
+                          HAS_MASK=mask is not None, BIAS=bool(bias), UPCAST=interpret,
+                          PRECISION="ieee" if X.dtype == torch.float32 else "tf32")
+        acc += torch.matmul(torch.matmul(Q_St, G), Q_A).square_().sum(0)
+    return acc
+
+
+def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
+                        Q_A: torch.Tensor, mask: torch.Tensor | None, bias: bool,
+                        route: str | None = None) -> torch.Tensor:
+    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None | "tokens" | "grads"; returns acc."""
+    interpret = interpret_mode()
+    N, T, d_in = X.shape
+    if route is None:
+        route = choose_route(N, T, d_in, Y.shape[2], bias)
+    if route not in ("tokens", "grads"):
+        raise ValueError(f"route: got {route!r}, expected None, 'tokens' or 'grads'")
+    if N == 0 or T == 0:
+        return acc
+    run = _tokens_route if route == "tokens" else _grads_route
+    return run(acc, X, Y, Q_S, Q_A, mask, bias, interpret)
+
+
+def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
+    """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
+    configs = _configs(False) if all_configs else _configs(False)[-1:]
+    for dt in dtypes:
+        prec = "ieee" if dt == "fp32" else "tf32"
+        for cfg in configs:
+            sig = {"Xr": "*" + dt, "Yr": "*" + dt, "M": "*fp32", "Acc": "*fp32", "N": "i32", "T": "i32",
+                   "d_out": "i32", "D_in": "i32", "samples_per_split": "i32"}
+            const = dict(HAS_MASK=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
+            yield f"eigen_sq[{dt}]", _eigen_sq_kernel, sig, const, cfg
+            sig = {"X": "*" + dt, "Y": "*" + dt, "M": "*fp32", "G": "*fp32", "T": "i32", "d_in": "i32",
+                   "d_out": "i32", "D_in": "i32"}
+            const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
+            yield f"grad[{dt}]", _grad_kernel, sig, const, cfg
