@@ -271,3 +271,67 @@ def test_eigen_sq_route_choice():
     with pytest.raises(ValueError, match="route"):
         tb.eigen_sq_accumulate(torch.zeros(2, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.eye(2),
                                torch.eye(2), None, False, route="bogus")
+
+
+# -------------------------------------------------------------------------- benchmark / GPU checks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_triton", ROOT / "benchmarks" / "bench_triton.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_check_and_case_run_on_cpu(monkeypatch, capsys):
+    """The benchmark's correctness check and timing case, on CPU tensors in interpreter mode (tiny shapes)."""
+    bench = _bench_module()
+    assert bench.check(cases=[(2, 19, 40, 96, 2, True)], device="cpu") == 0
+    assert "0 failure(s)" in capsys.readouterr().out
+    monkeypatch.setattr(bench, "_bench", lambda fn: (fn(), 1.0)[1])
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(2, 17, 40, generator=g).to(torch.bfloat16)
+    Y = torch.randn(2, 17, 96, generator=g).to(torch.bfloat16)
+    P = torch.randn(3, 96, 41, generator=g)
+    Q_S, Q_A = _orthogonal(96, 1), _orthogonal(41, 2)
+    for op in ("score", "covariance", "eigen_sq"):
+        ms, flops, err, _ = bench.run_case(op, X, Y, P, Q_S, Q_A, True, 3)
+        assert set(ms) == {"triton", "ref", "bmm16"} and flops > 0
+        assert err < 1e-2, op
+
+
+def test_bench_skips_without_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert _bench_module().main([]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def _compiled_env():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm80_and_sm90():
+    """Compiled mode (no GPU needed: triton's ptxas) in a fresh process, since this one runs the interpreter."""
+    code = ("from mda_fast.kernels import triton_backend as tb\n"
+            "for line in tb.compile_check(archs=(80, 90), dtypes=('bf16', 'fp32')): print(line)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_compiled_env(), capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.stdout.count("sm_90") == res.stdout.count("sm_80") == 8  # 4 kernels x 2 dtypes
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_kernels_on_gpu():
+    """The compiled, autotuned kernels against float64 on the GPU (benchmarks/bench_triton.py --check)."""
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_triton.py"), "--check"], cwd=ROOT,
+                         env=_compiled_env(), capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
