@@ -4,7 +4,9 @@ Two routes, picked by FLOP count (`choose_route`), both accumulating in fp32:
 
 * "tokens": rotate the tokens first with GEMMs, X̃' = X̃ Q_A (the bias row of Q_A is added, so the ones column is
   never materialised) and Y' = Y Q_S, then a fused kernel computes each rotated per-sample gradient tile
-  G'_n = Σ_t m_t y'_t x̃'_tᵀ on chip over T and accumulates its square; G' never reaches global memory.
+  G'_n = Σ_t m_t y'_t x̃'_tᵀ on chip over T and accumulates its square; G' never reaches global memory. When the
+  tile grid is small the samples are split over programs whose sums are added into acc atomically (the fp32
+  addition order may then vary between runs).
   FLOPs 2·N·T·(d_in·D_in + d_out² + d_out·D_in).
 * "grads": a kernel writes G_n (fp32) for a chunk of samples, batched GEMMs rotate it (Q_Sᵀ G_n Q_A) and the
   squares are summed. FLOPs 2·N·(T·d_out·D_in + d_out²·D_in + d_out·D_in²).
