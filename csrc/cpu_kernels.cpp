@@ -7,6 +7,9 @@
 #include "kernels.h"
 
 #include <omp.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -17,18 +20,15 @@
 namespace mdaf {
 namespace {
 
-constexpr int MR = 4;    // rows of the register tile
+#if defined(__AVX512F__)
+constexpr int MR = 8;    // rows of the register tile (8 x 16 fp32 accumulators: 8 zmm / 16 ymm of 32)
+#else
+constexpr int MR = 6;    // rows of the register tile (6 x 16 fp32 accumulators: 12 of 16 ymm)
+#endif
 constexpr int NR = 16;   // columns of the register tile
 constexpr int TC = 128;  // tokens per packed chunk
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
-
-inline float bf16_to_float(std::uint16_t h) {
-  std::uint32_t u = std::uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 inline float f16_to_float(std::uint16_t h) {
   const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
@@ -48,48 +48,56 @@ inline float f16_to_float(std::uint16_t h) {
   return f;
 }
 
+// dst[0, width) = fp32 values of src[0, width).
 template <int DT>
-inline float load_elem(std::uintptr_t base, std::int64_t idx) {
+inline void convert_row(std::uintptr_t base, std::int64_t off, int width, float* __restrict dst) {
   if constexpr (DT == kF32) {
-    return reinterpret_cast<const float*>(base)[idx];
+    std::memcpy(dst, reinterpret_cast<const float*>(base) + off, sizeof(float) * width);
   } else if constexpr (DT == kBF16) {
-    return bf16_to_float(reinterpret_cast<const std::uint16_t*>(base)[idx]);
+    const std::uint16_t* src = reinterpret_cast<const std::uint16_t*>(base) + off;
+#pragma omp simd
+    for (int j = 0; j < width; ++j) {
+      const std::uint32_t u = std::uint32_t(src[j]) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      dst[j] = f;
+    }
   } else {
-    return f16_to_float(reinterpret_cast<const std::uint16_t*>(base)[idx]);
+    const std::uint16_t* src = reinterpret_cast<const std::uint16_t*>(base) + off;
+    int j = 0;
+#if defined(__F16C__)
+    for (; j + 8 <= width; j += 8)
+      _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j))));
+#endif
+    for (; j < width; ++j) dst[j] = f16_to_float(src[j]);
   }
 }
 
 // Per-thread scratch, sized for the largest block of a call.
 struct Workspace {
   std::vector<std::int64_t> tok;
-  std::vector<float> w, apan, bpan, g, local;
+  std::vector<float> w, row, apan, bpan, g, local;
   Workspace(int Mp, int Cp, bool need_local)
-      : tok(TC), w(TC), apan(std::size_t(TC) * Mp), bpan(std::size_t(TC) * Cp), g(std::size_t(Mp) * Cp),
-        local(need_local ? std::size_t(Mp) * Cp : 0) {}
+      : tok(TC), w(TC), row(std::size_t(std::max(Mp, Cp))), apan(std::size_t(TC) * Mp), bpan(std::size_t(TC) * Cp),
+        g(std::size_t(Mp) * Cp), local(need_local ? std::size_t(Mp) * Cp : 0) {}
 };
 
 // Packs columns [0, npanels*W) of operand `op` for the kk selected tokens into panels [npanels][kk][W];
-// columns past op.cols() are zero. Row r is scaled by w[r] when w is given.
+// columns past op.cols() are zero. Row r is scaled by w[r] when w is given. `row` holds npanels*W floats.
 template <int DT>
 void pack_panels(const Operand& op, std::int64_t n, const std::int64_t* tok, const float* w, int kk, int W,
-                 int npanels, float* buf) {
-  for (int p = 0; p < npanels; ++p) {
-    float* dst = buf + std::size_t(p) * kk * W;
-    const int j0 = p * W;
-    for (int r = 0; r < kk; ++r) {
-      const std::int64_t off = n * op.sn + tok[r] * op.st;
-      const float scale = w ? w[r] : 1.0f;
-      float* row = dst + std::size_t(r) * W;
-      for (int c = 0; c < W; ++c) {
-        const int j = j0 + c;
-        float v = 0.0f;
-        if (j < op.width) {
-          v = load_elem<DT>(op.ptr, off + j);
-        } else if (j == op.width && op.bias) {
-          v = 1.0f;
-        }
-        row[c] = v * scale;
-      }
+                 int npanels, float* __restrict buf, float* __restrict row) {
+  const int total = npanels * W;
+  for (int j = op.width; j < total; ++j) row[j] = 0.0f;
+  if (op.bias && op.width < total) row[op.width] = 1.0f;
+  for (int r = 0; r < kk; ++r) {
+    convert_row<DT>(op.ptr, n * op.sn + tok[r] * op.st, op.width, row);
+    const float scale = w ? w[r] : 1.0f;
+    for (int p = 0; p < npanels; ++p) {
+      float* __restrict d = buf + (std::size_t(p) * kk + r) * W;
+      const float* __restrict s = row + std::size_t(p) * W;
+#pragma omp simd
+      for (int c = 0; c < W; ++c) d[c] = s[c] * scale;
     }
   }
 }
@@ -113,10 +121,11 @@ inline void micro_kernel(const float* __restrict a, const float* __restrict b, i
     for (int s = 0; s < NR; ++s) c[r * ldc + s] = acc[r][s];
 }
 
-// g[Mp x Cp] += sum over tokens [tb, te) of sample n of m_t a_t b_tᵀ.
+// g[Mp x Cp] += sum over tokens [tb, te) of sample n of m_t a_t b_tᵀ. With `upper` (a == b, so G is symmetric)
+// register tiles lying entirely below the diagonal are skipped; entries (i, j) with i <= j are always exact.
 template <int DT>
 void accumulate_tokens(const BlockDesc& blk, std::int64_t n, std::int64_t tb, std::int64_t te, const float* mask,
-                       std::int64_t T, Workspace& ws, float* g) {
+                       std::int64_t T, Workspace& ws, float* g, bool upper = false) {
   const int M = blk.a.cols(), C = blk.b.cols();
   const int Mp = round_up(M, MR), Cp = round_up(C, NR);
   for (std::int64_t t0 = tb; t0 < te; t0 += TC) {
@@ -131,11 +140,12 @@ void accumulate_tokens(const BlockDesc& blk, std::int64_t n, std::int64_t tb, st
       }
     }
     if (kk == 0) continue;
-    pack_panels<DT>(blk.a, n, ws.tok.data(), ws.w.data(), kk, MR, Mp / MR, ws.apan.data());
-    pack_panels<DT>(blk.b, n, ws.tok.data(), nullptr, kk, NR, Cp / NR, ws.bpan.data());
+    pack_panels<DT>(blk.a, n, ws.tok.data(), ws.w.data(), kk, MR, Mp / MR, ws.apan.data(), ws.row.data());
+    pack_panels<DT>(blk.b, n, ws.tok.data(), nullptr, kk, NR, Cp / NR, ws.bpan.data(), ws.row.data());
     for (int pi = 0; pi < Mp / MR; ++pi) {
       const float* ap = ws.apan.data() + std::size_t(pi) * kk * MR;
       for (int pj = 0; pj < Cp / NR; ++pj) {
+        if (upper && (pj + 1) * NR <= pi * MR) continue;  // tile strictly below the diagonal
         micro_kernel(ap, ws.bpan.data() + std::size_t(pj) * kk * NR, kk, g + std::size_t(pi) * MR * Cp + pj * NR,
                      Cp);
       }
@@ -206,6 +216,8 @@ void run_typed(int mode, const std::vector<BlockDesc>& blocks, const float* mask
     // kSquare: per-sample G, squared into a thread-local sum. kSum: work items are (sample, token chunk) pairs
     // accumulated straight into the thread-local G, so N = 1 with long T still uses every thread.
     const std::int64_t chunks = mode == kSum ? (T + TC - 1) / TC : 1;
+    const bool sym = mode == kSum && blk.a.ptr == blk.b.ptr && blk.a.sn == blk.b.sn && blk.a.st == blk.b.st &&
+                     blk.a.width == blk.b.width && blk.a.bias == blk.b.bias;
     const std::int64_t items = N * chunks;
 #pragma omp parallel
     {
@@ -218,7 +230,7 @@ void run_typed(int mode, const std::vector<BlockDesc>& blocks, const float* mask
         touched = true;
         if (mode == kSum) {
           const std::int64_t n = it / chunks, c = it % chunks;
-          accumulate_tokens<DT>(blk, n, c * TC, std::min<std::int64_t>((c + 1) * TC, T), mask, T, ws, g);
+          accumulate_tokens<DT>(blk, n, c * TC, std::min<std::int64_t>((c + 1) * TC, T), mask, T, ws, g, sym);
         } else {
           std::fill(ws.g.begin(), ws.g.end(), 0.0f);
           accumulate_tokens<DT>(blk, it, 0, T, mask, T, ws, g);
@@ -230,7 +242,8 @@ void run_typed(int mode, const std::vector<BlockDesc>& blocks, const float* mask
         const float* src = mode == kSum ? g : ws.local.data();
 #pragma omp critical(mdaf_reduce)
         for (int i = 0; i < M; ++i)
-          for (int j = 0; j < C; ++j) out[std::size_t(i) * C + j] += src[std::size_t(i) * Cp + j];
+          for (int j = 0; j < C; ++j)
+            out[std::size_t(i) * C + j] += (sym && j < i) ? src[std::size_t(j) * Cp + i] : src[std::size_t(i) * Cp + j];
       }
     }
   }

@@ -55,6 +55,7 @@ struct DevBlock {
   const float* P;
   float* out;
   int M, C, tiles_n, tile_begin;
+  int symmetric;  // kSum with a == b: only tiles on/above the diagonal run, and mirror their result
 };
 
 struct BlockTable {
@@ -196,7 +197,10 @@ __global__ void __launch_bounds__(NTHREADS)
   while (bi + 1 < tab.nblocks && tile >= tab.blk[bi + 1].tile_begin) ++bi;
   const DevBlock& blk = tab.blk[bi];
   const int lt = tile - blk.tile_begin;
-  const int i0 = (lt / blk.tiles_n) * BM, j0 = (lt % blk.tiles_n) * BN;
+  const int ti = lt / blk.tiles_n, tj = lt % blk.tiles_n;
+  const int i0 = ti * BM, j0 = tj * BN;
+  static_assert(BM == BN, "the symmetric covariance path pairs tile (ti, tj) with (tj, ti)");
+  if (mode == kSum && blk.symmetric && tj < ti) return;  // its mirror tile (tj, ti) writes both halves
   const int warp = threadIdx.x / 32, wm = warp / 2, wn = warp % 2;
 
   const long long nb = (long long)n_base + (long long)blockIdx.y * n_per_cta;
@@ -279,7 +283,11 @@ __global__ void __launch_bounds__(NTHREADS)
     for (int r = 0; r < PER_THREAD; ++r) {
       const int e = threadIdx.x + r * NTHREADS;
       const int i = i0 + e / BN, j = j0 + e % BN;
-      if (i < blk.M && j < blk.C) atomicAdd(blk.out + (long long)i * blk.C + j, Cs[(e / BN) * CLD + e % BN]);
+      if (i < blk.M && j < blk.C) {
+        const float v = Cs[(e / BN) * CLD + e % BN];
+        atomicAdd(blk.out + (long long)i * blk.C + j, v);
+        if (blk.symmetric && tj > ti) atomicAdd(blk.out + (long long)j * blk.C + i, v);  // M == C here
+      }
     }
   } else if (mode == kSquare) {
     if (nb >= ne) return;
@@ -312,6 +320,8 @@ void launch_typed(int mode, const std::vector<BlockDesc>& blocks, const float* m
       d.M = h.a.cols();
       d.C = h.b.cols();
       d.tiles_n = (d.C + BN - 1) / BN;
+      d.symmetric = (mode == kSum && h.a.ptr == h.b.ptr && h.a.sn == h.b.sn && h.a.st == h.b.st &&
+                     h.a.width == h.b.width && h.a.bias == h.b.bias) ? 1 : 0;
       d.tile_begin = int(tiles);
       tiles += (long long)((d.M + BM - 1) / BM) * d.tiles_n;
     }

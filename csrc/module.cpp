@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <stdexcept>
 #include <tuple>
 #include <vector>
 
@@ -84,6 +85,10 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.def("build_info", &build_info, "Build configuration: CUDA compiled, archs, compiler versions, OpenMP threads.");
   m.def("cpu_max_threads", &mdaf::cpu_max_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
+    omp_set_num_threads(n);
+  }, "Threads of the OpenMP CPU kernels (for the calling thread's later calls).");
   m.def(
       "cpu_run",
       [](int mode, int dtype, const std::vector<BlockTuple>& blocks, std::uintptr_t mask, std::int64_t N,
