@@ -402,7 +402,7 @@ def test_checkpoints_schedule_loadable_and_eval_hook(tmp_path, data):
 
     def eval_fn(model, step):
         seen.append(step)
-        return {"w0": float(model.gpt_neox.embed_in.weight[0, 0])}
+        return {"w0": float(model.gpt_neox.embed_in.weight[0, 0].detach())}
 
     tr = Trainer(cfg(tmp_path, checkpoint_extra=(3,)), data, eval_fn=eval_fn).train()
     expect = [0, 1, 2, 3, 4, 5, 8, 10]
