@@ -90,26 +90,44 @@ struct Elem<__half> {
   __device__ static __half from_float(float v) { return __float2half_rn(v); }
 };
 
-// Loads tokens [t0, t0+BK) x columns [c0, c0+W) of an operand into smem dst[BK][LD] (row = token), scaled by the
-// mask when `masked`. Out-of-range entries are zero; column `width` is the implicit ones column when bias is set.
-template <typename T, int W, int LD>
-__device__ __forceinline__ void load_chunk(T* dst, const DevOperand& op, long long n, int t0, int c0, int T_len,
-                                           const float* mask, bool masked) {
-  const T* src = static_cast<const T*>(op.ptr);
-  for (int e = threadIdx.x; e < BK * W; e += NTHREADS) {
-    const int tt = e / W, cc = e % W;
-    const int t = t0 + tt, c = c0 + cc;
+// A thread's share of one chunk: tokens [t0, t0+BK) x columns [c0, c0+W) of an operand, element e = tid + r*NTHREADS
+// at (token e / W, column e % W). fetch_chunk reads global memory into registers (scaled by the mask when `masked`;
+// out-of-range entries are zero; column `width` is the implicit ones column when bias is set), commit_chunk
+// writes the registers to smem dst[BK][LD]. Splitting the two lets the next chunk's loads overlap the MMAs.
+constexpr int CHUNK_PER_THREAD = BK * BM / NTHREADS;
+static_assert(BK * BM == BK * BN, "a and b chunks have the same size");
+static_assert((BK * BM) % NTHREADS == 0, "chunk must split evenly over the threads");
+
+template <typename T, int W>
+__device__ __forceinline__ void fetch_chunk(T (&reg)[CHUNK_PER_THREAD], const DevOperand& op, long long n, int t0,
+                                            int c0, int T_len, const float* mask, bool masked) {
+  static_assert(NTHREADS % W == 0, "a thread keeps one column across its elements");
+  constexpr int TSTEP = NTHREADS / W;  // token stride between a thread's consecutive elements
+  const int c = c0 + threadIdx.x % W;
+  const int tfirst = t0 + threadIdx.x / W;
+  const bool is_data = c < op.width;
+  const float fill = (c == op.width && op.bias) ? 1.0f : 0.0f;  // value of a non-data column
+  const T* p = static_cast<const T*>(op.ptr) + n * op.sn + (long long)tfirst * op.st + (is_data ? c : 0);
+  const long long step = (long long)TSTEP * op.st;
+  const float* mrow = (masked && mask != nullptr) ? mask + n * T_len : nullptr;
+#pragma unroll
+  for (int r = 0; r < CHUNK_PER_THREAD; ++r) {
+    const int t = tfirst + r * TSTEP;
     float v = 0.0f;
     if (t < T_len) {
-      if (c < op.width) {
-        v = Elem<T>::to_float(src[n * op.sn + (long long)t * op.st + c]);
-      } else if (c == op.width && op.bias) {
-        v = 1.0f;
-      }
-      if (masked && mask != nullptr) v *= mask[n * T_len + t];
+      v = is_data ? Elem<T>::to_float(p[r * step]) : fill;
+      if (mrow != nullptr) v *= mrow[t];
     }
-    dst[tt * LD + cc] = Elem<T>::from_float(v);
+    reg[r] = Elem<T>::from_float(v);
   }
+}
+
+template <typename T, int W, int LD>
+__device__ __forceinline__ void commit_chunk(T* dst, const T (&reg)[CHUNK_PER_THREAD]) {
+  constexpr int TSTEP = NTHREADS / W;
+  T* d = dst + (threadIdx.x / W) * LD + threadIdx.x % W;
+#pragma unroll
+  for (int r = 0; r < CHUNK_PER_THREAD; ++r) d[r * TSTEP * LD] = reg[r];
 }
 
 template <typename T>
@@ -182,7 +200,8 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return tot;  // valid in thread 0 only
 }
 
-template <typename T>
+// SQ: compiled for kSquare only (its per-thread sum of squares costs 32 registers the other modes do not need).
+template <typename T, bool SQ>
 __global__ void __launch_bounds__(NTHREADS)
     g_tile_kernel(const __grid_constant__ BlockTable tab, const float* __restrict__ mask, int N, int T_len, int K, int mode,
                   int n_base, int n_per_cta, float* __restrict__ S) {
@@ -207,9 +226,9 @@ __global__ void __launch_bounds__(NTHREADS)
   const long long ne = min((long long)N, nb + n_per_cta);
 
   wmma::fragment<wmma::accumulator, 16, 16, Elem<T>::FK, float> acc[2][2];
-  float sq[PER_THREAD];
+  float sq[SQ ? PER_THREAD : 1];
 #pragma unroll
-  for (int r = 0; r < PER_THREAD; ++r) sq[r] = 0.0f;
+  for (int r = 0; r < (SQ ? PER_THREAD : 1); ++r) sq[r] = 0.0f;
 #pragma unroll
   for (int fi = 0; fi < 2; ++fi)
 #pragma unroll
@@ -222,11 +241,18 @@ __global__ void __launch_bounds__(NTHREADS)
 #pragma unroll
         for (int fj = 0; fj < 2; ++fj) wmma::fill_fragment(acc[fi][fj], 0.0f);
     }
+    T ra[CHUNK_PER_THREAD], rb[CHUNK_PER_THREAD];
+    fetch_chunk<T, BM>(ra, blk.a, n, 0, i0, T_len, mask, true);
+    fetch_chunk<T, BN>(rb, blk.b, n, 0, j0, T_len, mask, false);
     for (int t0 = 0; t0 < T_len; t0 += BK) {
       __syncthreads();  // previous chunk fully consumed
-      load_chunk<T, BM, ALD>(As, blk.a, n, t0, i0, T_len, mask, true);
-      load_chunk<T, BN, BLD>(Bs, blk.b, n, t0, j0, T_len, mask, false);
+      commit_chunk<T, BM, ALD>(As, ra);
+      commit_chunk<T, BN, BLD>(Bs, rb);
       __syncthreads();
+      if (t0 + BK < T_len) {  // prefetch the next chunk into registers while the tensor cores run
+        fetch_chunk<T, BM>(ra, blk.a, n, t0 + BK, i0, T_len, mask, true);
+        fetch_chunk<T, BN>(rb, blk.b, n, t0 + BK, j0, T_len, mask, false);
+      }
       mma_chunk<T>(As, Bs, wm, wn, acc);
     }
     if (mode == kSum) continue;
@@ -240,7 +266,7 @@ __global__ void __launch_bounds__(NTHREADS)
                                 wmma::mem_row_major);
     __syncthreads();
 
-    if (mode == kSquare) {
+    if constexpr (SQ) {
 #pragma unroll
       for (int r = 0; r < PER_THREAD; ++r) {
         const int e = threadIdx.x + r * NTHREADS;
@@ -289,7 +315,7 @@ __global__ void __launch_bounds__(NTHREADS)
         if (blk.symmetric && tj > ti) atomicAdd(blk.out + (long long)j * blk.C + i, v);  // M == C here
       }
     }
-  } else if (mode == kSquare) {
+  } else if constexpr (SQ) {
     if (nb >= ne) return;
 #pragma unroll
     for (int r = 0; r < PER_THREAD; ++r) {
@@ -340,8 +366,13 @@ void launch_typed(int mode, const std::vector<BlockDesc>& blocks, const float* m
     for (long long y0 = 0; y0 < ygroups; y0 += 65535) {
       const long long ny = std::min<long long>(65535, ygroups - y0);
       const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ny), 1u);
-      g_tile_kernel<T><<<grid, NTHREADS, 0, stream>>>(tab, mask, int(N), int(T_len), int(K), mode,
-                                                     int(y0 * n_per_cta), n_per_cta, S);
+      if (mode == kSquare) {
+        g_tile_kernel<T, true><<<grid, NTHREADS, 0, stream>>>(tab, mask, int(N), int(T_len), int(K), mode,
+                                                              int(y0 * n_per_cta), n_per_cta, S);
+      } else {
+        g_tile_kernel<T, false><<<grid, NTHREADS, 0, stream>>>(tab, mask, int(N), int(T_len), int(K), mode,
+                                                               int(y0 * n_per_cta), n_per_cta, S);
+      }
       MDAF_CUDA_CHECK(cudaGetLastError());
     }
   }
