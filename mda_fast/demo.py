@@ -1,0 +1,129 @@
+"""``mda-fast demo``: the whole method on a laptop CPU, with no data or network.
+
+1. generate the synthetic corpus (``mda_fast.data.synthetic``), Megatron format with a category sidecar;
+2. train a tiny GPT-NeoX with Pythia-style checkpoints until an induction head forms;
+3. localize every head at every checkpoint and find the emergence step;
+4. fit EK-FAC for the induction head (and a control head) at the window-end checkpoint;
+5. score every sequence of the formation window; 6. analyze and write the report;
+7. retrain the window under deletion / augmentation arms (``mda_fast.interventions``).
+
+Every stage skips work whose output already exists, so an interrupted demo resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from . import pipeline as P
+from .config import load_config, packaged_config
+
+
+def _latest_checkpoint(run_dir: str):
+    steps = [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()] if os.path.isdir(run_dir) else []
+    steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", "trainer_state.pt"))]
+    return max(steps) if steps else None
+
+
+def prepare_corpus(cfg, out: str, progress: bool) -> str:
+    from .data.synthetic import DEFAULT_MIX, SyntheticConfig, generate_corpus
+
+    c, tr, B = cfg["corpus"], cfg["train"], cfg["data"]["batch_size"]
+    prefix = os.path.join(out, "data", "corpus")
+    n_rows = c["n_sequences"] or tr["total_steps"] * B + c["heldout_sequences"]
+    if not os.path.exists(prefix + ".categories.json"):
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+        generate_corpus(prefix, SyntheticConfig(n_sequences=n_rows, seq_len=c["seq_len"],
+                                                mix=dict(c["mix"]) or dict(DEFAULT_MIX), seed=c["seed"]),
+                        progress=progress)
+    cfg["data"].update(path=prefix, seq_len=c["seq_len"])
+    return prefix
+
+
+def train_base(cfg, out: str, progress: bool) -> str:
+    from .data import PythiaBatches
+    from .train import TrainConfig, Trainer
+
+    tr, d = cfg["train"], cfg["data"]
+    run_dir = os.path.join(out, "run")
+    data = PythiaBatches(d["path"], batch_size=d["batch_size"], seq_len=d["seq_len"])
+    last = _latest_checkpoint(run_dir)
+    if last != tr["total_steps"]:
+        tc = TrainConfig(preset=tr["preset"], total_steps=max(tr["schedule_steps"], tr["total_steps"]), lr=tr["lr"],
+                         seed=tr["seed"], checkpoint_every=tr["checkpoint_every"], device="cpu", out_dir=run_dir,
+                         progress=progress)
+        trainer = Trainer(tc, data)
+        resume = os.path.join(run_dir, f"step{last}") if last is not None else None
+        trainer.train(end_step=tr["total_steps"], resume_from=resume)
+    cfg["model"]["run_dir"] = run_dir
+    return run_dir
+
+
+def choose_window(cfg, loc: dict) -> dict:
+    """Window = the ``window_steps`` before the primary induction head's emergence checkpoint."""
+    L, h, score = loc["ranking"][0]
+    em = loc["emergence_step"][L][h]
+    steps = loc["steps"]
+    end = em if em is not None else steps[-1]
+    end = max(end, min(s for s in steps if s > 0))
+    start = max(0, end - cfg["train"]["window_steps"])
+    if start not in steps:  # the window must start at a checkpoint (interventions branch from it)
+        start = max(s for s in steps if s <= start)
+    cfg["window"].update(start_step=int(start), end_step=int(end))
+    return {"head": [L, h], "final_score": score, "emergence_step": em, "window": [int(start), int(end)]}
+
+
+def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    cfg = load_config(config_path or packaged_config("demo"), overrides)
+    os.makedirs(out, exist_ok=True)
+    timings = {}
+
+    def stage(name, fn, *a, **k):
+        s = time.perf_counter()
+        print(f"\n== {name} ==", flush=True)
+        r = fn(*a, **k)
+        timings[name] = round(time.perf_counter() - s, 2)
+        return r
+
+    stage("corpus", prepare_corpus, cfg, out, progress)
+    stage("train", train_base, cfg, out, progress)
+    loc = stage("localize", P.run_localize, cfg, out, progress)
+    win = choose_window(cfg, loc)
+    print(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
+          f"last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}..{win['window'][1]}")
+    stage("fit", P.run_fit, cfg, out, progress)
+    sc = stage("score", P.run_score, cfg, out, resume=True, progress=progress)
+    res = stage("analyze", P.run_analyze, cfg, out, progress)
+    targets = json.load(open(os.path.join(out, "targets.json")))
+    found = P.findings(res, targets)
+    interventions = None
+    if cfg["intervene"]["enabled"]:
+        interventions = stage("intervene", P.run_intervene, cfg, out, progress=progress)
+    with open(os.path.join(out, "config.resolved.json"), "w") as fh:
+        json.dump(cfg, fh, indent=1)
+    report = stage("report", P.run_report, cfg, out, interventions=interventions)
+    ind = [[h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"] if h["role"] == "induction"]
+    summary = {
+        "induction_heads": ind,
+        "control_heads": [[h["layer"], h["head"], h["prev_token"]] for h in targets["heads"] if h["role"] == "control"],
+        "emergence_step": win["emergence_step"],
+        "window": win["window"],
+        "n_scored": sc["n_scored"],
+        "top10_share": found["top10_share"],
+        "power_law": {k: found["power_law"][k] for k in ("exponent", "r2")} if found.get("power_law") and "exponent" in found["power_law"] else None,
+        "category_enrichment": found.get("category_enrichment"),
+        "overlap": found["overlap"],
+        "findings": P.findings_text(found),
+        "scoring_seq_per_s": sc["seq_per_s"],
+        "stage_seconds": timings,
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+        "report": os.path.abspath(report),
+    }
+    if interventions is not None:
+        summary["interventions"] = interventions.get("summary", interventions)
+    P._write_json(os.path.join(out, "summary.json"), summary)
+    print("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
+    return summary
