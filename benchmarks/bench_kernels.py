@@ -187,23 +187,23 @@ def methods_for(c: Case, device: str, backends):
     return out
 
 
-def build_cases(device: str, ops, dtypes):
+def build_cases(device: str, ops, dtypes, shapes: str, N=None, T=None):
     cases = []
-    if device == "cpu":
+    if shapes == "demo":
         for model, dm, nh in DEMO:
             for block, d_out, d_in, bias in head_blocks(dm, nh) + [("qkv", 3 * dm, dm, True)]:
-                for T in (128, 256):
+                for T in ((T,) if T else (128, 256)):
                     for dt in dtypes:
                         for op in ops:
                             for K in ((1, 8) if op == "score" else (1,)):
-                                cases.append(Case(op, model, block, 32, T, d_out, d_in, bias, K, dt))
+                                cases.append(Case(op, model, block, N or 32, T, d_out, d_in, bias, K, dt))
     else:
         for model, dm, nh in PYTHIA:
             for block, d_out, d_in, bias in head_blocks(dm, nh):
                 for dt in dtypes:
                     for op in ops:
                         for K in ((1, 8) if op == "score" else (1,)):
-                            cases.append(Case(op, model, block, 64, 2048, d_out, d_in, bias, K, dt))
+                            cases.append(Case(op, model, block, N or 64, T or 2048, d_out, d_in, bias, K, dt))
     return cases
 
 
@@ -214,6 +214,10 @@ def main(argv=None):
     ap.add_argument("--dtypes", default=None, help="comma list of bf16,fp32,fp16 (cpu default bf16,fp32; gpu bf16)")
     ap.add_argument("--backends", default=None, help="mda_fast backends to time (default: all available)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of repetitions per measurement")
+    ap.add_argument("--shapes", default=None, choices=["demo", "pythia"],
+                    help="demo-model head blocks (cpu default) or Pythia head blocks (cuda default)")
+    ap.add_argument("--N", type=int, default=None, help="sequences (default 32 demo, 64 pythia)")
+    ap.add_argument("--T", type=int, default=None, help="tokens (default 128 and 256 demo, 2048 pythia)")
     ap.add_argument("--models", default=None, help="restrict to these model names (e.g. 160m,410m)")
     ap.add_argument("--blocks", default=None, help="restrict to these blocks (QK,V,O,qkv)")
     ap.add_argument("--stat", default=None, choices=["median", "min"],
@@ -236,7 +240,7 @@ def main(argv=None):
     avail = kernels.available_backends(dev)
     backends = args.backends.split(",") if args.backends else [b for b in avail if b != "torch"] + ["torch"]
     min_time = args.min_time if args.min_time is not None else (0.3 if dev == "cpu" else 0.2)
-    cases = build_cases(dev, ops, dtypes)
+    cases = build_cases(dev, ops, dtypes, args.shapes or ("demo" if dev == "cpu" else "pythia"), args.N, args.T)
     if args.models:
         keep = set(args.models.split(","))
         cases = [c for c in cases if c.model in keep]

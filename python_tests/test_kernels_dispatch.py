@@ -35,10 +35,12 @@ def test_auto_selection_on_cpu():
     shape = dict(N=3, T=6, d_out=4, D=6, K=2)
     assert kernels.select_backend("score", X.device, [X, P], shape) == "cpu"
     assert kernels.select_backend("score", X.device, [X.double(), P.double()], shape) == "torch"
-    # measured rule: wide fp32 covariance goes to torch's GEMM, bf16 covariance stays on the C++ kernel
+    # measured rule: covariance of very narrow blocks goes to torch's GEMM, wider ones to the C++ kernel
+    narrow = dict(N=32, T=128, d_out=16, D=16)
     wide = dict(N=32, T=128, d_out=1025, D=1025)
-    assert kernels.select_backend("covariance", X.device, [X], wide) == "torch"
+    assert kernels.select_backend("covariance", X.device, [X], narrow) == "torch"
     assert kernels.select_backend("covariance", X.device, [X.bfloat16()], wide) == "cpu"
+    assert kernels.select_backend("covariance", X.device, [X], wide) == "cpu"
 
 
 def test_forced_backend_argument_and_env(monkeypatch):

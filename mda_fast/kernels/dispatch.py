@@ -65,17 +65,20 @@ def available_backends(device: Optional[torch.device | str] = None) -> List[str]
 
 
 # ---- CPU rule -------------------------------------------------------------------------------------------------
-# Measured on the 2-core dev machine (benchmarks/bench_kernels.py --device cpu, 2026-11-22, see RESULTS.md):
-# the C++ kernel beats the torch reference (bmm + GEMM in fp32) for every score/eigen_sq shape of the demo models
-# and for bf16/fp16 inputs in general (torch has to upcast a copy first); torch's MKL/oneDNN GEMMs win on fp32
-# covariance of wide blocks, a single large GEMM over all tokens.
-CPU_COV_FP32_MAX_D = 160  # covariance in fp32: C++ up to this width D, torch GEMM above
+# Measured side by side on the 2-core dev machine (AMD EPYC, AVX-512), one thread each, best of round-robin
+# rounds (benchmarks/bench_kernels.py --device cpu --threads 1; 2026-11-22, table in benchmarks/RESULTS.md):
+# the C++ kernel is 1.0-5x faster than the torch reference for score and eigen_sq on every demo head block
+# (d_model 64/128, T 128/256, N 32; bf16 and fp32) and on Pythia-size blocks (d_out 128-2048, D 64-2049,
+# T 2048: 73-102 GFLOP/s vs torch's bmm), and for covariance from D = 32 up (1.3-8x, it only computes the upper
+# triangle). Torch's single GEMM wins covariance of very narrow blocks (D = 16: C++ at 0.54-0.73x), where the
+# kernel's per-chunk packing dominates.
+CPU_COV_MIN_D = 32  # covariance: C++ from this width D = d_in + bias, torch GEMM below
 
 
 def cpu_prefers_cxx(op: str, dtype: torch.dtype, N: int, T: int, d_out: int, D: int, K: int = 1) -> bool:
-    """True when the C++ CPU kernel is the faster CPU backend for this op and shape (measured rule)."""
+    """True when the C++ CPU kernel is the faster CPU backend for this op and shape (measured rule above)."""
     if op == "covariance":
-        return dtype != torch.float32 or D <= CPU_COV_FP32_MAX_D
+        return D >= CPU_COV_MIN_D
     return True
 
 
