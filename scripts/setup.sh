@@ -23,4 +23,8 @@ if [ "${1:-}" = "--test" ]; then
 fi
 # the package (compiles mda_fast._C: C++/OpenMP kernels, and CUDA kernels when nvcc is found)
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" "$VPY" -m pip install -q --no-build-isolation --no-deps .
-"$VPY" -c "import mda_fast, mda_fast.kernels as k; print('mda_fast', mda_fast.__version__, k.build_info())"
+# also drop the compiled module into the source tree (gitignored), so `python -m pytest` / `python -m mda_fast.cli`
+# run from the repository root (where ./mda_fast shadows the installed package) find it too
+SO="$(cd / && "$VPY" -c "import mda_fast._C as c; print(c.__file__)")"
+cp -f "$SO" "$ROOT/mda_fast/"
+(cd / && "$VPY" -c "import mda_fast, mda_fast.kernels as k; print('mda_fast', mda_fast.__version__, k.build_info())")
