@@ -1,0 +1,110 @@
+"""End to end through the `mda-fast` CLI on a very small config: every subcommand, summary.json, the report,
+resume after an interruption mid-`score`, and bad-config errors before any work."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from mda_fast import pipeline as P
+from mda_fast.cli import main
+
+SMALL = [
+    "data.batch_size=8", "corpus.seq_len=33", "corpus.heldout_sequences=64", "train.total_steps=40",
+    "train.schedule_steps=40", "train.checkpoint_every=10", "train.window_steps=10", "localize.seq_len=8",
+    "localize.n=8", "targets.probe_L=8", "targets.probe_n=8", "fit.n_sequences=32", "fit.batch_size=16",
+    "score.batch_size=8", "score.chunk=16", "intervene.train_after=10", "intervene.eval_every=5",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo"))
+    torch.set_num_threads(1)
+    assert main(["demo", "--out", out, "--no-progress"] + sum([["--set", s] for s in SMALL], [])) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_summary_and_report(demo_run):
+    s = json.load(open(os.path.join(demo_run, "summary.json")))
+    for key in ("induction_heads", "emergence_step", "n_scored", "top10_share", "category_enrichment",
+                "scoring_seq_per_s", "elapsed_s", "report", "interventions"):
+        assert key in s, key
+    assert s["n_scored"] == (s["window"][1] - s["window"][0]) * 8 > 0
+    assert 0 < s["top10_share"] <= 1 and s["scoring_seq_per_s"] > 0
+    assert set(s["category_enrichment"]) >= {"repeat", "xml", "prose"}
+    html = open(s["report"]).read()
+    assert "data:image/png;base64," in html and "Interventions" in html
+    iv = json.load(open(os.path.join(demo_run, "interventions", "interventions.json")))
+    assert set(iv["arms"]) == {"baseline", "delete-top", "delete-random", "augment-top", "augment-random"}
+    scores = np.load(os.path.join(demo_run, "score", "scores.npy"))
+    assert scores.shape == (s["n_scored"], 2) and np.isfinite(scores).all() and scores.std() > 0
+
+
+@pytest.mark.slow
+def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch):
+    cfg_path = os.path.join(demo_run, "config.resolved.json")
+    out = str(tmp_path / "cli")
+    base = ["--config", cfg_path, "--out", out, "--no-progress"]
+    for cmd in ("localize", "fit"):
+        assert main([cmd] + base) == 0
+    assert os.path.exists(os.path.join(out, "localize", "emergence.png"))
+    assert json.load(open(os.path.join(out, "targets.json"))) == json.load(open(os.path.join(demo_run, "targets.json")))
+    # interrupt `score` in the middle of its second chunk: rows of that chunk are written, progress is not
+    real = P.InfluenceScorer.score
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(P.InfluenceScorer, "score", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        main(["score"] + base)
+    prog = json.load(open(os.path.join(out, "score", "progress.json")))
+    assert 0 < prog["n_done"] < prog["n_total"]
+    monkeypatch.setattr(P.InfluenceScorer, "score", real)
+    assert main(["score", "--resume"] + base) == 0
+    resumed = np.load(os.path.join(out, "score", "scores.npy"))
+    clean = np.load(os.path.join(demo_run, "score", "scores.npy"))
+    np.testing.assert_array_equal(resumed, clean)
+    gi = np.load(os.path.join(out, "score", "global_index.npy"))
+    assert np.array_equal(gi, np.arange(len(gi)) + gi[0]) and len(np.unique(gi)) == len(gi)
+    for cmd in ("analyze", "report"):
+        assert main([cmd] + base) == 0
+    assert os.path.exists(os.path.join(out, "analyze", "top.csv")) and os.path.exists(os.path.join(out, "report.html"))
+    # resuming with a different config is refused
+    assert main(["score", "--resume", "--set", "targets.mode=\"qk\""] + base) == 2
+
+
+def test_bad_configs_fail_before_any_work(tmp_path, capsys):
+    out = str(tmp_path / "never")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[window]\nstart_step = 0\nend_step = 2\n[data]\npath = "nowhere/document"\n[modle]\nname = "x"\n')
+    assert main(["fit", "--config", str(cfg), "--out", out]) == 2
+    assert "unknown config key 'modle'" in capsys.readouterr().err
+    cfg.write_text('[window]\nstart_step = 0\nend_step = 2\n[data]\npath = "nowhere/document"\n')
+    assert main(["fit", "--config", str(cfg), "--out", out]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["fit", "--config", str(tmp_path / "missing.toml"), "--out", out]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["fit", "--config", str(cfg), "--out", out, "--set", "window.end_step=\"x\""]) == 2
+    assert "must be int" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+@pytest.mark.slow
+def test_window_beyond_data_and_head_out_of_range(demo_run, tmp_path, capsys):
+    cfg_path = os.path.join(demo_run, "config.resolved.json")
+    out = str(tmp_path / "x")
+    assert main(["fit", "--config", cfg_path, "--out", out, "--set", "window.end_step=100000"]) == 2
+    assert "beyond the data" in capsys.readouterr().err
+    assert main(["fit", "--config", cfg_path, "--out", out, "--set", "targets.heads=[[0, 9]]"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert main(["fit", "--config", cfg_path, "--out", out, "--set", "targets.probes=[\"induktion\"]"]) == 2
+    assert "unknown probe" in capsys.readouterr().err
+    assert not os.path.exists(out)
