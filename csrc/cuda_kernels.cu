@@ -17,6 +17,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 #include <type_traits>
 #include <stdexcept>
@@ -48,6 +49,7 @@ struct DevOperand {
   const void* ptr;
   long long sn, st;
   int width, bias;
+  int vec;  // every token row starts 16-byte aligned: full 16-byte groups inside [0, width) load as one uint4
 };
 
 struct DevBlock {
@@ -90,44 +92,72 @@ struct Elem<__half> {
   __device__ static __half from_float(float v) { return __float2half_rn(v); }
 };
 
-// A thread's share of one chunk: tokens [t0, t0+BK) x columns [c0, c0+W) of an operand, element e = tid + r*NTHREADS
-// at (token e / W, column e % W). fetch_chunk reads global memory into registers (scaled by the mask when `masked`;
-// out-of-range entries are zero; column `width` is the implicit ones column when bias is set), commit_chunk
-// writes the registers to smem dst[BK][LD]. Splitting the two lets the next chunk's loads overlap the MMAs.
-constexpr int CHUNK_PER_THREAD = BK * BM / NTHREADS;
-static_assert(BK * BM == BK * BN, "a and b chunks have the same size");
-static_assert((BK * BM) % NTHREADS == 0, "chunk must split evenly over the threads");
+// A thread's share of one chunk: tokens [t0, t0+BK) x columns [c0, c0+W) of an operand, cut into 16-byte groups
+// of VEC = 16 / sizeof(T) columns; group v = tid + r*NTHREADS is (token v / (W/VEC), columns (v % (W/VEC))*VEC...).
+// fetch_chunk reads global memory into registers (scaled by the mask when `masked`; out-of-range entries are zero;
+// column `width` is the implicit ones column when bias is set): one 16-byte load when the group lies inside the
+// row and rows are aligned, element loads otherwise. commit_chunk writes the registers to smem dst[BK][LD] with
+// 16-byte stores. Splitting the two lets the next chunk's loads overlap the MMAs.
+template <typename T>
+struct ChunkShape {
+  static constexpr int VEC = 16 / int(sizeof(T));
+  static constexpr int GROUPS = BM / VEC;                 // 16-byte groups per token row (BM == BN)
+  static constexpr int NV = BK * GROUPS / NTHREADS;       // groups per thread
+  static_assert((BK * GROUPS) % NTHREADS == 0, "chunk must split evenly over the threads");
+  static_assert(BM == BN, "a and b chunks share one shape");
+};
 
-template <typename T, int W>
-__device__ __forceinline__ void fetch_chunk(T (&reg)[CHUNK_PER_THREAD], const DevOperand& op, long long n, int t0,
-                                            int c0, int T_len, const float* mask, bool masked) {
-  static_assert(NTHREADS % W == 0, "a thread keeps one column across its elements");
-  constexpr int TSTEP = NTHREADS / W;  // token stride between a thread's consecutive elements
-  const int c = c0 + threadIdx.x % W;
-  const int tfirst = t0 + threadIdx.x / W;
-  const bool is_data = c < op.width;
-  const float fill = (c == op.width && op.bias) ? 1.0f : 0.0f;  // value of a non-data column
-  const T* p = static_cast<const T*>(op.ptr) + n * op.sn + (long long)tfirst * op.st + (is_data ? c : 0);
-  const long long step = (long long)TSTEP * op.st;
-  const float* mrow = (masked && mask != nullptr) ? mask + n * T_len : nullptr;
+template <typename T>
+__device__ __forceinline__ void fetch_chunk(uint4 (&reg)[ChunkShape<T>::NV], const DevOperand& op, long long n,
+                                            int t0, int c0, int T_len, const float* mask, bool masked) {
+  using CS = ChunkShape<T>;
+  const T* src = static_cast<const T*>(op.ptr);
 #pragma unroll
-  for (int r = 0; r < CHUNK_PER_THREAD; ++r) {
-    const int t = tfirst + r * TSTEP;
-    float v = 0.0f;
-    if (t < T_len) {
-      v = is_data ? Elem<T>::to_float(p[r * step]) : fill;
-      if (mrow != nullptr) v *= mrow[t];
+  for (int r = 0; r < CS::NV; ++r) {
+    const int v = threadIdx.x + r * NTHREADS;
+    const int t = t0 + v / CS::GROUPS;
+    const int cb = c0 + (v % CS::GROUPS) * CS::VEC;
+    const bool tin = t < T_len;
+    const float m = (tin && masked && mask != nullptr) ? mask[n * T_len + t] : 1.0f;
+    const T* row = src + n * op.sn + (long long)t * op.st;
+    if (tin && op.vec && cb + CS::VEC <= op.width) {
+      uint4 raw = *reinterpret_cast<const uint4*>(row + cb);
+      if (m != 1.0f) {
+        T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < CS::VEC; ++i) e[i] = Elem<T>::from_float(Elem<T>::to_float(e[i]) * m);
+      }
+      reg[r] = raw;
+    } else {
+      T e[CS::VEC];
+#pragma unroll
+      for (int i = 0; i < CS::VEC; ++i) {
+        const int c = cb + i;
+        float x = 0.0f;
+        if (tin) {
+          if (c < op.width) {
+            x = Elem<T>::to_float(row[c]);
+          } else if (c == op.width && op.bias) {
+            x = 1.0f;
+          }
+          x *= m;
+        }
+        e[i] = Elem<T>::from_float(x);
+      }
+      memcpy(&reg[r], e, 16);
     }
-    reg[r] = Elem<T>::from_float(v);
   }
 }
 
-template <typename T, int W, int LD>
-__device__ __forceinline__ void commit_chunk(T* dst, const T (&reg)[CHUNK_PER_THREAD]) {
-  constexpr int TSTEP = NTHREADS / W;
-  T* d = dst + (threadIdx.x / W) * LD + threadIdx.x % W;
+template <typename T, int LD>
+__device__ __forceinline__ void commit_chunk(T* dst, const uint4 (&reg)[ChunkShape<T>::NV]) {
+  using CS = ChunkShape<T>;
+  static_assert((LD * sizeof(T)) % 16 == 0, "smem rows must stay 16-byte aligned");
 #pragma unroll
-  for (int r = 0; r < CHUNK_PER_THREAD; ++r) d[r * TSTEP * LD] = reg[r];
+  for (int r = 0; r < CS::NV; ++r) {
+    const int v = threadIdx.x + r * NTHREADS;
+    *reinterpret_cast<uint4*>(dst + (v / CS::GROUPS) * LD + (v % CS::GROUPS) * CS::VEC) = reg[r];
+  }
 }
 
 template <typename T>
@@ -241,17 +271,17 @@ __global__ void __launch_bounds__(NTHREADS)
 #pragma unroll
         for (int fj = 0; fj < 2; ++fj) wmma::fill_fragment(acc[fi][fj], 0.0f);
     }
-    T ra[CHUNK_PER_THREAD], rb[CHUNK_PER_THREAD];
-    fetch_chunk<T, BM>(ra, blk.a, n, 0, i0, T_len, mask, true);
-    fetch_chunk<T, BN>(rb, blk.b, n, 0, j0, T_len, mask, false);
+    uint4 ra[ChunkShape<T>::NV], rb[ChunkShape<T>::NV];
+    fetch_chunk<T>(ra, blk.a, n, 0, i0, T_len, mask, true);
+    fetch_chunk<T>(rb, blk.b, n, 0, j0, T_len, mask, false);
     for (int t0 = 0; t0 < T_len; t0 += BK) {
       __syncthreads();  // previous chunk fully consumed
-      commit_chunk<T, BM, ALD>(As, ra);
-      commit_chunk<T, BN, BLD>(Bs, rb);
+      commit_chunk<T, ALD>(As, ra);
+      commit_chunk<T, BLD>(Bs, rb);
       __syncthreads();
       if (t0 + BK < T_len) {  // prefetch the next chunk into registers while the tensor cores run
-        fetch_chunk<T, BM>(ra, blk.a, n, t0 + BK, i0, T_len, mask, true);
-        fetch_chunk<T, BN>(rb, blk.b, n, t0 + BK, j0, T_len, mask, false);
+        fetch_chunk<T>(ra, blk.a, n, t0 + BK, i0, T_len, mask, true);
+        fetch_chunk<T>(rb, blk.b, n, t0 + BK, j0, T_len, mask, false);
       }
       mma_chunk<T>(As, Bs, wm, wn, acc);
     }
@@ -327,6 +357,13 @@ __global__ void __launch_bounds__(NTHREADS)
 }
 
 template <typename T>
+DevOperand make_operand(const Operand& h) {
+  constexpr long long VEC = 16 / sizeof(T);
+  const bool vec = h.ptr % 16 == 0 && h.sn % VEC == 0 && h.st % VEC == 0;
+  return DevOperand{reinterpret_cast<const void*>(h.ptr), h.sn, h.st, h.width, h.bias ? 1 : 0, vec ? 1 : 0};
+}
+
+template <typename T>
 void launch_typed(int mode, const std::vector<BlockDesc>& blocks, const float* mask, std::int64_t N,
                   std::int64_t T_len, std::int64_t K, float* S, cudaStream_t stream) {
   int device = 0, sms = 0;
@@ -339,8 +376,8 @@ void launch_typed(int mode, const std::vector<BlockDesc>& blocks, const float* m
     for (int b = 0; b < tab.nblocks; ++b) {
       const BlockDesc& h = blocks[g0 + b];
       DevBlock& d = tab.blk[b];
-      d.a = DevOperand{reinterpret_cast<const void*>(h.a.ptr), h.a.sn, h.a.st, h.a.width, h.a.bias ? 1 : 0};
-      d.b = DevOperand{reinterpret_cast<const void*>(h.b.ptr), h.b.sn, h.b.st, h.b.width, h.b.bias ? 1 : 0};
+      d.a = make_operand<T>(h.a);
+      d.b = make_operand<T>(h.b);
       d.P = reinterpret_cast<const float*>(h.P);
       d.out = reinterpret_cast<float*>(h.out);
       d.M = h.a.cols();

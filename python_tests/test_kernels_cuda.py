@@ -72,3 +72,18 @@ def test_cuda_runs_on_current_stream():
 def test_cuda_is_default_for_cuda_tensors():
     X = torch.randn(2, 3, 4, device="cuda")
     assert kernels.select_backend("score", X.device, [X], dict(N=2, T=3, d_out=4, D=4, K=1)) == "cuda"
+
+
+@pytest.mark.parametrize("col_offset", [3, 8])
+def test_cuda_strided_and_misaligned_tokens(col_offset):
+    """Token slices of wider tensors: offset 3 breaks 16-byte row alignment (element-load path), offset 8 keeps
+    it (16-byte loads with token stride 2)."""
+    cfg = Cfg(3, 70, 64, 96, 3, True, "partial", "bf16", 70)
+    X, Y, mask, P, _, _ = make_inputs(cfg, "cuda")
+    Xw = torch.zeros(3, 140, 80, device="cuda", dtype=X.dtype)
+    Xw[:, ::2, col_offset:col_offset + 64] = X
+    Xs = Xw[:, ::2, col_offset:col_offset + 64]
+    S = kernels.score(Xs, Y, P, mask, bias=True, backend="cuda")
+    assert rel_err(S, oracle_score(X, Y, P, mask, True)) < TOL["bf16"]
+    acc = kernels.covariance_accumulate(torch.zeros(65, 65, device="cuda"), Xs, mask, True, backend="cuda")
+    assert rel_err(acc, oracle_cov(X, mask, True)) < TOL["bf16"]
