@@ -1,0 +1,267 @@
+"""End-to-end scoring benchmark: one head, the same N training sequences, three methods side by side in one run.
+
+(a) authors' method, re-implemented: batch size 1, full ``loss.backward()`` per sequence, then
+    Σ_b ⟨∇_b L(z), P_b⟩ with the head's weight-slice gradients and the scorer's preconditioned probe gradients P_b;
+(b) kronfluence 1.0.1 EK-FAC, tracking the layer's whole ``query_key_value`` and ``dense`` modules;
+(c) mda-fast ``InfluenceScorer.score`` in batches.
+
+(a) and (c) share the same factors and P_b, so their scores must agree (Pearson > 0.999 in fp32).
+
+    python benchmarks/end_to_end.py --model demo --n 128
+    python benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --batch-size 8
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mda_fast  # noqa: E402
+from mda_fast.capture import sequence_loss  # noqa: E402
+from mda_fast.heads import block_weight  # noqa: E402
+
+PYTHIA_WINDOW = 1_024_000  # sequences in Pythia-14m's scoring window
+MODELS = ("demo", "pythia-14m", "pythia-160m")
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def pearson(a, b) -> float:
+    return float(torch.corrcoef(torch.stack([a.double().flatten(), b.double().flatten()]))[0, 1])
+
+
+def make_rows(args, vocab: int, T: int, count: int) -> torch.Tensor:
+    """``count`` rows of T+1 tokens: from a Megatron file (``--data``) or uniform random in [4, vocab)."""
+    if args.data:
+        from mda_fast.data.megatron import MMapIndexedDataset
+
+        ds = MMapIndexedDataset(args.data)
+        need = count * (T + 1)
+        toks = torch.from_numpy(ds.read_tokens(0, need).astype("int64"))
+        if toks.numel() < need:
+            raise ValueError(f"--data {args.data}: need {need} tokens for {count} rows of {T + 1}, file has {toks.numel()}")
+        return toks.view(count, T + 1)
+    g = torch.Generator().manual_seed(args.seed)
+    return torch.randint(4, vocab, (count, T + 1), generator=g)
+
+
+def build_model(args):
+    if args.checkpoint:
+        model = mda_fast.load_pythia(args.checkpoint)
+    else:
+        from mda_fast.train import make_model
+
+        model = make_model("tiny-2l" if args.model == "demo" else args.model, seed=args.seed)
+    return model.to(args.device).eval()
+
+
+def method_a(model, blocks, queries, rows, device) -> torch.Tensor:
+    """Authors' method: per-sequence full backward, then dot with the preconditioned probe gradient."""
+    from tqdm import tqdm
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    out = torch.empty(len(rows), dtype=torch.float64)
+    for i in tqdm(range(len(rows)), desc="(a) authors", unit="seq", leave=False):
+        model.zero_grad(set_to_none=True)
+        row = rows[i:i + 1]
+        logits = model(input_ids=row[:, :-1]).logits
+        sequence_loss(logits, row[:, 1:]).sum().backward()
+        s = 0.0
+        for b in blocks:
+            s = s + (block_weight(model, b, grad=True).double() * queries[b.name][0].double()).sum()
+        out[i] = float(s)
+    model.zero_grad(set_to_none=True)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def method_c(scorer, rows, bs) -> torch.Tensor:
+    from tqdm import tqdm
+
+    parts = [scorer.score(rows[i:i + bs])[:, 0].double().cpu()
+             for i in tqdm(range(0, len(rows), bs), desc="(c) mda-fast", unit="batch", leave=False)]
+    return torch.cat(parts)
+
+
+def method_b(model, layer, probe, fit_rows, rows, bs, device):
+    """kronfluence EK-FAC over the layer's query_key_value + dense; returns (scores [N], fit s, score s)."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+
+    model = copy.deepcopy(model)  # prepare_model wraps modules in place
+    probe_ids = probe.inputs(model)
+
+    class Rows(torch.utils.data.Dataset):
+        def __init__(self, r):
+            self.r = r
+
+        def __len__(self):
+            return len(self.r)
+
+        def __getitem__(self, i):
+            return {"input_ids": self.r[i, :-1], "labels": self.r[i, 1:]}
+
+    class ProbeSet(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(probe_ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": probe_ids[i]}
+
+    class HeadTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            logits = model(input_ids=batch["input_ids"]).logits
+            return sequence_loss(logits, batch["labels"]).sum()
+
+        def compute_measurement(self, batch, model):
+            logits = model(input_ids=batch["input_ids"]).logits
+            return probe.objective(model, None, batch["input_ids"], logits, None).sum()
+
+        def get_influence_tracked_modules(self):
+            return [f"gpt_neox.layers.{layer}.attention.query_key_value", f"gpt_neox.layers.{layer}.attention.dense"]
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")
+    task = HeadTask()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    kmodel = prepare_model(model, task)
+    with tempfile.TemporaryDirectory() as tmp:
+        an = Analyzer("e2e", kmodel, task, cpu=torch.device(device).type == "cpu", disable_tqdm=True, output_dir=tmp)
+        _, t_fit = timed(lambda: an.fit_all_factors("f", dataset=Rows(fit_rows.cpu()), per_device_batch_size=bs,
+                                                    factor_args=FactorArguments(strategy="ekfac"),
+                                                    overwrite_output_dir=True), device)
+        _, t_score = timed(lambda: an.compute_pairwise_scores(
+            "s", factors_name="f", query_dataset=ProbeSet(), train_dataset=Rows(rows.cpu()),
+            per_device_query_batch_size=len(probe_ids), per_device_train_batch_size=bs,
+            score_args=ScoreArguments(), overwrite_output_dir=True), device)
+        kf = an.load_pairwise_scores("s")["all_modules"].sum(dim=0).double().cpu()
+    return -kf, t_fit, t_score  # kronfluence scores are +∇fᵀH⁻¹∇L; ours carry the minus sign
+
+
+def fmt_time(s: float) -> str:
+    if s < 120:
+        return f"{s:.2f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=MODELS, default="demo")
+    ap.add_argument("--checkpoint", help="local step{k} checkpoint dir (demo model only), loaded with load_pythia")
+    ap.add_argument("--data", help="Megatron dataset prefix to read rows from (default: random tokens)")
+    ap.add_argument("--n", type=int, default=None, help="sequences to score (default 256 on CPU, 1024 on GPU)")
+    ap.add_argument("--n-fit", type=int, default=None, help="sequences for the EK-FAC fit (default: --n)")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size of (b) and (c) (default 32 demo, 8 pythia)")
+    ap.add_argument("--layer", type=int, default=1)
+    ap.add_argument("--head", type=int, default=0)
+    ap.add_argument("--probe-L", type=int, default=32)
+    ap.add_argument("--probe-n", type=int, default=32)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-kronfluence", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
+    ap.add_argument("--markdown", help="append the result table to this Markdown file")
+    args = ap.parse_args(argv)
+
+    dev = torch.device(args.device)
+    if args.checkpoint and args.model != "demo":
+        raise ValueError("--checkpoint loads a local demo-model checkpoint; use it with --model demo")
+    if args.model != "demo" and dev.type == "cpu" and not args.force:
+        print(f"skipping --model {args.model}: T=2048 presets are GPU benchmarks (no GPU here); pass --force to run on CPU")
+        return 0
+    T = 128 if args.model == "demo" else 2048
+    n = args.n or (256 if dev.type == "cpu" else 1024)
+    n_fit = args.n_fit or n
+    bs = args.batch_size or (32 if args.model == "demo" else 8)
+    if n < 2 or bs < 1:
+        raise ValueError(f"--n must be >= 2 and --batch-size >= 1, got {n} and {bs}")
+
+    model = build_model(args)
+    vocab = model.config.vocab_size
+    spec = mda_fast.HeadSpec(args.layer, args.head, mode="qkvo")
+    blocks = mda_fast.head_blocks(model, spec)
+    rows_all = make_rows(args, vocab, T, n_fit + n).to(dev)
+    fit_rows, rows = rows_all[:n_fit], rows_all[n_fit:]
+    high = min(vocab, 50277)
+    pk = dict(L=args.probe_L, n=args.probe_n, low=4, high=high)
+    print(f"model {args.model}{' (' + args.checkpoint + ')' if args.checkpoint else ''}, {spec.name}, T={T}, "
+          f"N={n} scored, {n_fit} fit, batch {bs}, device {dev}, torch threads {torch.get_num_threads()}")
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fit_batches = [fit_rows[i:i + bs] for i in range(0, n_fit, bs)]
+    factors, t_fit_c = timed(lambda: mda_fast.fit_ekfac(model, [spec], fit_batches, fisher="empirical",
+                                                       progress=False), dev)
+    scorer = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk)
+
+    # warm-up: one batch of (c), one sequence of (a)
+    scorer.score(rows[:bs])
+    method_a(model, blocks, scorer.queries, rows[:1], dev)
+
+    res = {}
+    sa, res["a"] = timed(lambda: method_a(model, blocks, scorer.queries, rows, dev), dev)
+    sc, res["c"] = timed(lambda: method_c(scorer, rows, bs), dev)
+    t_fit_b = None
+    if not args.skip_kronfluence:
+        probe = mda_fast.get_probe("induction", **pk)
+        sb, t_fit_b, res["b"] = method_b(model, args.layer, probe, fit_rows, rows, bs, args.device)
+
+    r_ac = pearson(sa, sc)
+    names = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
+             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}"}
+    lines = ["| method | seq/s | time for N | speed vs (a) |", "| --- | ---: | ---: | ---: |"]
+    for k in ("a", "b", "c"):
+        if k in res:
+            lines.append(f"| {names[k]} | {n / res[k]:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
+    table = "\n".join(lines)
+    where = f"{torch.cuda.get_device_name(dev)}, {args.model}" if dev.type == "cuda" else f"CPU, {args.model} model"
+    proj = PYTHIA_WINDOW / (n / res["c"])
+    notes = [f"N = {n} sequences of T = {T} tokens; mda-fast EK-FAC fit {t_fit_c:.2f} s on {n_fit} sequences"
+             + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
+             f"Pearson(a, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
+             f"max |a − c| / max |a| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}"]
+    if "b" in res:
+        notes.append(f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = {pearson(sb, sc):.4f} "
+                     "(kronfluence scores whole modules, so (b) is not expected to match the head scores)")
+    notes.append(f"projected time for Pythia-14m's {PYTHIA_WINDOW:,}-sequence window at the mda-fast rate "
+                 f"[{where}]: {fmt_time(proj)}")
+    print(table)
+    for line in notes:
+        print(line)
+    if args.markdown:
+        cmd = "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        with open(args.markdown, "a") as f:
+            f.write(f"\n`{cmd}` ({datetime.date.today()}, {where})\n\n{table}\n\n" + "".join(f"- {x}\n" for x in notes))
+    return 0 if r_ac > 0.999 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
