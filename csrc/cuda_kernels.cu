@@ -1,9 +1,12 @@
 // CUDA kernels: per-sample outer-product accumulation on tensor cores with four epilogues (see kernels.h).
 //
 // One CTA (4 warps) owns a BM x BN tile of G for one block of the block table and a range of samples. Per sample
-// it loops over T in chunks of BK tokens: the chunk of a (masked, converted) and b (with the implicit ones
-// column) goes to shared memory, and each warp accumulates a 32 x 32 sub-tile in fp32 wmma fragments
-// (bf16/fp16: m16n16k16; fp32: m16n16k8 tf32 with a 3-pass hi/lo split, which keeps fp32 accuracy).
+// it loops over T in chunks of BK tokens: the chunk of a (masked) and b (with the implicit ones column) is
+// loaded into registers with 16-byte loads where rows are aligned (the next chunk's loads are issued before the
+// current chunk's MMAs), stored to shared memory, and each warp accumulates a 32 x 32 sub-tile in fp32 wmma
+// fragments (bf16/fp16: m16n16k16; fp32: m16n16k8 tf32 with a 3-pass hi/lo split, which keeps fp32 accuracy).
+// kSum on a == b (covariance) runs only the tiles on or above the diagonal and mirrors them.
+// Every CUDA API call is checked and cudaGetLastError() follows every launch; kernels run on the caller's stream.
 // The G tile only ever lives in registers and shared memory; the epilogue consumes it:
 //   kScore : dot with the P_k tiles, CTA reduction, one atomicAdd into S[n, k] per (CTA, k);
 //   kSquare: squares summed over the CTA's samples in registers, one atomicAdd per element at the end;
