@@ -51,9 +51,11 @@ DEFAULTS: dict = {
     "analyze": {"top_frac": 0.1, "table_k": 50, "snippet_tokens": 96},
     "report": {"title": "Mechanistic data attribution"},
     # demo-only sections
-    "corpus": {"n_sequences": 0, "seq_len": 129, "seed": 0, "mix": {}, "heldout_sequences": 512},
+    "corpus": {"n_sequences": 0, "seq_len": 129, "seed": 0, "mix": {}, "heldout_sequences": 512, "packing": "rows"},
+    # total_steps: the most steps trained (the corpus holds this many batches); with after_emergence >= 0, training
+    # stops that many steps after the first checkpoint where some head's prefix-matching reaches localize.threshold
     "train": {"preset": "tiny-2l", "total_steps": 2000, "schedule_steps": 10000, "lr": 3e-3,
-              "checkpoint_every": 100, "seed": 0, "window_steps": 400},
+              "checkpoint_every": 100, "seed": 0, "window_steps": 400, "after_emergence": 300},
     "intervene": {"enabled": True, "arms": ["baseline", "delete-top", "delete-random", "augment-top", "augment-random"],
                   "seeds": [0], "top_frac": 0.1, "train_after": 300, "eval_every": 50},
 }

@@ -36,27 +36,66 @@ def prepare_corpus(cfg, out: str, progress: bool) -> str:
     if not os.path.exists(prefix + ".categories.json"):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         generate_corpus(prefix, SyntheticConfig(n_sequences=n_rows, seq_len=c["seq_len"],
-                                                mix=dict(c["mix"]) or dict(DEFAULT_MIX), seed=c["seed"]),
+                                                mix=dict(c["mix"]) or dict(DEFAULT_MIX), seed=c["seed"],
+                                                packing=c["packing"]),
                         progress=progress)
     cfg["data"].update(path=prefix, seq_len=c["seq_len"])
     return prefix
 
 
+def _emergence_monitor(cfg):
+    """Trainer ``eval_fn``: every head's prefix-matching score at a checkpoint (the localize settings)."""
+    from .localize import localize_all
+
+    loc = cfg["localize"]
+
+    def evaluate(model, step):
+        pm = localize_all(model, ("prefix_matching",), seq_len=loc["seq_len"], n=loc["n"], seed=loc["seed"],
+                          batch_size=loc["batch_size"], low=loc["low"], high=loc["high"] or None)["prefix_matching"]
+        return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
+
+    return evaluate
+
+
+def _stop_step(run_dir: str, threshold: float, after: int):
+    """The step at which training may stop: ``after`` steps past the first checkpoint whose best
+    prefix-matching score reaches ``threshold`` (None while no head has formed)."""
+    from .train.trainer import read_jsonl
+
+    hits = [r["step"] for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))
+            if r.get("max_prefix_matching", 0.0) >= threshold]
+    return min(hits) + after if hits else None
+
+
 def train_base(cfg, out: str, progress: bool) -> str:
+    """Train until an induction head forms (and ``after_emergence`` steps more), or ``total_steps``.
+
+    Checkpoints every ``checkpoint_every`` steps; each is scored for prefix matching as it is saved (the run's
+    ``eval.jsonl``), so an interrupted run resumes from its last checkpoint with its history intact.
+    """
     from .data import PythiaBatches
     from .train import TrainConfig, Trainer
 
     tr, d = cfg["train"], cfg["data"]
     run_dir = os.path.join(out, "run")
     data = PythiaBatches(d["path"], batch_size=d["batch_size"], seq_len=d["seq_len"])
+    cap, every, after = tr["total_steps"], tr["checkpoint_every"], tr["after_emergence"]
+    tc = TrainConfig(preset=tr["preset"], total_steps=max(tr["schedule_steps"], cap), lr=tr["lr"],
+                     seed=tr["seed"], checkpoint_every=every, device="cpu", out_dir=run_dir, progress=progress)
+    trainer = Trainer(tc, data, eval_fn=_emergence_monitor(cfg))
     last = _latest_checkpoint(run_dir)
-    if last != tr["total_steps"]:
-        tc = TrainConfig(preset=tr["preset"], total_steps=max(tr["schedule_steps"], tr["total_steps"]), lr=tr["lr"],
-                         seed=tr["seed"], checkpoint_every=tr["checkpoint_every"], device="cpu", out_dir=run_dir,
-                         progress=progress)
-        trainer = Trainer(tc, data)
-        resume = os.path.join(run_dir, f"step{last}") if last is not None else None
-        trainer.train(end_step=tr["total_steps"], resume_from=resume)
+    if last is not None:
+        trainer.load_checkpoint(os.path.join(run_dir, f"step{last}"))
+
+    def done(step):
+        s = _stop_step(run_dir, cfg["localize"]["threshold"], after) if after >= 0 else None
+        return s is not None and step >= s
+
+    if trainer.step < cap and not done(trainer.step):
+        trainer.train(end_step=cap, stop=done)
+    stop = _stop_step(run_dir, cfg["localize"]["threshold"], 0)
+    print(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg['localize']['threshold']} "
+          f"at step {stop}" if stop is not None else "no head reached the threshold"), flush=True)
     cfg["model"]["run_dir"] = run_dir
     return run_dir
 

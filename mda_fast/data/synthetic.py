@@ -9,8 +9,18 @@ Sidecar: ``<prefix>.categories.npy`` float32 ``[n_rows, n_categories]``, the fra
 come from each category (an EOD counts toward the document it ends), and ``<prefix>.categories.json``
 ``{"categories", "seq_len", "n_rows", "config", ...}``. Attribution never reads them; analysis does.
 
-Mixing weights are token shares: category ``c`` receives ``w_c / sum(w)`` of the corpus tokens (up to one document).
-Each category draws from its own seeded stream, and a further stream shuffles the document order.
+Two packings (``SyntheticConfig.packing``):
+
+* ``"stream"`` (Pythia's): documents of every category, shuffled, concatenated and cut into rows, so a row usually
+  starts inside a document and mixes categories. Mixing weights are token shares: category ``c`` receives
+  ``w_c / sum(w)`` of the corpus tokens (up to one document).
+* ``"rows"``: every row holds one category. It starts at a document boundary and is filled with that category's
+  documents, each followed by EOD, and cut at the row's end. Category ``c`` gets ``round(w_c / sum(w) * n_rows)``
+  rows (largest remainders), in a seeded random order. A tiny model forms an induction head on row-aligned
+  repeated text far sooner than on the same text stream-packed (measured in ``shared/notes/toy-induction.md``
+  and the demo's note in ``mda_fast/configs/demo.toml``), so the CPU demo uses ``"rows"``.
+
+Each category draws from its own seeded stream, and a further stream shuffles the document (or row) order.
 """
 
 from __future__ import annotations
@@ -225,6 +235,8 @@ class SyntheticConfig:
         seed: seed of every random stream.
         repeat_len: inclusive byte-length range of the random chunk in a ``repeat`` document.
         repeat_copies: inclusive range of how often that chunk occurs in one document.
+        packing: ``"stream"`` (Pythia: documents concatenated and cut into rows) or ``"rows"`` (one category per
+            row, each row starting at a document boundary); see the module docstring.
     """
 
     n_sequences: int
@@ -233,8 +245,11 @@ class SyntheticConfig:
     seed: int = 0
     repeat_len: Tuple[int, int] = (8, 30)
     repeat_copies: Tuple[int, int] = (3, 8)
+    packing: str = "stream"
 
     def __post_init__(self):
+        if self.packing not in ("stream", "rows"):
+            raise ValueError(f"packing must be 'stream' or 'rows', got {self.packing!r}")
         if not isinstance(self.n_sequences, (int, np.integer)) or self.n_sequences < 1:
             raise ValueError(f"n_sequences must be a positive int, got {self.n_sequences!r}")
         if not isinstance(self.seq_len, (int, np.integer)) or self.seq_len < 2:
@@ -315,6 +330,43 @@ def pack_documents(docs: List[Tuple[int, bytes]], seq_len: int, n_rows: int) -> 
     return stream[:need].reshape(n_rows, seq_len), labels[:need].reshape(n_rows, seq_len)
 
 
+def row_categories(config: SyntheticConfig) -> np.ndarray:
+    """``"rows"`` packing: the category index of every row (exact largest-remainder counts, seeded order)."""
+    w = config.weights() * config.n_sequences
+    counts = np.floor(w).astype(np.int64)
+    rest = config.n_sequences - int(counts.sum())
+    counts[np.argsort(-(w - counts), kind="stable")[:rest]] += 1
+    cats = np.repeat(np.arange(len(CATEGORIES), dtype=np.uint8), counts)
+    return np.random.default_rng(np.random.SeedSequence([config.seed, len(CATEGORIES)])).permutation(cats)
+
+
+def pack_rows(config: SyntheticConfig, progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """``"rows"`` packing: ``tokens`` uint16 and ``labels`` uint8, both ``[n_rows, seq_len]``.
+
+    Row ``i`` of category ``c`` = the next documents of ``c``'s stream, each followed by EOD, cut at ``seq_len``
+    (the rest of the last document is dropped). Rows of one category are filled in row order.
+    """
+    cats = row_categories(config)
+    n, T = config.n_sequences, config.seq_len
+    tokens = np.zeros((n, T), dtype=np.uint16)
+    rngs = [np.random.default_rng(np.random.SeedSequence([config.seed, c])) for c in range(len(CATEGORIES))]
+    it = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, unit="row", unit_scale=True, desc="synthetic corpus")
+    for i in it:
+        c = int(cats[i])
+        gen, row = _GENERATORS[CATEGORIES[c]], bytearray()
+        while len(row) < T:
+            row += gen(rngs[c], config).encode("utf-8")
+            row.append(0xFF)  # EOD marker: 0xFF never occurs in UTF-8 text
+        r = np.frombuffer(bytes(row[:T]), dtype=np.uint8).astype(np.uint16)
+        tokens[i] = np.where(r == 0xFF, _EOD, r + _OFFSET)
+    labels = np.repeat(cats[:, None], T, axis=1)
+    return tokens, labels
+
+
 def category_fractions(labels: np.ndarray) -> np.ndarray:
     """float32 ``[n_rows, n_categories]``: share of each row's tokens per category."""
     n_rows, L = labels.shape
@@ -327,13 +379,18 @@ def category_fractions(labels: np.ndarray) -> np.ndarray:
 def generate_corpus(out_prefix, config: SyntheticConfig, n_shards: int = 1, progress: bool = True) -> dict:
     """Generate, pack and write the corpus and its category sidecar; return a summary dict."""
     out_prefix = os.fspath(out_prefix)
-    docs = generate_documents(config, progress=progress)
-    tokens, labels = pack_documents(docs, config.seq_len, config.n_sequences)
+    if config.packing == "rows":
+        tokens, labels = pack_rows(config, progress=progress)
+    else:
+        docs = generate_documents(config, progress=progress)
+        tokens, labels = pack_documents(docs, config.seq_len, config.n_sequences)
     paths = write_megatron(out_prefix, tokens, dtype=np.uint16, n_shards=n_shards)
     fractions = category_fractions(labels)
     np.save(out_prefix + ".categories.npy", fractions)
     counts = np.bincount(labels.reshape(-1), minlength=len(CATEGORIES))
     n_docs_used = int((tokens == _EOD).sum()) + (0 if tokens.reshape(-1)[-1] == _EOD else 1)
+    if config.packing == "rows":  # every row not ending in EOD holds the start of a truncated document
+        n_docs_used = int((tokens == _EOD).sum()) + int((tokens[:, -1] != _EOD).sum())
     meta = {
         "categories": list(CATEGORIES),
         "seq_len": int(config.seq_len),

@@ -579,8 +579,11 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------------------------
     def train(self, start_step: Optional[int] = None, end_step: Optional[int] = None,
-              resume_from: Optional[str] = None) -> "Trainer":
+              resume_from: Optional[str] = None, stop: Optional[Callable[[int], bool]] = None) -> "Trainer":
         """Train batches ``start_step .. end_step - 1`` (``end_step`` defaults to ``total_steps``).
+
+        ``stop(step) -> bool`` is asked after each checkpoint is saved and evaluated; ``True`` ends training there
+        (used to train "until the induction head forms").
 
         ``resume_from`` loads a checkpoint first; otherwise a trainer without a model initialises one at step 0
         and a trainer that already trained continues from its current step. ``start_step``, when given, must
@@ -644,6 +647,8 @@ class Trainer:
                 if self.step in ckpts:
                     self.save_checkpoint()
                     self._evaluate(self.step)
+                    if stop is not None and self.step < end and stop(self.step):
+                        break
         bar.close()
         return self
 
