@@ -108,3 +108,32 @@ def test_window_beyond_data_and_head_out_of_range(demo_run, tmp_path, capsys):
     assert main(["fit", "--config", cfg_path, "--out", out, "--set", "targets.probes=[\"induktion\"]"]) == 2
     assert "unknown probe" in capsys.readouterr().err
     assert not os.path.exists(out)
+
+
+def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
+    """train_base stops ``after_emergence`` steps past the first checkpoint whose best prefix-matching score
+    reaches the threshold (threshold 0 makes step 0 the emergence step), and a second call trains nothing."""
+    from mda_fast import demo as D
+    from mda_fast.config import load_config, packaged_config
+    from mda_fast.train.trainer import read_jsonl
+
+    torch.set_num_threads(1)
+    cfg = load_config(packaged_config("demo"), SMALL + ["localize.threshold=0.0", "train.after_emergence=20"])
+    out = str(tmp_path)
+    D.prepare_corpus(cfg, out, False)
+    run = D.train_base(cfg, out, False)
+    steps = sorted(int(d[4:]) for d in os.listdir(run) if d.startswith("step"))
+    assert steps[-1] == 20 and D._latest_checkpoint(run) == 20
+    ev = read_jsonl(os.path.join(run, "eval.jsonl"))
+    assert [r["step"] for r in ev] == steps
+    assert all(len(r["prefix_matching"]) == 2 and r["max_prefix_matching"] == max(map(max, r["prefix_matching"]))
+               for r in ev)
+    assert D._stop_step(run, 0.0, 20) == 20 and D._stop_step(run, 2.0, 20) is None
+    n_metrics = len(read_jsonl(os.path.join(run, "metrics.jsonl")))
+    D.train_base(cfg, out, False)
+    assert len(read_jsonl(os.path.join(run, "metrics.jsonl"))) == n_metrics == 20
+    # no head reaches an impossible threshold: training runs to total_steps
+    cfg2 = load_config(packaged_config("demo"), SMALL + ["localize.threshold=2.0"])
+    out2 = str(tmp_path / "b")
+    D.prepare_corpus(cfg2, out2, False)
+    assert D._latest_checkpoint(D.train_base(cfg2, out2, False)) == 40

@@ -424,6 +424,32 @@ def test_checkpoints_schedule_loadable_and_eval_hook(tmp_path, data):
         Trainer(cfg(tmp_path, name="x"), data).train(resume_from=str(tmp_path))
 
 
+def test_stop_callback_ends_at_the_checkpoint_it_accepts(tmp_path, data):
+    """``train(stop=...)`` is asked after each checkpoint's save and eval; True ends the run right there, and the
+    weights equal an uninterrupted run's at that step."""
+    asked = []
+
+    def eval_fn(model, step):
+        return {"step_seen": step}
+
+    def stop(step):
+        asked.append(step)
+        # the eval record of this checkpoint is already written when stop is asked
+        assert read_jsonl(os.path.join(tmp_path / "stop", "eval.jsonl"))[-1]["step"] == step
+        return step >= 4
+
+    tr = Trainer(cfg(tmp_path, "stop", checkpoint_every=2), data, eval_fn=eval_fn).train(stop=stop)
+    assert tr.step == 4 and asked[:2] == [1, 2] and asked[-1] == 4
+    dirs = sorted(int(d[4:]) for d in os.listdir(tr.out_dir) if d.startswith("step"))
+    assert max(dirs) == 4
+    assert [m["step"] for m in read_jsonl(os.path.join(tr.out_dir, "metrics.jsonl"))] == [0, 1, 2, 3]
+    ref = Trainer(cfg(tmp_path, "ref", checkpoint_every=2), data).train(end_step=4)
+    assert_close_dicts(params(tr.model), params(ref.model), rtol=0, atol=0)
+    # never stopping runs to end_step
+    tr2 = Trainer(cfg(tmp_path, "nostop", checkpoint_every=2), data).train(end_step=6, stop=lambda s: False)
+    assert tr2.step == 6
+
+
 def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, data):
     iv = Interventions(delete={9, 30}, insert=[Insertion(step=6, index=2)])
     full = Trainer(cfg(tmp_path, "full", checkpoint_extra=(3,)), data, iv).train()
