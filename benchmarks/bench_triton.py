@@ -8,7 +8,7 @@ K in {1, 8}, bf16. Times are `triton.testing.do_bench` medians. Baselines on the
   (score); bf16 GEMM over all tokens (covariance); bf16 G, fp32 rotations (eigen_sq).
 
 FLOPs: score 2·N·d_out·D_in·(T + K); covariance 2·N·T·D² (dense count; the kernel computes half by symmetry);
-eigen_sq the FLOPs of the route the kernel picks (`triton_eigen_sq.flops`). `gemm%` is TFLOP/s over the cuBLAS
+eigen_sq the FLOPs of the route the kernel picks (`reference.eigen_sq_flops`). `gemm%` is TFLOP/s over the cuBLAS
 bf16 GEMM rate (8192³) measured at the start of the run. Every Triton result is also compared with `ref`
 (`err` = max |Δ| / max |ref|).
 
@@ -114,7 +114,7 @@ def run_case(op, X, Y, P, Q_S, Q_A, bias, K):
             "bmm16": bmm16,
         }
         route = te.choose_route(N, T, d_in, d_out, bias)
-        flops = te.flops(N, T, d_in, d_out, bias)[route]
+        flops = reference.eigen_sq_flops(N, T, d_out, D_in)["A" if route == "tokens" else "B"]
         note = f"route={route}"
         out = tb.eigen_sq_accumulate(torch.zeros_like(acc), X, Y, Q_S, Q_A, None, bias)
         ref = reference.eigen_sq_accumulate(torch.zeros_like(acc), X, Y, Q_S, Q_A, None, bias)

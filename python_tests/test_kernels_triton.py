@@ -262,12 +262,16 @@ def test_eigen_sq_non_orthogonal_rotations():
 
 
 def test_eigen_sq_route_choice():
-    from mda_fast.kernels.triton_eigen_sq import choose_route, flops
+    from mda_fast.kernels import reference
+    from mda_fast.kernels.triton_eigen_sq import choose_route
 
     assert choose_route(64, 2048, 2048, 256, True) == "grads"  # Pythia-1b head block at T=2048
     assert choose_route(64, 16, 512, 512, False) == "tokens"
-    f = flops(1, 3, 4, 5, True)
-    assert f == {"tokens": 2 * 3 * (4 * 5 + 25 + 25), "grads": 2 * (3 * 25 + 25 * 5 + 5 * 25)}
+    # the same rule as the C++/CUDA backends, with the bias column counted in D_in
+    for T in (1, 4, 31, 32, 33, 200, 2048):
+        for d_in, d_out, bias in ((64, 16, False), (64, 16, True), (128, 32, True), (8, 64, False)):
+            want = reference.eigen_sq_route(5, T, d_out, d_in + bias)
+            assert choose_route(5, T, d_in, d_out, bias) == {"A": "tokens", "B": "grads"}[want]
     with pytest.raises(ValueError, match="route"):
         tb.eigen_sq_accumulate(torch.zeros(2, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.eye(2),
                                torch.eye(2), None, False, route="bogus")

@@ -1,6 +1,7 @@
 """Triton `eigen_sq_accumulate`: acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)², G_n = Σ_t m_t y_t x̃_tᵀ.
 
-Two routes, picked by FLOP count (`choose_route`), both accumulating in fp32:
+Two routes, picked by FLOP count (`choose_route`, which applies the shared rule `reference.eigen_sq_route`:
+"tokens" is its route A, "grads" its route B), both accumulating in fp32:
 
 * "tokens": rotate the tokens first with GEMMs, X̃' = X̃ Q_A (the bias row of Q_A is added, so the ones column is
   never materialised) and Y' = Y Q_S, then a fused kernel computes each rotated per-sample gradient tile
@@ -23,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import reference
 from .triton_backend import interpret_mode
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
@@ -120,17 +122,9 @@ def _build(interpret: bool):
     return sq, grad
 
 
-def flops(N: int, T: int, d_in: int, d_out: int, bias: bool) -> dict:
-    """FLOPs of each route (multiply-adds count 2)."""
-    D_in = d_in + int(bool(bias))
-    return {"tokens": 2 * N * T * (d_in * D_in + d_out * d_out + d_out * D_in),
-            "grads": 2 * N * (T * d_out * D_in + d_out * d_out * D_in + d_out * D_in * D_in)}
-
-
 def choose_route(N: int, T: int, d_in: int, d_out: int, bias: bool) -> str:
-    """The route with fewer FLOPs ("tokens" on ties)."""
-    f = flops(N, T, d_in, d_out, bias)
-    return "tokens" if f["tokens"] <= f["grads"] else "grads"
+    """The route with fewer FLOPs by the rule every backend shares (``reference.eigen_sq_route``)."""
+    return {"A": "tokens", "B": "grads"}[reference.eigen_sq_route(N, T, d_out, d_in + int(bool(bias)))]
 
 
 def _alloc_grads(shape, device) -> torch.Tensor:
