@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import pipeline as P
-from .config import load_config, packaged_config
+from .config import check_values, load_config, packaged_config
 
 
 def _config(args):
@@ -22,6 +22,7 @@ def _config(args):
 
 def _validate(cmd: str, cfg, out: str) -> None:
     """Fail fast on bad configs: missing files, a window beyond the data, heads out of range."""
+    check_values(cfg)
     if cmd in ("fit", "score", "analyze", "intervene"):
         P.open_data(cfg)
     if cmd in ("localize", "fit", "score", "intervene"):

@@ -115,3 +115,15 @@ def packaged_config(name: str) -> str:
     if not os.path.exists(path):
         raise ValueError(f"no packaged config {name!r}; available: {sorted(os.listdir(CONFIG_DIR))}")
     return path
+
+
+def check_values(cfg: dict) -> None:
+    """Value checks that need no data or model (run before any work): intervention arms, corpus packing."""
+    from .interventions import ARMS
+
+    arms = cfg["intervene"]["arms"]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or "baseline" not in arms or len(set(arms)) != len(arms):
+        raise ValueError(f"intervene.arms {arms!r}: expected distinct arms including 'baseline' from {list(ARMS)}")
+    if cfg["corpus"]["packing"] not in ("rows", "stream"):
+        raise ValueError(f"corpus.packing {cfg['corpus']['packing']!r}: expected 'rows' or 'stream'")

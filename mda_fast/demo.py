@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from . import pipeline as P
-from .config import load_config, packaged_config
+from .config import check_values, load_config, packaged_config
 
 
 def _latest_checkpoint(run_dir: str):
@@ -117,6 +117,7 @@ def choose_window(cfg, loc: dict) -> dict:
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(config_path or packaged_config("demo"), overrides)
+    check_values(cfg)
     os.makedirs(out, exist_ok=True)
     timings = {}
 

@@ -14,13 +14,17 @@ broken by the lower global index; ``k = round(top_frac * n)`` (at least 1).
   existence, see ``mda_fast.influence``).
 * ``delete-bottom``: the ``k`` lowest-scored (most negative) samples deleted.
 * ``delete-random``: ``k`` samples drawn uniformly without replacement from the window minus the top set.
-* ``augment-top`` / ``augment-random``: the top set / the random set duplicated: ``augment_copies`` extra copies
+* ``delete-matched`` (optional): a category-matched random control. ``k`` samples drawn from the window minus the
+  top set with the top set's composition by dominant category (the category holding most of a row's tokens, from
+  the corpus sidecar ``<data>.categories.npy`` or ``categories=``): for each category as many samples as the top
+  set has. It asks whether the scores pick better samples than "random rows of the categories MDA favours".
+* ``augment-top`` / ``augment-random`` / ``augment-matched``: the top / random / matched set duplicated: ``augment_copies`` extra copies
   of each sample appended as extra rows (``insert_mode="append"``, default; ``"replace"`` overwrites random
   slots instead) at ``augment_steps``, round-robin in rank order (top: highest score first; random: draw order).
   Default ``augment_steps``: the first half of the window, ``start_step .. start_step + ceil(W/2) - 1``.
 
 Seeds. Seed ``s`` draws the random set (``numpy.random.default_rng([s, 0x5EED])``), shared by ``delete-random`` and
-``augment-random`` of that seed, and is the ``Interventions.seed`` that picks replaced slots in ``"replace"`` mode.
+``augment-random`` of that seed (the matched set uses ``[s, 0x3A7C]``), and is the ``Interventions.seed`` that picks replaced slots in ``"replace"`` mode.
 Nothing else depends on it. Arms that do not depend on the seed (``baseline``, ``delete-top``, ``delete-bottom``,
 and ``augment-top`` in append mode) are trained once and their curves recorded under every seed.
 
@@ -75,9 +79,11 @@ __all__ = [
     "load_interventions",
 ]
 
-ARMS = ("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom")
+ARMS = ("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom",
+        "delete-matched", "augment-matched")
 DEFAULT_ARMS = ARMS[:5]
 RANDOM_STREAM = 0x5EED
+MATCHED_STREAM = 0x3A7C
 RESULT_FILE = "result.json"
 OUTPUT_FILE = "interventions.json"
 
@@ -123,6 +129,7 @@ class InterventionConfig:
     eval_batch_size: int = 64
     device: Optional[str] = None
     keep_checkpoints: bool = False
+    categories: Any = None
     _batches: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -215,8 +222,26 @@ class InterventionConfig:
     def checkpoint(self) -> str:
         return os.path.join(self.run_dir, f"step{self.start_step}")
 
+    def dominant_categories(self) -> Tuple[np.ndarray, List[str]]:
+        """(dominant category index of every data row, category names), from ``categories`` (an array of
+        per-row fractions ``[n_rows, n_categories]``) or the data's sidecar; needed by the matched arms."""
+        from .data.synthetic import CATEGORIES, load_category_sidecar
+
+        if self.categories is not None:
+            fr, names = np.asarray(self.categories), list(CATEGORIES)
+        else:
+            side = load_category_sidecar(getattr(self._batches, "path", "")) if getattr(self._batches, "path", "") else None
+            if side is None:
+                raise ValueError("matched arms need per-row categories: the data has no <prefix>.categories.npy "
+                                 "sidecar; pass categories= (fractions [n_rows, n_categories])")
+            fr, names = side
+        if fr.ndim != 2 or fr.shape[0] < self.end_step * self.batch_size:
+            raise ValueError(f"categories: expected [n_rows >= {self.end_step * self.batch_size}, n_categories], "
+                             f"got shape {fr.shape}")
+        return np.argmax(fr, axis=1), names
+
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "categories"}
         d["data"] = str(getattr(self._batches, "path", self.data if isinstance(self.data, str) else ""))
         d["heads"] = [list(h) for h in self.heads]
         for key in ("arms", "seeds", "augment_steps", "icl_tokens"):
@@ -284,8 +309,30 @@ def select_sets(config: InterventionConfig, scores, global_index) -> Dict[str, A
     pool = np.setdiff1d(g, top)
     random = {seed: np.random.default_rng([seed, RANDOM_STREAM]).choice(pool, size=k, replace=False)
               for seed in config.seeds}
-    return {"k": k, "top": top, "bottom": g[asc[:k]], "random": random,
-            "top_scores": s[desc[:k]], "bottom_scores": s[asc[:k]]}
+    out = {"k": k, "top": top, "bottom": g[asc[:k]], "random": random,
+           "top_scores": s[desc[:k]], "bottom_scores": s[asc[:k]]}
+    if any(a.endswith("-matched") for a in config.arms):
+        out["matched"], out["matched_composition"] = _matched_sets(config, top, pool)
+    return out
+
+
+def _matched_sets(config: InterventionConfig, top: np.ndarray, pool: np.ndarray):
+    """Per seed, ``len(top)`` samples from ``pool`` with the top set's count of every dominant category, in a
+    seeded random order; and the composition ``{category: count}``."""
+    dom, names = config.dominant_categories()
+    need = np.bincount(dom[top], minlength=len(names))
+    pool_dom = dom[pool]
+    for c in np.flatnonzero(need):
+        have = int((pool_dom == c).sum())
+        if have < need[c]:
+            raise ValueError(f"matched arms: the top set holds {int(need[c])} {names[c]!r} rows but the rest of the "
+                             f"window only {have}; lower top_frac or widen the window")
+    sets = {}
+    for seed in config.seeds:
+        rng = np.random.default_rng([seed, MATCHED_STREAM])
+        parts = [rng.choice(pool[pool_dom == c], size=int(need[c]), replace=False) for c in np.flatnonzero(need)]
+        sets[seed] = rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return sets, {names[c]: int(need[c]) for c in np.flatnonzero(need)}
 
 
 @dataclass
@@ -300,7 +347,7 @@ class ArmPlan:
 
 
 def _deterministic(arm: str, insert_mode: str) -> bool:
-    return not arm.endswith("-random") and not (arm.startswith("augment") and insert_mode == "replace")
+    return not arm.endswith(("-random", "-matched")) and not (arm.startswith("augment") and insert_mode == "replace")
 
 
 def plan_arms(config: InterventionConfig, scores, global_index) -> Tuple[Dict[Tuple[str, int], ArmPlan], dict]:
@@ -316,6 +363,8 @@ def plan_arms(config: InterventionConfig, scores, global_index) -> Tuple[Dict[Tu
                 sel = sets["top"]
             elif arm.endswith("-bottom"):
                 sel = sets["bottom"]
+            elif arm.endswith("-matched"):
+                sel = sets["matched"][seed]
             else:
                 sel = sets["random"][seed]
             if arm.startswith("augment"):
@@ -567,7 +616,9 @@ def run_interventions(config: InterventionConfig, scores, global_index, progress
         "sets": {"k": sets["k"], "window_size": config.window_size, "top": sets["top"].tolist(),
                  "top_scores": sets["top_scores"].tolist(), "bottom": sets["bottom"].tolist(),
                  "bottom_scores": sets["bottom_scores"].tolist(),
-                 "random": {str(s): np.sort(v).tolist() for s, v in sets["random"].items()}},
+                 "random": {str(s): np.sort(v).tolist() for s, v in sets["random"].items()},
+                 **({"matched": {str(s): np.sort(v).tolist() for s, v in sets["matched"].items()},
+                     "matched_composition": sets["matched_composition"]} if "matched" in sets else {})},
         "config": config.to_dict(),
         "eval_steps": config.eval_steps(),
         "icl_tokens": list(config.icl_tokens),

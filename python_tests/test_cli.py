@@ -94,6 +94,10 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
     assert main(["fit", "--config", str(cfg), "--out", out, "--set", "window.end_step=\"x\""]) == 2
     assert "must be int" in capsys.readouterr().err
+    assert main(["demo", "--out", out, "--set", 'intervene.arms=["baseline", "delete-everything"]']) == 2
+    assert "intervene.arms" in capsys.readouterr().err
+    assert main(["demo", "--out", out, "--set", 'corpus.packing="docs"']) == 2
+    assert "corpus.packing" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 

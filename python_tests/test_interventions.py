@@ -101,6 +101,48 @@ def test_sets_top_bottom_random_and_arm_plans(run):
     assert set(col_top) != set(mean_top)
 
 
+def test_matched_arms_copy_the_top_sets_category_counts(run):
+    """delete-/augment-matched: seeded, disjoint from the top set, same count per dominant category as the top set;
+    categories come from the corpus sidecar or categories=; impossible matches and missing sidecars are errors."""
+    from mda_fast.data.synthetic import load_category_sidecar
+
+    d, data = run
+    fr, names = load_category_sidecar(str(d / "corpus"))
+    dom = fr.argmax(1)
+    cfg = make_config(run, arms=("baseline", "delete-top", "delete-matched", "augment-matched"), seeds=(0, 1))
+    s_perm, g_perm, s, g = window_scores(3)
+    # push the highest scores onto one category so the top set is skewed
+    c0 = int(np.bincount(dom[g]).argmax())
+    s = s + 5.0 * (dom[g] == c0)
+    plans, sets = plan_arms(cfg, s, g)
+    top = sets["top"]
+    for seed in (0, 1):
+        m = sets["matched"][seed]
+        assert len(m) == len(top) and len(set(m.tolist())) == len(m) and not set(m.tolist()) & set(top.tolist())
+        assert set(m.tolist()) <= set(g.tolist())
+        np.testing.assert_array_equal(np.bincount(dom[m], minlength=8), np.bincount(dom[top], minlength=8))
+        assert plans[("delete-matched", seed)].interventions.delete == frozenset(m.tolist())
+        assert [it.index for it in plans[("augment-matched", seed)].interventions.insert] == m.tolist()
+        assert not plans[("delete-matched", seed)].deterministic
+        assert np.array_equal(select_sets(cfg, s, g)["matched"][seed], m)  # reproducible
+    assert set(sets["matched"][0].tolist()) != set(sets["matched"][1].tolist())
+    assert sets["matched_composition"] == {names[c]: int(n) for c, n in enumerate(np.bincount(dom[top], minlength=8)) if n}
+    # categories= overrides the sidecar: all rows one category -> matched = any non-top rows
+    one = np.zeros_like(fr)
+    one[:, 2] = 1.0
+    m2 = select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=one), s, g)["matched"][0]
+    assert len(m2) == len(top) and not set(m2.tolist()) & set(top.tolist())
+    # a top set entirely of a category too rare for a match
+    rare = np.zeros_like(fr)
+    rare[:, 0] = 1.0
+    rare[top, 0], rare[top, 1] = 0.0, 1.0
+    rare[g[~np.isin(g, top)][:3], :] = [0, 1, 0, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="matched arms: the top set holds 8 'xml' rows but the rest of the window only 3"):
+        select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=rare), s, g)
+    with pytest.raises(ValueError, match="categories"):
+        select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=np.zeros((5, 8))), s, g)
+
+
 def test_icl_positions_and_derived_figures(run):
     assert icl_positions(128) == (13, 125)
     assert icl_positions(2048) == (200, 2000)
