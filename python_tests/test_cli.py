@@ -38,7 +38,12 @@ def test_demo_summary_and_report(demo_run):
     html = open(s["report"]).read()
     assert "data:image/png;base64," in html and "Interventions" in html
     iv = json.load(open(os.path.join(demo_run, "interventions", "interventions.json")))
-    assert set(iv["arms"]) == {"baseline", "delete-top", "delete-random", "augment-top", "augment-random"}
+    assert set(iv["arms"]) == {"baseline", "delete-top", "delete-random", "delete-matched", "augment-top",
+                               "augment-random", "augment-matched"}
+    assert set(s["interventions"]) == set(iv["arms"])
+    # the matched control copies the top set's category counts
+    comp = iv["sets"]["matched_composition"]
+    assert sum(comp.values()) == iv["sets"]["k"] and all(len(m) == iv["sets"]["k"] for m in iv["sets"]["matched"].values())
     scores = np.load(os.path.join(demo_run, "score", "scores.npy"))
     assert scores.shape == (s["n_scored"], 2) and np.isfinite(scores).all() and scores.std() > 0
 
