@@ -164,6 +164,7 @@ def run_demo(out: str, overrides: list | None = None, config_path: str | None = 
     }
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
+        summary["findings"] += P.intervention_findings(interventions)
     P._write_json(os.path.join(out, "summary.json"), summary)
     print("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
     return summary

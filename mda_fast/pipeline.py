@@ -369,6 +369,32 @@ def findings_text(f: dict) -> list:
     return lines
 
 
+def intervention_findings(result: dict) -> list:
+    """One line per arm from ``run_interventions``' result: emergence step (per seed) against the baseline's, the
+    area between its head-score curve and the baseline's, and the ICL change at the window end."""
+    summ, threshold = result["summary"], result["threshold"]
+    base = summ.get("baseline", {}).get("emergence", {}).get("mean")
+    end = str(result["config"]["end_step"])
+    lines = [f"Retraining from step {result['config']['start_step']} (threshold {threshold}): baseline emergence step "
+             f"{'never' if base is None else f'{base:.0f}'}."]
+    for arm, a in summ.items():
+        if arm == "baseline":
+            continue
+        steps = a["emergence_steps"]
+        em = ", ".join("never" if e is None else str(e) for e in (steps[:1] if len(set(steps)) == 1 else steps))
+        if len(steps) > 1 and not result["arms"].get(arm, {}).get("deterministic", False):
+            em += f" ({len(steps)} seeds)" if len(set(steps)) > 1 else f" (all {len(steps)} seeds)"
+
+        def pm(d, sign_fmt, fmt):
+            if d.get("mean") is None:
+                return "n/a"
+            return f"{d['mean']:{sign_fmt}}" + (f" ± {d['std']:{fmt}}" if d.get("std") else "")
+
+        lines.append(f"{arm}: emergence {em}; area vs baseline {pm(a['area_vs_baseline'], '+.1f', '.1f')}; "
+                     f"ICL change at step {end} {pm(a['icl_change'].get(end, {}), '+.3f', '.3f')}.")
+    return lines
+
+
 # ---- report -------------------------------------------------------------------------------------------------
 def provenance(cfg) -> dict:
     import transformers

@@ -41,6 +41,10 @@ def test_demo_summary_and_report(demo_run):
     assert set(iv["arms"]) == {"baseline", "delete-top", "delete-random", "delete-matched", "augment-top",
                                "augment-random", "augment-matched"}
     assert set(s["interventions"]) == set(iv["arms"])
+    for arm, a in s["interventions"].items():  # one findings line per arm, with its numbers
+        if arm != "baseline":
+            line = next(x for x in s["findings"] if x.startswith(f"{arm}: emergence"))
+            assert f"area vs baseline {a['area_vs_baseline']['mean']:+.1f}" in line
     # the matched control copies the top set's category counts
     comp = iv["sets"]["matched_composition"]
     assert sum(comp.values()) == iv["sets"]["k"] and all(len(m) == iv["sets"]["k"] for m in iv["sets"]["matched"].values())
