@@ -597,11 +597,13 @@ def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline")
     ``n_seeds``, ``emergence_steps`` (seed → step or ``None`` = never crossed), ``n_reached``,
     ``emergence_mean``/``emergence_std`` over the seeds that crossed, ``emergence_delta`` (mean minus the
     ``baseline`` arm's mean), ``final_head_score`` and ``final_icl`` (mean over seeds of the last checkpoint);
-    plus ``score_icl_pearson`` over every checkpoint of every seed and arm, and ``n_points``.
+    plus ``score_icl_pearson`` over every checkpoint of every distinct run (an arm marked ``deterministic`` was
+    trained once and is counted once), and ``n_points``.
     """
     if not isinstance(data, Mapping) or not isinstance(data.get("arms"), Mapping) or not data["arms"]:
         raise ValueError("interventions data must be a dict with a non-empty 'arms' dict")
     xs, ys = [], []
+    xs_seen: Dict[str, bool] = {}
     arms: Dict[str, Any] = {}
     for arm, a in data["arms"].items():
         seeds = a.get("seeds") if isinstance(a, Mapping) else None
@@ -622,8 +624,10 @@ def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline")
                     )
                 if not np.isfinite(v).all():
                     raise ValueError(f"arm {arm!r} seed {seed!r}: {key!r} contains non-finite values")
-            xs.append(cols["head_score"])
-            ys.append(cols["icl"])
+            if not (a.get("deterministic") and xs_seen.get(arm)):  # a seed-free arm's run is recorded per seed
+                xs.append(cols["head_score"])
+                ys.append(cols["icl"])
+                xs_seen[arm] = True
             finals_s.append(cols["head_score"][-1])
             finals_i.append(cols["icl"][-1])
             e = d.get("emergence_step")

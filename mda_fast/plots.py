@@ -336,6 +336,25 @@ def per_step_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] =
 # ----------------------------------------------------------------------------------------------- interventions
 
 
+_ARM_COLOURS = {"baseline": "#222222", "delete": "#d62728", "augment": "#1f77b4"}
+_SET_STYLES = {"top": "-", "random": "--", "matched": ":", "bottom": "-."}
+
+
+def arm_style(arm: str, i: int) -> Tuple[str, str]:
+    """(colour, linestyle): one colour per intervention kind (delete red, augment blue, baseline black) and one
+    line style per sample set (top solid, random dashed, matched dotted, bottom dash-dot); other names cycle."""
+    kind, _, which = arm.partition("-")
+    if arm == "baseline":
+        return _ARM_COLOURS["baseline"], "-"
+    if kind in _ARM_COLOURS and which in _SET_STYLES:
+        return _ARM_COLOURS[kind], _SET_STYLES[which]
+    return _PALETTE[i % len(_PALETTE)], "-"
+
+
+def _arm_label(arm: str, data: Mapping[str, Any], n: int) -> str:
+    return f"{arm} (1 run)" if data.get("deterministic") else f"{arm} ({n} seed{'s' if n > 1 else ''})"
+
+
 def _arm_curves(arm: Mapping[str, Any], key: str) -> List[Tuple[np.ndarray, np.ndarray]]:
     out = []
     for seed, d in arm["seeds"].items():
@@ -354,7 +373,7 @@ def intervention_curves_png(interventions: Mapping[str, Any], key: str, ylabel: 
     fig = _figure(6.0, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     for i, (arm, data) in enumerate(interventions["arms"].items()):
-        col = _PALETTE[i % len(_PALETTE)]
+        col, ls = arm_style(arm, i)
         curves = _arm_curves(data, key)
         if not curves:
             continue
@@ -363,12 +382,13 @@ def intervention_curves_png(interventions: Mapping[str, Any], key: str, ylabel: 
         if same:
             steps = curves[0][0]
             ys = np.stack([c[1] for c in curves])
-            ax.plot(steps, ys.mean(0), color=col, linewidth=1.8, label=f"{arm} (n={n})")
-            if n > 1:
+            ax.plot(steps, ys.mean(0), color=col, linestyle=ls, linewidth=1.8, label=_arm_label(arm, data, n))
+            if n > 1 and not data.get("deterministic"):
                 ax.fill_between(steps, ys.min(0), ys.max(0), color=col, alpha=0.18, linewidth=0)
         else:
             for j, (steps, y) in enumerate(curves):
-                ax.plot(steps, y, color=col, linewidth=1.0, alpha=0.8, label=f"{arm} (n={n})" if j == 0 else None)
+                ax.plot(steps, y, color=col, linestyle=ls, linewidth=1.0, alpha=0.8,
+                        label=_arm_label(arm, data, n) if j == 0 else None)
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     ax.set_xlabel("training step")
@@ -386,11 +406,13 @@ def score_vs_icl_png(interventions: Mapping[str, Any], r: Optional[float]) -> by
     ax = fig.add_subplot(1, 1, 1)
     for i, (arm, data) in enumerate(interventions["arms"].items()):
         xs, ys = [], []
-        for _, d in data["seeds"].items():
+        for _, d in list(data["seeds"].items())[: 1 if data.get("deterministic") else None]:  # one run if seed-free
             xs.append(np.asarray(d["head_score"], dtype=np.float64))
             ys.append(np.asarray(d["icl"], dtype=np.float64))
         if xs:
-            ax.scatter(np.concatenate(xs), np.concatenate(ys), s=14, alpha=0.7, color=_PALETTE[i % len(_PALETTE)],
+            col, ls = arm_style(arm, i)
+            marker = {"-": "o", "--": "^", ":": "s", "-.": "D"}[ls]
+            ax.scatter(np.concatenate(xs), np.concatenate(ys), s=14, alpha=0.7, color=col, marker=marker,
                        label=arm, edgecolors="none")  # fmt: skip
     rtxt = "n/a" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{r:.3f}"
     ax.set_xlabel("target head score")

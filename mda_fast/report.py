@@ -281,7 +281,7 @@ def _interventions_section(data: Mapping[str, Any]) -> str:
              "Target head score per arm; line = mean over seeds, band = min–max across seeds."
              + (f" Dashed: emergence threshold {thr:g}." if thr is not None else "")),
         _img(plots.score_vs_icl_png(data, s["score_icl_pearson"]), "head score vs ICL",
-             f"Head score against ICL score at every checkpoint of every seed and arm ({s['n_points']} points)."),
+             f"Head score against ICL score at every checkpoint of every distinct run ({s['n_points']} points)."),
         _img(plots.intervention_curves_png(data, "icl", "ICL score", "ICL score"), "ICL curves",
              "In-context-learning score per arm (loss at a late token minus loss at an early token; lower means "
              "more in-context learning); line = mean over seeds, band = min–max."),

@@ -204,6 +204,12 @@ def test_summarize_interventions():
     y = [0, -1, -2, 0, -0.5, -1, 0, 0, -0.2]
     assert s["score_icl_pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1])
     assert s["score_icl_pearson"] < 0 and s["n_points"] == 9
+    # a deterministic (seed-free) arm is one run recorded under each seed: its points count once
+    once = {"steps": [1, 2, 3], "head_score": [0.1, 0.5, 0.8], "icl": [0, -0.7, -1.9], "emergence_step": 3}
+    data["arms"]["augment-top"] = {"deterministic": True, "seeds": {"0": once, "1": once}}
+    s2 = A.summarize_interventions(data)
+    assert s2["n_points"] == 12 and s2["arms"]["augment-top"]["n_seeds"] == 2
+    assert s2["score_icl_pearson"] == pytest.approx(np.corrcoef(x + once["head_score"], y + once["icl"])[0, 1])
     bad = {"arms": {"a": {"seeds": {"0": {"steps": [1, 2], "head_score": [0.1], "icl": [0, 1]}}}}}
     with pytest.raises(ValueError, match="'head_score' has shape"):
         A.summarize_interventions(bad)
@@ -245,3 +251,14 @@ def test_save_png(tmp_path):
     rng = np.random.default_rng(3)
     p = plots.save_png(plots.emergence_png(fake_emergence(rng)), str(tmp_path / "e.png"))
     assert open(p, "rb").read(8) == PNG_SIG
+
+
+
+def test_arm_styles_separate_kind_and_sample_set():
+    from mda_fast.plots import arm_style
+
+    assert arm_style("baseline", 0) == ("#222222", "-")
+    assert arm_style("delete-top", 1)[0] == arm_style("delete-matched", 2)[0] != arm_style("augment-top", 3)[0]
+    styles = {arm_style(a, i)[1] for i, a in enumerate(["delete-top", "delete-random", "delete-matched", "delete-bottom"])}
+    assert styles == {"-", "--", ":", "-."}
+    assert arm_style("my-arm", 4)[1] == "-"
