@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from .lm_head import linear_cross_entropy
 from .heads import Block, head_blocks
 from .model import check_gpt_neox, layers
 
@@ -59,7 +60,8 @@ def split_rows(input_ids: torch.Tensor, labels: torch.Tensor | None = None):
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Summed token cross-entropy per sequence, ``[N]`` (Pythia training loss, not averaged)."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    acc = logits if logits.dtype == torch.float64 else logits.float()  # float32 at least, float64 kept
+    ce = F.cross_entropy(acc.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
     if mask is not None:
         ce = ce * mask.to(ce.dtype)
     return ce.sum(dim=1)
@@ -137,8 +139,15 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     hooks = _Hooks(model, keys, qkv_layers)
     try:
         with frozen(model), torch.enable_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            value = objective(logits, hooks)
+            if isinstance(objective, LossObjective) and _plain_lm_head(model):
+                # the training loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
+                hidden = model.gpt_neox(input_ids=input_ids, attention_mask=attention_mask,
+                                        use_cache=False).last_hidden_state
+                value = linear_cross_entropy(hidden, model.get_output_embeddings().weight, objective.labels,
+                                             objective.mask)
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                value = objective(logits, hooks)
             if value.dim() != 1 or value.shape[0] != input_ids.shape[0]:
                 raise ValueError(f"objective must return one value per sequence [N={input_ids.shape[0]}], got {tuple(value.shape)}")
             order = sorted(keys)
@@ -154,8 +163,27 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     return res
 
 
+class LossObjective:
+    """The summed training cross-entropy against given ``labels`` (token weights ``mask``). ``capture`` computes it
+    with the fused chunked LM head (``mda_fast.lm_head``); called on logits it is ``sequence_loss``."""
+
+    def __init__(self, labels: torch.Tensor, mask: torch.Tensor | None = None):
+        self.labels, self.mask = labels, mask
+
+    def __call__(self, logits, hooks):
+        return sequence_loss(logits, self.labels, self.mask)
+
+
+def _plain_lm_head(model) -> bool:
+    """True when logits = head(gpt_neox(...).last_hidden_state) with a bias-free linear output head
+    (``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return (hasattr(model, "gpt_neox") and isinstance(head, torch.nn.Linear) and head.bias is None
+            and type(head).forward is torch.nn.Linear.forward)
+
+
 def loss_objective(labels: torch.Tensor, mask: torch.Tensor | None = None) -> Objective:
-    return lambda logits, hooks: sequence_loss(logits, labels, mask)
+    return LossObjective(labels, mask)
 
 
 def fisher_objective(mask: torch.Tensor | None, generator: torch.Generator) -> Objective:
