@@ -5,7 +5,8 @@ head's weights are frozen). For Pythia (vocab 50,304) the full logits of a batch
 gigabytes, and the softmax passes over them dominate the memory traffic. Here the tokens are processed in chunks:
 each chunk's logits are formed, reduced to its loss, and turned straight into ``∂L/∂h = m_t (softmax − onehot) W``
 during the forward pass; only ``[N, T, d_model]`` is kept for the backward, which rescales it by the incoming
-per-sequence gradient. Every chunk is computed in float32, or float64 for float64 models.
+per-sequence gradient. The two GEMMs run in the model's dtype (bf16 tensor cores on a GPU); the softmax, the loss
+and the logit gradient are computed in float32 (float64 for float64 models), as in the unfused path.
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h = hidden.reshape(N * T, d)
         y = labels.reshape(N * T)
         m = None if mask is None else mask.reshape(N * T).to(acc)
-        W = weight.to(acc)
+        W = weight.to(hidden.dtype)
         ce = torch.empty(N * T, dtype=acc, device=hidden.device)
         grad = torch.empty(N * T, d, dtype=hidden.dtype, device=hidden.device)
         for s in range(0, N * T, chunk):
             e = min(s + chunk, N * T)
-            logits = h[s:e].to(acc) @ W.t()
+            logits = (h[s:e] @ W.t()).to(acc)
             lse = torch.logsumexp(logits, dim=-1)
             yc = y[s:e]
             ce[s:e] = lse - logits.gather(1, yc[:, None]).squeeze(1)
@@ -43,7 +44,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             p[torch.arange(e - s, device=p.device), yc] -= 1.0
             if m is not None:
                 p.mul_(m[s:e, None])
-            grad[s:e] = (p @ W).to(hidden.dtype)
+            grad[s:e] = p.to(hidden.dtype) @ W
         if m is not None:
             ce = ce * m
         ctx.save_for_backward(grad)
