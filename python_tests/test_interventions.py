@@ -307,7 +307,8 @@ def test_small_run_writes_every_arm_and_resumes(run):
     assert not os.path.exists(os.path.join(cfg.out_dir, "delete-top", "seed1"))  # deterministic: trained once
     # the report's reader accepts it
     s = summarize_interventions(on_disk)
-    assert set(s["arms"]) == set(arms) and s["n_points"] == len(arms) * 2 * 5
+    # distinct runs: 4 seed-free arms once, delete-random and augment-random once per seed; 5 checkpoints each
+    assert set(s["arms"]) == set(arms) and s["n_points"] == (4 + 2 * 2) * 5
     # resumable: complete arms are reused, not retrained
     res_file = os.path.join(cfg.out_dir, "delete-top", "seed0", "result.json")
     mtime = os.path.getmtime(res_file)
