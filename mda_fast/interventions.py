@@ -18,13 +18,14 @@ broken by the lower global index; ``k = round(top_frac * n)`` (at least 1).
   top set with the top set's composition by dominant category (the category holding most of a row's tokens, from
   the corpus sidecar ``<data>.categories.npy`` or ``categories=``): for each category as many samples as the top
   set has. It asks whether the scores pick better samples than "random rows of the categories MDA favours".
-* ``augment-top`` / ``augment-random`` / ``augment-matched``: the top / random / matched set duplicated: ``augment_copies`` extra copies
-  of each sample appended as extra rows (``insert_mode="append"``, default; ``"replace"`` overwrites random
-  slots instead) at ``augment_steps``, round-robin in rank order (top: highest score first; random: draw order).
+* ``augment-top`` / ``augment-random`` / ``augment-matched``: the top / random / matched set duplicated:
+  ``augment_copies`` extra copies of each sample appended as extra rows (``insert_mode="append"``, default;
+  ``"replace"`` overwrites random slots instead) at ``augment_steps``, round-robin in rank order (top: highest score first; random: draw order).
   Default ``augment_steps``: the first half of the window, ``start_step .. start_step + ceil(W/2) - 1``.
 
 Seeds. Seed ``s`` draws the random set (``numpy.random.default_rng([s, 0x5EED])``), shared by ``delete-random`` and
-``augment-random`` of that seed (the matched set uses ``[s, 0x3A7C]``), and is the ``Interventions.seed`` that picks replaced slots in ``"replace"`` mode.
+``augment-random`` of that seed (the matched set uses ``[s, 0x3A7C]``), and is the ``Interventions.seed`` that
+picks replaced slots in ``"replace"`` mode.
 Nothing else depends on it. Arms that do not depend on the seed (``baseline``, ``delete-top``, ``delete-bottom``,
 and ``augment-top`` in append mode) are trained once and their curves recorded under every seed.
 
@@ -230,7 +231,8 @@ class InterventionConfig:
         if self.categories is not None:
             fr, names = np.asarray(self.categories), list(CATEGORIES)
         else:
-            side = load_category_sidecar(getattr(self._batches, "path", "")) if getattr(self._batches, "path", "") else None
+            path = getattr(self._batches, "path", "")
+            side = load_category_sidecar(path) if path else None
             if side is None:
                 raise ValueError("matched arms need per-row categories: the data has no <prefix>.categories.npy "
                                  "sidecar; pass categories= (fractions [n_rows, n_categories])")
