@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from . import lean_forward
 from .lm_head import linear_cross_entropy
 from .heads import Block, head_blocks
 from .model import check_gpt_neox, layers
@@ -136,6 +137,8 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     """
     check_gpt_neox(model)
     keys = {(b.layer, b.module) for b in blocks}
+    if isinstance(objective, LossObjective) and blocks and lean_forward.supports(model, attention_mask):
+        return _capture_lean(model, input_ids, blocks, objective)
     hooks = _Hooks(model, keys, qkv_layers)
     try:
         with frozen(model), torch.enable_grad():
@@ -160,6 +163,18 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
         out = hooks.outputs[k]
         res.grads[k] = torch.zeros_like(out) if g is None else g.detach()
         res.inputs[k] = hooks.inputs[k]
+    return res
+
+
+def _capture_lean(model, input_ids, blocks, objective) -> CaptureResult:
+    """``capture`` of the training loss through ``lean_forward`` (HF's arithmetic, tracked heads only)."""
+    with frozen(model), torch.enable_grad():
+        value, inputs, outputs = lean_forward.capture_loss(model, input_ids, blocks, objective.labels, objective.mask)
+        order = sorted(outputs)
+        grads = torch.autograd.grad(value.sum(), [outputs[k] for k in order], allow_unused=True)
+    res = CaptureResult(value=value.detach(), inputs=inputs)
+    for k, g in zip(order, grads):
+        res.grads[k] = torch.zeros_like(outputs[k]) if g is None else g.detach()
     return res
 
 

@@ -37,11 +37,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, N * T, chunk):
             e = min(s + chunk, N * T)
             logits = (h[s:e] @ W.t()).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            yc = y[s:e]
-            ce[s:e] = lse - logits.gather(1, yc[:, None]).squeeze(1)
-            p = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
-            p[torch.arange(e - s, device=p.device), yc] -= 1.0
+            yc = y[s:e, None]
+            top = logits.amax(dim=-1, keepdim=True)
+            target = logits.gather(1, yc) - top
+            p = logits.sub_(top).exp_()  # unnormalised softmax, in place of the logits
+            total = p.sum(dim=-1, keepdim=True)
+            ce[s:e] = (total.log() - target).squeeze(1)  # logsumexp - logit[y]
+            p.div_(total).scatter_add_(1, yc, torch.full_like(target, -1.0))  # softmax - onehot
             if m is not None:
                 p.mul_(m[s:e, None])
             grad[s:e] = p.to(hidden.dtype) @ W
