@@ -10,13 +10,13 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared")
 
 
 def make_tiny(n_layers=2, d_model=32, n_heads=4, vocab=64, ctx=64, rotary_pct=0.25, attn="eager",
-              dtype=torch.float64, seed=0, bias=True):
+              dtype=torch.float64, seed=0, bias=True, parallel=True):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
     kw = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
               intermediate_size=4 * d_model, rotary_pct=rotary_pct, max_position_embeddings=ctx,
-              use_parallel_residual=True, tie_word_embeddings=False, attention_bias=bias)
+              use_parallel_residual=parallel, tie_word_embeddings=False, attention_bias=bias)
     cfg = GPTNeoXConfig(**kw)
     cfg._attn_implementation = attn
     model = GPTNeoXForCausalLM(cfg)

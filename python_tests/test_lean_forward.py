@@ -1,0 +1,130 @@
+"""lean_forward: the capture forward that differentiates only tracked heads equals HF's forward with hooks."""
+import pytest
+import torch
+from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
+
+import mda_fast.capture as C
+from conftest import make_tiny
+from mda_fast import HeadSpec, ModuleSpec
+from mda_fast import lean_forward
+from mda_fast.capture import LossObjective, capture, resolve_blocks
+
+SPEC_SETS = {
+    "one head, middle layer": [HeadSpec(1, 2, "qkvo")],
+    "first and last head, two layers": [HeadSpec(1, 0, "qk"), HeadSpec(2, 3, "qkvo")],
+    "two heads, one layer, apart": [HeadSpec(2, 0, "qkvo"), HeadSpec(2, 2, "qkvo", bias=True)],
+    "lowest layer below a head": [HeadSpec(0, 1, "qk"), HeadSpec(2, 1, "qkvo")],
+    "dense module only": [ModuleSpec(1, "dense")],
+    "whole qkv module": [ModuleSpec(2, "query_key_value")],
+}
+
+
+def both_paths(model, blocks, ids, labels, mask, monkeypatch):
+    calls = []
+    real = lean_forward.capture_loss
+    monkeypatch.setattr(lean_forward, "capture_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lean = capture(model, ids, blocks, LossObjective(labels, mask))
+    assert calls == [1], "the lean forward was not used"
+    with monkeypatch.context() as m:
+        m.setattr(lean_forward, "supports", lambda *a: False)
+        hf = capture(model, ids, blocks, LossObjective(labels, mask))
+    assert calls == [1]
+    return lean, hf
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("rotary_pct", [0.25, 1.0])
+@pytest.mark.parametrize("case", list(SPEC_SETS))
+def test_lean_capture_equals_hf_float64(case, rotary_pct, parallel, monkeypatch):
+    model = make_tiny(n_layers=3, attn="sdpa", rotary_pct=rotary_pct, parallel=parallel, bias=True)
+    _, per_spec = resolve_blocks(model, SPEC_SETS[case])
+    blocks = [b for bs in per_spec for b in bs]
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, 64, (3, 21), generator=g)
+    labels = torch.randint(0, 64, (3, 21), generator=g)
+    mask = (torch.rand(3, 21, generator=g) > 0.25).double()
+    for m in (None, mask):
+        lean, hf = both_paths(model, blocks, ids, labels, m, monkeypatch)
+        torch.testing.assert_close(lean.value, hf.value, rtol=1e-12, atol=0)
+        for b in blocks:
+            torch.testing.assert_close(lean.x(b), hf.x(b), rtol=1e-12, atol=1e-12)
+            ref = hf.y(b)
+            assert ref.abs().max() > 0
+            torch.testing.assert_close(lean.y(b), ref, rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_lean_capture_low_precision_against_float64(dtype, tol, monkeypatch):
+    """fp32 / bf16 lean captures against the float64 HF capture of the same weights."""
+    ref_model = make_tiny(n_layers=2, attn="sdpa", bias=False)
+    model = make_tiny(n_layers=2, attn="sdpa", bias=False, dtype=dtype)
+    blocks = resolve_blocks(model, [HeadSpec(1, 1, "qkvo")])[1][0]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 64, (4, 32), generator=g)
+    labels = torch.randint(0, 64, (4, 32), generator=g)
+    lean, _ = both_paths(model, blocks, ids, labels, None, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(lean_forward, "supports", lambda *a: False)
+        ref = capture(ref_model, ids, blocks, LossObjective(labels))
+    for b in blocks:
+        for got, want in ((lean.x(b), ref.x(b)), (lean.y(b), ref.y(b))):
+            err = float((got.double() - want).abs().max() / want.abs().max())
+            assert err < tol, (b.name, err)
+
+
+def test_untracked_heads_get_no_backward(monkeypatch):
+    """In the lowest tracked layer only the tracked head's q/k/v columns carry gradient (HF's path fills all)."""
+    model = make_tiny(n_layers=2, attn="sdpa")
+    blocks = resolve_blocks(model, [HeadSpec(1, 2, "qk")])[1][0]
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (2, 16), generator=g)
+    lean, hf = both_paths(model, blocks, ids, torch.randint(0, 64, (2, 16), generator=g), None, monkeypatch)
+    w = 3 * 8  # 3 · d_head
+    key = (1, "query_key_value")
+    own = slice(2 * w, 3 * w)
+    torch.testing.assert_close(lean.grads[key][..., own], hf.grads[key][..., own], rtol=1e-10, atol=1e-14)
+    outside = torch.cat([lean.grads[key][..., :2 * w], lean.grads[key][..., 3 * w:]], dim=-1)
+    assert torch.count_nonzero(outside) == 0
+    assert torch.count_nonzero(hf.grads[key][..., :2 * w]) > 0
+
+
+@pytest.mark.parametrize("d_head,r", [(8, 2), (16, 4), (8, 8), (8, 0)])
+def test_rotary_matches_hf(d_head, r):
+    """The cat-free rotary equals HF's apply_rotary_pos_emb on q and k (sign and half-swap errors fail here)."""
+    g = torch.Generator().manual_seed(d_head + r)
+    N, H, T = 2, 3, 11
+    q, k = torch.randn(2, N, H, T, d_head, generator=g, dtype=torch.float64)
+    cos, sin = torch.randn(2, 1, T, r, generator=g, dtype=torch.float64)
+    want_q, want_k = apply_rotary_pos_emb(q, k, cos, sin) if r else (q, k)
+    rope = lean_forward._Rotary(cos, sin, d_head, r)
+    got = rope(torch.cat([q, k], dim=-1))
+    torch.testing.assert_close(got[..., :d_head], want_q, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(got[..., d_head:], want_k, rtol=1e-14, atol=1e-14)
+
+
+def test_runs_of_heads():
+    assert lean_forward._runs(4, {2}) == [(0, 2, False), (2, 3, True), (3, 4, False)]
+    assert lean_forward._runs(4, {0, 1, 3}) == [(0, 2, True), (2, 3, False), (3, 4, True)]
+    assert lean_forward._runs(3, set()) == [(0, 3, False)]
+
+
+def test_falls_back_to_hf_where_it_does_not_apply(monkeypatch):
+    """eager attention, training mode and padding masks take HF's forward (and still give the right answer)."""
+    calls = []
+    real = lean_forward.capture_loss
+    monkeypatch.setattr(lean_forward, "capture_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ids = torch.randint(0, 64, (2, 12))
+    labels = torch.randint(0, 64, (2, 12))
+    pad = torch.ones(2, 12, dtype=torch.long)
+    pad[1, 8:] = 0
+    sdpa = make_tiny(attn="sdpa")
+    assert lean_forward.supports(sdpa) and lean_forward.supports(sdpa, torch.ones(2, 12, dtype=torch.long))
+    assert not lean_forward.supports(sdpa, pad)
+    assert not lean_forward.supports(make_tiny(attn="eager"))
+    assert not lean_forward.supports(make_tiny(attn="sdpa").train())
+    blocks = resolve_blocks(sdpa, [HeadSpec(1, 0)])[1][0]
+    capture(make_tiny(attn="eager"), ids, blocks, LossObjective(labels))
+    capture(sdpa, ids, blocks, LossObjective(labels), attention_mask=pad)
+    assert calls == []
+    capture(sdpa, ids, blocks, LossObjective(labels))
+    assert calls == [1]
