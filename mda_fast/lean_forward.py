@@ -51,7 +51,7 @@ class _Rotary:
 
     Over the ``2·d_head`` q/k channels of a head, ``rope(x) = x ⊙ C + x[perm] ⊙ S``: ``C`` holds cos on the rotary
     channels and 1 elsewhere, ``S`` holds −sin / +sin on the two rotary halves and 0 elsewhere, and ``perm`` swaps
-    the halves (HF's ``rotate_half``).
+    the halves (HF's ``rotate_half``); ``x[perm]`` is computed as ``x @ swap`` with a permutation matrix.
     """
 
     def __init__(self, cos: torch.Tensor, sin: torch.Tensor, d_head: int, r: int):
@@ -67,14 +67,15 @@ class _Rotary:
             self.S[:, base + half:base + r] = sin[:, half:]
             perm[base:base + half] += half
             perm[base + half:base + r] -= half
-        self.perm = perm
+        # the half swap as a permutation matrix: a GEMM against it is exact and far faster on CPU than indexing
+        self.swap = torch.eye(2 * d_head, dtype=cos.dtype, device=cos.device)[:, perm]
         self.identity = r == 0
 
     def __call__(self, qk: torch.Tensor) -> torch.Tensor:
         """``qk [..., T, 2·d_head]`` → the same with rotary applied to q and k."""
         if self.identity:
             return qk
-        return torch.addcmul(qk * self.C, qk[..., self.perm], self.S)
+        return torch.addcmul(qk * self.C, qk @ self.swap, self.S)
 
 
 def _attend(heads: torch.Tensor, rope: _Rotary, scale: float) -> torch.Tensor:
