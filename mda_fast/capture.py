@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from . import lean_forward
-from .lm_head import linear_cross_entropy
+from .lm_head import linear_cross_entropy, sample_from_logits
+from .lm_head import sample_labels as sample_labels_fused
 from .heads import Block, head_blocks
 from .model import check_gpt_neox, layers
 
@@ -68,13 +69,11 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return ce.sum(dim=1)
 
 
-def sample_labels(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Labels drawn from the model's own predictive distribution (true Fisher), ``[N, T]``."""
-    probs = torch.softmax(logits.detach().float(), dim=-1)
-    flat = probs.flatten(0, 1)
-    if flat.device.type != generator.device.type:
-        flat = flat.to(generator.device)
-    return torch.multinomial(flat, 1, generator=generator).view(logits.shape[:2]).to(logits.device)
+def sample_labels(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Labels ``[N, T]`` drawn from the model's own predictive distribution (true Fisher): inverse-CDF draws
+    with one uniform ``u [N, T]`` per token (``lm_head.sample_from_logits``)."""
+    N, T, V = logits.shape
+    return sample_from_logits(logits.detach().reshape(N * T, V), u.reshape(N * T)).view(N, T)
 
 
 @dataclass
@@ -137,17 +136,17 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     """
     check_gpt_neox(model)
     keys = {(b.layer, b.module) for b in blocks}
-    if isinstance(objective, LossObjective) and blocks and lean_forward.supports(model, attention_mask):
+    if isinstance(objective, TokenLoss) and blocks and lean_forward.supports(model, attention_mask):
         return _capture_lean(model, input_ids, blocks, objective)
     hooks = _Hooks(model, keys, qkv_layers)
     try:
         with frozen(model), torch.enable_grad():
-            if isinstance(objective, LossObjective) and _plain_lm_head(model):
-                # the training loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
+            if isinstance(objective, TokenLoss) and _plain_lm_head(model):
+                # a token loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
                 hidden = model.gpt_neox(input_ids=input_ids, attention_mask=attention_mask,
                                         use_cache=False).last_hidden_state
-                value = linear_cross_entropy(hidden, model.get_output_embeddings().weight, objective.labels,
-                                             objective.mask)
+                weight = model.get_output_embeddings().weight
+                value = linear_cross_entropy(hidden, weight, objective.labels_for(hidden, weight), objective.mask)
             else:
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
                 value = objective(logits, hooks)
@@ -169,7 +168,7 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
 def _capture_lean(model, input_ids, blocks, objective) -> CaptureResult:
     """``capture`` of the training loss through ``lean_forward`` (HF's arithmetic, tracked heads only)."""
     with frozen(model), torch.enable_grad():
-        value, inputs, outputs = lean_forward.capture_loss(model, input_ids, blocks, objective.labels, objective.mask)
+        value, inputs, outputs = lean_forward.capture_loss(model, input_ids, blocks, objective)
         order = sorted(outputs)
         grads = torch.autograd.grad(value.sum(), [outputs[k] for k in order], allow_unused=True)
     res = CaptureResult(value=value.detach(), inputs=inputs)
@@ -178,15 +177,55 @@ def _capture_lean(model, input_ids, blocks, objective) -> CaptureResult:
     return res
 
 
-class LossObjective:
-    """The summed training cross-entropy against given ``labels`` (token weights ``mask``). ``capture`` computes it
-    with the fused chunked LM head (``mda_fast.lm_head``); called on logits it is ``sequence_loss``."""
+class TokenLoss:
+    """A summed token cross-entropy ``Σ_t m_t · CE(logits_t, labels_t)`` per sequence. ``capture`` computes it with
+    the fused chunked LM head (``mda_fast.lm_head``) and asks ``labels_for(hidden, weight)`` for the labels;
+    called on logits (the unfused path) it is ``sequence_loss``."""
+
+    mask: torch.Tensor | None = None
+
+    def labels_for(self, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def labels_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, logits, hooks):
+        return sequence_loss(logits, self.labels_from_logits(logits), self.mask)
+
+
+class LossObjective(TokenLoss):
+    """The training loss: cross-entropy against the given ``labels`` (token weights ``mask``)."""
 
     def __init__(self, labels: torch.Tensor, mask: torch.Tensor | None = None):
         self.labels, self.mask = labels, mask
 
-    def __call__(self, logits, hooks):
-        return sequence_loss(logits, self.labels, self.mask)
+    def labels_for(self, hidden, weight):
+        return self.labels
+
+    def labels_from_logits(self, logits):
+        return self.labels
+
+
+class FisherObjective(TokenLoss):
+    """Cross-entropy against labels drawn from the model's own predictive distribution (true Fisher).
+
+    One uniform per token comes from ``generator`` (drawn on the generator's device, then moved), and the label is
+    the inverse-CDF draw, so the fused and unfused paths, and every device, draw the same labels up to rounding.
+    """
+
+    def __init__(self, mask: torch.Tensor | None, generator: torch.Generator):
+        self.mask, self.generator = mask, generator
+
+    def _uniforms(self, shape, device):
+        return torch.rand(tuple(shape), generator=self.generator, dtype=torch.float64,
+                          device=self.generator.device).to(device)
+
+    def labels_for(self, hidden, weight):
+        return sample_labels_fused(hidden.detach(), weight, self._uniforms(hidden.shape[:2], hidden.device))
+
+    def labels_from_logits(self, logits):
+        return sample_labels(logits, self._uniforms(logits.shape[:2], logits.device))
 
 
 def _plain_lm_head(model) -> bool:
@@ -203,7 +242,7 @@ def loss_objective(labels: torch.Tensor, mask: torch.Tensor | None = None) -> Ob
 
 def fisher_objective(mask: torch.Tensor | None, generator: torch.Generator) -> Objective:
     """Summed cross-entropy against labels sampled from the model itself (true Fisher)."""
-    return lambda logits, hooks: sequence_loss(logits, sample_labels(logits, generator), mask)
+    return FisherObjective(mask, generator)
 
 
 def resolve_blocks(model, specs) -> tuple[list, list[list[Block]]]:

@@ -122,8 +122,9 @@ def _grad_heads(blocks, layer: int, n_heads: int, width: int) -> set[int]:
     return {h for h in range(n_heads) if any(s < (h + 1) * width and h * width < e for s, e in spans)}
 
 
-def capture_loss(model, input_ids: torch.Tensor, blocks, labels: torch.Tensor, mask: torch.Tensor | None):
-    """One forward of ``model`` on ``input_ids [N, T]`` with the summed token cross-entropy against ``labels``.
+def capture_loss(model, input_ids: torch.Tensor, blocks, objective):
+    """One forward of ``model`` on ``input_ids [N, T]`` with a summed token cross-entropy (``capture.TokenLoss``:
+    its ``labels_for(hidden, weight)`` gives the labels, its ``mask`` the token weights).
 
     Returns ``(value [N], inputs, outputs)``: ``inputs[(layer, module)]`` is the detached module input and
     ``outputs[(layer, module)]`` the module output to differentiate ``value`` against, for every tracked block.
@@ -167,5 +168,6 @@ def capture_loss(model, input_ids: torch.Tensor, blocks, labels: torch.Tensor, m
                 a = o + h
                 h = layer.mlp(layer.post_attention_layernorm(a)) + a
     hidden = nx.final_layer_norm(h)
-    value = linear_cross_entropy(hidden, model.get_output_embeddings().weight, labels, mask)
+    weight = model.get_output_embeddings().weight
+    value = linear_cross_entropy(hidden, weight, objective.labels_for(hidden, weight), objective.mask)
     return value, inputs, outputs

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_cross_entropy", "chunk_tokens"]
+__all__ = ["linear_cross_entropy", "chunk_tokens", "sample_from_logits", "sample_labels"]
 
 # about 16M logits per chunk (64 MB in float32)
 _CHUNK_ELEMENTS = 1 << 24
@@ -87,3 +87,33 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
     return _LinearCrossEntropy.apply(hidden, weight.detach(), labels, mask, chunk)
+
+
+def sample_from_logits(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws from ``softmax(logits)`` (rows ``[M, vocab]``), one uniform ``u [M]`` in [0, 1) per row.
+
+    Row m gets the first token whose cumulative probability exceeds ``u_m`` (times the row total, so rounding in
+    the cumulative sum cannot push a draw past the vocabulary); a zero-probability token is never drawn.
+    """
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    cdf = torch.softmax(logits.to(acc), dim=-1).cumsum(dim=-1)
+    v = (u.to(device=cdf.device, dtype=acc) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, v, right=True).squeeze(-1).clamp_max(logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample_labels(hidden: torch.Tensor, weight: torch.Tensor, u: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Labels ``[N, T]`` drawn from the model's predictive distribution ``softmax(hidden @ weightᵀ)`` with the
+    uniforms ``u [N, T]``, chunk by chunk (no ``[N, T, vocab]`` logits). Equals ``sample_from_logits`` on the full
+    logits."""
+    N, T, d = hidden.shape
+    if u.shape != (N, T):
+        raise ValueError(f"u: expected shape {(N, T)}, got {tuple(u.shape)}")
+    chunk = chunk_tokens(weight.shape[0]) if chunk is None else int(chunk)
+    h, uu = hidden.reshape(N * T, d), u.reshape(N * T)
+    W = weight.to(hidden.dtype)
+    out = torch.empty(N * T, dtype=torch.long, device=hidden.device)
+    for s in range(0, N * T, chunk):
+        e = min(s + chunk, N * T)
+        out[s:e] = sample_from_logits(h[s:e] @ W.t(), uu[s:e])
+    return out.view(N, T)

@@ -87,3 +87,65 @@ def test_capture_fused_equals_unfused(dtype, tol, monkeypatch):
         ref = plain.y(b)
         torch.testing.assert_close(fused.y(b), ref, rtol=tol, atol=tol * ref.abs().max().item())
         assert fused.y(b).abs().max() > 0
+
+
+def test_sample_from_logits_follows_the_softmax():
+    """Inverse-CDF draws hit each token with its softmax probability; zero-probability tokens never."""
+    from mda_fast.lm_head import sample_from_logits
+
+    logits = torch.tensor([0.0, 1.0, -float("inf"), 2.0, -1.0], dtype=torch.float64)
+    p = torch.softmax(logits, 0)
+    n = 200_000
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    draws = sample_from_logits(logits.expand(n, 5), u)
+    freq = torch.bincount(draws, minlength=5).double() / n
+    assert freq[2] == 0
+    assert torch.all((freq - p).abs() < 4 * torch.sqrt(p * (1 - p) / n) + 1e-12), (freq, p)
+    # edges: u = 0 draws the first token with mass, u → 1 the last one
+    edge = sample_from_logits(logits.expand(2, 5), torch.tensor([0.0, 1 - 1e-12], dtype=torch.float64))
+    assert edge.tolist() == [0, 4]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, None])
+def test_chunked_sampler_equals_full_logits(chunk):
+    from mda_fast.lm_head import sample_from_logits, sample_labels
+
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(3, 11, 8, generator=g, dtype=torch.float64)
+    W = torch.randn(40, 8, generator=g, dtype=torch.float64)
+    u = torch.rand(3, 11, generator=g, dtype=torch.float64)
+    want = sample_from_logits((h @ W.T).reshape(33, 40), u.reshape(33)).view(3, 11)
+    got = sample_labels(h, W, u, chunk=chunk)
+    assert torch.equal(got, want)
+    assert len(set(got.flatten().tolist())) > 5  # not degenerate
+    with pytest.raises(ValueError, match="u: expected shape"):
+        sample_labels(h, W, u[:, :5])
+
+
+@pytest.mark.parametrize("path", ["lean", "hf-fused", "logits"])
+def test_true_fisher_capture_paths_agree(path, monkeypatch):
+    """The true-Fisher objective draws the same labels on every capture path, so X, Y and value agree."""
+    import mda_fast.capture as C
+    from mda_fast.capture import FisherObjective
+
+    model = make_tiny(n_layers=2, attn="sdpa", bias=False)
+    blocks = [b for bl in resolve_blocks(model, [HeadSpec(1, 1, "qkvo")])[1] for b in bl]
+    ids = torch.randint(0, 64, (3, 15), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(3, 15, dtype=torch.float64)
+    mask[0, :4] = 0
+
+    def run(obj):
+        return capture(model, ids, blocks, obj)
+
+    ref = run(FisherObjective(mask, torch.Generator().manual_seed(9)))  # lean (sdpa model)
+    obj = FisherObjective(mask, torch.Generator().manual_seed(9))
+    if path == "hf-fused":
+        monkeypatch.setattr(C.lean_forward, "supports", lambda *a: False)
+    elif path == "logits":
+        obj = lambda logits, hooks, o=obj: o(logits, hooks)  # noqa: E731  (a plain callable: the unfused path)
+    got = run(obj)
+    torch.testing.assert_close(got.value, ref.value, rtol=1e-12, atol=0)
+    for b in blocks:
+        torch.testing.assert_close(got.y(b), ref.y(b), rtol=1e-10, atol=1e-13)
+    other = run(FisherObjective(mask, torch.Generator().manual_seed(10)))
+    assert not torch.allclose(other.value, ref.value)
