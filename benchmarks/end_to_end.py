@@ -186,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--probe-n", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=4, help="(a) and (c) alternate over this many slices of the rows")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
@@ -201,8 +202,8 @@ def main(argv=None):
     n = args.n or (256 if dev.type == "cpu" else 1024)
     n_fit = args.n_fit or n
     bs = args.batch_size or (32 if args.model == "demo" else 8)
-    if n < 2 or bs < 1:
-        raise ValueError(f"--n must be >= 2 and --batch-size >= 1, got {n} and {bs}")
+    if n < 2 or bs < 1 or args.rounds < 1:
+        raise ValueError(f"--n must be >= 2, --batch-size and --rounds >= 1, got {n}, {bs} and {args.rounds}")
 
     model = build_model(args)
     vocab = model.config.vocab_size
@@ -226,9 +227,19 @@ def main(argv=None):
     scorer.score(rows[:bs])
     method_a(model, blocks, scorer.queries, rows[:1], dev)
 
-    res = {}
-    sa, res["a"] = timed(lambda: method_a(model, blocks, scorer.queries, rows, dev), dev)
-    sc, res["c"] = timed(lambda: method_c(scorer, rows, bs), dev)
+    # (a) and (c) alternate over --rounds slices of the rows, so load changes on a shared machine hit both alike
+    res = {"a": 0.0, "c": 0.0}
+    parts_a, parts_c = [], []
+    step = -(-n // args.rounds // bs) * bs  # whole batches per round
+    for r0 in range(0, n, step):
+        part = rows[r0:r0 + step]
+        out, t = timed(lambda: method_a(model, blocks, scorer.queries, part, dev), dev)
+        parts_a.append(out)
+        res["a"] += t
+        out, t = timed(lambda: method_c(scorer, part, bs), dev)
+        parts_c.append(out)
+        res["c"] += t
+    sa, sc = torch.cat(parts_a), torch.cat(parts_c)
     t_fit_b = None
     if not args.skip_kronfluence:
         probe = mda_fast.get_probe("induction", **pk)

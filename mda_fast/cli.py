@@ -10,6 +10,8 @@ import os
 import sys
 
 from . import pipeline as P
+from . import shards
+from .shards import ShardFailed
 from .config import check_values, load_config, packaged_config
 
 
@@ -60,6 +62,12 @@ def main(argv=None) -> int:
         p.add_argument("--no-progress", action="store_true")
         if name == "score":
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
+            many = p.add_mutually_exclusive_group()
+            many.add_argument("--devices", metavar="LIST",
+                              help="score on several devices at once, one shard process each, then merge: "
+                                   "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
+            many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
+            many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
     args = ap.parse_args(argv)
     progress = not args.no_progress
     try:
@@ -75,7 +83,16 @@ def main(argv=None) -> int:
         elif args.cmd == "fit":
             P.run_fit(cfg, args.out, progress)
         elif args.cmd == "score":
-            r = P.run_score(cfg, args.out, resume=args.resume, progress=progress)
+            if args.merge is not None:
+                if args.merge < 1:
+                    raise ValueError(f"--merge {args.merge}: expected the number of shards (>= 1)")
+                r = shards.merge(cfg, args.out, args.merge)
+            elif args.devices:
+                r = shards.launch(cfg, args.out, shards.parse_devices(args.devices), resume=args.resume,
+                                  progress=progress)
+            else:
+                shard = shards.parse_shard(args.shard) if args.shard else None
+                r = P.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
             print(f"scored {r['n_scored']} sequences -> {r['scores_path']}")
         elif args.cmd == "analyze":
             r = P.run_analyze(cfg, args.out, progress)
@@ -85,7 +102,7 @@ def main(argv=None) -> int:
         elif args.cmd == "intervene":
             P.run_intervene(cfg, args.out, progress=progress)
             print(P.run_report(cfg, args.out))
-    except ValueError as e:
+    except (ValueError, ShardFailed) as e:
         print(f"mda-fast {args.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -224,34 +224,69 @@ def run_fit(cfg, out: str, progress: bool = True) -> Factors:
 
 
 # ---- score --------------------------------------------------------------------------------------------------
-def _fingerprint(cfg, target_names) -> str:
-    key = json.dumps([cfg["model"], cfg["data"]["path"], cfg["data"]["batch_size"], cfg["window"], cfg["targets"],
-                      cfg["score"]["limit_steps"], target_names], sort_keys=True, default=str)
+def _fingerprint(cfg, target_names, shard: tuple[int, int] | None = None) -> str:
+    model = {k: v for k, v in cfg["model"].items() if k != "device"}  # any device gives the same scores
+    key = json.dumps([model, cfg["data"]["path"], cfg["data"]["batch_size"], cfg["window"], cfg["targets"],
+                      cfg["score"]["limit_steps"], target_names] + ([list(shard)] if shard else []),
+                     sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def run_score(cfg, out: str, resume: bool = False, progress: bool = True) -> dict:
+SCORE_ARRAYS = {"scores": np.float32, "global_index": np.int64, "step": np.int64, "position": np.int64,
+                "loss": np.float32}
+
+
+def score_window(cfg, batch_size: int) -> tuple[int, int]:
+    """(first global row index, number of rows) of the scored window (``score.limit_steps`` applied)."""
+    w, s = cfg["window"], cfg["score"]
+    end = w["end_step"] if not s["limit_steps"] else min(w["end_step"], w["start_step"] + s["limit_steps"])
+    return w["start_step"] * batch_size, (end - w["start_step"]) * batch_size
+
+
+def shard_range(n_steps: int, batch_size: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Window rows ``[lo, hi)`` of shard ``i`` of ``k``: whole training steps, contiguous, step counts differing
+    by at most one (so every shard reads whole steps and scores the same batches as a single run would)."""
+    i, k = shard
+    if k > n_steps:
+        raise ValueError(f"cannot split a window of {n_steps} steps into {k} shards; use at most {n_steps}")
+    return i * n_steps // k * batch_size, (i + 1) * n_steps // k * batch_size
+
+
+def score_dir(out: str, shard: tuple[int, int] | None = None) -> str:
+    d = os.path.join(out, "score")
+    return d if shard is None else os.path.join(d, "shards", f"{shard[0]}-of-{shard[1]}")
+
+
+def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
+              shard: tuple[int, int] | None = None) -> dict:
     """Stream the window and write scores in chunks; ``resume`` continues after the last completed chunk.
 
     Each chunk's rows are written to the memmap and flushed before ``progress.json`` is atomically replaced, so
     an interruption loses at most the chunk in flight, which a resume recomputes (scores are deterministic).
+    ``shard=(i, k)`` scores only the i-th of k contiguous parts of the window into ``score/shards/i-of-k/``
+    (one process per device; ``mda_fast.shards`` launches them and merges the parts).
     """
+    if shard is not None:
+        i, k = shard
+        if not (isinstance(i, int) and isinstance(k, int) and 0 <= i < k):
+            raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
     data = open_data(cfg)
+    s = cfg["score"]
+    B = data.batch_size
+    first, n_window = score_window(cfg, B)
+    lo_all, hi_all = (0, n_window) if shard is None else shard_range(n_window // B, B, shard)
     model = load_model(cfg)
     _, specs = load_targets(out)
     factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
     probes = cfg["targets"]["probes"]
     scorer = InfluenceScorer(model, specs, factors, probe=probes, probe_kwargs=probe_kwargs(cfg),
                              backend=cfg["score"]["backend"] or None)
-    w, s = cfg["window"], cfg["score"]
-    end = w["end_step"] if not s["limit_steps"] else min(w["end_step"], w["start_step"] + s["limit_steps"])
-    B = data.batch_size
-    n = (end - w["start_step"]) * B
-    d = os.path.join(out, "score")
+    n = hi_all - lo_all
+    d = score_dir(out, shard)
     os.makedirs(d, exist_ok=True)
-    fp = _fingerprint(cfg, scorer.target_names)
+    fp = _fingerprint(cfg, scorer.target_names, shard)
     prog_path = os.path.join(d, "progress.json")
-    files = {k: os.path.join(d, f"{k}.npy") for k in ("scores", "global_index", "step", "position", "loss")}
+    files = {k: os.path.join(d, f"{k}.npy") for k in SCORE_ARRAYS}
     done = 0
     if resume and os.path.exists(prog_path):
         prog = _read_json(prog_path)
@@ -261,10 +296,9 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True) -> dic
         done = int(prog["n_done"])
         arrays = {k: np.load(p, mmap_mode="r+") for k, p in files.items()}
     else:
-        shapes = {"scores": ((n, scorer.n_targets), np.float32), "global_index": ((n,), np.int64),
-                  "step": ((n,), np.int64), "position": ((n,), np.int64), "loss": ((n,), np.float32)}
         arrays = {}
-        for k, (shape, dt) in shapes.items():
+        for k, dt in SCORE_ARRAYS.items():
+            shape = (n, scorer.n_targets) if k == "scores" else (n,)
             arrays[k] = np.lib.format.open_memmap(files[k], mode="w+", dtype=dt, shape=shape)
         _write_json(prog_path, {"n_done": 0, "n_total": n, "fingerprint": fp})
     _write_json(os.path.join(d, "targets.json"), {"target_names": scorer.target_names,
@@ -273,10 +307,11 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True) -> dic
     chunk = max(s["chunk"], s["batch_size"])
     T = data.seq_len - 1
     t0, start_done = time.perf_counter(), done
-    bar = tqdm(total=n, initial=done, desc="score", unit="seq", disable=not progress, dynamic_ncols=True)
+    desc = "score" if shard is None else f"score {shard[0]}/{shard[1]}"
+    bar = tqdm(total=n, initial=done, desc=desc, unit="seq", disable=not progress, dynamic_ncols=True)
     while done < n:
         lo, hi = done, min(done + chunk, n)
-        g = np.arange(lo, hi) + w["start_step"] * B
+        g = np.arange(lo, hi) + lo_all + first
         rows = data.rows(g)
         for i in range(0, hi - lo, s["batch_size"]):
             ids = torch.from_numpy(rows[i:i + s["batch_size"]].astype(np.int64)).to(dev)
@@ -297,7 +332,7 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True) -> dic
     bar.close()
     elapsed = max(time.perf_counter() - t0, 1e-9)
     return {"n_scored": n, "scores_path": files["scores"], "target_names": scorer.target_names,
-            "seq_per_s": (n - start_done) / elapsed}
+            "seq_per_s": (n - start_done) / elapsed, "fingerprint": fp}
 
 
 # ---- analyze ------------------------------------------------------------------------------------------------

@@ -150,3 +150,61 @@ def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
     out2 = str(tmp_path / "b")
     D.prepare_corpus(cfg2, out2, False)
     assert D._latest_checkpoint(D.train_base(cfg2, out2, False)) == 40
+
+
+@pytest.mark.slow
+def test_sharded_scoring_equals_a_single_run(demo_run, tmp_path):
+    """`score --shard i/k` by hand, then `--merge k`; and `--devices cpu,cpu` (two child processes + merge):
+    both give the single run's scores; incomplete or foreign shards are refused."""
+    from mda_fast import shards
+
+    clean = {k: np.load(os.path.join(demo_run, "score", f"{k}.npy")) for k in P.SCORE_ARRAYS}
+    cfg_path = os.path.join(demo_run, "config.resolved.json")
+
+    def same_as_clean(out):
+        for k, want in clean.items():
+            np.testing.assert_array_equal(np.load(os.path.join(out, "score", f"{k}.npy")), want, err_msg=k)
+
+    out = str(tmp_path / "by-hand")
+    base = ["--config", cfg_path, "--out", out, "--no-progress"]
+    for f in ("targets.json",):
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, f), "w").write(open(os.path.join(demo_run, f)).read())
+    os.symlink(os.path.join(demo_run, "factors"), os.path.join(out, "factors"))
+    assert main(["score", "--shard", "0/3"] + base) == 0
+    assert main(["score", "--merge", "3"] + base) == 2  # shards 1 and 2 have not run
+    assert main(["score", "--shard", "2/3"] + base) == 0
+    assert main(["score", "--shard", "1/3", "--set", "targets.mode=\"qk\""] + base) == 0  # another config
+    assert main(["score", "--merge", "3"] + base) == 2
+    assert main(["score", "--shard", "1/3"] + base) == 0
+    assert main(["score", "--merge", "3"] + base) == 0
+    same_as_clean(out)
+    sizes = [len(np.load(os.path.join(out, "score", "shards", f"{i}-of-3", "scores.npy"))) for i in range(3)]
+    assert sum(sizes) == len(clean["scores"]) and min(sizes) > 0 and all(s % 8 == 0 for s in sizes)  # whole steps
+    assert main(["score", "--resume"] + base) == 0  # the merged run counts as finished
+    assert main(["analyze"] + base) == 0
+
+    out2 = str(tmp_path / "launched")
+    os.makedirs(out2)
+    open(os.path.join(out2, "targets.json"), "w").write(open(os.path.join(demo_run, "targets.json")).read())
+    os.symlink(os.path.join(demo_run, "factors"), os.path.join(out2, "factors"))
+    assert main(["score", "--devices", "cpu,cpu", "--config", cfg_path, "--out", out2, "--no-progress"]) == 0
+    same_as_clean(out2)
+    assert os.path.exists(os.path.join(out2, "score", "shards", "1-of-2", "log.txt"))
+
+
+def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
+    from mda_fast import shards
+
+    cfg_path = os.path.join(demo_run, "config.resolved.json")
+    base = ["--config", cfg_path, "--out", str(tmp_path), "--no-progress"]
+    for bad, msg in ((["--shard", "3/3"], "need 0 <= I < K"), (["--shard", "x"], "expected I/K"),
+                     (["--devices", "gpu7"], "is not a device name"), (["--merge", "0"], "number of shards"),
+                     (["--shard", "0/100000"], "cannot split a window")):
+        assert main(["score"] + bad + base) == 2, bad
+        assert msg in capsys.readouterr().err, bad
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            shards.parse_devices("cuda")
+    assert shards.parse_devices("cpu, cpu") == ["cpu", "cpu"]
+    assert P.shard_range(10, 4, (0, 3)) == (0, 12) and P.shard_range(10, 4, (2, 3)) == (24, 40)
