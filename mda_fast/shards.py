@@ -147,6 +147,7 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
             if now > seen:
                 bar.update(now - seen)
                 seen = now
+                bar.set_postfix(tok_s=f"{(bar.format_dict.get('rate') or 0.0) * (data.seq_len - 1):.3g}")
             failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
                 i = failed[0]

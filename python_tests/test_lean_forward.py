@@ -128,3 +128,31 @@ def test_falls_back_to_hf_where_it_does_not_apply(monkeypatch):
     assert calls == []
     capture(sdpa, ids, blocks, LossObjective(labels))
     assert calls == [1]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-4), (torch.bfloat16, 3e-2)])
+def test_lean_capture_on_cuda_against_cpu_float64(dtype, tol, monkeypatch):
+    """The lean capture (and the fused true-Fisher sampler) on the GPU against HF's float64 capture on the CPU."""
+    from mda_fast.capture import FisherObjective
+
+    ref_model = make_tiny(n_layers=3, attn="sdpa", bias=False)
+    model = make_tiny(n_layers=3, attn="sdpa", bias=False, dtype=dtype).cuda()
+    blocks = [b for bl in resolve_blocks(model, [HeadSpec(1, 1, "qkvo"), HeadSpec(2, 3, "qk")])[1] for b in bl]
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 64, (4, 48), generator=g)
+    labels = torch.randint(0, 64, (4, 48), generator=g)
+    got = capture(model, ids.cuda(), blocks, LossObjective(labels.cuda()))
+    with monkeypatch.context() as m:
+        m.setattr(lean_forward, "supports", lambda *a: False)
+        ref = capture(ref_model, ids, blocks, LossObjective(labels))
+    for b in blocks:
+        for x, want in ((got.x(b), ref.x(b)), (got.y(b), ref.y(b))):
+            err = float((x.double().cpu() - want).abs().max() / want.abs().max())
+            assert err < tol, (b.name, err)
+    # true Fisher: the uniforms come from the CPU generator, so the GPU draws the CPU's labels (up to rounding)
+    fg = capture(model, ids.cuda(), blocks, FisherObjective(None, torch.Generator().manual_seed(1)))
+    fc = capture(ref_model, ids, blocks, FisherObjective(None, torch.Generator().manual_seed(1)))
+    rel = float((fg.value.double().cpu() - fc.value).abs().max() / fc.value.abs().max())
+    assert rel < 50 * tol, rel
