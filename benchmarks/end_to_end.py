@@ -187,6 +187,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=4, help="(a) and (c) alternate over this many slices of the rows")
+    ap.add_argument("--tf32", action="store_true", help="also time (c) with TF32 matmuls (GPU only)")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
@@ -228,18 +229,22 @@ def main(argv=None):
     method_a(model, blocks, scorer.queries, rows[:1], dev)
 
     # (a) and (c) alternate over --rounds slices of the rows, so load changes on a shared machine hit both alike
-    res = {"a": 0.0, "c": 0.0}
-    parts_a, parts_c = [], []
+    scorer_tf32 = None
+    if args.tf32:
+        scorer_tf32 = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk, tf32=True)
+        scorer_tf32.score(rows[:bs])
+    res = {"a": 0.0, "c": 0.0, **({"t": 0.0} if scorer_tf32 else {})}
+    parts = {k: [] for k in res}
     step = -(-n // args.rounds // bs) * bs  # whole batches per round
     for r0 in range(0, n, step):
         part = rows[r0:r0 + step]
-        out, t = timed(lambda: method_a(model, blocks, scorer.queries, part, dev), dev)
-        parts_a.append(out)
-        res["a"] += t
-        out, t = timed(lambda: method_c(scorer, part, bs), dev)
-        parts_c.append(out)
-        res["c"] += t
-    sa, sc = torch.cat(parts_a), torch.cat(parts_c)
+        runs = {"a": lambda: method_a(model, blocks, scorer.queries, part, dev), "c": lambda: method_c(scorer, part, bs),
+                "t": lambda: method_c(scorer_tf32, part, bs)}
+        for k in res:
+            out, t = timed(runs[k], dev)
+            parts[k].append(out)
+            res[k] += t
+    sa, sc = torch.cat(parts["a"]), torch.cat(parts["c"])
     t_fit_b = None
     if not args.skip_kronfluence:
         probe = mda_fast.get_probe("induction", **pk)
@@ -247,9 +252,9 @@ def main(argv=None):
 
     r_ac = pearson(sa, sc)
     names = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
-             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}"}
+             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}", "t": f"(c) mda-fast, TF32 matmuls, bs {bs}"}
     lines = ["| method | seq/s | time for N | speed vs (a) |", "| --- | ---: | ---: | ---: |"]
-    for k in ("a", "b", "c"):
+    for k in ("a", "b", "c", "t"):
         if k in res:
             lines.append(f"| {names[k]} | {n / res[k]:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
     table = "\n".join(lines)
@@ -259,6 +264,10 @@ def main(argv=None):
              + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
              f"Pearson(a, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
              f"max |a − c| / max |a| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}"]
+    if "t" in res:
+        st = torch.cat(parts["t"])
+        notes.append(f"TF32: Pearson(a, c_tf32) = {pearson(sa, st):.6f}; max |a − c_tf32| / max |a| = "
+                     f"{float((sa - st).abs().max() / sa.abs().max()):.2e}")
     if "b" in res:
         notes.append(f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = {pearson(sb, sc):.4f} "
                      "(kronfluence scores whole modules, so (b) is not expected to match the head scores)")

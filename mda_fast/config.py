@@ -47,7 +47,8 @@ DEFAULTS: dict = {
         "probe_L": 32, "probe_n": 200, "probe_seed": 0, "probe_low": 4, "probe_high": 0,
     },
     "fit": {"n_sequences": 4096, "batch_size": 8, "fisher": "true", "method": "ekfac", "damping": 0.1, "seed": 0},
-    "score": {"batch_size": 8, "chunk": 1024, "backend": "", "limit_steps": 0},
+    "score": {"batch_size": 8, "chunk": 1024, "backend": "", "limit_steps": 0,
+              "tf32": True},       # float32 models on a GPU: TF32 matmuls for the scoring passes (no effect on CPU)
     "analyze": {"top_frac": 0.1, "table_k": 50, "snippet_tokens": 96},
     "report": {"title": "Mechanistic data attribution"},
     # demo-only sections

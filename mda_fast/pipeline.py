@@ -227,7 +227,7 @@ def run_fit(cfg, out: str, progress: bool = True) -> Factors:
 def _fingerprint(cfg, target_names, shard: tuple[int, int] | None = None) -> str:
     model = {k: v for k, v in cfg["model"].items() if k != "device"}  # any device gives the same scores
     key = json.dumps([model, cfg["data"]["path"], cfg["data"]["batch_size"], cfg["window"], cfg["targets"],
-                      cfg["score"]["limit_steps"], target_names] + ([list(shard)] if shard else []),
+                      cfg["score"]["limit_steps"], cfg["score"]["tf32"], target_names] + ([list(shard)] if shard else []),
                      sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -280,7 +280,7 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
     factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
     probes = cfg["targets"]["probes"]
     scorer = InfluenceScorer(model, specs, factors, probe=probes, probe_kwargs=probe_kwargs(cfg),
-                             backend=cfg["score"]["backend"] or None)
+                             backend=cfg["score"]["backend"] or None, tf32=cfg["score"]["tf32"])
     n = hi_all - lo_all
     d = score_dir(out, shard)
     os.makedirs(d, exist_ok=True)

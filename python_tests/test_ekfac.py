@@ -129,3 +129,48 @@ def test_factors_save_load_and_mismatch(tmp_path):
         Factors.load(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="unknown fisher"):
         fit_ekfac(model, specs, [rows], fisher="sampled")
+
+
+def test_tf32_switch_is_scoped_and_gpu_only():
+    """tf32_matmuls sets float32 matmul precision "high" inside the block only (also on error); on the CPU a
+    tf32 scorer gives the exact float32 scores."""
+    from mda_fast.influence import tf32_matmuls
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        with tf32_matmuls(True):
+            assert torch.get_float32_matmul_precision() == "high"
+        assert torch.get_float32_matmul_precision() == "highest"
+        with pytest.raises(KeyError):
+            with tf32_matmuls(True):
+                raise KeyError
+        assert torch.get_float32_matmul_precision() == "highest"
+        with tf32_matmuls(False):
+            assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    model = make_tiny(n_layers=2, attn="sdpa", dtype=torch.float32)
+    rows = torch.randint(0, 64, (6, 17), generator=torch.Generator().manual_seed(0))
+    spec = HeadSpec(1, 0, "qkvo")
+    fac = fit_ekfac(model, [spec], [rows], fisher="empirical", progress=False)
+    pk = dict(L=6, n=4, low=0, high=64)
+    a = InfluenceScorer(model, [spec], fac, probe_kwargs=pk).score(rows)
+    b = InfluenceScorer(model, [spec], fac, probe_kwargs=pk, tf32=True).score(rows)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tf32_scores_on_cuda_against_float64(tmp_path):
+    model64 = make_tiny(n_layers=2, attn="sdpa", bias=False)
+    model = make_tiny(n_layers=2, attn="sdpa", bias=False, dtype=torch.float32).cuda()
+    rows = torch.randint(0, 64, (16, 65), generator=torch.Generator().manual_seed(0))
+    spec = HeadSpec(1, 2, "qkvo")
+    fac = fit_ekfac(model64, [spec], [rows], fisher="empirical", progress=False)
+    pk = dict(L=16, n=8, low=0, high=64)
+    ref = InfluenceScorer(model64, [spec], fac, probe_kwargs=pk).score(rows)
+    fac.save(str(tmp_path / "f"))
+    got = InfluenceScorer(model, [spec], Factors.load(str(tmp_path / "f"), device="cuda"), probe_kwargs=pk,
+                          tf32=True).score(rows.cuda()).double().cpu()
+    assert float((got - ref).abs().max() / ref.abs().max()) < 3e-3
