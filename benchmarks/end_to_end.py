@@ -106,6 +106,16 @@ def method_c(scorer, rows, bs) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def method_c_hf(scorer, rows, bs) -> torch.Tensor:
+    """(c) with capture through HF's forward + hooks instead of ``mda_fast.lean_forward`` (for comparison)."""
+    from unittest import mock
+
+    from mda_fast import lean_forward
+
+    with mock.patch.object(lean_forward, "supports", lambda *a, **k: False):
+        return method_c(scorer, rows, bs)
+
+
 def method_b(model, layer, probe, fit_rows, rows, bs, device):
     """kronfluence EK-FAC over the layer's query_key_value + dense; returns (scores [N], fit s, score s)."""
     from kronfluence.analyzer import Analyzer, prepare_model
@@ -188,6 +198,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=4, help="(a) and (c) alternate over this many slices of the rows")
     ap.add_argument("--tf32", action="store_true", help="also time (c) with TF32 matmuls (GPU only)")
+    ap.add_argument("--also-hf", action="store_true", help="also time (c) through HF's forward + hooks")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
@@ -233,13 +244,13 @@ def main(argv=None):
     if args.tf32:
         scorer_tf32 = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk, tf32=True)
         scorer_tf32.score(rows[:bs])
-    res = {"a": 0.0, "c": 0.0, **({"t": 0.0} if scorer_tf32 else {})}
+    res = {"a": 0.0, "c": 0.0, **({"t": 0.0} if scorer_tf32 else {}), **({"h": 0.0} if args.also_hf else {})}
     parts = {k: [] for k in res}
     step = -(-n // args.rounds // bs) * bs  # whole batches per round
     for r0 in range(0, n, step):
         part = rows[r0:r0 + step]
         runs = {"a": lambda: method_a(model, blocks, scorer.queries, part, dev), "c": lambda: method_c(scorer, part, bs),
-                "t": lambda: method_c(scorer_tf32, part, bs)}
+                "t": lambda: method_c(scorer_tf32, part, bs), "h": lambda: method_c_hf(scorer, part, bs)}
         for k in res:
             out, t = timed(runs[k], dev)
             parts[k].append(out)
@@ -252,9 +263,10 @@ def main(argv=None):
 
     r_ac = pearson(sa, sc)
     names = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
-             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}", "t": f"(c) mda-fast, TF32 matmuls, bs {bs}"}
+             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}", "t": f"(c) mda-fast, TF32 matmuls, bs {bs}",
+             "h": f"(c) without the lean forward (HF forward + hooks), bs {bs}"}
     lines = ["| method | seq/s | time for N | speed vs (a) |", "| --- | ---: | ---: | ---: |"]
-    for k in ("a", "b", "c", "t"):
+    for k in ("a", "b", "h", "c", "t"):
         if k in res:
             lines.append(f"| {names[k]} | {n / res[k]:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
     table = "\n".join(lines)
