@@ -597,13 +597,12 @@ def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline")
     ``n_seeds``, ``emergence_steps`` (seed → step or ``None`` = never crossed), ``n_reached``,
     ``emergence_mean``/``emergence_std`` over the seeds that crossed, ``emergence_delta`` (mean minus the
     ``baseline`` arm's mean), ``final_head_score`` and ``final_icl`` (mean over seeds of the last checkpoint);
-    plus ``score_icl_pearson`` over every checkpoint of every distinct run (an arm marked ``deterministic`` was
-    trained once and is counted once), and ``n_points``.
+    plus ``score_icl_pearson`` over every checkpoint of every distinct run, and ``n_points``. An arm marked
+    ``deterministic`` was trained once (its seeds repeat one run): it counts as one run everywhere.
     """
     if not isinstance(data, Mapping) or not isinstance(data.get("arms"), Mapping) or not data["arms"]:
         raise ValueError("interventions data must be a dict with a non-empty 'arms' dict")
     xs, ys = [], []
-    xs_seen: Dict[str, bool] = {}
     arms: Dict[str, Any] = {}
     for arm, a in data["arms"].items():
         seeds = a.get("seeds") if isinstance(a, Mapping) else None
@@ -611,6 +610,8 @@ def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline")
             raise ValueError(f"arm {arm!r} must have a non-empty 'seeds' dict")
         em: Dict[str, Optional[int]] = {}
         finals_s, finals_i = [], []
+        if a.get("deterministic"):  # a seed-free arm was trained once; its other seeds are copies of that run
+            seeds = dict(list(seeds.items())[:1])
         for seed, d in seeds.items():
             missing = [key for key in _SEED_KEYS if key not in d]
             if missing:
@@ -624,16 +625,15 @@ def summarize_interventions(data: Mapping[str, Any], baseline: str = "baseline")
                     )
                 if not np.isfinite(v).all():
                     raise ValueError(f"arm {arm!r} seed {seed!r}: {key!r} contains non-finite values")
-            if not (a.get("deterministic") and xs_seen.get(arm)):  # a seed-free arm's run is recorded per seed
-                xs.append(cols["head_score"])
-                ys.append(cols["icl"])
-                xs_seen[arm] = True
+            xs.append(cols["head_score"])
+            ys.append(cols["icl"])
             finals_s.append(cols["head_score"][-1])
             finals_i.append(cols["icl"][-1])
             e = d.get("emergence_step")
             em[str(seed)] = None if e is None else int(e)
         reached = [v for v in em.values() if v is not None]
         arms[str(arm)] = {
+            "deterministic": bool(a.get("deterministic")),
             "n_seeds": len(em),
             "emergence_steps": em,
             "n_reached": len(reached),

@@ -295,10 +295,11 @@ def _interventions_section(data: Mapping[str, Any]) -> str:
         steps = ", ".join("never" if v is None else f"{v:,}" for v in a["emergence_steps"].values())
         mean = "—" if a["emergence_mean"] is None else f"{a['emergence_mean']:,.0f} ± {a['emergence_std']:,.0f}"
         delta = "—" if a["emergence_delta"] is None else f"{a['emergence_delta']:+,.0f}"
-        rows.append([_e(arm), _fmt(a["n_seeds"]), f"{a['n_reached']}/{a['n_seeds']}", _e(steps), mean, delta,
+        runs = "1 (seed-free)" if a.get("deterministic") else _fmt(a["n_seeds"])
+        rows.append([_e(arm), runs, f"{a['n_reached']}/{a['n_seeds']}", _e(steps), mean, delta,
                      _fmt(a["final_head_score"]), _fmt(a["final_icl"])])  # fmt: skip
     base = s["baseline"]
-    header = ["arm", "seeds", "reached threshold", "emergence step per seed", "mean ± std (reached)",
+    header = ["arm", "runs", "reached threshold", "emergence step per run", "mean ± std (reached)",
               f"Δ vs {base}" if base else "Δ vs baseline", "final head score", "final ICL"]  # fmt: skip
     body.insert(0, _table(header, rows, num_cols=(1, 2, 4, 5, 6, 7)))
     thr_txt = f"{thr:g}" if thr is not None else "the localize threshold"

@@ -208,7 +208,9 @@ def test_summarize_interventions():
     once = {"steps": [1, 2, 3], "head_score": [0.1, 0.5, 0.8], "icl": [0, -0.7, -1.9], "emergence_step": 3}
     data["arms"]["augment-top"] = {"deterministic": True, "seeds": {"0": once, "1": once}}
     s2 = A.summarize_interventions(data)
-    assert s2["n_points"] == 12 and s2["arms"]["augment-top"]["n_seeds"] == 2
+    top = s2["arms"]["augment-top"]
+    assert s2["n_points"] == 12 and top["n_seeds"] == 1 and top["deterministic"]
+    assert top["emergence_steps"] == {"0": 3} and top["emergence_std"] == 0
     assert s2["score_icl_pearson"] == pytest.approx(np.corrcoef(x + once["head_score"], y + once["icl"])[0, 1])
     bad = {"arms": {"a": {"seeds": {"0": {"steps": [1, 2], "head_score": [0.1], "icl": [0, 1]}}}}}
     with pytest.raises(ValueError, match="'head_score' has shape"):
