@@ -268,7 +268,9 @@ def main(argv=None):
     lines = ["| method | seq/s | time for N | speed vs (a) |", "| --- | ---: | ---: | ---: |"]
     for k in ("a", "b", "h", "c", "t"):
         if k in res:
-            lines.append(f"| {names[k]} | {n / res[k]:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
+            rate = n / res[k]
+            lines.append(f"| {names[k]} | {rate:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |" if rate >= 10 else
+                         f"| {names[k]} | {rate:.3f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
     table = "\n".join(lines)
     where = f"{torch.cuda.get_device_name(dev)}, {args.model}" if dev.type == "cuda" else f"CPU, {args.model} model"
     proj = PYTHIA_WINDOW / (n / res["c"])
