@@ -483,8 +483,11 @@ def derive(arms: Dict[str, Dict[str, Any]], config: InterventionConfig) -> Dict[
             for key in ("icl", "head_score", "loss", "probe_f"):
                 d[f"{key}_change"] = {str(s): float(d[key][idx[s]] - b[key][idx[s]]) for s in fixed}
         seeds = list(a["seeds"].values())
+        if a.get("deterministic"):  # trained once; the other seeds hold copies of that run
+            seeds = seeds[:1]
         e = [d["emergence_step"] for d in seeds]
         summary[arm] = {
+            "deterministic": bool(a.get("deterministic")),
             "n_seeds": len(seeds),
             "n_selected": a["n_selected"],
             "emergence_steps": e,

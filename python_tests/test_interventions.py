@@ -293,6 +293,9 @@ def test_small_run_writes_every_arm_and_resumes(run):
             assert c["loss"][0] == on_disk["arms"]["baseline"]["seeds"]["0"]["loss"][0]
         if a["deterministic"]:
             assert a["seeds"]["0"]["head_score"] == a["seeds"]["1"]["head_score"]
+        # the summary counts a seed-free arm as one run, a random arm once per seed
+        assert on_disk["summary"][arm]["n_seeds"] == (1 if a["deterministic"] else 2)
+        assert on_disk["summary"][arm]["deterministic"] == a["deterministic"]
         if arm != "baseline":
             assert a["n_selected"] == cfg.k
             assert a["seeds"]["0"]["loss"][-1] != on_disk["arms"]["baseline"]["seeds"]["0"]["loss"][-1]
