@@ -216,3 +216,16 @@ def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
             shards.parse_devices("cuda")
     assert shards.parse_devices("cpu, cpu") == ["cpu", "cpu"]
     assert P.shard_range(10, 4, (0, 3)) == (0, 12) and P.shard_range(10, 4, (2, 3)) == (24, 40)
+
+
+@pytest.mark.slow
+def test_a_failing_shard_process_stops_the_launch(demo_run, tmp_path, capsys):
+    """A child that fails (here: no factors to load) ends the launch with an error naming its log."""
+    out = str(tmp_path / "nofactors")
+    os.makedirs(out)
+    open(os.path.join(out, "targets.json"), "w").write(open(os.path.join(demo_run, "targets.json")).read())
+    cfg_path = os.path.join(demo_run, "config.resolved.json")
+    assert main(["score", "--devices", "cpu,cpu", "--config", cfg_path, "--out", out, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "failed (exit" in err and "log.txt" in err and "--resume" in err
+    assert not os.path.exists(os.path.join(out, "score", "progress.json"))  # nothing was merged
