@@ -57,6 +57,7 @@ run bench_cpu "$PY" benchmarks/bench_kernels.py --device cpu --ops score --markd
 step "end to end (issue 5): authors' method vs kronfluence vs mda-fast, random weights, T=2048"
 run e2e_demo "$PY" benchmarks/end_to_end.py --model demo --device cuda --n 2048 --n-fit 512 --batch-size 64 --also-hf --markdown "$OUT/end_to_end.md"
 run e2e_14m "$PY" benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --n-fit 64 --batch-size 8 --tf32 --also-hf --markdown "$OUT/end_to_end.md"
+run e2e_14m_bs32 "$PY" benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --n-fit 64 --batch-size 32 --tf32 --skip-kronfluence --markdown "$OUT/end_to_end.md"
 run e2e_160m "$PY" benchmarks/end_to_end.py --model pythia-160m --device cuda --n 256 --n-fit 32 --batch-size 8 --tf32 --skip-kronfluence --markdown "$OUT/end_to_end.md"
 
 step "sharded scoring on the GPU (two shard processes on cuda:0, then merge), tiny config"
