@@ -42,8 +42,9 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
         return False
     if attention_mask is not None and not bool(attention_mask.bool().all()):
         return False
-    return all(hasattr(layer, "use_parallel_residual") and hasattr(layer.attention, "rotary_ndims")
-               for layer in nx.layers)
+    # the attributes read below exist in transformers 5.x; older layouts take HF's forward
+    return all(hasattr(layer, "use_parallel_residual") and all(hasattr(layer.attention, a) for a in
+               ("rotary_ndims", "head_size", "scaling", "query_key_value", "dense")) for layer in nx.layers)
 
 
 class _Rotary:

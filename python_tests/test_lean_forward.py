@@ -156,3 +156,11 @@ def test_lean_capture_on_cuda_against_cpu_float64(dtype, tol, monkeypatch):
     fc = capture(ref_model, ids, blocks, FisherObjective(None, torch.Generator().manual_seed(1)))
     rel = float((fg.value.double().cpu() - fc.value).abs().max() / fc.value.abs().max())
     assert rel < 50 * tol, rel
+
+
+def test_unknown_attention_layout_falls_back():
+    """A layout without the attributes the lean forward reads (older transformers) is not claimed."""
+    model = make_tiny(attn="sdpa")
+    assert lean_forward.supports(model)
+    del model.gpt_neox.layers[1].attention.scaling
+    assert not lean_forward.supports(model)
