@@ -128,6 +128,8 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
     for i, dev in enumerate(devices):
         sd = P.score_dir(out, (i, k))
         os.makedirs(sd, exist_ok=True)
+        if not resume and os.path.exists(os.path.join(sd, "progress.json")):
+            os.remove(os.path.join(sd, "progress.json"))  # a fresh start: the bar must not read an old run's count
         cmd = [sys.executable, "-m", "mda_fast.cli", "score", "--config", cfg_path, "--out", out,
                "--shard", f"{i}/{k}", "--set", f'model.device="{dev}"', "--no-progress"] + (["--resume"] if resume else [])
         env = dict(os.environ)
