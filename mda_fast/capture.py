@@ -10,6 +10,7 @@ a block is ``G_n = Σ_t y_t x̃_tᵀ`` with ``x̃ = [x, 1]`` when the block has 
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -18,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import lean_forward
-from .lm_head import linear_cross_entropy, sample_from_logits
-from .lm_head import sample_labels as sample_labels_fused
+from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
 from .heads import Block, head_blocks
 from .model import check_gpt_neox, layers
 
@@ -67,13 +67,6 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     if mask is not None:
         ce = ce * mask.to(ce.dtype)
     return ce.sum(dim=1)
-
-
-def sample_labels(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Labels ``[N, T]`` drawn from the model's own predictive distribution (true Fisher): inverse-CDF draws
-    with one uniform ``u [N, T]`` per token (``lm_head.sample_from_logits``)."""
-    N, T, V = logits.shape
-    return sample_from_logits(logits.detach().reshape(N * T, V), u.reshape(N * T)).view(N, T)
 
 
 @dataclass
@@ -177,18 +170,20 @@ def _capture_lean(model, input_ids, blocks, objective) -> CaptureResult:
     return res
 
 
-class TokenLoss:
+class TokenLoss(abc.ABC):
     """A summed token cross-entropy ``Σ_t m_t · CE(logits_t, labels_t)`` per sequence. ``capture`` computes it with
     the fused chunked LM head (``mda_fast.lm_head``) and asks ``labels_for(hidden, weight)`` for the labels;
-    called on logits (the unfused path) it is ``sequence_loss``."""
+    called on logits (the unfused path) it is ``sequence_loss``. Subclasses say where the labels come from."""
 
     mask: torch.Tensor | None = None
 
+    @abc.abstractmethod
     def labels_for(self, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Labels ``[N, T]`` given the final hidden states ``[N, T, d]`` and the unembedding ``[vocab, d]``."""
 
+    @abc.abstractmethod
     def labels_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Labels ``[N, T]`` given the logits ``[N, T, vocab]``."""
 
     def __call__(self, logits, hooks):
         return sequence_loss(logits, self.labels_from_logits(logits), self.mask)
@@ -222,10 +217,12 @@ class FisherObjective(TokenLoss):
                           device=self.generator.device).to(device)
 
     def labels_for(self, hidden, weight):
-        return sample_labels_fused(hidden.detach(), weight, self._uniforms(hidden.shape[:2], hidden.device))
+        return sample_labels(hidden.detach(), weight, self._uniforms(hidden.shape[:2], hidden.device))
 
     def labels_from_logits(self, logits):
-        return sample_labels(logits, self._uniforms(logits.shape[:2], logits.device))
+        N, T, V = logits.shape
+        u = self._uniforms((N, T), logits.device).reshape(N * T)
+        return sample_from_logits(logits.detach().reshape(N * T, V), u).view(N, T)
 
 
 def _plain_lm_head(model) -> bool:

@@ -149,3 +149,18 @@ def test_true_fisher_capture_paths_agree(path, monkeypatch):
         torch.testing.assert_close(got.y(b), ref.y(b), rtol=1e-10, atol=1e-13)
     other = run(FisherObjective(mask, torch.Generator().manual_seed(10)))
     assert not torch.allclose(other.value, ref.value)
+
+
+def test_token_loss_needs_a_label_source():
+    """TokenLoss is abstract: a subclass that does not say where its labels come from cannot be built."""
+    from mda_fast.capture import TokenLoss
+
+    with pytest.raises(TypeError):
+        TokenLoss()
+
+    class Half(TokenLoss):
+        def labels_for(self, hidden, weight):
+            return hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
+
+    with pytest.raises(TypeError):
+        Half()
