@@ -1,5 +1,6 @@
 """mda-fast: Mechanistic Data Attribution (arXiv 2601.21996) for GPT-NeoX / Pythia attention heads."""
 from .capture import per_sample_head_grads
+from .errors import ConfigError, DataError, MdaFastError, ModelError, NonFiniteError, OutputError, StateError
 from .ekfac import Factors, fit_ekfac
 from .heads import Block, HeadSpec, ModuleSpec, head_blocks
 from .influence import InfluenceScorer
@@ -10,6 +11,7 @@ from .probes import Probe, get_probe, register_probe
 __version__ = "0.1.0"
 
 __all__ = [
-    "Block", "Factors", "HeadSpec", "InfluenceScorer", "ModuleSpec", "Probe", "fit_ekfac", "get_probe",
+    "Block", "ConfigError", "DataError", "Factors", "MdaFastError", "ModelError", "NonFiniteError",
+    "OutputError", "StateError", "HeadSpec", "InfluenceScorer", "ModuleSpec", "Probe", "fit_ekfac", "get_probe",
     "head_blocks", "load_pythia", "localize", "localize_all", "per_sample_head_grads", "register_probe",
 ]
