@@ -4,7 +4,7 @@ Conventions used throughout:
 
 * The *top set* of a target is its ``k`` highest-scoring samples, ``k = top_count(n_samples, fraction)``;
   ties are broken by row order (stable sort), so results are deterministic.
-* *Positive influence* is ``max(score, 0)``. The top-10% share is the positive influence held by the top set
+* *Positive influence* is ``max(score, 0)``. The top share is the positive influence held by the top set
   divided by the positive influence of all scored samples.
 * A power law ``score ≈ C · rank^(-exponent)`` is fitted by least squares on ``log(score)`` against
   ``log(rank)`` over the positive scores with ranks ``min_rank..max_rank`` (1-based, descending order).
@@ -447,13 +447,13 @@ def analyze(
 ) -> Dict[str, Any]:
     """All influence statistics for a scores matrix; writes ``top.csv`` and ``analysis.json`` into ``out_dir``.
 
-    ``k`` (default: the top ``top_fraction`` of samples) sizes the top sets for the Jaccard overlap; the top-10%
+    ``k`` (default: the top ``top_fraction`` of samples) sizes the top sets for the Jaccard overlap; the top
     share and the category enrichment always use the top ``top_fraction``. ``table_k`` (default ``k``) rows of
     each end go into ``top.csv``. The power-law fit covers positive ranks ``1..fit_max_rank`` (default: the top
     ``top_fraction`` of samples). ``category_fractions`` ``[n_rows, n_categories]`` is indexed by global index.
 
     Returns a JSON-serialisable dict: ``n_samples``, ``targets``, ``primary_target`` (the first target),
-    ``top10_share`` and ``category_enrichment`` (category → ratio) of the primary target, ``per_target``
+    ``top_share`` (the share held by the top ``top_fraction``, beside it) and ``category_enrichment`` (category → ratio) of the primary target, ``per_target``
     (cumulative curve, power-law fit, enrichment, score summary), ``jaccard``, ``per_step`` and ``files``.
     """
     scores = validate_scores(scores, target_names)
@@ -523,7 +523,7 @@ def analyze(
         "k": int(k),
         "table_k": int(table_k),
         "primary_target": primary,
-        "top10_share": per_target[primary]["cumulative"]["top_share"],
+        "top_share": per_target[primary]["cumulative"]["top_share"],
         "categories": cat_names,
         "per_target": per_target,
         "jaccard": {"targets": names, "k": int(k), "matrix": jac},

@@ -1,65 +1,51 @@
-"""``mda-fast``: localize | fit | score | analyze | report | intervene | demo.
+"""``mda-fast``: localize | fit | score | analyze | report | intervene | demo | config show.
 
-Each subcommand reads one TOML config (``--config``; packaged configs by name, e.g. ``pythia-14m-induction``),
-applies ``--set section.key=value`` overrides, validates everything before starting, and writes into ``--out``.
+Each subcommand reads one config (``--config``: a TOML/JSON path or a packaged name such as
+``pythia-14m-induction``), applies ``--set section.key=value`` overrides, validates the whole config against the
+data, the model and ``--out`` before any work, and writes into ``--out``. Any error is one line on stderr
+(what was wrong, what was expected) and exit code 2; a failed command leaves no new partial output behind.
+``MDA_FAST_DEBUG=1`` re-raises the error with its traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
-from . import pipeline as P
-from . import shards
-from .shards import ShardFailed
-from .config import check_values, load_config, packaged_config
+from .errors import MdaFastError, OutputError
+
+STAGES = {
+    "localize": ("score every head at every checkpoint; emergence steps and plot",
+                 "needs model.name (hub checkpoints) or model.run_dir; writes OUT/localize/; next: fit"),
+    "fit": ("fit EK-FAC factors for the target heads on the window",
+            "needs data.path and the window-end checkpoint; writes OUT/factors/ and OUT/targets.json; next: score"),
+    "score": ("score every sequence of the window (resumable)",
+              "needs OUT/factors/ from fit; writes OUT/score/; next: analyze"),
+    "analyze": ("influence statistics, category enrichment, overlaps, top samples",
+                "needs the finished OUT/score/; writes OUT/analyze/; next: report"),
+    "report": ("self-contained HTML report", "needs OUT/analyze/ (and uses localize/intervene results); "
+                                             "writes OUT/report.html"),
+    "intervene": ("deletion / augmentation retraining arms",
+                  "needs model.run_dir (a mda-fast training run) and the finished OUT/score/; writes "
+                  "OUT/interventions/ and the report"),
+    "demo": ("everything on the embedded CPU demo (no data, no network)",
+             "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json"),
+}
 
 
-def _config(args):
-    path = args.config
-    if path and not os.path.exists(path) and not os.sep in path:
-        path = packaged_config(path)
-    return load_config(path, args.set)
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
 
-
-def _validate(cmd: str, cfg, out: str) -> None:
-    """Fail fast on bad configs: missing files, a window beyond the data, heads out of range."""
-    check_values(cfg)
-    if cmd in ("fit", "score", "analyze", "intervene"):
-        P.open_data(cfg)
-    if cmd in ("localize", "fit", "score", "intervene"):
-        name, _ = P.checkpoint_ref(cfg)
-        if cfg["model"]["run_dir"] and not os.path.isdir(cfg["model"]["run_dir"]):
-            raise ValueError(f"model.run_dir {cfg['model']['run_dir']!r} does not exist")
-    if cmd in ("fit", "score") and cfg["targets"]["heads"] != "auto":
-        from transformers import AutoConfig
-
-        name, rev = P.checkpoint_ref(cfg)
-        mc = AutoConfig.from_pretrained(name, revision=rev) if rev else AutoConfig.from_pretrained(name)
-        for L, h in cfg["targets"]["heads"]:
-            if not (0 <= L < mc.num_hidden_layers and 0 <= h < mc.num_attention_heads):
-                raise ValueError(f"targets.heads: head [{L}, {h}] is out of range for a model with "
-                                 f"{mc.num_hidden_layers} layers and {mc.num_attention_heads} heads")
-    for p in cfg["targets"]["probes"]:
-        from .probes import get_probe
-        get_probe(p)
-
-
-def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="mda-fast", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"mda-fast {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, help_ in [("localize", "score every head at every checkpoint; emergence steps and plot"),
-                        ("fit", "fit EK-FAC factors for the target heads on the window"),
-                        ("score", "score every sequence of the window (resumable)"),
-                        ("analyze", "influence statistics, category enrichment, overlaps, top samples"),
-                        ("report", "self-contained HTML report"),
-                        ("intervene", "deletion / augmentation retraining arms"),
-                        ("demo", "everything on the embedded CPU demo (no data, no network)")]:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", default=None, help="TOML config (path or packaged name)")
+    for name, (help_, detail) in STAGES.items():
+        p = sub.add_parser(name, help=help_, description=f"{help_}. {detail}.")
+        p.add_argument("--config", default=None, help="TOML/JSON config (path or packaged name)")
         p.add_argument("--out", required=True, help="output directory")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "score":
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
             many = p.add_mutually_exclusive_group()
@@ -68,44 +54,117 @@ def main(argv=None) -> int:
                                    "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
-    args = ap.parse_args(argv)
-    progress = not args.no_progress
-    try:
-        if args.cmd == "demo":
-            from .demo import run_demo
-            run_demo(args.out, args.set, config_path=args.config, progress=progress)
-            return 0
-        cfg = _config(args)
-        _validate(args.cmd, cfg, args.out)
-        os.makedirs(args.out, exist_ok=True)
+    cp = sub.add_parser("config", help="show the resolved config with each key's doc",
+                        description="Print the resolved config (defaults, file, --set) with each key's doc.")
+    cp.add_argument("action", choices=["show"])
+    cp.add_argument("--config", default=None, help="TOML/JSON config (path or packaged name)")
+    cp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    return ap
+
+
+def _load(args, packaged_default: str | None = None):
+    from .config import load_config, packaged_config, resolve_config_arg
+
+    path = resolve_config_arg(args.config) if args.config else (packaged_config(packaged_default)
+                                                                 if packaged_default else None)
+    return load_config(path, args.set)
+
+
+def _run(args, progress: bool):
+    from . import checks, pipeline as P, shards
+    from .outputs import OutputLock
+
+    if args.cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.out, args.set, config_path=args.config, progress=progress)
+    cfg = _load(args)
+    shard = None
+    if args.cmd == "score":
+        if args.merge is not None and args.merge < 1:
+            from .errors import ConfigError
+            raise ConfigError(f"--merge {args.merge}: expected the number of shards (>= 1)")
+        shard = shards.parse_shard(args.shard) if args.shard else None
+        devices = shards.parse_devices(args.devices) if args.devices else None
+        k = shard[1] if shard else (len(devices) if devices else None)
+        if k is not None:  # whole steps per shard: at most one shard per step
+            P.shard_range(P.score_window(cfg, 1)[1], 1, (0, k))
+    checks.validate(args.cmd, cfg, args.out)
+    lock_dir = P.score_dir(args.out, shard) if shard is not None else args.out
+    with OutputLock(args.out, lock_dir=lock_dir):
         if args.cmd == "localize":
             P.run_localize(cfg, args.out, progress)
         elif args.cmd == "fit":
             P.run_fit(cfg, args.out, progress)
         elif args.cmd == "score":
-            if args.merge is not None:
-                if args.merge < 1:
-                    raise ValueError(f"--merge {args.merge}: expected the number of shards (>= 1)")
-                r = shards.merge(cfg, args.out, args.merge)
-            elif args.devices:
-                r = shards.launch(cfg, args.out, shards.parse_devices(args.devices), resume=args.resume,
-                                  progress=progress)
-            else:
-                shard = shards.parse_shard(args.shard) if args.shard else None
-                r = P.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+            try:
+                if args.merge is not None:
+                    r = shards.merge(cfg, args.out, args.merge)
+                elif devices:
+                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress)
+                else:
+                    r = P.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+            except KeyboardInterrupt:
+                flag = f" --shard {args.shard}" if shard else ""
+                raise Interrupted(f"interrupted; the finished chunks in {P.score_dir(args.out, shard)} are kept: "
+                                  f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
+                                  f"--out") from None
             print(f"scored {r['n_scored']} sequences -> {r['scores_path']}")
         elif args.cmd == "analyze":
             r = P.run_analyze(cfg, args.out, progress)
-            print("\n".join(P.findings_text(P.findings(r, P._read_json(os.path.join(args.out, "targets.json"))))))
+            targets, _ = P.load_targets(args.out)
+            print("\n".join(P.findings_text(P.findings(r, targets))))
         elif args.cmd == "report":
             print(P.run_report(cfg, args.out))
         elif args.cmd == "intervene":
             P.run_intervene(cfg, args.out, progress=progress)
             print(P.run_report(cfg, args.out))
-    except (ValueError, ShardFailed) as e:
-        print(f"mda-fast {args.cmd}: error: {e}", file=sys.stderr)
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the message says how to resume."""
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    progress = not getattr(args, "no_progress", False)
+    try:
+        if args.cmd == "config":
+            from .config import describe
+
+            print(describe(_load(args)))
+            return 0
+        _run(args, progress)
+    except Interrupted as e:
+        print(f"mda-fast {args.cmd}: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"mda-fast {args.cmd}: interrupted; nothing of this command's unfinished output was kept",
+              file=sys.stderr)
+        return 130
+    except (MdaFastError, ValueError, TypeError) as e:
+        if os.environ.get("MDA_FAST_DEBUG"):
+            raise
+        print(f"mda-fast {args.cmd}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"mda-fast {args.cmd}: error: out of memory; lower the batch sizes (fit.batch_size, score.batch_size)",
+              file=sys.stderr)
+        return 2
+    except OSError as e:
+        if isinstance(e, OutputError):
+            msg = str(e)
+        else:
+            where = f"{e.filename}: " if e.filename else ""
+            msg = f"{where}{e.strerror or e}" + (" (the disk is full)" if e.errno == errno.ENOSPC else "")
+        print(f"mda-fast {args.cmd}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""TOML (or JSON) run configs: defaults, command-line overrides (``--set section.key=value``) and validation.
+"""Run configs: one tree of typed dataclasses, loaded and validated in full before any work.
 
-Every key is known in advance: an unknown section or key is an error before any work starts.
+A config is ``Config`` (sections ``model``, ``data``, ``window``, ...), each section a dataclass whose fields carry
+their doc, allowed values and range. ``load_config`` merges defaults ← ``base`` ← a TOML/JSON file ←
+``--set section.key=value`` overrides, rejects unknown keys, wrong types and out-of-range values with one line
+naming the key (``ConfigError``), and returns the ``Config``. ``describe`` renders the resolved config with each
+key's doc (``mda-fast config show``). Checks that need the model or the data (heads within the model, probe length
+within its context, a GPT-NeoX ``config.json``) are made by the stages before they start (``pipeline.validate``).
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
+import re
 import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -16,115 +26,395 @@ else:  # pragma: no cover
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-DEFAULTS: dict = {
-    "model": {
-        "name": "",            # HF hub name or local HF directory (e.g. "EleutherAI/pythia-14m")
-        "revision": "",        # checkpoint to score at; "" = f"step{window.end_step}"
-        "run_dir": "",         # alternatively a mda-fast training run holding step{k}/ checkpoints
-        "dtype": "float32",
-        "device": "auto",
-        "attn_implementation": "sdpa",
-    },
-    "data": {
-        "path": "",            # Megatron prefix (document / document-00000-of-00020.bin ...) or .npy rows
-        "batch_size": 1024,
-        "seq_len": 2049,
-        "tokenizer": "EleutherAI/gpt-neox-20b",  # hub name, tokenizer.json path, or "bytes"
-    },
-    "window": {"start_step": 1000, "end_step": 2000},   # end exclusive
-    "localize": {
-        "revisions": [],       # HF revisions to track; [] = a Pythia-like default list up to the window end
-        "steps": [],           # for run_dir: checkpoint steps; [] = every saved step{k}
-        "seq_len": 32, "n": 64, "seed": 0, "batch_size": 32,
-        "threshold": 0.3, "metric": "prefix_matching", "low": 4, "high": 0,
-    },
-    "targets": {
-        "heads": "auto",       # "auto" or [[layer, head], ...]
-        "n_induction": 1,      # auto: top prefix-matching heads at the window-end checkpoint
-        "n_control": 1,        # auto: top previous-token heads that are not induction heads (for overlap)
-        "mode": "qkvo", "bias": False,
-        "probes": ["induction"],
-        "probe_L": 32, "probe_n": 200, "probe_seed": 0, "probe_low": 4, "probe_high": 0,
-    },
-    "fit": {"n_sequences": 4096, "batch_size": 8, "fisher": "true", "method": "ekfac", "damping": 0.1, "seed": 0},
-    "score": {"batch_size": 8, "chunk": 1024, "backend": "", "limit_steps": 0,
-              "tf32": True},       # float32 models on a GPU: TF32 matmuls for the scoring passes (no effect on CPU)
-    "analyze": {"top_frac": 0.1, "table_k": 50, "snippet_tokens": 96},
-    "report": {"title": "Mechanistic data attribution"},
-    # demo-only sections
-    "corpus": {"n_sequences": 0, "seq_len": 129, "seed": 0, "mix": {}, "heldout_sequences": 512, "packing": "rows"},
-    # total_steps: the most steps trained (the corpus holds this many batches); with after_emergence >= 0, training
-    # stops that many steps after the first checkpoint where some head's prefix-matching reaches localize.threshold
-    "train": {"preset": "tiny-2l", "total_steps": 2000, "schedule_steps": 10000, "lr": 3e-3,
-              "checkpoint_every": 100, "seed": 0, "window_steps": 400, "after_emergence": 300},
-    "intervene": {"enabled": True, "arms": ["baseline", "delete-top", "delete-random", "augment-top", "augment-random"],
-                  "seeds": [0], "top_frac": 0.1, "train_after": 300, "eval_every": 50},
-}
+#: intervention arms (``mda_fast.interventions`` defines what each does)
+ARMS = ("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom",
+        "delete-matched", "augment-matched")
+DEFAULT_ARMS = ARMS[:5]
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 
 
-def load_config(path: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
-    """Defaults ← ``base`` ← TOML file ← ``overrides``; raises ValueError on unknown keys or wrong types."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if base:
-        _merge(cfg, base, "")
-    if path:
-        if not os.path.exists(path):
-            raise ValueError(f"config file not found: {path}")
+def opt(default, doc: str, *, choices=None, ge=None, gt=None, le=None, lt=None, kind: str | None = None):
+    """A config field: its default, its doc, and the allowed values (``choices``) or range (``ge``/``gt``/...)."""
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelSection:
+    """The checkpoint to attribute."""
+    name: str = opt("", "HF hub name (e.g. EleutherAI/pythia-14m, read from the local HF cache) or a local HF directory")
+    revision: str = opt("", "checkpoint to score at, e.g. step2000; empty: step<window.end_step>")
+    run_dir: str = opt("", "instead of name: a mda-fast training run holding step<k>/ checkpoints")
+    dtype: str = opt("float32", "parameter dtype of the loaded model", choices=DTYPE_NAMES)
+    device: str = opt("auto", "auto (CUDA when available), cpu, cuda or cuda:N", kind="device")
+    attn_implementation: str = opt("sdpa", "HF attention implementation", choices=("sdpa", "eager"))
+
+
+@dataclass
+class DataSection:
+    """The training data in Pythia's step order."""
+    path: str = opt("", "Megatron prefix (document, with document.idx and document.bin or the 21 shards "
+                        "document-000NN-of-00020.bin) or a .npy of rows")
+    batch_size: int = opt(1024, "rows per training step (1024 in Pythia)", ge=1)
+    seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
+    tokenizer: str = opt("EleutherAI/gpt-neox-20b", "for text snippets: hub name, tokenizer.json path, or bytes")
+
+
+@dataclass
+class WindowSection:
+    """The training steps whose samples are scored."""
+    start_step: int = opt(1000, "first step of the window", ge=0)
+    end_step: int = opt(2000, "end of the window (exclusive)", ge=1)
+
+
+@dataclass
+class LocalizeSection:
+    """Prefix-matching and previous-token scores of every head over checkpoints."""
+    revisions: list = opt([], "HF revisions to track (step<k>); empty: a Pythia-like list up to the window end",
+                          kind="list[str]")
+    steps: list = opt([], "with model.run_dir: checkpoint steps; empty: every saved step<k>", kind="list[int]")
+    seq_len: int = opt(32, "length L of the random block (rows are 2L tokens)", ge=2)
+    n: int = opt(64, "number of repeated random sequences", ge=1)
+    seed: int = opt(0, "seed of the random sequences")
+    batch_size: int = opt(32, "sequences per forward pass", ge=1)
+    threshold: float = opt(0.3, "score at which a head counts as formed (emergence step); above 1: never", ge=0.0)
+    metric: str = opt("prefix_matching", "the score that defines emergence", choices=("prefix_matching", "prev_token"))
+    low: int = opt(4, "lowest token id of the random sequences", ge=0)
+    high: int = opt(0, "token ids below this (exclusive); 0: the vocabulary size (Pythia: its 50277 real tokens)", ge=0)
+
+
+@dataclass
+class TargetsSection:
+    """The heads to attribute and their probes."""
+    heads: Any = opt("auto", "auto (from localization at the window end) or [[layer, head], ...]", kind="heads")
+    n_induction: int = opt(1, "auto: number of top prefix-matching heads", ge=1)
+    n_control: int = opt(1, "auto: number of top previous-token heads that are not induction heads", ge=0)
+    mode: str = opt("qkvo", "qk: block [W_Q|W_K]; qkvo: [W_Q|W_K], W_V, W_O", choices=("qk", "qkvo"))
+    bias: bool = opt(False, "include the head's bias entries in its blocks")
+    probes: list = opt(["induction"], "probe objectives f (induction, prefix_matching, prev_token, registered ones)",
+                       kind="list[str]")
+    probe_L: int = opt(32, "probe length L (rows of 2L repeated random tokens; 2L within the model context)", ge=2)
+    probe_n: int = opt(200, "number of probe sequences", ge=1)
+    probe_seed: int = opt(0, "seed of the probe sequences")
+    probe_low: int = opt(4, "lowest probe token id", ge=0)
+    probe_high: int = opt(0, "probe token ids below this (exclusive); 0: the vocabulary (Pythia: 50277)", ge=0)
+    probe_target: str = opt("next", "induction target: next (correct) or authors (the reference code's default, "
+                                    "one position off; for comparison only)", choices=("next", "authors"))
+
+
+@dataclass
+class FitSection:
+    """The EK-FAC fit of each head's blocks."""
+    n_sequences: int = opt(4096, "window sequences sampled for the fit", ge=1)
+    batch_size: int = opt(8, "sequences per pass", ge=1)
+    fisher: str = opt("true", "true: labels drawn from the model; empirical: the data's labels",
+                      choices=("true", "empirical"))
+    method: str = opt("ekfac", "curvature: ekfac, kfac or identity (plain gradient dot products)",
+                      choices=("ekfac", "kfac", "identity"))
+    damping: float = opt(0.1, "damping as a multiple of the mean eigenvalue", gt=0.0)
+    seed: int = opt(0, "seed of the sample choice and of the true-Fisher labels")
+
+
+@dataclass
+class ScoreSection:
+    """Scoring every sequence of the window."""
+    batch_size: int = opt(8, "sequences per scoring pass", ge=1)
+    chunk: int = opt(1024, "sequences per resumable chunk written to disk", ge=1)
+    backend: str = opt("", "kernel backend; empty: automatic", choices=("", "cuda", "triton", "cpu", "torch"))
+    limit_steps: int = opt(0, "score only the first k steps of the window; 0: all", ge=0)
+    tf32: bool = opt(True, "float32 models on a GPU: TF32 matmuls for the scoring passes (no effect on CPU)")
+
+
+@dataclass
+class AnalyzeSection:
+    """Influence statistics."""
+    top_frac: float = opt(0.1, "the top set: this fraction of the window (k = ceil(top_frac * n))", gt=0.0, lt=1.0)
+    table_k: int = opt(50, "rows of the top-samples table", ge=1)
+    snippet_tokens: int = opt(96, "tokens of text shown per top sample", ge=0)
+
+
+@dataclass
+class ReportSection:
+    """The HTML report."""
+    title: str = opt("Mechanistic data attribution", "report title")
+
+
+@dataclass
+class CorpusSection:
+    """Demo only: the synthetic corpus."""
+    n_sequences: int = opt(0, "rows; 0: train.total_steps * data.batch_size + heldout_sequences", ge=0)
+    seq_len: int = opt(129, "tokens per row", ge=2)
+    seed: int = opt(0, "seed of every random stream of the generator")
+    mix: dict = opt({}, "category -> share of rows; empty: the generator's default mix", kind="mix")
+    heldout_sequences: int = opt(512, "rows after the training rows held out for evaluation", ge=0)
+    packing: str = opt("rows", "rows: one category per row; stream: documents packed the Pythia way",
+                       choices=("rows", "stream"))
+
+
+@dataclass
+class TrainSection:
+    """Demo only: training the tiny GPT-NeoX."""
+    preset: str = opt("tiny-2l", "model preset (mda_fast.train.presets)")
+    total_steps: int = opt(2000, "the most steps trained (the corpus holds this many batches)", ge=1)
+    schedule_steps: int = opt(10000, "length of the cosine LR schedule", ge=1)
+    lr: float = opt(3e-3, "peak learning rate", gt=0.0)
+    checkpoint_every: int = opt(100, "steps between checkpoints", ge=1)
+    seed: int = opt(0, "seed of the initialisation")
+    window_steps: int = opt(400, "the formation window: this many steps before the emergence checkpoint", ge=1)
+    after_emergence: int = opt(300, "stop this many steps after a head reaches localize.threshold; -1: never stop",
+                               ge=-1)
+
+
+@dataclass
+class InterveneSection:
+    """Retraining arms: delete or duplicate the top samples, against random and category-matched sets."""
+    enabled: bool = opt(True, "demo: run the interventions")
+    arms: list = opt(list(DEFAULT_ARMS), f"distinct arms including baseline, from {list(ARMS)}", kind="list[str]")
+    seeds: list = opt([0], "seeds of the random arms (one run per seed)", kind="list[int]")
+    top_frac: float = opt(0.1, "the intervened set: this fraction of the window (k = ceil(top_frac * n))",
+                          gt=0.0, lt=1.0)
+    train_after: int = opt(300, "retrain this many steps past the window end", ge=0)
+    eval_every: int = opt(50, "steps between head-score evaluations", ge=1)
+
+
+SECTIONS = {"model": ModelSection, "data": DataSection, "window": WindowSection, "localize": LocalizeSection,
+            "targets": TargetsSection, "fit": FitSection, "score": ScoreSection, "analyze": AnalyzeSection,
+            "report": ReportSection, "corpus": CorpusSection, "train": TrainSection, "intervene": InterveneSection}
+
+
+@dataclass
+class Config:
+    """A whole run config. Sections are attributes; ``to_dict`` gives the plain nested dict."""
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    window: WindowSection = field(default_factory=WindowSection)
+    localize: LocalizeSection = field(default_factory=LocalizeSection)
+    targets: TargetsSection = field(default_factory=TargetsSection)
+    fit: FitSection = field(default_factory=FitSection)
+    score: ScoreSection = field(default_factory=ScoreSection)
+    analyze: AnalyzeSection = field(default_factory=AnalyzeSection)
+    report: ReportSection = field(default_factory=ReportSection)
+    corpus: CorpusSection = field(default_factory=CorpusSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    intervene: InterveneSection = field(default_factory=InterveneSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def probe_kwargs(self, probe: str | None = None) -> dict:
+        """Keyword arguments of probe ``probe`` (``get_probe(name, **kw)``); ``target`` goes to the induction probe only
+        (and only when it is not the default ``"next"``)."""
+        t = self.targets
+        kw = dict(L=t.probe_L, n=t.probe_n, seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None)
+        if probe == "induction" and t.probe_target != "next":
+            kw["target"] = t.probe_target
+        return kw
+
+    def validate(self) -> None:
+        """Every per-key check and the checks between keys that need no model or data."""
+        for sname, sec in _sections(self):
+            for f in dataclasses.fields(sec):
+                _check_value(f"{sname}.{f.name}", getattr(sec, f.name), f.metadata)
+        w = self.window
+        if not w.start_step < w.end_step:
+            raise ConfigError(f"window: expected start_step < end_step, got {w.start_step}..{w.end_step}")
+        for name, lo, hi in (("localize", self.localize.low, self.localize.high),
+                             ("targets.probe", self.targets.probe_low, self.targets.probe_high)):
+            if hi and lo >= hi:
+                key = f"{name}_low" if "." in name else f"{name}.low"
+                raise ConfigError(f"{key}={lo} must be below its high end {hi} (the token range [low, high) is empty)")
+        arms = self.intervene.arms
+        if "baseline" not in arms or len(set(arms)) != len(arms):
+            raise ConfigError(f"intervene.arms {arms!r}: expected distinct arms including 'baseline' from {list(ARMS)}")
+        if self.model.name and self.model.run_dir:
+            raise ConfigError("model.name and model.run_dir are both set: give one (a HF model or a mda-fast run)")
+
+
+def _sections(cfg: Config):
+    return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+
+
+def _type_ok(value, default, kind) -> bool:
+    if kind == "heads":
+        return value == "auto" or (isinstance(value, list) and all(
+            isinstance(h, list) and len(h) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in h)
+            for h in value))
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(x, str) for x in value)
+    if kind == "list[int]":
+        return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+    if kind == "mix":
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                               and not isinstance(v, bool) for k, v in value.items())
+    want = type(default)
+    if want is bool:
+        return isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+_TYPE_NAMES = {"heads": "'auto' or [[layer, head], ...]", "list[str]": "a list of strings",
+               "list[int]": "a list of integers", "mix": "a table of category = share", "device": "str"}
+
+
+def _check_value(key: str, v, meta) -> None:
+    choices = meta.get("choices")
+    if choices is not None and v not in choices:
+        raise ConfigError(f"{key} = {v!r}: expected one of {list(choices)}")
+    for op, bound, ok in (("ge", meta.get("ge"), lambda a, b: a >= b), ("gt", meta.get("gt"), lambda a, b: a > b),
+                          ("le", meta.get("le"), lambda a, b: a <= b), ("lt", meta.get("lt"), lambda a, b: a < b)):
+        if bound is not None and not ok(v, bound):
+            sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+            raise ConfigError(f"{key} = {v!r}: expected a value {sym} {bound}")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ConfigError(f"{key} = {v!r}: expected a finite number")
+    kind = meta.get("kind")
+    if kind == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
+        raise ConfigError(f"{key} = {v!r}: expected auto, cpu, cuda or cuda:N")
+    if kind == "mix" and any(s < 0 for s in v.values()):
+        raise ConfigError(f"{key}: shares must be >= 0, got {v!r}")
+    if key == "localize.revisions":
+        bad = [r for r in v if not re.fullmatch(r"step\d+", r)]
+        if bad:
+            raise ConfigError(f"localize.revisions: {bad[0]!r} is not of the form step<k>")
+    if key in ("intervene.arms",):
+        unknown = [a for a in v if a not in ARMS]
+        if unknown:
+            raise ConfigError(f"intervene.arms: unknown arm(s) {unknown}; expected distinct arms including "
+                              f"'baseline' from {list(ARMS)}")
+    if key in ("localize.steps",) and any(s < 0 for s in v):
+        raise ConfigError(f"{key}: steps must be >= 0, got {v!r}")
+
+
+def _merge(cfg: Config, src: dict, origin: str) -> None:
+    if not isinstance(src, dict):
+        raise ConfigError(f"{origin}: expected a table of sections, got {type(src).__name__}")
+    for sname, values in src.items():
+        if sname not in SECTIONS:
+            raise ConfigError(f"unknown config key {sname!r} ({origin}); known sections: {sorted(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config {sname!r} must be a table (section), got {values!r} ({origin})")
+        sec = getattr(cfg, sname)
+        fields = {f.name: f for f in dataclasses.fields(sec)}
+        for k, v in values.items():
+            key = f"{sname}.{k}"
+            if k not in fields:
+                raise ConfigError(f"unknown config key {key!r} ({origin}); known keys here: {sorted(fields)}")
+            f = fields[k]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = f.metadata.get("kind")
+            if not _type_ok(v, default, kind):
+                want = _TYPE_NAMES.get(kind) or type(default).__name__
+                raise ConfigError(f"config {key!r} must be {want}, got {v!r} ({origin})")
+            if type(default) is float and kind is None:
+                v = float(v)
+            setattr(sec, k, v)
+
+
+def parse_override(item: str) -> dict:
+    """``section.key=value`` (value in TOML syntax; a bare word is a string) → ``{section: {key: value}}``."""
+    key, sep, value = item.partition("=")
+    if not sep or key.count(".") != 1 or not all(key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected section.key=value (TOML value, e.g. window.start_step=5)")
+    section, name = (x.strip() for x in key.split("."))
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return {section: {name: parsed}}
+
+
+def read_config_file(path: str) -> dict:
+    """The nested dict of a TOML or JSON config file (one clear error for a missing, unreadable or bad file)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"--config {path}: is a directory; expected a TOML or JSON config file "
+                          f"(or a packaged config name: {packaged_names()})")
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
         with open(path, "rb") as fh:
-            try:
-                loaded = json.load(fh) if path.endswith(".json") else tomllib.load(fh)
-            except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-                raise ValueError(f"{path}: invalid {'JSON' if path.endswith('.json') else 'TOML'}: {e}") from None
-        _merge(cfg, loaded, "")
+            raw = fh.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot be read ({e.strerror})") from None
+    is_json = path.endswith(".json")
+    try:
+        return json.loads(raw) if is_json else tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid {'JSON' if is_json else 'TOML'}: {e}") from None
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Defaults ← ``base`` ← config file ``path`` ← ``overrides``, validated in full (``ConfigError`` otherwise)."""
+    cfg = Config()
+    if base:
+        _merge(cfg, base, "base config")
+    if path:
+        _merge(cfg, read_config_file(path), path)
     for item in overrides or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r}: expected section.key=value (TOML value, e.g. window.start_step=5)")
-        key, value = item.split("=", 1)
-        section, name = key.strip().split(".", 1)
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value  # bare string
-        _merge(cfg, {section: {name: parsed}}, "")
+        _merge(cfg, parse_override(item), f"--set {item}")
+    cfg.validate()
     return cfg
 
 
-def _merge(dst: dict, src: dict, where: str) -> None:
-    for k, v in src.items():
-        path = f"{where}{k}"
-        if k not in dst:
-            raise ValueError(f"unknown config key {path!r}; known keys here: {sorted(dst)}")
-        if isinstance(dst[k], dict) and k != "mix":
-            if not isinstance(v, dict):
-                raise ValueError(f"config {path!r} must be a table (section), got {v!r}")
-            _merge(dst[k], v, path + ".")
-            continue
-        want = type(dst[k])
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
-        if path == "targets.heads":
-            ok = v == "auto" or (isinstance(v, list) and all(isinstance(h, list) and len(h) == 2 for h in v))
-        if not ok:
-            raise ValueError(f"config {path!r} must be {want.__name__}" +
-                             (" ('auto' or [[layer, head], ...])" if path == "targets.heads" else "") + f", got {v!r}")
-        dst[k] = v
+def packaged_names() -> list:
+    return sorted(n[:-5] for n in os.listdir(CONFIG_DIR) if n.endswith(".toml"))
 
 
 def packaged_config(name: str) -> str:
     path = os.path.join(CONFIG_DIR, name if name.endswith(".toml") else name + ".toml")
     if not os.path.exists(path):
-        raise ValueError(f"no packaged config {name!r}; available: {sorted(os.listdir(CONFIG_DIR))}")
+        raise ConfigError(f"no packaged config {name!r}; available: {packaged_names()} (or give a file path)")
     return path
 
 
-def check_values(cfg: dict) -> None:
-    """Value checks that need no data or model (run before any work): intervention arms, corpus packing."""
-    from .interventions import ARMS
+def resolve_config_arg(arg: str | None) -> str | None:
+    """``--config`` as given: an existing path, else a packaged config name."""
+    if arg and not os.path.exists(arg) and os.sep not in arg and not arg.endswith((".toml", ".json")):
+        return packaged_config(arg)
+    return arg
 
-    arms = cfg["intervene"]["arms"]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or "baseline" not in arms or len(set(arms)) != len(arms):
-        raise ValueError(f"intervene.arms {arms!r}: expected distinct arms including 'baseline' from {list(ARMS)}")
-    if cfg["corpus"]["packing"] not in ("rows", "stream"):
-        raise ValueError(f"corpus.packing {cfg['corpus']['packing']!r}: expected 'rows' or 'stream'")
+
+def describe(cfg: Config) -> str:
+    """The resolved config as TOML, each key with its doc and allowed values."""
+    lines = []
+    for sname, sec in _sections(cfg):
+        lines += ["", f"[{sname}]  # {type(sec).__doc__.strip()}"]
+        for f in dataclasses.fields(sec):
+            m = f.metadata
+            allowed = f" (one of {list(m['choices'])})" if m.get("choices") else ""
+            rng = " ".join(f"{sym} {m[k]}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                           if m.get(k) is not None)
+            lines.append(f"{f.name} = {_toml(getattr(sec, f.name))}  # {m['doc']}{allowed}"
+                         + (f" [{rng}]" if rng else ""))
+    return "\n".join(lines).lstrip("\n")
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
+
+
+def check_values(cfg: Config) -> None:
+    """Re-run every value check (after a stage changed the config in place)."""
+    cfg.validate()
+
+
+def fields_for(cls, section, **extra) -> dict:
+    """Keyword arguments for dataclass ``cls`` from the same-named fields of a config ``section``, plus ``extra``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kw = {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name in names}
+    kw.update(extra)
+    return kw
+
+
+def make_config(d: Optional[dict] = None) -> Config:
+    """A validated ``Config`` from a nested dict (e.g. a ``config.resolved.json``)."""
+    return load_config(base=d)

@@ -11,35 +11,35 @@ Every stage skips work whose output already exists, so an interrupted demo resum
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-import numpy as np
 
 from . import pipeline as P
-from .config import check_values, load_config, packaged_config
+from .config import Config, fields_for, load_config, packaged_config
+from .errors import ConfigError
+from .outputs import OutputLock, read_json, write_json
+from .train.trainer import STATE_FILE
 
 
 def _latest_checkpoint(run_dir: str):
     steps = [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()] if os.path.isdir(run_dir) else []
-    steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", "trainer_state.pt"))]
+    steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
     return max(steps) if steps else None
 
 
-def prepare_corpus(cfg, out: str, progress: bool) -> str:
+def prepare_corpus(cfg: Config, out: str, progress: bool) -> str:
     from .data.synthetic import DEFAULT_MIX, SyntheticConfig, generate_corpus
 
-    c, tr, B = cfg["corpus"], cfg["train"], cfg["data"]["batch_size"]
+    c, tr, B = cfg.corpus, cfg.train, cfg.data.batch_size
     prefix = os.path.join(out, "data", "corpus")
-    n_rows = c["n_sequences"] or tr["total_steps"] * B + c["heldout_sequences"]
+    n_rows = c.n_sequences or tr.total_steps * B + c.heldout_sequences
     if not os.path.exists(prefix + ".categories.json"):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        generate_corpus(prefix, SyntheticConfig(n_sequences=n_rows, seq_len=c["seq_len"],
-                                                mix=dict(c["mix"]) or dict(DEFAULT_MIX), seed=c["seed"],
-                                                packing=c["packing"]),
+        generate_corpus(prefix, SyntheticConfig(**fields_for(SyntheticConfig, c, n_sequences=n_rows,
+                                                             mix=dict(c.mix) or dict(DEFAULT_MIX))),
                         progress=progress)
-    cfg["data"].update(path=prefix, seq_len=c["seq_len"])
+    cfg.data.path, cfg.data.seq_len = prefix, c.seq_len
     return prefix
 
 
@@ -47,11 +47,11 @@ def _emergence_monitor(cfg):
     """Trainer ``eval_fn``: every head's prefix-matching score at a checkpoint (the localize settings)."""
     from .localize import localize_all
 
-    loc = cfg["localize"]
+    loc = cfg.localize
 
     def evaluate(model, step):
-        pm = localize_all(model, ("prefix_matching",), seq_len=loc["seq_len"], n=loc["n"], seed=loc["seed"],
-                          batch_size=loc["batch_size"], low=loc["low"], high=loc["high"] or None)["prefix_matching"]
+        pm = localize_all(model, ("prefix_matching",), seq_len=loc.seq_len, n=loc.n, seed=loc.seed,
+                          batch_size=loc.batch_size, low=loc.low, high=loc.high or None)["prefix_matching"]
         return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
 
     return evaluate
@@ -76,27 +76,27 @@ def train_base(cfg, out: str, progress: bool) -> str:
     from .data import PythiaBatches
     from .train import TrainConfig, Trainer
 
-    tr, d = cfg["train"], cfg["data"]
+    tr, d = cfg.train, cfg.data
     run_dir = os.path.join(out, "run")
-    data = PythiaBatches(d["path"], batch_size=d["batch_size"], seq_len=d["seq_len"])
-    cap, every, after = tr["total_steps"], tr["checkpoint_every"], tr["after_emergence"]
-    tc = TrainConfig(preset=tr["preset"], total_steps=max(tr["schedule_steps"], cap), lr=tr["lr"],
-                     seed=tr["seed"], checkpoint_every=every, device="cpu", out_dir=run_dir, progress=progress)
+    data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
+    cap, every, after = tr.total_steps, tr.checkpoint_every, tr.after_emergence
+    tc = TrainConfig(**fields_for(TrainConfig, tr, total_steps=max(tr.schedule_steps, cap), device="cpu",
+                                  out_dir=run_dir, progress=progress))
     trainer = Trainer(tc, data, eval_fn=_emergence_monitor(cfg))
     last = _latest_checkpoint(run_dir)
     if last is not None:
         trainer.load_checkpoint(os.path.join(run_dir, f"step{last}"))
 
     def done(step):
-        s = _stop_step(run_dir, cfg["localize"]["threshold"], after) if after >= 0 else None
+        s = _stop_step(run_dir, cfg.localize.threshold, after) if after >= 0 else None
         return s is not None and step >= s
 
     if trainer.step < cap and not done(trainer.step):
         trainer.train(end_step=cap, stop=done)
-    stop = _stop_step(run_dir, cfg["localize"]["threshold"], 0)
-    print(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg['localize']['threshold']} "
+    stop = _stop_step(run_dir, cfg.localize.threshold, 0)
+    print(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
           f"at step {stop}" if stop is not None else "no head reached the threshold"), flush=True)
-    cfg["model"]["run_dir"] = run_dir
+    cfg.model.run_dir = run_dir
     return run_dir
 
 
@@ -107,18 +107,65 @@ def choose_window(cfg, loc: dict) -> dict:
     steps = loc["steps"]
     end = em if em is not None else steps[-1]
     end = max(end, min(s for s in steps if s > 0))
-    start = max(0, end - cfg["train"]["window_steps"])
+    start = max(0, end - cfg.train.window_steps)
     if start not in steps:  # the window must start at a checkpoint (interventions branch from it)
         start = max(s for s in steps if s <= start)
-    cfg["window"].update(start_step=int(start), end_step=int(end))
+    cfg.window.start_step, cfg.window.end_step = int(start), int(end)
     return {"head": [L, h], "final_score": score, "emergence_step": em, "window": [int(start), int(end)]}
 
 
+DEMO_STATE = "demo.json"
+
+
+def _differences(a: dict, b: dict, where: str = "") -> list:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "mix":
+            out += _differences(va, vb, f"{where}{k}.")
+        elif va != vb:
+            out.append(f"{where}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def check_demo_out(cfg: Config, out: str) -> None:
+    """A demo ``--out`` that holds an earlier demo continues it only with the same config (every stage reuses
+    the outputs it finds); a different one is refused, naming the keys that differ."""
+    path = os.path.join(out, DEMO_STATE)
+    if not os.path.exists(path):
+        if os.path.isdir(out) and os.path.exists(os.path.join(out, "data", "corpus.categories.json")):
+            raise ConfigError(f"--out {out} holds a demo corpus but no {DEMO_STATE} (from another version); use a "
+                              f"fresh --out")
+        return
+    before = read_json(path)["config"]
+    diff = _differences(before, cfg.to_dict())
+    if diff:
+        raise ConfigError(f"--out {out} holds a demo run made with another config ({'; '.join(diff[:4])}"
+                          + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") + "); use a fresh --out, or the "
+                          "same --set values to continue it")
+
+
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
+    """The whole demo into ``out``; rerunning the same command continues an interrupted demo."""
+    from .checks import validate
+    from .config import resolve_config_arg
+    from .train import get_preset
+
     t0 = time.perf_counter()
-    cfg = load_config(config_path or packaged_config("demo"), overrides)
-    check_values(cfg)
-    os.makedirs(out, exist_ok=True)
+    cfg = load_config(resolve_config_arg(config_path) if config_path else packaged_config("demo"), overrides)
+    validate("demo", cfg, out)
+    try:
+        get_preset(cfg.train.preset)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"train.preset: {e}") from None
+    check_demo_out(cfg, out)
+    with OutputLock(out):
+        if not os.path.exists(os.path.join(out, DEMO_STATE)):
+            write_json(os.path.join(out, DEMO_STATE), {"config": cfg.to_dict()})
+        return _run_stages(cfg, out, progress, t0)
+
+
+def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     timings = {}
 
     def stage(name, fn, *a, **k):
@@ -137,13 +184,12 @@ def run_demo(out: str, overrides: list | None = None, config_path: str | None = 
     stage("fit", P.run_fit, cfg, out, progress)
     sc = stage("score", P.run_score, cfg, out, resume=True, progress=progress)
     res = stage("analyze", P.run_analyze, cfg, out, progress)
-    targets = json.load(open(os.path.join(out, "targets.json")))
+    targets, _ = P.load_targets(out)
     found = P.findings(res, targets)
     interventions = None
-    if cfg["intervene"]["enabled"]:
+    if cfg.intervene.enabled:
         interventions = stage("intervene", P.run_intervene, cfg, out, progress=progress)
-    with open(os.path.join(out, "config.resolved.json"), "w") as fh:
-        json.dump(cfg, fh, indent=1)
+    write_json(os.path.join(out, "config.resolved.json"), cfg.to_dict())
     report = stage("report", P.run_report, cfg, out, interventions=interventions)
     ind = [[h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"] if h["role"] == "induction"]
     summary = {
@@ -152,7 +198,8 @@ def run_demo(out: str, overrides: list | None = None, config_path: str | None = 
         "emergence_step": win["emergence_step"],
         "window": win["window"],
         "n_scored": sc["n_scored"],
-        "top10_share": found["top10_share"],
+        "top_share": found["top_share"],
+        "top_frac": found["top_frac"],
         "power_law": {k: found["power_law"][k] for k in ("exponent", "r2")} if found.get("power_law") and "exponent" in found["power_law"] else None,
         "category_enrichment": found.get("category_enrichment"),
         "overlap": found["overlap"],
@@ -165,6 +212,6 @@ def run_demo(out: str, overrides: list | None = None, config_path: str | None = 
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
         summary["findings"] += P.intervention_findings(interventions)
-    P._write_json(os.path.join(out, "summary.json"), summary)
+    write_json(os.path.join(out, "summary.json"), summary)
     print("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
     return summary

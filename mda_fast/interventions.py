@@ -7,7 +7,8 @@ semantics: a deleted sample contributes nothing and every other sample keeps its
 
 Sets. The window holds the ``n = (end_step - start_step) * batch_size`` global indices ``start*B .. end*B - 1``.
 Samples are ranked by their score (``score_column``, or the mean over the score columns when ``None``), ties
-broken by the lower global index; ``k = round(top_frac * n)`` (at least 1).
+broken by the lower global index; ``k = analysis.top_count(n, top_frac)`` (``ceil(top_frac * n)``, at least 1:
+the same top set as the analysis reports).
 
 * ``baseline``: no intervention.
 * ``delete-top``: the ``k`` highest-scored samples deleted (score > 0 means the sample pushes the head into
@@ -61,6 +62,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .analysis import top_count
+from .config import ARMS, DEFAULT_ARMS
 from .localize import localize_all
 from .probes import InductionProbe
 from .train import Interventions, branch_from_checkpoint, get_preset, read_jsonl
@@ -80,9 +83,6 @@ __all__ = [
     "load_interventions",
 ]
 
-ARMS = ("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom",
-        "delete-matched", "augment-matched")
-DEFAULT_ARMS = ARMS[:5]
 RANDOM_STREAM = 0x5EED
 MATCHED_STREAM = 0x3A7C
 RESULT_FILE = "result.json"
@@ -207,7 +207,7 @@ class InterventionConfig:
 
     @property
     def k(self) -> int:
-        return max(1, int(math.floor(self.top_frac * self.window_size + 0.5)))
+        return top_count(self.window_size, self.top_frac)
 
     def resolved_augment_steps(self) -> Tuple[int, ...]:
         if self.augment_steps is not None:

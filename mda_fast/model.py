@@ -104,3 +104,41 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def read_model_config(name_or_path: str, revision: str | None = None):
+    """The HF config of a GPT-NeoX checkpoint, without loading weights (local ``config.json`` or the HF cache).
+
+    Raises ``ModelError`` for a missing or non-GPT-NeoX config, naming the directory or hub name.
+    """
+    import json
+    import os
+
+    from .errors import ModelError
+
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, "config.json")
+        try:
+            with open(path) as fh:
+                mtype = json.load(fh).get("model_type")
+        except FileNotFoundError:
+            raise ModelError(f"{name_or_path}: no config.json; expected a HF GPT-NeoX model directory") from None
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: unreadable ({e}); expected a HF GPT-NeoX config.json") from None
+        if mtype != "gpt_neox":
+            raise ModelError(f"{path}: model_type is {mtype!r}; mda-fast supports GPT-NeoX (Pythia) models only "
+                             f"(model_type 'gpt_neox')")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, **({"revision": revision} if revision else {}))
+    except (OSError, ValueError) as e:
+        raise ModelError(
+            f"model {name_or_path!r}" + (f" at revision {revision!r}" if revision else "") + " is not available: "
+            f"it must be a local HF directory or in the local HF cache (HF_HOME, default ~/.cache/huggingface/hub); "
+            f"download it once where there is network (huggingface-cli download {name_or_path}"
+            + (f" --revision {revision}" if revision else "") + f") ({type(e).__name__})") from None
+    if getattr(config, "model_type", None) != "gpt_neox":
+        raise ModelError(f"model {name_or_path!r} has model_type {config.model_type!r}; mda-fast supports GPT-NeoX "
+                         f"(Pythia) models only")
+    return config

@@ -1,12 +1,17 @@
 """The stages behind the ``mda-fast`` CLI: localize → fit → score → analyze → report (and the demo).
 
-Every stage reads a config dict (``mda_fast.config``) and reads/writes a fixed layout under ``out``:
+Every stage reads a ``Config`` (``mda_fast.config``) and reads/writes a fixed layout under ``out``:
 
     out/localize/localize.json, localize.csv, emergence.png     out/targets.json
     out/factors/factors.safetensors, factors.json
     out/score/scores.npy (float32 memmap [n_samples, n_targets]), global_index.npy, step.npy, position.npy,
               loss.npy, targets.json, progress.json
     out/analyze/analysis.json, top.csv                         out/report.html
+
+``localize``, ``fit`` and ``analyze`` build their directory beside its final name and swap it in when done
+(``outputs.atomic_dir``), so a failed stage leaves nothing half-written. ``score`` writes in chunks and records
+its progress, so an interrupted run resumes (``--resume``) without losing or duplicating a sample; its
+fingerprint covers the factors, the targets, the data and every config value that changes a score.
 """
 from __future__ import annotations
 
@@ -24,91 +29,47 @@ import torch
 from tqdm.auto import tqdm
 
 from . import analysis as ana
+from .checks import SCORE_FILES, checkpoint_ref, device_of, open_data, require_complete_scores
+from .config import Config
 from .ekfac import Factors, fit_ekfac
+from .errors import ConfigError, NonFiniteError, StateError
 from .heads import HeadSpec, check_spec
 from .influence import InfluenceScorer
 from .localize import localize_all
-from .model import load_pythia, neox_shape
+from .model import load_pythia
+from .outputs import atomic_dir, read_json, write_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
-
-def _write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(ana._jsonable(obj), fh, indent=1)
-    os.replace(tmp, path)
+__all__ = ["run_localize", "run_fit", "run_score", "run_analyze", "run_report", "run_intervene", "findings",
+           "findings_text", "intervention_findings", "open_data", "checkpoint_ref", "device_of", "load_model",
+           "SCORE_ARRAYS", "shard_range", "score_dir", "score_window", "score_fingerprint", "load_targets"]
 
 
-def _read_json(path: str):
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def device_of(cfg) -> torch.device:
-    d = cfg["model"]["device"]
-    return torch.device("cuda" if d == "auto" and torch.cuda.is_available() else ("cpu" if d == "auto" else d))
-
-
-# ---- inputs ---------------------------------------------------------------------------------------------------
-def open_data(cfg):
-    from .data import PythiaBatches
-
-    d = cfg["data"]
-    if not d["path"]:
-        raise ValueError("data.path is empty: name the Megatron prefix or .npy file of the training data")
-    try:
-        data = PythiaBatches(d["path"], batch_size=d["batch_size"], seq_len=d["seq_len"])
-    except FileNotFoundError as e:
-        raise ValueError(f"data.path {d['path']!r}: {e}") from None
-    w = cfg["window"]
-    if not 0 <= w["start_step"] < w["end_step"]:
-        raise ValueError(f"window: expected 0 <= start_step < end_step, got {w['start_step']}..{w['end_step']}")
-    if w["end_step"] > data.n_steps:
-        raise ValueError(f"window end_step={w['end_step']} is beyond the data: {d['path']} holds {data.n_steps} steps "
-                         f"of {d['batch_size']} sequences")
-    return data
-
-
-def checkpoint_ref(cfg, step: int | None = None) -> tuple[str, str | None]:
-    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end)."""
-    m = cfg["model"]
-    step = cfg["window"]["end_step"] if step is None else step
-    if m["run_dir"]:
-        path = os.path.join(m["run_dir"], f"step{step}")
-        if not os.path.isdir(path):
-            raise ValueError(f"model.run_dir has no checkpoint for step {step}: {path} does not exist")
-        return path, None
-    if not m["name"]:
-        raise ValueError("model: set model.name (HF name or path) or model.run_dir (a mda-fast training run)")
-    return m["name"], (m["revision"] or f"step{step}")
-
-
-def load_model(cfg, step: int | None = None):
+def load_model(cfg: Config, step: int | None = None):
     name, rev = checkpoint_ref(cfg, step)
-    if cfg["model"]["dtype"] not in DTYPES:
-        raise ValueError(f"model.dtype {cfg['model']['dtype']!r}: expected one of {sorted(DTYPES)}")
-    return load_pythia(name, revision=rev, dtype=DTYPES[cfg["model"]["dtype"]], device=device_of(cfg),
-                       attn_implementation=cfg["model"]["attn_implementation"])
+    return load_pythia(name, revision=rev, dtype=DTYPES[cfg.model.dtype], device=device_of(cfg),
+                       attn_implementation=cfg.model.attn_implementation)
 
 
-def localize_checkpoints(cfg) -> list:
-    """[(label step, name_or_path, revision)] of the checkpoints to localize."""
-    m, loc = cfg["model"], cfg["localize"]
-    if m["run_dir"]:
-        steps = loc["steps"] or sorted(int(re.findall(r"step(\d+)$", p)[0])
-                                       for p in glob.glob(os.path.join(m["run_dir"], "step*")) if re.search(r"step\d+$", p))
+def localize_checkpoints(cfg: Config) -> list:
+    """[(label step, name_or_path, revision)] of the checkpoints to localize.
+
+    ``model.run_dir``: its ``step<k>/`` checkpoints (or ``localize.steps``). A hub name: ``localize.revisions`` or a
+    Pythia-like default list. A local model directory is one checkpoint (revisions do not apply): it is
+    localized once, labelled with ``model.revision``'s step if that reads ``step<k>``, else the window end.
+    """
+    m, loc = cfg.model, cfg.localize
+    if m.run_dir:
+        steps = loc.steps or sorted(int(re.findall(r"step(\d+)$", p)[0])
+                                    for p in glob.glob(os.path.join(m.run_dir, "step*")) if re.search(r"step\d+$", p))
         return [(s, *checkpoint_ref(cfg, s)) for s in steps]
-    revs = loc["revisions"] or [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-                                if s < cfg["window"]["end_step"]] + [f"step{cfg['window']['end_step']}"]
-    out = []
-    for r in revs:
-        mm = re.fullmatch(r"step(\d+)", r)
-        if not mm:
-            raise ValueError(f"localize.revisions: {r!r} is not of the form step<k>")
-        out.append((int(mm.group(1)), m["name"], r))
-    return out
+    if os.path.isdir(m.name):
+        mm = re.fullmatch(r"step(\d+)", m.revision or "")
+        return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
+    revs = loc.revisions or [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+                             if s < cfg.window.end_step] + [f"step{cfg.window.end_step}"]
+    return [(int(r[4:]), m.name, r) for r in revs]
 
 
 # ---- localize -------------------------------------------------------------------------------------------------
@@ -124,123 +85,177 @@ def emergence_steps(steps, scores: np.ndarray, threshold: float) -> list:
     return out
 
 
-def run_localize(cfg, out: str, progress: bool = True) -> dict:
-    loc = cfg["localize"]
+def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
+    loc = cfg.localize
     ckpts = localize_checkpoints(cfg)
     if not ckpts:
-        raise ValueError("localize: no checkpoints found")
+        raise StateError(f"localize: no checkpoints found in model.run_dir {cfg.model.run_dir!r} (expected step<k>/)")
     steps, per = [], {"prefix_matching": [], "prev_token": []}
     for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
         model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
-        high = loc["high"] or None
-        res = localize_all(model, seq_len=loc["seq_len"], n=loc["n"], seed=loc["seed"],
-                           batch_size=loc["batch_size"], low=loc["low"], high=high)
-        steps.append(step)
+        res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, batch_size=loc.batch_size,
+                           low=loc.low, high=loc.high or None)
         for k in per:
-            per[k].append(res[k].numpy())
+            v = res[k].numpy()
+            if not np.isfinite(v).all():
+                raise NonFiniteError(f"localize: non-finite {k} scores at checkpoint {name}"
+                                     + (f"@{rev}" if rev else "") + "; expected finite weights")
+            per[k].append(v)
+        steps.append(step)
     scores = {k: np.stack(v) for k, v in per.items()}
-    em = emergence_steps(steps, scores[loc["metric"]], loc["threshold"])
-    result = {"steps": steps, "scores": scores, "threshold": loc["threshold"], "metric": loc["metric"],
-              "emergence_step": em, "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts]}
-    final = scores[loc["metric"]][-1]
+    em = emergence_steps(steps, scores[loc.metric], loc.threshold)
+    result = {"steps": steps, "scores": scores, "threshold": loc.threshold, "metric": loc.metric,
+              "emergence_step": em, "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
+              "single_checkpoint": len(ckpts) == 1}
+    final = scores[loc.metric][-1]
     order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
     result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
-    d = os.path.join(out, "localize")
-    _write_json(os.path.join(d, "localize.json"), result)
-    with open(os.path.join(d, "localize.csv"), "w") as fh:
-        fh.write("step,layer,head,prefix_matching,prev_token\n")
-        for i, s in enumerate(steps):
-            for L in range(final.shape[0]):
-                for h in range(final.shape[1]):
-                    fh.write(f"{s},{L},{h},{scores['prefix_matching'][i, L, h]:.6f},{scores['prev_token'][i, L, h]:.6f}\n")
+    if len(ckpts) == 1:
+        print(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
+              f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)")
     from .plots import emergence_png, save_png
-    save_png(emergence_png({**result, "heads": [r[:2] for r in result["ranking"][:cfg['targets']['n_induction']]]}),
-             os.path.join(d, "emergence.png"))
+
+    with atomic_dir(os.path.join(out, "localize")) as d:
+        write_json(os.path.join(d, "localize.json"), result)
+        with open(os.path.join(d, "localize.csv"), "w") as fh:
+            fh.write("step,layer,head,prefix_matching,prev_token\n")
+            for i, s in enumerate(steps):
+                for L in range(final.shape[0]):
+                    for h in range(final.shape[1]):
+                        fh.write(f"{s},{L},{h},{scores['prefix_matching'][i, L, h]:.6f},"
+                                 f"{scores['prev_token'][i, L, h]:.6f}\n")
+        save_png(emergence_png({**result, "heads": [r[:2] for r in result["ranking"][:cfg.targets.n_induction]]}),
+                 os.path.join(d, "emergence.png"))
     return result
 
 
 # ---- targets ------------------------------------------------------------------------------------------------
-def resolve_targets(cfg, out: str, model) -> dict:
+def resolve_targets(cfg: Config, model) -> dict:
     """Target heads (induction + control) and specs; 'auto' reads the localization at the window end."""
-    t = cfg["targets"]
-    path = os.path.join(out, "targets.json")
-    if t["heads"] == "auto":
+    t, loc = cfg.targets, cfg.localize
+    if t.heads == "auto":
         with torch.no_grad():
-            loc = localize_all(model, seq_len=cfg["localize"]["seq_len"], n=cfg["localize"]["n"],
-                               seed=cfg["localize"]["seed"], low=cfg["localize"]["low"],
-                               high=cfg["localize"]["high"] or None)
-        pm, pt = loc["prefix_matching"], loc["prev_token"]
+            res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, low=loc.low,
+                               high=loc.high or None)
+        pm, pt = res["prefix_matching"], res["prev_token"]
         H = pm.shape[1]
-        ind = [(int(i) // H, int(i) % H) for i in torch.argsort(pm.flatten(), descending=True)[:t["n_induction"]]]
+        ind = [(int(i) // H, int(i) % H) for i in torch.argsort(pm.flatten(), descending=True)[:t.n_induction]]
         ctrl = [(int(i) // H, int(i) % H) for i in torch.argsort(pt.flatten(), descending=True)
-                if (int(i) // H, int(i) % H) not in ind][:t["n_control"]]
+                if (int(i) // H, int(i) % H) not in ind][:t.n_control]
         heads = [{"layer": L, "head": h, "role": "induction", "prefix_matching": float(pm[L, h]),
                   "prev_token": float(pt[L, h])} for L, h in ind]
         heads += [{"layer": L, "head": h, "role": "control", "prefix_matching": float(pm[L, h]),
                    "prev_token": float(pt[L, h])} for L, h in ctrl]
     else:
-        heads = [{"layer": int(L), "head": int(h), "role": "given"} for L, h in t["heads"]]
-    specs = [HeadSpec(x["layer"], x["head"], t["mode"], t["bias"]) for x in heads]
+        heads = [{"layer": int(L), "head": int(h), "role": "given"} for L, h in t.heads]
+    specs = [HeadSpec(x["layer"], x["head"], t.mode, t.bias) for x in heads]
     for s in specs:
         check_spec(model, s)
-    res = {"heads": heads, "specs": [[s.layer, s.head, s.mode, s.bias] for s in specs]}
-    _write_json(path, res)
-    return res
+    return {"heads": heads, "specs": [[s.layer, s.head, s.mode, s.bias] for s in specs]}
 
 
 def load_targets(out: str) -> tuple[dict, list]:
-    path = os.path.join(out, "targets.json")
-    if not os.path.exists(path):
-        raise ValueError(f"{path} not found: run `mda-fast fit` first (it chooses the target heads)")
-    t = _read_json(path)
-    return t, [HeadSpec(L, h, m, b) for L, h, m, b in t["specs"]]
+    t = read_json(os.path.join(out, "targets.json"), "run `mda-fast fit` first (it chooses the target heads)")
+    try:
+        return t, [HeadSpec(L, h, m, b) for L, h, m, b in t["specs"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise StateError(f"{os.path.join(out, 'targets.json')} is damaged ({e}); re-run `mda-fast fit`") from None
 
 
-def probe_kwargs(cfg) -> dict:
-    t = cfg["targets"]
-    return dict(L=t["probe_L"], n=t["probe_n"], seed=t["probe_seed"], low=t["probe_low"], high=t["probe_high"] or None)
+def probe_kwargs(cfg: Config, probe: str | None = None) -> dict:
+    return cfg.probe_kwargs(probe)
+
+
+def make_probes(cfg: Config) -> list:
+    """The configured probes, each built with its own keyword arguments."""
+    from .probes import get_probe
+
+    return [get_probe(p, **cfg.probe_kwargs(p)) for p in cfg.targets.probes]
 
 
 # ---- fit ----------------------------------------------------------------------------------------------------
-def run_fit(cfg, out: str, progress: bool = True) -> Factors:
+def run_fit(cfg: Config, out: str, progress: bool = True) -> Factors:
     data = open_data(cfg)
     model = load_model(cfg)
-    targets = resolve_targets(cfg, out, model)
-    _, specs = load_targets(out)
-    f, w = cfg["fit"], cfg["window"]
-    n_window = (w["end_step"] - w["start_step"]) * data.batch_size
-    rng = np.random.default_rng(f["seed"])
-    pick = np.sort(rng.choice(n_window, size=min(f["n_sequences"], n_window), replace=False)) + w["start_step"] * data.batch_size
+    targets = resolve_targets(cfg, model)
+    specs = [HeadSpec(L, h, m, b) for L, h, m, b in targets["specs"]]
+    f, w = cfg.fit, cfg.window
+    n_window = (w.end_step - w.start_step) * data.batch_size
+    rng = np.random.default_rng(f.seed)
+    pick = np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
     dev = next(model.parameters()).device
-    batches = [torch.from_numpy(data.rows(pick[i:i + f["batch_size"]]).astype(np.int64)).to(dev)
-               for i in range(0, len(pick), f["batch_size"])]
+    batches = [torch.from_numpy(data.rows(pick[i:i + f.batch_size]).astype(np.int64)).to(dev)
+               for i in range(0, len(pick), f.batch_size)]
     name, rev = checkpoint_ref(cfg)
-    factors = fit_ekfac(model, specs, batches, fisher=f["fisher"], method=f["method"], damping=f["damping"],
-                        seed=f["seed"], progress=progress, model_name=name, revision=rev)
-    factors.meta["fit_indices"] = f"{len(pick)} sequences sampled from window {w['start_step']}..{w['end_step']} (seed {f['seed']})"
+    factors = fit_ekfac(model, specs, batches, fisher=f.fisher, method=f.method, damping=f.damping,
+                        seed=f.seed, progress=progress, model_name=name, revision=rev)
+    factors.meta["fit_indices"] = f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
     factors.meta["targets"] = targets["heads"]
-    factors.save(os.path.join(out, "factors"))
+    with atomic_dir(os.path.join(out, "factors")) as d:
+        factors.save(d)
+    write_json(os.path.join(out, "targets.json"), targets)
     return factors
 
 
 # ---- score --------------------------------------------------------------------------------------------------
-def _fingerprint(cfg, target_names, shard: tuple[int, int] | None = None) -> str:
-    model = {k: v for k, v in cfg["model"].items() if k != "device"}  # any device gives the same scores
-    key = json.dumps([model, cfg["data"]["path"], cfg["data"]["batch_size"], cfg["window"], cfg["targets"],
-                      cfg["score"]["limit_steps"], cfg["score"]["tf32"], target_names] + ([list(shard)] if shard else []),
-                     sort_keys=True, default=str)
+def file_digest(path: str, limit: int | None = None) -> str:
+    """sha256 of a file (of its first ``limit`` bytes and its size, when ``limit`` is given)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = limit
+        while True:
+            block = fh.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                break
+            h.update(block)
+            if left is not None:
+                left -= len(block)
+                if left <= 0:
+                    break
+    h.update(str(os.path.getsize(path)).encode())
+    return h.hexdigest()
+
+
+def _data_identity(path: str) -> list:
+    """Sizes of the data files behind ``data.path`` (a replaced or regenerated data set changes them)."""
+    base = path[:-4] if path.endswith((".idx", ".bin")) else path
+    files = sorted(glob.glob(base + ".idx") + glob.glob(base + "*.bin") + glob.glob(base) + glob.glob(base + ".npy"))
+    return [[os.path.basename(p), os.path.getsize(p)] for p in files if os.path.isfile(p)]
+
+
+def _checkpoint_identity(cfg: Config) -> list:
+    name, rev = checkpoint_ref(cfg)
+    if os.path.isdir(name):
+        weights = sorted(glob.glob(os.path.join(name, "*.safetensors")) + glob.glob(os.path.join(name, "*.bin")))
+        return [name, rev, [file_digest(p, limit=16 << 20) for p in weights]]
+    return [name, rev]
+
+
+def score_fingerprint(cfg: Config, out: str, target_names, shard: tuple[int, int] | None = None) -> str:
+    """What makes two scoring runs' rows interchangeable: the factors and targets files (their hashes), the
+    checkpoint, the data, and every config value that changes a score (the device does not: any device's scores
+    agree within rounding)."""
+    m = {k: v for k, v in cfg.to_dict()["model"].items() if k != "device"}
+    key = json.dumps([
+        m, _checkpoint_identity(cfg), cfg.data.path, cfg.data.batch_size, cfg.data.seq_len,
+        _data_identity(cfg.data.path), cfg.to_dict()["window"], cfg.to_dict()["targets"], cfg.score.limit_steps,
+        cfg.score.tf32, cfg.score.backend, cfg.score.batch_size, list(target_names),
+        file_digest(os.path.join(out, "factors", "factors.safetensors")),
+        file_digest(os.path.join(out, "factors", "factors.json")), file_digest(os.path.join(out, "targets.json")),
+    ] + ([list(shard)] if shard else []), sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 SCORE_ARRAYS = {"scores": np.float32, "global_index": np.int64, "step": np.int64, "position": np.int64,
                 "loss": np.float32}
+assert tuple(SCORE_ARRAYS) == SCORE_FILES
 
 
-def score_window(cfg, batch_size: int) -> tuple[int, int]:
+def score_window(cfg: Config, batch_size: int) -> tuple[int, int]:
     """(first global row index, number of rows) of the scored window (``score.limit_steps`` applied)."""
-    w, s = cfg["window"], cfg["score"]
-    end = w["end_step"] if not s["limit_steps"] else min(w["end_step"], w["start_step"] + s["limit_steps"])
-    return w["start_step"] * batch_size, (end - w["start_step"]) * batch_size
+    w, s = cfg.window, cfg.score
+    end = w.end_step if not s.limit_steps else min(w.end_step, w.start_step + s.limit_steps)
+    return w.start_step * batch_size, (end - w.start_step) * batch_size
 
 
 def shard_range(n_steps: int, batch_size: int, shard: tuple[int, int]) -> tuple[int, int]:
@@ -248,7 +263,7 @@ def shard_range(n_steps: int, batch_size: int, shard: tuple[int, int]) -> tuple[
     by at most one (so every shard reads whole steps and scores the same batches as a single run would)."""
     i, k = shard
     if k > n_steps:
-        raise ValueError(f"cannot split a window of {n_steps} steps into {k} shards; use at most {n_steps}")
+        raise ConfigError(f"cannot split a window of {n_steps} steps into {k} shards; use at most {n_steps}")
     return i * n_steps // k * batch_size, (i + 1) * n_steps // k * batch_size
 
 
@@ -257,54 +272,68 @@ def score_dir(out: str, shard: tuple[int, int] | None = None) -> str:
     return d if shard is None else os.path.join(d, "shards", f"{shard[0]}-of-{shard[1]}")
 
 
-def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
+def _open_arrays(files: dict, n: int, n_targets: int, resume: bool) -> dict:
+    if resume:
+        arrays = {}
+        for k, p in files.items():
+            try:
+                arrays[k] = np.load(p, mmap_mode="r+")
+            except (OSError, ValueError) as e:
+                raise StateError(f"--resume: {p} is missing or damaged ({e}); score into a fresh --out") from None
+            want = (n, n_targets) if k == "scores" else (n,)
+            if arrays[k].shape != want:
+                raise StateError(f"--resume: {p} has shape {arrays[k].shape}, expected {want}; score into a fresh --out")
+        return arrays
+    return {k: np.lib.format.open_memmap(files[k], mode="w+", dtype=dt, shape=(n, n_targets) if k == "scores" else (n,))
+            for k, dt in SCORE_ARRAYS.items()}
+
+
+def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True,
               shard: tuple[int, int] | None = None) -> dict:
     """Stream the window and write scores in chunks; ``resume`` continues after the last completed chunk.
 
     Each chunk's rows are written to the memmap and flushed before ``progress.json`` is atomically replaced, so
     an interruption loses at most the chunk in flight, which a resume recomputes (scores are deterministic).
     ``shard=(i, k)`` scores only the i-th of k contiguous parts of the window into ``score/shards/i-of-k/``
-    (one process per device; ``mda_fast.shards`` launches them and merges the parts).
+    (one process per device; ``mda_fast.shards`` launches them and merges the parts). Every batch's scores are
+    checked for non-finite values before they are written.
     """
     if shard is not None:
         i, k = shard
         if not (isinstance(i, int) and isinstance(k, int) and 0 <= i < k):
-            raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
+            raise ConfigError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
     data = open_data(cfg)
-    s = cfg["score"]
+    s = cfg.score
     B = data.batch_size
     first, n_window = score_window(cfg, B)
     lo_all, hi_all = (0, n_window) if shard is None else shard_range(n_window // B, B, shard)
-    model = load_model(cfg)
     _, specs = load_targets(out)
+    model = load_model(cfg)
     factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
-    probes = cfg["targets"]["probes"]
-    scorer = InfluenceScorer(model, specs, factors, probe=probes, probe_kwargs=probe_kwargs(cfg),
-                             backend=cfg["score"]["backend"] or None, tf32=cfg["score"]["tf32"])
+    scorer = InfluenceScorer(model, specs, factors, probe=make_probes(cfg),
+                             backend=s.backend or None, tf32=s.tf32)
     n = hi_all - lo_all
     d = score_dir(out, shard)
-    os.makedirs(d, exist_ok=True)
-    fp = _fingerprint(cfg, scorer.target_names, shard)
+    fp = score_fingerprint(cfg, out, scorer.target_names, shard)
     prog_path = os.path.join(d, "progress.json")
     files = {k: os.path.join(d, f"{k}.npy") for k in SCORE_ARRAYS}
     done = 0
     if resume and os.path.exists(prog_path):
-        prog = _read_json(prog_path)
-        if prog["fingerprint"] != fp:
-            raise ValueError(f"--resume: {d} was written with a different config (fingerprint {prog['fingerprint']} "
-                             f"!= {fp}); use a fresh --out or drop --resume")
+        prog = read_json(prog_path)
+        if prog.get("fingerprint") != fp:
+            raise StateError(f"--resume: {d} was written with other factors, targets, data or score settings "
+                             f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
+                             f"--resume to start over")
         done = int(prog["n_done"])
-        arrays = {k: np.load(p, mmap_mode="r+") for k, p in files.items()}
+        arrays = _open_arrays(files, n, scorer.n_targets, resume=True)
     else:
-        arrays = {}
-        for k, dt in SCORE_ARRAYS.items():
-            shape = (n, scorer.n_targets) if k == "scores" else (n,)
-            arrays[k] = np.lib.format.open_memmap(files[k], mode="w+", dtype=dt, shape=shape)
-        _write_json(prog_path, {"n_done": 0, "n_total": n, "fingerprint": fp})
-    _write_json(os.path.join(d, "targets.json"), {"target_names": scorer.target_names,
+        os.makedirs(d, exist_ok=True)
+        arrays = _open_arrays(files, n, scorer.n_targets, resume=False)
+        write_json(prog_path, {"n_done": 0, "n_total": n, "fingerprint": fp})
+    write_json(os.path.join(d, "targets.json"), {"target_names": scorer.target_names,
                                                   "probe_values": scorer.probe_values})
     dev = next(model.parameters()).device
-    chunk = max(s["chunk"], s["batch_size"])
+    chunk = max(s.chunk, s.batch_size)
     T = data.seq_len - 1
     t0, start_done = time.perf_counter(), done
     desc = "score" if shard is None else f"score {shard[0]}/{shard[1]}"
@@ -313,12 +342,18 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
         lo, hi = done, min(done + chunk, n)
         g = np.arange(lo, hi) + lo_all + first
         rows = data.rows(g)
-        for i in range(0, hi - lo, s["batch_size"]):
-            ids = torch.from_numpy(rows[i:i + s["batch_size"]].astype(np.int64)).to(dev)
+        for i in range(0, hi - lo, s.batch_size):
+            ids = torch.from_numpy(rows[i:i + s.batch_size].astype(np.int64)).to(dev)
             sc, loss = scorer.score(ids, return_loss=True)
+            sc, loss = sc.float().cpu().numpy(), loss.float().cpu().numpy()
+            if not (np.isfinite(sc).all() and np.isfinite(loss).all()):
+                bad = int(g[i + np.nonzero(~(np.isfinite(sc).all(1) & np.isfinite(loss)))[0][0]])
+                raise NonFiniteError(f"score: non-finite score or loss for sequence {bad} (step {bad // B}, position "
+                                     f"{bad % B}) in the chunk of rows {g[0]}..{g[-1]}; expected finite values "
+                                     f"(check the model's weights and the data)")
             j = lo + i
-            arrays["scores"][j:j + len(ids)] = sc.float().cpu().numpy()
-            arrays["loss"][j:j + len(ids)] = loss.float().cpu().numpy()
+            arrays["scores"][j:j + len(ids)] = sc
+            arrays["loss"][j:j + len(ids)] = loss
             bar.update(len(ids))
             rate = bar.format_dict.get("rate") or 0.0
             bar.set_postfix(tok_s=f"{rate * T:.3g}")
@@ -328,7 +363,7 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
         for a in arrays.values():
             a.flush()
         done = hi
-        _write_json(prog_path, {"n_done": done, "n_total": n, "fingerprint": fp})
+        write_json(prog_path, {"n_done": done, "n_total": n, "fingerprint": fp})
     bar.close()
     elapsed = max(time.perf_counter() - t0, 1e-9)
     return {"n_scored": n, "scores_path": files["scores"], "target_names": scorer.target_names,
@@ -336,43 +371,47 @@ def run_score(cfg, out: str, resume: bool = False, progress: bool = True,
 
 
 # ---- analyze ------------------------------------------------------------------------------------------------
-def run_analyze(cfg, out: str, progress: bool = True) -> dict:
-    from .data import PythiaBatches, get_decoder
+def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
+    from .data import get_decoder
     from .data.synthetic import load_category_sidecar
 
+    require_complete_scores(out)
     d = os.path.join(out, "score")
-    prog_path = os.path.join(d, "progress.json")
-    if not os.path.exists(prog_path):
-        raise ValueError(f"{d} holds no scores: run `mda-fast score` first")
-    prog = _read_json(prog_path)
-    if prog["n_done"] != prog["n_total"]:
-        raise ValueError(f"scoring is incomplete ({prog['n_done']}/{prog['n_total']}): run `mda-fast score --resume`")
-    arr = {k: np.load(os.path.join(d, f"{k}.npy"), mmap_mode="r")
-           for k in ("scores", "global_index", "step", "position", "loss")}
-    names = _read_json(os.path.join(d, "targets.json"))["target_names"]
-    data = PythiaBatches(cfg["data"]["path"], batch_size=cfg["data"]["batch_size"], seq_len=cfg["data"]["seq_len"])
-    side = load_category_sidecar(cfg["data"]["path"])
+    arr = {}
+    for k in SCORE_FILES:
+        try:
+            arr[k] = np.asarray(np.load(os.path.join(d, f"{k}.npy"), mmap_mode="r"))
+        except (OSError, ValueError) as e:
+            raise StateError(f"{os.path.join(d, k + '.npy')} is damaged ({e}); re-run `mda-fast score`") from None
+    if not np.isfinite(arr["scores"]).all():
+        raise NonFiniteError(f"{os.path.join(d, 'scores.npy')} holds non-finite scores; re-run `mda-fast score`")
+    names = read_json(os.path.join(d, "targets.json"))["target_names"]
+    data = open_data(cfg)
+    side = load_category_sidecar(cfg.data.path)
     cats, cat_names = (None, None) if side is None else side
     try:
-        decode = get_decoder(cfg["data"]["tokenizer"])
-    except Exception as e:  # the hub may be unreachable: keep the analysis, drop the snippets
-        print(f"[analyze] no text snippets: tokenizer {cfg['data']['tokenizer']!r} unavailable ({e})")
+        decode = get_decoder(cfg.data.tokenizer)
+    except Exception as e:  # noqa: BLE001 - the hub may be unreachable: keep the analysis, drop the snippets
+        print(f"[analyze] no text snippets: tokenizer {cfg.data.tokenizer!r} unavailable ({type(e).__name__})")
         decode = None
-    a = cfg["analyze"]
-    res = ana.analyze(np.asarray(arr["scores"]), names, global_index=np.asarray(arr["global_index"]),
-                      step=np.asarray(arr["step"]), position=np.asarray(arr["position"]), loss=np.asarray(arr["loss"]),
-                      category_fractions=cats, category_names=cat_names, top_fraction=a["top_frac"],
-                      table_k=a["table_k"], row_tokens=lambda gi: data.rows(np.array([gi]))[0],
-                      decode=decode, snippet_tokens=a["snippet_tokens"], out_dir=os.path.join(out, "analyze"),
-                      progress=progress)
+    a = cfg.analyze
+    with atomic_dir(os.path.join(out, "analyze")) as tmp:
+        res = ana.analyze(arr["scores"], names, global_index=arr["global_index"], step=arr["step"],
+                          position=arr["position"], loss=arr["loss"], category_fractions=cats,
+                          category_names=cat_names, top_fraction=a.top_frac, table_k=a.table_k,
+                          row_tokens=lambda gi: data.rows(np.array([gi]))[0], decode=decode,
+                          snippet_tokens=a.snippet_tokens, out_dir=tmp, progress=progress)
+    final = os.path.join(out, "analyze")
+    res["files"] = {k: os.path.join(final, os.path.basename(v)) for k, v in res.get("files", {}).items()}
     return res
 
 
 def findings(res: dict, targets: dict) -> dict:
-    """The demo's findings, computed from the analysis (never assumed)."""
+    """The run's findings, computed from the analysis (never assumed)."""
     prim = res["primary_target"]
     pt = res["per_target"][prim]
-    out = {"top10_share": pt["cumulative"]["top_share"], "power_law": pt.get("power_law")}
+    out = {"top_share": pt["cumulative"]["top_share"], "top_frac": res["top_fraction"],
+           "power_law": pt.get("power_law")}
     if "category_enrichment" in res:
         out["category_enrichment"] = dict(res["category_enrichment"])
     names = res["targets"]
@@ -387,9 +426,16 @@ def findings(res: dict, targets: dict) -> dict:
     return out
 
 
+def _pct(frac: float) -> str:
+    return f"{100 * frac:.4g}%"
+
+
 def findings_text(f: dict) -> list:
-    lines = [f"The top 10% of window sequences hold {100 * f['top10_share']:.1f}% of the total positive influence "
-             f"on the primary target (the paper reports about 50% for Pythia)."]
+    top = _pct(f["top_frac"])
+    share = f["top_share"]
+    lines = [f"The top {top} of window sequences hold "
+             + ("no positive influence" if share is None else f"{100 * share:.1f}% of the total positive influence")
+             + " on the primary target (the paper reports about 50% for the top 10% on Pythia)."]
     pl = f.get("power_law") or {}
     if "exponent" in pl:
         lines.append(f"Rank–score tail power-law exponent {pl['exponent']:.2f} (R² {pl.get('r2', float('nan')):.2f}).")
@@ -397,7 +443,7 @@ def findings_text(f: dict) -> list:
         ranked = sorted(f["category_enrichment"].items(), key=lambda kv: -(kv[1] or 0))
         over = [f"{c} ×{r:.2f}" for c, r in ranked if r is not None and r > 1.0]
         under = [f"{c} ×{r:.2f}" for c, r in ranked if r is not None and r <= 1.0]
-        lines.append("Over-represented in the top 10% (share / base rate): " + (", ".join(over) or "none") +
+        lines.append(f"Over-represented in the top {top} (share / base rate): " + (", ".join(over) or "none") +
                      "; under-represented: " + (", ".join(under) or "none") + ".")
     for p in f.get("overlap", []):
         lines.append(f"Top-set Jaccard overlap {p['a']} ({p['roles'][0]}) vs {p['b']} ({p['roles'][1]}): {p['jaccard']:.3f}.")
@@ -431,7 +477,7 @@ def intervention_findings(result: dict) -> list:
 
 
 # ---- report -------------------------------------------------------------------------------------------------
-def provenance(cfg) -> dict:
+def provenance(cfg: Config) -> dict:
     import transformers
 
     from . import __version__
@@ -440,57 +486,62 @@ def provenance(cfg) -> dict:
         backends = available_backends()
     except Exception as e:  # noqa: BLE001
         backends = f"unavailable ({e})"
+    try:
+        ckpt = "@".join(x for x in checkpoint_ref(cfg) if x)
+    except ConfigError:
+        ckpt = "n/a"
     return {"mda_fast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "machine": platform.platform(), "device": str(device_of(cfg)),
             "kernel backends": backends, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "checkpoint": "@".join(x for x in checkpoint_ref(cfg) if x)}
+            "checkpoint": ckpt}
 
 
-def run_report(cfg, out: str, interventions: dict | None = None, notes=None) -> str:
+def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=None) -> str:
     from .report import write_report
 
-    loc_path = os.path.join(out, "localize", "localize.json")
-    emergence = _read_json(loc_path) if os.path.exists(loc_path) else None
-    if emergence is not None and os.path.exists(os.path.join(out, "targets.json")):
-        emergence["heads"] = [[h["layer"], h["head"]] for h in _read_json(os.path.join(out, "targets.json"))["heads"]]
     a_path = os.path.join(out, "analyze", "analysis.json")
-    analysis = _read_json(a_path) if os.path.exists(a_path) else None
+    analysis = read_json(a_path, "nothing has been analysed; run `mda-fast analyze` first")
+    loc_path = os.path.join(out, "localize", "localize.json")
+    emergence = read_json(loc_path) if os.path.exists(loc_path) else None
+    t_path = os.path.join(out, "targets.json")
+    targets = read_json(t_path) if os.path.exists(t_path) else None
+    if emergence is not None and targets is not None:
+        emergence["heads"] = [[h["layer"], h["head"]] for h in targets["heads"]]
     top_path = os.path.join(out, "analyze", "top.csv")
     top = ana.read_table_csv(top_path) if os.path.exists(top_path) else None
     i_path = os.path.join(out, "interventions", "interventions.json")
     if interventions is None and os.path.exists(i_path):
-        interventions = _read_json(i_path)
-    if notes is None and analysis is not None and os.path.exists(os.path.join(out, "targets.json")):
-        notes = findings_text(findings(analysis, _read_json(os.path.join(out, "targets.json"))))
+        interventions = read_json(i_path)
+    if notes is None and targets is not None:
+        notes = findings_text(findings(analysis, targets))
     path = os.path.join(out, "report.html")
-    return write_report(path, title=cfg["report"]["title"], config=cfg, provenance=provenance(cfg),
+    return write_report(path, title=cfg.report.title, config=cfg.to_dict(), provenance=provenance(cfg),
                         emergence=emergence, analysis=analysis, top_samples=top, interventions=interventions,
-                        notes=notes, eod_marker="<|eod|>" if cfg["data"]["tokenizer"] == "bytes" else "<|endoftext|>")
+                        notes=notes, eod_marker="<|eod|>" if cfg.data.tokenizer == "bytes" else "<|endoftext|>")
 
 
 # ---- intervene ----------------------------------------------------------------------------------------------
-def run_intervene(cfg, out: str, progress: bool = True) -> dict:
+def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
     """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores."""
     from .interventions import InterventionConfig, run_interventions
 
-    m, w, iv, loc, t = cfg["model"], cfg["window"], cfg["intervene"], cfg["localize"], cfg["targets"]
-    if not m["run_dir"]:
-        raise ValueError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the optimizer "
-                         "state (published Pythia checkpoints do not)")
+    m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
+    if not m.run_dir:
+        raise ConfigError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the "
+                          "optimizer state (published Pythia checkpoints do not)")
     targets, _ = load_targets(out)
     heads = [(h["layer"], h["head"]) for h in targets["heads"] if h["role"] != "control"]
+    require_complete_scores(out)
     d = os.path.join(out, "score")
-    if not os.path.exists(os.path.join(d, "progress.json")):
-        raise ValueError(f"{d} holds no scores: run `mda-fast score` first")
     data = open_data(cfg)
-    train_until = min(w["end_step"] + iv["train_after"], data.n_steps - -(-cfg["corpus"]["heldout_sequences"] // data.batch_size))
+    train_until = min(w.end_step + iv.train_after, data.n_steps - -(-cfg.corpus.heldout_sequences // data.batch_size))
     icfg = InterventionConfig(
-        run_dir=m["run_dir"], data=data, start_step=w["start_step"], end_step=w["end_step"], train_until=train_until,
-        heads=heads, out_dir=os.path.join(out, "interventions"), eval_every=iv["eval_every"], top_frac=iv["top_frac"],
-        arms=list(iv["arms"]), seeds=list(iv["seeds"]), score_column=0, threshold=loc["threshold"],
-        localize_seq_len=loc["seq_len"], localize_n=loc["n"], localize_seed=loc["seed"], probe_L=t["probe_L"],
-        probe_n=t["probe_n"], probe_seed=t["probe_seed"], low=t["probe_low"], high=t["probe_high"] or None,
-        n_heldout=max(1, min(256, cfg["corpus"]["heldout_sequences"])), device="cpu" if device_of(cfg).type == "cpu" else None)
+        run_dir=m.run_dir, data=data, start_step=w.start_step, end_step=w.end_step, train_until=train_until,
+        heads=heads, out_dir=os.path.join(out, "interventions"), eval_every=iv.eval_every, top_frac=iv.top_frac,
+        arms=list(iv.arms), seeds=list(iv.seeds), score_column=0, threshold=loc.threshold,
+        localize_seq_len=loc.seq_len, localize_n=loc.n, localize_seed=loc.seed, probe_L=t.probe_L,
+        probe_n=t.probe_n, probe_seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None,
+        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)))
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
     return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress)

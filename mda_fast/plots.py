@@ -272,7 +272,7 @@ def category_png(analysis: Mapping[str, Any], target: Optional[str] = None) -> b
     fig = _figure(max(6.0, 0.9 * len(cats) + 2.5), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(x - w / 2, base, w, color="#9aa5b1", label="base rate (all scored samples)")
-    ax.bar(x + w / 2, top, w, color="#d62728", label=f"top {analysis['top_fraction']:.0%} by score")
+    ax.bar(x + w / 2, top, w, color="#d62728", label=f"top {100 * analysis['top_fraction']:.4g}% by score")
     for i, c in enumerate(cats):
         ratio = enr[c]["ratio"]
         txt = "n/a" if ratio is None else f"×{ratio:.2f}"

@@ -345,8 +345,8 @@ def _summary_cards(analysis: Optional[Mapping[str, Any]], emergence: Optional[Ma
         t0 = analysis["primary_target"]
         pl = analysis["per_target"][t0].get("power_law") or {}
         cards.append((f"{analysis['n_samples']:,}", "samples scored"))
-        cards.append((_pct(analysis.get("top10_share")),
-                      f"positive influence in top {analysis['top_fraction']:.0%} ({t0})"))  # fmt: skip
+        cards.append((_pct(analysis.get("top_share")),
+                      f"positive influence in top {100 * analysis['top_fraction']:.4g}% ({t0})"))  # fmt: skip
         if "exponent" in pl:
             cards.append((f"{pl['exponent']:.2f}", f"power-law exponent (R² {pl['r2']:.2f})"))
         enr = analysis.get("category_enrichment") or {}

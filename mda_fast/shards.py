@@ -19,9 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import pipeline as P
+from .errors import ConfigError, MdaFastError, StateError
+from .outputs import read_json, write_json
 
 
-class ShardFailed(RuntimeError):
+class ShardFailed(MdaFastError, RuntimeError):
     """A shard process exited with an error (the message names its log)."""
 
 
@@ -30,9 +32,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, k = (int(x) for x in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected I/K, e.g. 0/4 (shard I of K, counted from 0)") from None
+        raise ConfigError(f"--shard {text!r}: expected I/K, e.g. 0/4 (shard I of K, counted from 0)") from None
     if not 0 <= i < k:
-        raise ValueError(f"--shard {text!r}: need 0 <= I < K")
+        raise ConfigError(f"--shard {text!r}: need 0 <= I < K")
     return i, k
 
 
@@ -41,25 +43,25 @@ def parse_devices(text: str) -> list[str]:
     if text.strip() == "cuda":
         n = torch.cuda.device_count()
         if n == 0:
-            raise ValueError("--devices cuda: no CUDA device is visible")
+            raise ConfigError("--devices cuda: no CUDA device is visible")
         return [f"cuda:{i}" for i in range(n)]
     devices = [d.strip() for d in text.split(",") if d.strip()]
     if len(devices) < 1:
-        raise ValueError(f"--devices {text!r}: expected a comma-separated list such as cuda:0,cuda:1")
+        raise ConfigError(f"--devices {text!r}: expected a comma-separated list such as cuda:0,cuda:1")
     for d in devices:
         try:
             dev = torch.device(d)
         except RuntimeError:
-            raise ValueError(f"--devices: {d!r} is not a device name (expected e.g. cuda:0 or cpu)") from None
+            raise ConfigError(f"--devices: {d!r} is not a device name (expected e.g. cuda:0 or cpu)") from None
         if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-            raise ValueError(f"--devices: {d} is not available ({torch.cuda.device_count()} CUDA devices visible)")
+            raise ConfigError(f"--devices: {d} is not available ({torch.cuda.device_count()} CUDA devices visible)")
     return devices
 
 
 def _progress(out: str, shard) -> int:
     path = os.path.join(P.score_dir(out, shard), "progress.json")
     try:
-        return int(P._read_json(path)["n_done"])
+        return int(read_json(path)["n_done"])
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -77,17 +79,17 @@ def merge(cfg, out: str, k: int) -> dict:
     for i in range(k):
         d = P.score_dir(out, (i, k))
         if not os.path.exists(os.path.join(d, "progress.json")):
-            raise ValueError(f"shard {i}/{k} has not started ({d} holds no progress.json)")
-        prog = P._read_json(os.path.join(d, "progress.json"))
+            raise StateError(f"shard {i}/{k} has not started ({d} holds no progress.json)")
+        prog = read_json(os.path.join(d, "progress.json"))
         lo, hi = P.shard_range(n // B, B, (i, k))
         if prog["n_done"] != prog["n_total"] or prog["n_total"] != hi - lo:
-            raise ValueError(f"shard {i}/{k} is incomplete ({prog['n_done']}/{hi - lo} sequences): "
+            raise StateError(f"shard {i}/{k} is incomplete ({prog['n_done']}/{hi - lo} sequences): "
                              f"finish it with `mda-fast score --shard {i}/{k} --resume`")
-        t = P._read_json(os.path.join(d, "targets.json"))
-        if prog["fingerprint"] != P._fingerprint(cfg, t["target_names"], (i, k)):
-            raise ValueError(f"shard {i}/{k} in {d} was scored with a different config")
+        t = read_json(os.path.join(d, "targets.json"))
+        if prog["fingerprint"] != P.score_fingerprint(cfg, out, t["target_names"], (i, k)):
+            raise StateError(f"shard {i}/{k} in {d} was scored with a different config")
         if names is not None and t["target_names"] != names["target_names"]:
-            raise ValueError(f"shard {i}/{k} scored targets {t['target_names']}, shard 0 {names['target_names']}")
+            raise StateError(f"shard {i}/{k} scored targets {t['target_names']}, shard 0 {names['target_names']}")
         names = names or t
         shards.append((d, lo, hi))
     d = P.score_dir(out)
@@ -99,9 +101,9 @@ def merge(cfg, out: str, k: int) -> dict:
             full[lo:hi] = np.load(os.path.join(sd, f"{key}.npy"), mmap_mode="r")
         full.flush()
         del full
-    P._write_json(os.path.join(d, "targets.json"), names)
-    P._write_json(os.path.join(d, "progress.json"),
-                  {"n_done": n, "n_total": n, "fingerprint": P._fingerprint(cfg, names["target_names"]), "shards": k})
+    write_json(os.path.join(d, "targets.json"), names)
+    write_json(os.path.join(d, "progress.json"),
+                  {"n_done": n, "n_total": n, "fingerprint": P.score_fingerprint(cfg, out, names["target_names"]), "shards": k})
     return {"n_scored": n, "scores_path": os.path.join(d, "scores.npy"), "target_names": names["target_names"]}
 
 
@@ -122,7 +124,7 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
     root = os.path.join(P.score_dir(out), "shards")
     os.makedirs(root, exist_ok=True)
     cfg_path = os.path.join(root, f"config-{k}.json")
-    P._write_json(cfg_path, cfg)
+    write_json(cfg_path, cfg.to_dict())
     n_cpu = sum(torch.device(d).type == "cpu" for d in devices)
     procs, logs = [], []
     for i, dev in enumerate(devices):
@@ -154,9 +156,10 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
             if failed:
                 i = failed[0]
                 log_path = os.path.join(P.score_dir(out, (i, k)), "log.txt")
-                tail = open(log_path).read()[-2000:]
-                raise ShardFailed(f"shard {i}/{k} on {devices[i]} failed (exit {codes[i]}); its log {log_path} "
-                                   f"ends with:\n{tail}\nfinished chunks are kept: rerun with --resume")
+                lines = [x for x in open(log_path).read().splitlines() if x.strip()]
+                raise ShardFailed(f"shard {i}/{k} on {devices[i]} failed (exit {codes[i]}): "
+                                  f"{lines[-1].strip() if lines else 'no output'} (log: {log_path}); finished chunks "
+                                  f"are kept: rerun with --resume")
             if all(c == 0 for c in codes):
                 break
             time.sleep(poll_s)

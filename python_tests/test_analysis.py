@@ -231,11 +231,11 @@ def test_analyze_writes_files(tmp_path):
         **meta,
     )
     assert res["k_top"] == 40 and res["k"] == 40 and res["primary_target"] == "L1H2:induction"
-    assert res["top10_share"] == res["per_target"]["L1H2:induction"]["cumulative"]["top_share"]
+    assert res["top_share"] == res["per_target"]["L1H2:induction"]["cumulative"]["top_share"]
     assert "category_enrichment" not in res
     json.dumps(res, allow_nan=False)
     on_disk = json.load(open(tmp_path / "analysis.json"))
-    assert on_disk["top10_share"] == pytest.approx(res["top10_share"])
+    assert on_disk["top_share"] == pytest.approx(res["top_share"])
     rows = A.read_table_csv(str(tmp_path / "top.csv"))
     assert len(rows) == 2 * 2 * 40
     assert res["per_step"]["steps"] == list(range(10, 20))
@@ -308,4 +308,4 @@ def test_memmap_input(tmp_path):
     np.save(p, ref)
     mm = np.load(p, mmap_mode="r")
     res = A.analyze(mm, ["a", "b"], **_meta(100), progress=False)
-    assert res["top10_share"] == pytest.approx(A.cumulative_influence(ref[:, 0])["top_share"])
+    assert res["top_share"] == pytest.approx(A.cumulative_influence(ref[:, 0])["top_share"])

@@ -29,11 +29,11 @@ def demo_run(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_summary_and_report(demo_run):
     s = json.load(open(os.path.join(demo_run, "summary.json")))
-    for key in ("induction_heads", "emergence_step", "n_scored", "top10_share", "category_enrichment",
+    for key in ("induction_heads", "emergence_step", "n_scored", "top_share", "top_frac", "category_enrichment",
                 "scoring_seq_per_s", "elapsed_s", "report", "interventions"):
         assert key in s, key
     assert s["n_scored"] == (s["window"][1] - s["window"][0]) * 8 > 0
-    assert 0 < s["top10_share"] <= 1 and s["scoring_seq_per_s"] > 0
+    assert 0 < s["top_share"] <= 1 and s["top_frac"] == 0.1 and s["scoring_seq_per_s"] > 0
     assert set(s["category_enrichment"]) >= {"repeat", "xml", "prose"}
     html = open(s["report"]).read()
     assert "data:image/png;base64," in html and "Interventions" in html
@@ -53,7 +53,7 @@ def test_demo_summary_and_report(demo_run):
 
 
 @pytest.mark.slow
-def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch):
+def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch, capsys):
     cfg_path = os.path.join(demo_run, "config.resolved.json")
     out = str(tmp_path / "cli")
     base = ["--config", cfg_path, "--out", out, "--no-progress"]
@@ -72,8 +72,8 @@ def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(P.InfluenceScorer, "score", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        main(["score"] + base)
+    assert main(["score"] + base) == 130  # Ctrl-C: one line saying how to resume, no traceback
+    assert "mda-fast score --resume" in capsys.readouterr().err
     prog = json.load(open(os.path.join(out, "score", "progress.json")))
     assert 0 < prog["n_done"] < prog["n_total"]
     monkeypatch.setattr(P.InfluenceScorer, "score", real)
@@ -220,10 +220,13 @@ def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_failing_shard_process_stops_the_launch(demo_run, tmp_path, capsys):
-    """A child that fails (here: no factors to load) ends the launch with an error naming its log."""
+    """A child that fails (here: damaged factors, which only loading them finds) ends the launch with an error
+    naming its log."""
     out = str(tmp_path / "nofactors")
-    os.makedirs(out)
+    os.makedirs(os.path.join(out, "factors"))
     open(os.path.join(out, "targets.json"), "w").write(open(os.path.join(demo_run, "targets.json")).read())
+    for f in ("factors.json", "factors.safetensors"):
+        open(os.path.join(out, "factors", f), "w").write("damaged")
     cfg_path = os.path.join(demo_run, "config.resolved.json")
     assert main(["score", "--devices", "cpu,cpu", "--config", cfg_path, "--out", out, "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -145,7 +145,7 @@ def test_full_report(tmp_path):
     assert '<span class="eod">&lt;|endoftext|&gt;</span>' in doc
     # numbers from the analysis show up
     an = inputs["analysis"]
-    assert f"{100 * an['top10_share']:.1f}%" in doc
+    assert f"{100 * an['top_share']:.1f}%" in doc
     assert "2.13.0+cpu" in doc and "mda-fast demo --out x" in doc
     assert "delete-top" in doc and "2/3" in doc  # one delete-top seed never crosses
 

@@ -1,0 +1,190 @@
+"""Checks a command makes before any work: the config against the data, the model and what ``--out`` holds.
+
+``validate(cmd, cfg, out)`` raises one ``MdaFastError`` (a line naming the key or file, and what was expected)
+or returns the facts it read (the data's size, the model's shape), so that no stage starts on a config that
+would fail later, and no output is written by a command that cannot finish.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .config import Config
+from .errors import ConfigError, DataError, StateError
+from .model import read_model_config, rotary_params
+
+NEEDS_DATA = ("fit", "score", "analyze", "intervene")
+NEEDS_MODEL = ("localize", "fit", "score", "intervene")
+
+
+@dataclass
+class Facts:
+    """What validation read: the data (``PythiaBatches``) and the model config, where the command needs them."""
+    data: Optional[object] = None
+    model_config: Optional[object] = None
+
+
+def device_of(cfg: Config) -> torch.device:
+    d = cfg.model.device
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(d)
+
+
+def check_device(cfg: Config) -> None:
+    d = cfg.model.device
+    if d.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = int(d.split(":")[1]) if ":" in d else 0
+        if idx >= n:
+            raise ConfigError(f"model.device = {d!r}: no such CUDA device ({n} visible; torch.cuda.is_available() is "
+                              f"{torch.cuda.is_available()}); expected cpu, auto or one of cuda:0..cuda:{max(n - 1, 0)}")
+    if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("model.device = 'mps': MPS is not available here; expected cpu, cuda or auto")
+
+
+def open_data(cfg: Config):
+    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length."""
+    from .data import PythiaBatches
+
+    d, w = cfg.data, cfg.window
+    if not d.path:
+        raise ConfigError("data.path is empty: name the Megatron prefix or .npy file of the training data")
+    try:
+        data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
+    except FileNotFoundError as e:
+        raise DataError(f"data.path {d.path!r}: {e}") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"data.path {d.path!r}: {e}") from None
+    if w.end_step > data.n_steps:
+        raise ConfigError(f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
+                          f"of {d.batch_size} sequences")
+    return data
+
+
+def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | None]:
+    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end)."""
+    m = cfg.model
+    step = cfg.window.end_step if step is None else step
+    if m.run_dir:
+        if not os.path.isdir(m.run_dir):
+            raise ConfigError(f"model.run_dir {m.run_dir!r} does not exist (expected a mda-fast training run)")
+        path = os.path.join(m.run_dir, f"step{step}")
+        if not os.path.isdir(path):
+            raise ConfigError(f"model.run_dir has no checkpoint for step {step}: {path} does not exist")
+        return path, None
+    if not m.name:
+        raise ConfigError("model: set model.name (HF name or local directory) or model.run_dir (a mda-fast run)")
+    if os.path.isdir(m.name):
+        return m.name, None
+    return m.name, (m.revision or f"step{step}")
+
+
+def check_model(cfg: Config, mc) -> None:
+    """The config's heads, probe and localization lengths and token ranges against the model's shape."""
+    n_layers, n_heads = mc.num_hidden_layers, mc.num_attention_heads
+    vocab, ctx = mc.vocab_size, mc.max_position_embeddings
+    rotary_params(mc)
+    t, loc = cfg.targets, cfg.localize
+    if t.heads != "auto":
+        for L, h in t.heads:
+            if not (0 <= L < n_layers and 0 <= h < n_heads):
+                raise ConfigError(f"targets.heads: head [{L}, {h}] is out of range for a model with {n_layers} "
+                                  f"layers and {n_heads} heads")
+    else:
+        if t.n_induction + t.n_control > n_layers * n_heads:
+            raise ConfigError(f"targets.n_induction + n_control = {t.n_induction + t.n_control} exceeds the model's "
+                              f"{n_layers * n_heads} heads")
+    for key, L in (("targets.probe_L", t.probe_L), ("localize.seq_len", loc.seq_len)):
+        if 2 * L > ctx:
+            raise ConfigError(f"{key} = {L}: rows of 2L = {2 * L} tokens exceed the model's context of {ctx}")
+    for key, lo, hi in (("targets.probe", t.probe_low, t.probe_high), ("localize", loc.low, loc.high)):
+        sep = "_" if "." in key else "."
+        if hi > vocab:
+            raise ConfigError(f"{key}{sep}high = {hi} exceeds the model's vocabulary size {vocab}")
+        if lo >= (hi or vocab):
+            raise ConfigError(f"{key}{sep}low = {lo}: expected a token id below {hi or vocab}")
+
+
+def check_data_fits_model(cfg: Config, data, mc) -> None:
+    if data.seq_len - 1 > mc.max_position_embeddings:
+        raise ConfigError(f"data.seq_len = {data.seq_len}: {data.seq_len - 1} input tokens exceed the model's "
+                          f"context of {mc.max_position_embeddings}")
+    if getattr(data, "dtype", None) is not None and data.dtype.itemsize <= 2 and mc.vocab_size > 65536:
+        raise DataError(f"data.path {cfg.data.path!r}: {data.dtype} tokens cannot hold the model's vocabulary of "
+                        f"{mc.vocab_size}")
+
+
+def validate(cmd: str, cfg: Config, out: str) -> Facts:
+    """Everything ``cmd`` needs, checked before it starts (see the module docstring)."""
+    from .probes import get_probe
+
+    cfg.validate()
+    check_device(cfg)
+    for p in cfg.targets.probes:
+        try:
+            get_probe(p)
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"targets.probes: {e}") from None
+    if not cfg.targets.probes:
+        raise ConfigError("targets.probes is empty: expected at least one probe, e.g. [\"induction\"]")
+    facts = Facts()
+    if cmd in NEEDS_DATA:
+        facts.data = open_data(cfg)
+    if cmd in NEEDS_MODEL:
+        name, rev = checkpoint_ref(cfg)
+        facts.model_config = read_model_config(name, rev)
+        check_model(cfg, facts.model_config)
+        if facts.data is not None:
+            check_data_fits_model(cfg, facts.data, facts.model_config)
+        if cmd == "localize" and cfg.model.run_dir and cfg.localize.steps:
+            for s in cfg.localize.steps:
+                checkpoint_ref(cfg, s)
+        if cmd == "localize" and cfg.model.name and os.path.isdir(cfg.model.name) and cfg.localize.revisions:
+            raise ConfigError(f"localize.revisions is set but model.name {cfg.model.name!r} is a local directory "
+                              f"(one checkpoint, no revisions); use hub revisions or model.run_dir with step<k>/")
+    if cmd in ("score",):
+        require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
+        require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
+    if cmd in ("analyze", "intervene"):
+        require_complete_scores(out)
+    if cmd == "intervene" and not cfg.model.run_dir:
+        raise ConfigError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the "
+                          "optimizer state (published Pythia checkpoints do not)")
+    if cmd == "report":
+        require(out, os.path.join("analyze", "analysis.json"),
+                "nothing has been analysed; run `mda-fast analyze` (after localize, fit and score) first")
+    return facts
+
+
+def require(out: str, rel: str, hint: str) -> str:
+    path = os.path.join(out, rel)
+    if not os.path.exists(path):
+        raise StateError(f"{path} not found: {hint}")
+    return path
+
+
+SCORE_FILES = ("scores", "global_index", "step", "position", "loss")
+
+
+def require_complete_scores(out: str) -> dict:
+    """The finished ``score/`` of ``out`` (progress complete, every array present)."""
+    from .outputs import read_json
+
+    d = os.path.join(out, "score")
+    prog_path = os.path.join(d, "progress.json")
+    if not os.path.exists(prog_path):
+        raise StateError(f"{d} holds no scores: run `mda-fast score` first")
+    prog = read_json(prog_path)
+    if prog.get("n_done") != prog.get("n_total"):
+        raise StateError(f"{d}: scoring is incomplete ({prog.get('n_done')}/{prog.get('n_total')} sequences); "
+                         f"finish it with `mda-fast score --resume`")
+    for k in SCORE_FILES:
+        if not os.path.exists(os.path.join(d, f"{k}.npy")):
+            raise StateError(f"{os.path.join(d, k + '.npy')} is missing: the scores are damaged; re-run "
+                             f"`mda-fast score` into a fresh --out")
+    return prog
+
