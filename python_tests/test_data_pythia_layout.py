@@ -102,6 +102,8 @@ def test_unsharded_document_bin(tmp_path):
     assert shard_bin_paths(prefix) == []
     ds = _check_reads(prefix, rows)
     assert ds.bin_paths == [prefix + ".bin"]
+    with pytest.raises(DataError, match="entry 0 has 9 tokens but seq_len=8"):
+        PythiaBatches(prefix, batch_size=B, seq_len=8)
 
 
 @pytest.mark.parametrize("base, shard_bytes", [("document", 44), ("pile_0.87_deduped_text_document", 11)])

@@ -269,7 +269,9 @@ class MMapIndexedDataset:
             names = [name for _, _, name in _shard_files(self.path_prefix)]
             raise DataError(
                 f"two token streams for {self.path_prefix!r}: the unsharded {single!r} and {len(names)} shard "
-                f"file(s) {names[0]!r}..{names[-1]!r}; keep one of them. {SHARD_CONVENTION}"
+                f"file(s) {names[0]!r}..{names[-1]!r}; keep one of them (unshard_memmap.py's document.bin replaces the "
+                f"shards: delete them, or give document.bin and a copy of document.idx their own directory). "
+                f"{SHARD_CONVENTION}"
             )
         if os.path.isfile(single):
             paths = [single]

@@ -16,6 +16,7 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import DataError
 from .megatron import MMapIndexedDataset
 
 __all__ = ["PythiaBatches"]
@@ -57,9 +58,9 @@ class PythiaBatches:
         if self.path.endswith(".npy"):
             arr = np.load(self.path, mmap_mode="r")
             if arr.ndim != 2 or arr.shape[1] != self.seq_len:
-                raise ValueError(f"{self.path!r}: expected rows of shape (N, {self.seq_len}), got {arr.shape}")
+                raise DataError(f"{self.path!r}: expected rows of shape (N, {self.seq_len}), got {arr.shape}")
             if arr.dtype.kind not in "iu":
-                raise ValueError(f"{self.path!r}: expected integer token ids, got dtype {arr.dtype}")
+                raise DataError(f"{self.path!r}: expected integer token ids, got dtype {arr.dtype}")
             self._npy = arr
             self.n_rows = int(arr.shape[0])
             self.dtype = arr.dtype
@@ -68,11 +69,11 @@ class PythiaBatches:
             self._ds = ds
             self.dtype = ds.dtype
             if ds.dtype.kind not in "iu":
-                raise ValueError(f"{ds.idx_path!r}: expected integer token ids, got dtype {ds.dtype}")
+                raise DataError(f"{ds.idx_path!r}: expected integer token ids, got dtype {ds.dtype}")
             if packing == "rows":
                 if len(ds) and ds.uniform_size != self.seq_len:
                     bad = int(np.argmax(ds.sizes != self.seq_len))
-                    raise ValueError(
+                    raise DataError(
                         f"{ds.idx_path!r}: entry {bad} has {int(ds.sizes[bad])} tokens but seq_len={self.seq_len}; "
                         f"Pythia's files hold one seq_len-token row per entry. Pass the right seq_len, or "
                         f"packing='stream' to cut the concatenated tokens into rows"
