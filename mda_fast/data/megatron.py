@@ -265,12 +265,12 @@ class MMapIndexedDataset:
     # -- token stream ----------------------------------------------------------------------------------------
     def _open_bin(self) -> None:
         single = self.path_prefix + ".bin"
-        if os.path.isfile(single) and _shard_files(self.path_prefix):
-            names = [name for _, _, name in _shard_files(self.path_prefix)]
+        names = [name for _, _, name in _shard_files(self.path_prefix)]
+        if os.path.isfile(single) and names:
             raise DataError(
                 f"two token streams for {self.path_prefix!r}: the unsharded {single!r} and {len(names)} shard "
-                f"file(s) {names[0]!r}..{names[-1]!r}; keep one of them (unshard_memmap.py's document.bin replaces the "
-                f"shards: delete them, or give document.bin and a copy of document.idx their own directory). "
+                f"file(s) {names[0]!r}..{names[-1]!r}; keep one of them (unshard_memmap.py's document.bin replaces "
+                f"the shards: delete them, or give document.bin and a copy of document.idx their own directory). "
                 f"{SHARD_CONVENTION}"
             )
         if os.path.isfile(single):

@@ -1,12 +1,15 @@
 """Pythia's training order: step ``k`` sees rows ``k*batch_size ... k*batch_size + batch_size - 1``.
 
-``PythiaBatches`` reads either a Megatron dataset or the authors' ``.npy`` of rows ``(N, seq_len)``. The Megatron
-layouts Pythia publishes open as they are downloaded: the preshuffled Pile (``EleutherAI/pile-standard-pythia-
-preshuffled``, and the deduped ``pile-deduped-pythia-preshuffled``) is ``document.idx`` plus the 21 byte-split
-shards ``document-00000-of-00020.bin`` .. ``document-00020-of-00020.bin`` (the number after ``of`` is the last
-index), or the single ``document.bin`` that Pythia's ``utils/unshard_memmap.py --num_shards 21`` writes (with
-``document.idx`` copied beside it). See :mod:`mda_fast.data.megatron` for the checks. Rows come back in the file's native dtype (``uint16`` for Pythia) as fresh,
-writable, C-contiguous arrays; cast to int64 before embedding lookup. Inputs are ``row[:-1]``, labels ``row[1:]``.
+``PythiaBatches`` reads either a Megatron dataset or the authors' ``.npy`` of rows ``(N, seq_len)``. Rows come back
+in the file's native dtype (``uint16`` for Pythia) as fresh, writable, C-contiguous arrays; cast to int64 before
+embedding lookup. Inputs are ``row[:-1]``, labels ``row[1:]``.
+
+The Megatron layouts Pythia publishes open as downloaded: the preshuffled Pile
+(``EleutherAI/pile-standard-pythia-preshuffled`` and the deduped ``EleutherAI/pile-deduped-pythia-preshuffled``)
+is ``document.idx`` plus the 21 byte-split shards ``document-00000-of-00020.bin`` .. ``document-00020-of-00020.bin``
+(the number after ``of`` is the last index), or the single ``document.bin`` that Pythia's
+``utils/unshard_memmap.py --num_shards 21`` writes (with ``document.idx`` copied beside it). See
+:mod:`mda_fast.data.megatron` for the checks.
 """
 
 from __future__ import annotations
