@@ -38,7 +38,8 @@ def test_round_trip(tmp_path, n_shards):
     paths = write_megatron(prefix, seqs, n_shards=n_shards)
     assert len(paths) == 1 + n_shards
     if n_shards > 1:
-        assert os.path.basename(paths[1]) == f"doc-00000-of-{n_shards:05d}.bin"
+        assert os.path.basename(paths[1]) == f"doc-00000-of-{n_shards - 1:05d}.bin"  # -of- is the last index
+        assert os.path.basename(paths[-1]) == f"doc-{n_shards - 1:05d}-of-{n_shards - 1:05d}.bin"
         assert shard_bin_paths(prefix) == paths[1:]
     # shards are a plain byte-concatenation of the stream
     stream = b"".join(open(p, "rb").read() for p in paths[1:])
@@ -195,20 +196,20 @@ def test_truncated_bin(good):
     prefix, _ = good
     last = shard_bin_paths(prefix)[-1]
     os.truncate(last, os.path.getsize(last) - 1)
-    _assert_bad(prefix, "truncated token stream", "c-00000-of-00003.bin")
+    _assert_bad(prefix, "truncated token stream", "c-00000-of-00002.bin")
 
 
 def test_oversized_bin(good):
     prefix, _ = good
     with open(shard_bin_paths(prefix)[1], "ab") as f:
         f.write(b"\0\0")
-    _assert_bad(prefix, "oversized token stream", "c-00000-of-00003.bin")
+    _assert_bad(prefix, "oversized token stream", "c-00000-of-00002.bin")
 
 
 def test_missing_shard(good):
     prefix, _ = good
     os.remove(shard_bin_paths(prefix)[1])
-    with pytest.raises(ValueError, match=r"missing \[1\]"):
+    with pytest.raises(ValueError, match=r"missing 1 shard \[00001\]"):
         MMapIndexedDataset(prefix)
 
 

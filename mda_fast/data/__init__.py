@@ -1,6 +1,7 @@
 """Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers and the synthetic demo corpus."""
 
-from .megatron import DTYPE_CODES, MMapIndexedDataset, shard_bin_paths, write_megatron
+from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
+                       shard_bin_paths, write_megatron)
 from .pythia import PythiaBatches
 from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus, load_category_sidecar
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
@@ -8,6 +9,9 @@ from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, l
 __all__ = [
     "DTYPE_CODES",
     "MMapIndexedDataset",
+    "MissingDataError",
+    "resolve_prefix",
+    "SHARD_CONVENTION",
     "shard_bin_paths",
     "write_megatron",
     "PythiaBatches",

@@ -1,8 +1,15 @@
 """Pythia's training order: step ``k`` sees rows ``k*batch_size ... k*batch_size + batch_size - 1``.
 
-``PythiaBatches`` reads either a Megatron dataset (``<prefix>.idx`` + ``.bin`` or shards) or the authors'
-``.npy`` of rows ``(N, seq_len)``. Rows come back in the file's native dtype (``uint16`` for Pythia) as fresh,
-writable, C-contiguous arrays; cast to int64 before embedding lookup. Inputs are ``row[:-1]``, labels ``row[1:]``.
+``PythiaBatches`` reads either a Megatron dataset or the authors' ``.npy`` of rows ``(N, seq_len)``. Rows come back
+in the file's native dtype (``uint16`` for Pythia) as fresh, writable, C-contiguous arrays; cast to int64 before
+embedding lookup. Inputs are ``row[:-1]``, labels ``row[1:]``.
+
+The Megatron layouts Pythia publishes open as downloaded: the preshuffled Pile
+(``EleutherAI/pile-standard-pythia-preshuffled`` and the deduped ``EleutherAI/pile-deduped-pythia-preshuffled``)
+is ``document.idx`` plus the 21 byte-split shards ``document-00000-of-00020.bin`` .. ``document-00020-of-00020.bin``
+(the number after ``of`` is the last index), or the single ``document.bin`` that Pythia's
+``utils/unshard_memmap.py --num_shards 21`` writes (with ``document.idx`` copied beside it). See
+:mod:`mda_fast.data.megatron` for the checks.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import DataError
 from .megatron import MMapIndexedDataset
 
 __all__ = ["PythiaBatches"]
@@ -21,7 +29,11 @@ class PythiaBatches:
     """Batches of a pre-shuffled token file in Pythia's step order.
 
     Args:
-        path: a Megatron prefix (``.idx``/``.bin`` suffix allowed) or a ``.npy`` file of shape ``(N, seq_len)``.
+        path: a ``.npy`` file of shape ``(N, seq_len)``, or a Megatron dataset named by its prefix (e.g.
+            ``.../pile-deduped-pythia-preshuffled/document``), its ``.idx``, its ``.bin``, shard 0's path, or
+            the directory holding its one ``.idx``. The token stream is ``<prefix>.bin`` or the shards
+            ``<prefix>-IIIII-of-LLLLL.bin``, ``IIIII = 00000..LLLLL`` (``LLLLL`` is the last index, Pythia's
+            convention); a missing, duplicated or short shard raises :class:`~mda_fast.errors.DataError`.
         batch_size: rows per step (1024 in Pythia).
         seq_len: tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label).
         packing: how Megatron entries become rows. ``"rows"`` (default): every entry must be exactly
@@ -49,9 +61,9 @@ class PythiaBatches:
         if self.path.endswith(".npy"):
             arr = np.load(self.path, mmap_mode="r")
             if arr.ndim != 2 or arr.shape[1] != self.seq_len:
-                raise ValueError(f"{self.path!r}: expected rows of shape (N, {self.seq_len}), got {arr.shape}")
+                raise DataError(f"{self.path!r}: expected rows of shape (N, {self.seq_len}), got {arr.shape}")
             if arr.dtype.kind not in "iu":
-                raise ValueError(f"{self.path!r}: expected integer token ids, got dtype {arr.dtype}")
+                raise DataError(f"{self.path!r}: expected integer token ids, got dtype {arr.dtype}")
             self._npy = arr
             self.n_rows = int(arr.shape[0])
             self.dtype = arr.dtype
@@ -60,11 +72,11 @@ class PythiaBatches:
             self._ds = ds
             self.dtype = ds.dtype
             if ds.dtype.kind not in "iu":
-                raise ValueError(f"{ds.idx_path!r}: expected integer token ids, got dtype {ds.dtype}")
+                raise DataError(f"{ds.idx_path!r}: expected integer token ids, got dtype {ds.dtype}")
             if packing == "rows":
                 if len(ds) and ds.uniform_size != self.seq_len:
                     bad = int(np.argmax(ds.sizes != self.seq_len))
-                    raise ValueError(
+                    raise DataError(
                         f"{ds.idx_path!r}: entry {bad} has {int(ds.sizes[bad])} tokens but seq_len={self.seq_len}; "
                         f"Pythia's files hold one seq_len-token row per entry. Pass the right seq_len, or "
                         f"packing='stream' to cut the concatenated tokens into rows"
@@ -83,8 +95,8 @@ class PythiaBatches:
         ds, L = self._ds, self.seq_len
         rb = L * ds.dtype.itemsize
         blocks = []
-        for s, buf in enumerate(ds._shards):
-            a, b = int(ds._shard_start[s]), int(ds._shard_start[s + 1])
+        for a, buf in ds.segments():
+            b = a + buf.size
             r0, r1 = -(-a // rb), min(b // rb, self.n_rows)
             if r1 > r0:
                 blocks.append((r0, r1, buf[r0 * rb - a: r1 * rb - a].view(ds.dtype).reshape(r1 - r0, L)))
