@@ -11,6 +11,9 @@ sum over the batch is ``f_probe``:
   i−L+1 (the token after the previous occurrence of x_i).
 * ``prev_token``      — mean attention of head (layer, h) from t to t−1 (t ≥ 1) on the same batch.
 
+The two attention-pattern probes depend on their head's W_Q|W_K only: in mode "qkvo" their W_V and W_O gradients
+are exactly zero (the W_Q|W_K gradient is not), so mode "qk" tracks the same information.
+
 Register your own with :func:`register_probe`.
 
 Objectives keep a float64 model's precision (float64 throughout); lower-precision models compute the softmax
