@@ -40,12 +40,15 @@ def split_qkv(qkv: torch.Tensor, shape: NeoXShape, heads=None):
 
 
 def attention_pattern(qkv: torch.Tensor, shape: NeoXShape, heads=None) -> torch.Tensor:
-    """Causal attention probabilities ``[N, H', T, T]`` (query, key) from a layer's qkv output."""
+    """Causal attention probabilities ``[N, H', T, T]`` (query, key) from a layer's qkv output.
+
+    Computed in float64 for a float64 ``qkv``, else in float32."""
     q, k, _ = split_qkv(qkv, shape, heads)
     T = q.shape[-2]
-    cos, sin = rotary_cos_sin(T, shape.rotary_ndims, shape.rotary_base, q.device, torch.float32)
-    q = apply_rotary(q.float(), cos, sin)
-    k = apply_rotary(k.float(), cos, sin)
+    dt = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    cos, sin = rotary_cos_sin(T, shape.rotary_ndims, shape.rotary_base, q.device, dt)
+    q = apply_rotary(q.to(dt), cos, sin)
+    k = apply_rotary(k.to(dt), cos, sin)
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(shape.d_head)
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     scores = scores.masked_fill(~causal, float("-inf"))

@@ -6,19 +6,28 @@ sum over the batch is ``f_probe``:
 * ``induction``       — Σ log p(induction target) on L random tokens repeated twice. At position t of the second
   copy (L ≤ t ≤ 2L−2) the current token x_t last occurred at t−L, followed by x_{t−L+1}; the model predicts
   x_{t+1} = x_{t−L+1} there. Model-level: the same f for every head (its gradient is taken per head subspace).
+  ``target="authors"`` scores logit row t−1 instead (one position off), for comparison with the reference code.
 * ``prefix_matching`` — mean attention of head (layer, h) from each second-copy position i (L ≤ i ≤ 2L−1) to
   i−L+1 (the token after the previous occurrence of x_i).
 * ``prev_token``      — mean attention of head (layer, h) from t to t−1 (t ≥ 1) on the same batch.
 
+The two attention-pattern probes depend on their head's W_Q|W_K only: in mode "qkvo" their W_V and W_O gradients
+are exactly zero (the W_Q|W_K gradient is not), so mode "qk" tracks the same information.
+
 Register your own with :func:`register_probe`.
+
+Objectives keep a float64 model's precision (float64 throughout); lower-precision models compute the softmax
+reductions in float32.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from .attention import attention_pattern
+from .errors import ConfigError
 from .model import neox_shape
 
 PYTHIA_REAL_VOCAB = 50277  # ids >= this are untrained padding rows of Pythia's 50304-row embedding
@@ -37,10 +46,27 @@ def repeated_random_tokens(n: int, L: int, low: int, high: int, seed: int, devic
     return torch.cat([first, first], dim=1).to(device)
 
 
-def induction_targets(L: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions t, source positions t−L+1) whose token is the induction target at t, for 2L-token rows."""
+INDUCTION_TARGETS = ("next", "authors")
+
+
+def induction_targets(L: int, target: str = "next") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logit rows r, source positions s) for 2L-token rows: the induction objective sums log p[r, x_s].
+
+    For each position t of the second copy (L ≤ t ≤ 2L−2), s = t−L+1 (the token after the earlier copy of x_t).
+    ``target="next"`` (correct): r = t, the row predicting position t+1, whose true token x_{t+1} equals x_s.
+    ``target="authors"``: r = t−1, the reference implementation's default — off by one (row t−1 predicts x_t, not
+    x_s); for comparison with that code only.
+    """
+    if target not in INDUCTION_TARGETS:
+        raise ConfigError(f"unknown induction probe target {target!r}; expected one of {INDUCTION_TARGETS}")
     pos = torch.arange(L, 2 * L - 1)
-    return pos, pos - L + 1
+    rows = pos if target == "next" else pos - 1
+    return rows, pos - L + 1
+
+
+def _float_acc(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64 if it is float64, else in float32 (the precision of an objective's reductions)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def prefix_matching_pairs(L: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +83,15 @@ class Probe:
     seed: int = 0
     low: int = 4
     high: int | None = None
+    target: str = "next"
     name = "probe"
     per_head = False
+    targets: ClassVar[tuple[str, ...]] = ("next",)  # allowed ``target`` values; induction also has "authors"
+
+    def __post_init__(self):
+        if self.target not in self.targets:
+            hint = "" if len(self.targets) > 1 else "; 'authors' is an option of the induction probe only"
+            raise ConfigError(f"probe {self.name!r}: target={self.target!r} is not one of {self.targets}{hint}")
 
     def inputs(self, model) -> torch.Tensor:
         s = neox_shape(model)
@@ -80,12 +113,19 @@ class Probe:
 
 @dataclass
 class InductionProbe(Probe):
+    """Σ log p(induction target) per sequence.
+
+    ``target="next"`` (default, correct): at position t of the second copy, log p(x_{t+1} = token after the
+    earlier copy of x_t), read from logit row t. ``target="authors"``: the same token scored at logit row t−1 —
+    off by one; it reproduces the reference implementation's default for comparison only.
+    """
     name = "induction"
+    targets = INDUCTION_TARGETS
 
     def objective(self, model, spec, input_ids, logits, hooks):
-        pos, src = induction_targets(self.L)
-        pos, src = pos.to(input_ids.device), src.to(input_ids.device)
-        logp = torch.log_softmax(logits[:, pos].float(), dim=-1)
+        rows, src = induction_targets(self.L, self.target)
+        rows, src = rows.to(input_ids.device), src.to(input_ids.device)
+        logp = torch.log_softmax(_float_acc(logits[:, rows]), dim=-1)
         tgt = input_ids[:, src]
         return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
