@@ -205,10 +205,10 @@ class Config:
 
     def probe_kwargs(self, probe: str | None = None) -> dict:
         """Keyword arguments of probe ``probe`` (``get_probe(name, **kw)``); ``target`` goes to the induction probe only
-        (and only when it is not the default ``"next"``)."""
+        (the other probes have one target)."""
         t = self.targets
         kw = dict(L=t.probe_L, n=t.probe_n, seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None)
-        if probe == "induction" and t.probe_target != "next":
+        if probe == "induction":
             kw["target"] = t.probe_target
         return kw
 
