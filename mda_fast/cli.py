@@ -128,6 +128,8 @@ class Interrupted(Exception):
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)
+    if not progress:
+        _quiet_transformers()
     try:
         if args.cmd == "config":
             from .config import describe
@@ -160,6 +162,16 @@ def main(argv=None) -> int:
         print(f"mda-fast {args.cmd}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _quiet_transformers() -> None:
+    """``--no-progress``: no progress bars from transformers' weight loading either."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def _one_line(e: BaseException) -> str:

@@ -308,22 +308,27 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
     first, n_window = score_window(cfg, B)
     lo_all, hi_all = (0, n_window) if shard is None else shard_range(n_window // B, B, shard)
     _, specs = load_targets(out)
-    model = load_model(cfg)
-    factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
-    scorer = InfluenceScorer(model, specs, factors, probe=make_probes(cfg),
-                             backend=s.backend or None, tf32=s.tf32)
+    probes = make_probes(cfg)
+    target_names = [f"{sp.name}:{p.name}" for sp in specs for p in probes]
     n = hi_all - lo_all
     d = score_dir(out, shard)
-    fp = score_fingerprint(cfg, out, scorer.target_names, shard)
+    fp = score_fingerprint(cfg, out, target_names, shard)
     prog_path = os.path.join(d, "progress.json")
     files = {k: os.path.join(d, f"{k}.npy") for k in SCORE_ARRAYS}
-    done = 0
-    if resume and os.path.exists(prog_path):
+    resume = resume and os.path.exists(prog_path)
+    if resume:  # refused before any model is loaded
         prog = read_json(prog_path)
         if prog.get("fingerprint") != fp:
             raise StateError(f"--resume: {d} was written with other factors, targets, data or score settings "
                              f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
                              f"--resume to start over")
+    model = load_model(cfg)
+    factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
+    scorer = InfluenceScorer(model, specs, factors, probe=probes, backend=s.backend or None, tf32=s.tf32)
+    if scorer.target_names != target_names:
+        raise StateError(f"score: the scorer's targets {scorer.target_names} differ from {target_names}")
+    done = 0
+    if resume:
         done = int(prog["n_done"])
         arrays = _open_arrays(files, n, scorer.n_targets, resume=True)
     else:
