@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import kernels
 from .capture import capture, check_mask, fisher_objective, loss_objective, resolve_blocks, split_rows
-from .errors import NonFiniteError, StateError, first_line
+from .errors import NonFiniteError, StateError, one_line
 from .finite import check_finite, check_model_finite
 from .heads import Block, HeadSpec, ModuleSpec
 from .model import neox_shape
@@ -141,11 +141,11 @@ class Factors:
             with open(jpath, encoding="utf-8") as fh:
                 meta = json.load(fh)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StateError(f"{jpath} is not readable JSON ({first_line(e)}); expected the factors' metadata: {_REFIT}") from None
+            raise StateError(f"{jpath} is not readable JSON ({one_line(e)}); expected the factors' metadata: {_REFIT}") from None
         try:
             tensors = load_file(tpath, device=str(device))
         except (SafetensorError, OSError) as e:
-            raise StateError(f"{tpath} is damaged or truncated ({first_line(e)}); expected a safetensors file: {_REFIT}") from None
+            raise StateError(f"{tpath} is damaged or truncated ({one_line(e)}); expected a safetensors file: {_REFIT}") from None
         try:
             info = {n: Block(**b) for n, b in meta.pop("blocks").items()}
             raw_damping = meta.pop("damping")
@@ -153,7 +153,7 @@ class Factors:
             method, fisher = meta.pop("method"), meta.pop("fisher")
             specs = [spec_from_dict(d) for d in meta.pop("specs")]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StateError(f"{jpath} is missing or has a malformed key ({type(e).__name__}: {first_line(e)}); "
+            raise StateError(f"{jpath} is missing or has a malformed key ({type(e).__name__}: {one_line(e)}); "
                              f"expected the metadata Factors.save writes: {_REFIT}") from None
         if method not in METHODS or fisher not in FISHERS:
             raise StateError(f"{jpath}: method {method!r} / fisher {fisher!r}; expected one of {METHODS} / {FISHERS}: {_REFIT}")
@@ -189,7 +189,7 @@ def _eigh(M: torch.Tensor, what: str):
     try:
         lam, Q = torch.linalg.eigh(M)
     except torch.linalg.LinAlgError as e:
-        raise NonFiniteError(f"the eigendecomposition of {what} ({list(M.shape)}, float64) failed: {first_line(e)}; "
+        raise NonFiniteError(f"the eigendecomposition of {what} ({list(M.shape)}, float64) failed: {one_line(e)}; "
                              "expected a symmetric matrix LAPACK can diagonalise; it is numerically degenerate "
                              "(fit on more tokens, or use a float32 model)") from None
     return lam, Q.contiguous()

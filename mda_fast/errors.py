@@ -35,8 +35,8 @@ class OutputError(MdaFastError, OSError):
     """An output cannot be written: read-only or full disk, ``--out`` naming a file, a directory in use."""
 
 
-def first_line(error: BaseException, limit: int = 160) -> str:
-    """The first line of ``error``'s message, shortened to ``limit`` characters, for quoting a lower-level error
-    (a LAPACK, safetensors or Hugging Face message) inside a one-line mda-fast message."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0].strip() or type(error).__name__
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message on one line (its lines joined, whitespace collapsed), shortened to ``limit`` characters,
+    for quoting a lower-level error (LAPACK, safetensors, Hugging Face) inside a one-line mda-fast message."""
+    text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[:limit - 3] + "..."

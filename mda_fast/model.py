@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import torch
 from safetensors import SafetensorError
 
-from .errors import ModelError, first_line
+from .errors import ModelError, one_line
+
+try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
+    from huggingface_hub.errors import StrictDataclassError as _ConfigInvalid
+except ImportError:  # pragma: no cover - older huggingface_hub
+    _ConfigInvalid = ValueError
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ def _unreachable(name: str, revision: str | None, error: BaseException) -> Model
     at = f" at revision {revision!r}" if revision else ""
     return ModelError(
         f"model {name!r}{at} is not in the local Hugging Face cache ({_hub_cache()}) and could not be downloaded "
-        f"({type(error).__name__}: {first_line(error)}); expected it in the cache (HF_HOME / HF_HUB_CACHE): download "
+        f"({type(error).__name__}: {one_line(error)}); expected it in the cache (HF_HOME / HF_HUB_CACHE): download "
         f"it once on a machine with network with `hf download {name}{rev}` (older huggingface_hub: "
         f"`huggingface-cli download`), or point model.name at a "
         f"local save_pretrained directory (and set HF_HUB_OFFLINE=1 to never try the network)")
@@ -136,7 +141,7 @@ def _check_local_dir(path: str) -> str:
         with open(cfg_path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{cfg_path} is not readable JSON ({first_line(e)}); expected a GPT-NeoX model config") from None
+        raise ModelError(f"{cfg_path} is not readable JSON ({one_line(e)}); expected a GPT-NeoX model config") from None
     if not isinstance(raw, dict):
         raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a GPT-NeoX model config object")
     _check_model_type(raw.get("model_type"), cfg_path)
@@ -150,7 +155,7 @@ def _check_local_dir(path: str) -> str:
             with open(index, encoding="utf-8") as fh:
                 shards = sorted(set(json.load(fh)["weight_map"].values()))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ModelError(f"{index} is not a readable shard index ({first_line(e)}); expected "
+            raise ModelError(f"{index} is not a readable shard index ({one_line(e)}); expected "
                              "{\"weight_map\": {tensor: shard file}}") from None
         missing = [f for f in shards if not os.path.isfile(os.path.join(path, f))]
         if missing:
@@ -169,8 +174,8 @@ def _read_config(name_or_path: str, revision: str | None):
         try:
             from transformers import GPTNeoXConfig
             config = GPTNeoXConfig.from_pretrained(name)
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise ModelError(f"{where} is not a valid GPT-NeoX config ({first_line(e)})") from None
+        except (OSError, ValueError, TypeError, KeyError, _ConfigInvalid) as e:
+            raise ModelError(f"{where} is not a valid GPT-NeoX config ({one_line(e)})") from None
     elif os.path.exists(name):
         raise ModelError(f"model path {name!r} is a file; expected a checkpoint directory (config.json + weights) "
                          "or a Hugging Face model id such as EleutherAI/pythia-14m")
@@ -186,14 +191,14 @@ def _read_config(name_or_path: str, revision: str | None):
             validate_repo_id(name)
         except HFValidationError as e:
             raise ModelError(f"model {name!r} is neither a local directory nor a valid Hugging Face model id "
-                             f"({first_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m") from None
+                             f"({one_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m") from None
         kwargs = {"revision": revision} if revision is not None else {}
         try:
             config = AutoConfig.from_pretrained(name, **kwargs)
         except OSError as e:
             raise _unreachable(name, revision, e) from None
-        except ValueError as e:  # an invalid repo id, or a config transformers cannot parse
-            raise ModelError(f"{where}: {first_line(e)}; expected a local directory or a Hugging Face model id "
+        except (ValueError, _ConfigInvalid) as e:  # a config transformers cannot parse
+            raise ModelError(f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
                              "such as EleutherAI/pythia-14m") from None
         _check_model_type(getattr(config, "model_type", None), where)
     try:
@@ -202,7 +207,7 @@ def _read_config(name_or_path: str, revision: str | None):
             raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of "
                              f"num_attention_heads {config.num_attention_heads}")
     except (ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
-        raise ModelError(f"{where}: unsupported GPT-NeoX config ({first_line(e)})") from None
+        raise ModelError(f"{where}: unsupported GPT-NeoX config ({one_line(e)})") from None
     return config
 
 
@@ -230,8 +235,13 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
     name = os.fspath(name_or_path)
     local = os.path.isdir(name)
     kwargs = {"revision": revision} if revision is not None and not local else {}
+    kwargs["ignore_mismatched_sizes"] = True  # reported below as one ModelError naming a mismatched tensor
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no load-report table before our one-line error; missing keys raise below
     try:
         try:
             model, info = GPTNeoXForCausalLM.from_pretrained(name, config=config, dtype=dtype,
@@ -242,15 +252,24 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
     except OSError as e:
         if not local:
             raise _unreachable(name, revision, e) from None
-        raise ModelError(f"cannot read the weights in {name!r} ({first_line(e)}); expected an intact "
+        raise ModelError(f"cannot read the weights in {name!r} ({one_line(e)}); expected an intact "
                          f"{' or '.join(WEIGHT_FILES[::2])} (the checkpoint is damaged: copy or re-save it)") from None
     except torch.cuda.OutOfMemoryError:
         raise
     except (SafetensorError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         # a damaged safetensors / torch.load file, or tensor sizes that do not match config.json
         where = repr(name) if local else f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
-        raise ModelError(f"cannot load the weights of {where} ({type(e).__name__}: {first_line(e)}); expected "
+        raise ModelError(f"cannot load the weights of {where} ({type(e).__name__}: {one_line(e)}); expected "
                          "weights that match its config.json (the checkpoint is damaged or mixed up)") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    mismatched = list(info.get("mismatched_keys") or [])
+    if mismatched:
+        key, *shapes = mismatched[0]
+        got, want = (list(shapes[0]), list(shapes[1])) if len(shapes) == 2 else ("?", "?")
+        raise ModelError(f"the weights of {name!r} do not match its config.json: {len(mismatched)} tensors differ "
+                         f"(first: {key} is {got} in the checkpoint, {want} per config.json); expected a config.json "
+                         "and weights from the same checkpoint")
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise ModelError(f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "

@@ -2,6 +2,7 @@
 checkpoint (not GPT-NeoX, no weights, damaged weights, missing tensors, not cached offline) is one ModelError."""
 import json
 import os
+import re
 import time
 
 import pytest
@@ -138,3 +139,19 @@ def test_hub_model_not_in_the_cache_offline(tmp_path, monkeypatch, no_build):
         assert msg.startswith("model 'EleutherAI/pythia-14m' at revision 'step2000' is not in the local Hugging Face "
                               f"cache ({home / 'hub'}) and could not be downloaded (")
         assert "`hf download EleutherAI/pythia-14m --revision step2000`" in msg and "HF_HUB_OFFLINE=1" in msg
+
+
+def test_config_the_weights_do_not_fit_or_that_is_invalid(saved_tiny, capsys):
+    _, d = saved_tiny
+    cfg_path = d / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["hidden_size"] = 32  # the saved weights are 16 wide
+    cfg_path.write_text(json.dumps(cfg))
+    msg = err(load_pythia, str(d))
+    assert msg.startswith(f"the weights of {str(d)!r} do not match its config.json: ")
+    m = re.search(r"\(first: [\w.]+ is \[([0-9, ]+)\] in the checkpoint, \[([0-9, ]+)\] per config\.json\)", msg)
+    assert m and "16" in m.group(1).split(", ") and "32" in m.group(2).split(", "), msg
+    assert "LOAD REPORT" not in capsys.readouterr().err  # no transformers table before the one-line error
+    cfg["num_attention_heads"] = 3  # 32 is not a multiple of 3
+    cfg_path.write_text(json.dumps(cfg))
+    assert err(read_model_config, str(d)).startswith(f"{cfg_path} is not a valid GPT-NeoX config (")
