@@ -263,14 +263,14 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
                          "weights that match its config.json (the checkpoint is damaged or mixed up)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    mismatched = list(info.get("mismatched_keys") or [])
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda t: str(t[0]))
     if mismatched:
         key, *shapes = mismatched[0]
         got, want = (list(shapes[0]), list(shapes[1])) if len(shapes) == 2 else ("?", "?")
         raise ModelError(f"the weights of {name!r} do not match its config.json: {len(mismatched)} tensors differ "
                          f"(first: {key} is {got} in the checkpoint, {want} per config.json); expected a config.json "
                          "and weights from the same checkpoint")
-    missing = list(info.get("missing_keys") or [])
+    missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise ModelError(f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "
                          "expected a complete GPT-NeoX checkpoint (they would be left randomly initialised)")
