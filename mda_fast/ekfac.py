@@ -24,16 +24,23 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import kernels
 from .capture import capture, check_mask, fisher_objective, loss_objective, resolve_blocks, split_rows
+from .errors import NonFiniteError, StateError, one_line
+from .finite import check_finite, check_model_finite
 from .heads import Block, HeadSpec, ModuleSpec
 from .model import neox_shape
 
 METHODS = ("ekfac", "kfac", "identity")
 FISHERS = ("true", "empirical")
+FACTOR_KEYS = ("Q_A", "Q_S", "lam_A", "lam_S", "eig")
+_REFIT = "re-run `mda-fast fit` (or fit_ekfac + Factors.save) to rewrite them"
+_OVERFLOW = ("the model's activations or gradients overflow on the fitting batches "
+             "(a float16/bfloat16 model? use float32)")
 
 
 @dataclass
@@ -123,21 +130,49 @@ class Factors:
 
     @classmethod
     def load(cls, path: str, device="cpu") -> "Factors":
+        """Read factors written by ``save``. A missing, unreadable, truncated or inconsistent file raises
+        ``StateError`` naming it; non-finite factors raise ``NonFiniteError``."""
         jpath, tpath = os.path.join(path, "factors.json"), os.path.join(path, "factors.safetensors")
         for p in (jpath, tpath):
-            if not os.path.exists(p):
-                raise ValueError(f"no saved factors at {path!r}: missing {os.path.basename(p)}")
-        with open(jpath) as fh:
-            meta = json.load(fh)
-        tensors = load_file(tpath, device=str(device))
-        info = {n: Block(**b) for n, b in meta.pop("blocks").items()}
-        damping = meta.pop("damping")
-        blocks = {
-            n: BlockFactors(**{k: tensors[f"{n}/{k}"] for k in ("Q_A", "Q_S", "lam_A", "lam_S", "eig")}, damping=damping[n])
-            for n in info
-        }
-        return cls(method=meta.pop("method"), fisher=meta.pop("fisher"),
-                   specs=[spec_from_dict(d) for d in meta.pop("specs")], block_info=info, blocks=blocks, meta=meta)
+            if not os.path.isfile(p):
+                raise StateError(f"no saved factors at {path!r}: missing {os.path.basename(p)}; "
+                                 f"expected factors.json and factors.safetensors: {_REFIT}")
+        try:
+            with open(jpath, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StateError(f"{jpath} is not readable JSON ({one_line(e)}); expected the factors' metadata: {_REFIT}") from None
+        try:
+            tensors = load_file(tpath, device=str(device))
+        except (SafetensorError, OSError) as e:
+            raise StateError(f"{tpath} is damaged or truncated ({one_line(e)}); expected a safetensors file: {_REFIT}") from None
+        try:
+            info = {n: Block(**b) for n, b in meta.pop("blocks").items()}
+            raw_damping = meta.pop("damping")
+            damping = {n: float(raw_damping[n]) for n in info}
+            method, fisher = meta.pop("method"), meta.pop("fisher")
+            specs = [spec_from_dict(d) for d in meta.pop("specs")]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StateError(f"{jpath} is missing or has a malformed key ({type(e).__name__}: {one_line(e)}); "
+                             f"expected the metadata Factors.save writes: {_REFIT}") from None
+        if method not in METHODS or fisher not in FISHERS:
+            raise StateError(f"{jpath}: method {method!r} / fisher {fisher!r}; expected one of {METHODS} / {FISHERS}: {_REFIT}")
+        blocks = {}
+        for n, b in info.items():
+            want = {"Q_A": (b.d_in_total, b.d_in_total), "Q_S": (b.d_out, b.d_out), "lam_A": (b.d_in_total,),
+                    "lam_S": (b.d_out,), "eig": (b.d_out, b.d_in_total)}
+            for k, shape in want.items():
+                t = tensors.get(f"{n}/{k}")
+                if t is None:
+                    raise StateError(f"{tpath} has no tensor {n}/{k} (listed in {os.path.basename(jpath)}); {_REFIT}")
+                if tuple(t.shape) != shape or not t.is_floating_point():
+                    raise StateError(f"{tpath}: {n}/{k} is {t.dtype} {list(t.shape)}, but {os.path.basename(jpath)} "
+                                     f"needs a float tensor {list(shape)}; {_REFIT}")
+            blocks[n] = BlockFactors(**{k: tensors[f"{n}/{k}"] for k in FACTOR_KEYS}, damping=damping[n])
+        check_finite(tensors, f"the factors in {tpath}", expected="finite factors", cause=f"the file is damaged: {_REFIT}")
+        check_finite(torch.tensor([damping[n] for n in info], dtype=torch.float64), f"the damping in {jpath}",
+                     expected="finite damping", cause=_REFIT)
+        return cls(method=method, fisher=fisher, specs=specs, block_info=info, blocks=blocks, meta=meta)
 
 
 def _as_batch(b):
@@ -147,10 +182,16 @@ def _as_batch(b):
     return b, None, None
 
 
-def _eigh(M: torch.Tensor):
+def _eigh(M: torch.Tensor, what: str):
+    """Eigen-decomposition of the symmetrised ``M`` in float64; ``what`` (e.g. "A of L1H2.qk") names it on failure."""
     M = M.double()
     M = 0.5 * (M + M.T)
-    lam, Q = torch.linalg.eigh(M)
+    try:
+        lam, Q = torch.linalg.eigh(M)
+    except torch.linalg.LinAlgError as e:
+        raise NonFiniteError(f"the eigendecomposition of {what} ({list(M.shape)}, float64) failed: {one_line(e)}; "
+                             "expected a symmetric matrix LAPACK can diagonalise; it is numerically degenerate "
+                             "(fit on more tokens, or use a float32 model)") from None
     return lam, Q.contiguous()
 
 
@@ -179,6 +220,7 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
     if iter(batches) is batches:
         batches = list(batches)
     specs, blocks_per_spec = resolve_blocks(model, specs)
+    check_model_finite(model)
     uniq: dict[str, Block] = {}
     for bs in blocks_per_spec:
         for b in bs:
@@ -208,11 +250,13 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
         n_seqs += shape[0]
     if n_tokens <= 0:
         raise ValueError("the fitting batches hold no unmasked tokens")
+    check_finite({f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
+                 "the EK-FAC covariances", expected="finite covariances", cause=_OVERFLOW)
 
     out: dict[str, BlockFactors] = {}
     for b in blocks:
-        lam_A, Q_A = _eigh(A[b.name] / n_tokens)
-        lam_S, Q_S = _eigh(S[b.name] / n_tokens)
+        lam_A, Q_A = _eigh(A[b.name] / n_tokens, f"A of {b.name}")
+        lam_S, Q_S = _eigh(S[b.name] / n_tokens, f"S of {b.name}")
         out[b.name] = BlockFactors(Q_A=Q_A, Q_S=Q_S, lam_A=lam_A, lam_S=lam_S,
                                    eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0), damping=0.0)
 
@@ -223,6 +267,8 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
                 f = out[b.name]
                 kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
                                             mask=None, bias=b.bias, backend=backend)
+        check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
+                     expected="finite eigenvalues", cause=_OVERFLOW)
         for b in blocks:
             out[b.name].eig = lam[b.name].double() / n_seqs
     elif method == "identity":

@@ -33,3 +33,10 @@ class StateError(MdaFastError, ValueError):
 
 class OutputError(MdaFastError, OSError):
     """An output cannot be written: read-only or full disk, ``--out`` naming a file, a directory in use."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message on one line (its lines joined, whitespace collapsed), shortened to ``limit`` characters,
+    for quoting a lower-level error (LAPACK, safetensors, Hugging Face) inside a one-line mda-fast message."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -18,6 +18,7 @@ import torch
 from . import kernels
 from .capture import capture, check_mask, loss_objective, resolve_blocks, split_rows
 from .ekfac import Factors
+from .finite import check_finite, check_model_finite
 from .probes import get_probe
 
 
@@ -50,6 +51,7 @@ class InfluenceScorer:
         self.model, self.backend, self.tf32 = model, backend, bool(tf32)
         self.specs, blocks_per_spec = resolve_blocks(model, specs)
         factors.check(model, self.specs)
+        check_model_finite(model)
         self.factors = factors
         probes = probe if isinstance(probe, (list, tuple)) else [probe]
         self.probes = [get_probe(p, **(probe_kwargs or {})) if isinstance(p, str) else get_probe(p) for p in probes]
@@ -89,6 +91,10 @@ class InfluenceScorer:
                     if b.bias:
                         g = torch.cat([g, y.double().sum(dim=(0, 1))[:, None]], dim=1)
                     grads[b.name] = g
+                check_finite(grads, f"the gradient of probe {probe.name!r} for {self.specs[i].name}",
+                             expected="finite probe gradients",
+                             cause="the probe objective is not finite on this model (probe value "
+                                   f"{value:.6g}; check probe_kwargs)")
                 out[i] = grads
         return out
 
@@ -103,15 +109,21 @@ class InfluenceScorer:
                 k = si * len(self.probes) + pj
                 for name, g in bgrads.items():
                     P[name][k] = -self.factors.precondition(name, g).to(dt)
+                check_finite({name: P[name][k] for name in bgrads},
+                             f"the preconditioned gradient -H⁻¹∇f of {self.target_names[k]}",
+                             expected="finite values", cause="the factors' eigenvalues plus damping are zero "
+                                                             "somewhere (refit with damping > 0)")
         device = next(self.model.parameters()).device
         return {n: p.to(device).contiguous() for n, p in P.items()}
 
     def score(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-              return_loss: bool = False):
+              return_loss: bool = False, rows=None):
         """Scores ``[N, n_targets]`` (float32; float64 for a float64 model) of training sequences.
 
         ``input_ids`` are rows of T+1 tokens (Pythia convention) unless ``labels`` are given. With
-        ``return_loss=True`` also returns each sequence's summed training loss ``[N]``.
+        ``return_loss=True`` also returns each sequence's summed training loss ``[N]``. ``rows`` (N labels, e.g.
+        the sequences' dataset indices) only names the offending sequences when a score is not finite, which
+        raises ``NonFiniteError``.
         """
         inputs, labels = split_rows(input_ids, labels)
         mask = check_mask(mask, labels.shape)
@@ -120,4 +132,9 @@ class InfluenceScorer:
             res = capture(self.model, inputs, blocks, loss_objective(labels, mask))
         parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
         scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
+        if rows is not None and len(rows) != scores.shape[0]:
+            raise ValueError(f"rows must label the {scores.shape[0]} sequences of the batch, got {len(rows)} labels")
+        check_finite(scores, "the influence scores of this batch" if rows is None else "the influence scores",
+                     expected="finite scores", cause="the training loss or its gradient overflows on these "
+                                                     "sequences (a float16/bfloat16 model? use float32)", rows=rows)
         return (scores, res.value) if return_loss else scores

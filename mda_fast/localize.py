@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .attention import attention_pattern
+from .finite import check_model_finite
 from .model import check_gpt_neox, layers, neox_shape
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
 
@@ -19,6 +20,7 @@ def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: i
     ``prev_token``: mean attention from t to t−1 over t ≥ 1.
     """
     check_gpt_neox(model)
+    check_model_finite(model)
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"unknown localization metric {m!r}; expected one of {METRICS}")
