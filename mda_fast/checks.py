@@ -14,7 +14,7 @@ import torch
 
 from .config import Config
 from .errors import ConfigError, DataError, StateError
-from .model import read_model_config, rotary_params
+from .model import read_model_config
 
 NEEDS_DATA = ("fit", "score", "analyze", "intervene")
 NEEDS_MODEL = ("localize", "fit", "score", "intervene")
@@ -24,7 +24,7 @@ NEEDS_MODEL = ("localize", "fit", "score", "intervene")
 class Facts:
     """What validation read: the data (``PythiaBatches``) and the model config, where the command needs them."""
     data: Optional[object] = None
-    model_config: Optional[object] = None
+    model_config: Optional[object] = None  # mda_fast.model.NeoXShape
 
 
 def device_of(cfg: Config) -> torch.device:
@@ -85,9 +85,7 @@ def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | Non
 
 def check_model(cfg: Config, mc) -> None:
     """The config's heads, probe and localization lengths and token ranges against the model's shape."""
-    n_layers, n_heads = mc.num_hidden_layers, mc.num_attention_heads
-    vocab, ctx = mc.vocab_size, mc.max_position_embeddings
-    rotary_params(mc)
+    n_layers, n_heads, vocab, ctx = mc.n_layers, mc.n_heads, mc.vocab_size, mc.max_positions
     t, loc = cfg.targets, cfg.localize
     if t.heads != "auto":
         for L, h in t.heads:
@@ -110,9 +108,9 @@ def check_model(cfg: Config, mc) -> None:
 
 
 def check_data_fits_model(cfg: Config, data, mc) -> None:
-    if data.seq_len - 1 > mc.max_position_embeddings:
+    if data.seq_len - 1 > mc.max_positions:
         raise ConfigError(f"data.seq_len = {data.seq_len}: {data.seq_len - 1} input tokens exceed the model's "
-                          f"context of {mc.max_position_embeddings}")
+                          f"context of {mc.max_positions}")
     if getattr(data, "dtype", None) is not None and data.dtype.itemsize <= 2 and mc.vocab_size > 65536:
         raise DataError(f"data.path {cfg.data.path!r}: {data.dtype} tokens cannot hold the model's vocabulary of "
                         f"{mc.vocab_size}")

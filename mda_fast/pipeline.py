@@ -349,7 +349,7 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
         rows = data.rows(g)
         for i in range(0, hi - lo, s.batch_size):
             ids = torch.from_numpy(rows[i:i + s.batch_size].astype(np.int64)).to(dev)
-            sc, loss = scorer.score(ids, return_loss=True)
+            sc, loss = scorer.score(ids, return_loss=True, rows=[int(x) for x in g[i:i + len(ids)]])
             sc, loss = sc.float().cpu().numpy(), loss.float().cpu().numpy()
             if not (np.isfinite(sc).all() and np.isfinite(loss).all()):
                 bad = int(g[i + np.nonzero(~(np.isfinite(sc).all(1) & np.isfinite(loss)))[0][0]])
