@@ -157,7 +157,7 @@ def _cases():
         return ["--config", "pythia-14m-induction", "--set", f'data.path="{w["base"]["data"]["path"]}"',
                 "--set", "data.batch_size=4", "--set", "data.seq_len=17", "--set", "window.start_step=0",
                 "--set", "window.end_step=2"], None
-    c.append(("hub-offline", "fit", offline, ["EleutherAI/pythia-14m", "HF cache"]))
+    c.append(("hub-offline", "fit", offline, ["EleutherAI/pythia-14m", "Hugging Face cache", "hf download"]))
 
     def local_dir_revisions(w, tmp):
         return ["--config", w["cfg"], "--set", f'model.name="{w["run"]}/step10"', "--set", 'model.run_dir=""',
