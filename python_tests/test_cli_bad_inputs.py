@@ -403,3 +403,79 @@ def test_config_show_prints_every_key_with_its_doc(capsys):
         for f in dataclasses.fields(sec.type if isinstance(sec.type, type) else type(getattr(Config(), sec.name))):
             assert f"\n{f.name} = " in text, f.name
     assert main(["config", "show", "--set", "fit.fisher=x"]) == 2
+
+
+def test_localize_of_one_local_directory_is_one_checkpoint(world, tmp_path, capsys):
+    """A local model directory has no revisions: localize scores it once instead of inventing a history."""
+    out = str(tmp_path / "o")
+    args = ["localize", "--config", world["cfg"], "--out", out, "--no-progress",
+            "--set", f'model.name="{world["run"]}/step10"', "--set", 'model.run_dir=""']
+    assert main(args) == 0
+    loc = json.load(open(os.path.join(out, "localize", "localize.json")))
+    assert loc["steps"] == [10] and loc["single_checkpoint"] is True and len(loc["checkpoints"]) == 1
+    assert "one checkpoint" in capsys.readouterr().out
+    # a run directory gives the real history
+    out2 = str(tmp_path / "o2")
+    assert main(["localize", "--config", world["cfg"], "--out", out2, "--no-progress"]) == 0
+    loc2 = json.load(open(os.path.join(out2, "localize", "localize.json")))
+    assert loc2["steps"] == [0, 5, 10] and loc2["single_checkpoint"] is False
+
+
+def test_a_failed_stage_keeps_the_previous_result(world, tmp_path):
+    """localize builds its directory beside the old one: a failure (NaN weights at one checkpoint) leaves the
+    previous localize/ byte for byte."""
+    from transformers import GPTNeoXForCausalLM
+
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run)
+    out = str(tmp_path / "o")
+    base = ["localize", "--config", world["cfg"], "--out", out, "--no-progress", "--set", f'model.run_dir="{run}"']
+    assert main(base) == 0
+    before = _tree(out)
+    m = GPTNeoXForCausalLM.from_pretrained(str(run / "step5"))
+    with torch.no_grad():
+        m.gpt_neox.embed_in.weight[3, 0] = float("inf")
+    m.save_pretrained(str(run / "step5"))
+    assert main(base) == 2
+    assert _tree(out) == before
+
+
+def test_top_fraction_is_reported_as_set_and_sized_once(world, tmp_path, capsys):
+    """analyze.top_frac = 0.05 is reported as the top 5% (``top_share`` beside ``top_fraction``), and the analysis
+    and the interventions size the top set the same way (ceil)."""
+    from mda_fast.analysis import top_count
+    from mda_fast.interventions import InterventionConfig
+
+    out = _copy_done(world, tmp_path)
+    assert main(["analyze", "--config", world["cfg"], "--out", out, "--no-progress", "--set", "analyze.top_frac=0.05"]) == 0
+    text = capsys.readouterr().out
+    assert "The top 5% of window sequences" in text and "10%" not in text.split("(the paper")[0]
+    a = json.load(open(os.path.join(out, "analyze", "analysis.json")))
+    assert a["top_fraction"] == 0.05 and "top_share" in a and "top10_share" not in a
+    assert a["k_top"] == top_count(20, 0.05) == 1
+    for n_steps, bs, frac in ((14, 1, 0.1), (3, 5, 0.1), (12, 3, 0.05), (40, 1, 0.1), (7, 1, 0.5)):
+        ic = InterventionConfig(run_dir="x", data=world["base"]["data"]["path"], batch_size=bs, seq_len=S,
+                                start_step=0, end_step=n_steps, train_until=n_steps, heads=[(0, 0)], out_dir="x",
+                                top_frac=frac)
+        assert ic.k == top_count(n_steps * bs, frac), (n_steps, bs, frac)
+    assert top_count(14, 0.1) == 2  # ceil(1.4): round-half-up would give 1
+
+
+def test_intervene_trains_on_the_configured_device(world, tmp_path, monkeypatch):
+    """``model.device`` reaches the retraining (it used to keep the checkpoint's device)."""
+    import mda_fast.interventions as I
+    from mda_fast import pipeline as P
+    from mda_fast.config import load_config
+
+    seen = {}
+
+    def fake(icfg, scores, gi, progress=True):
+        seen["device"] = icfg.device
+        return {}
+
+    monkeypatch.setattr(I, "run_interventions", fake)
+    out = _copy_done(world, tmp_path)
+    cfg = load_config(world["cfg"], ["model.device=cpu", "window.end_step=8", "corpus.heldout_sequences=4",
+                                     "intervene.train_after=0"])
+    P.run_intervene(cfg, out, progress=False)
+    assert seen["device"] == "cpu"
