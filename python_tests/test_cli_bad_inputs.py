@@ -304,6 +304,7 @@ def test_bad_input(world, tmp_path, capsys, monkeypatch, cid, cmd, extra, words)
         assert w in lines[0], (cid, w, lines[0])
     assert "Traceback" not in err
     assert _tree(out) == before, (cid, "output changed", before, _tree(out))
+    print(f"\nCASE {cid} | mda-fast {cmd} | {lines[0]}")  # the table of messages: pytest -s -k test_bad_input
 
 
 def test_table_is_long_enough():
