@@ -13,7 +13,7 @@ import errno
 import os
 import sys
 
-from .errors import MdaFastError, OutputError
+from .errors import ConfigError, MdaFastError, OutputError
 
 STAGES = {
     "localize": ("score every head at every checkpoint; emergence steps and plot",
@@ -71,31 +71,32 @@ def _load(args, packaged_default: str | None = None):
 
 
 def _run(args, progress: bool):
-    from . import checks, pipeline as P, shards
-    from .outputs import OutputLock
+    from .stages import analyze, checks, fit, intervene, localize, report, score, shards
+    from .stages.inputs import load_targets
+    from .stages.io import OutputLock, score_dir
+    from .study.findings import findings, findings_text
 
     if args.cmd == "demo":
-        from .demo import run_demo
+        from .stages.demo import run_demo
 
         return run_demo(args.out, args.set, config_path=args.config, progress=progress)
     cfg = _load(args)
     shard = None
     if args.cmd == "score":
         if args.merge is not None and args.merge < 1:
-            from .errors import ConfigError
             raise ConfigError(f"--merge {args.merge}: expected the number of shards (>= 1)")
         shard = shards.parse_shard(args.shard) if args.shard else None
         devices = shards.parse_devices(args.devices) if args.devices else None
         k = shard[1] if shard else (len(devices) if devices else None)
         if k is not None:  # whole steps per shard: at most one shard per step
-            P.shard_range(P.score_window(cfg, 1)[1], 1, (0, k))
+            score.shard_range(score.score_window(cfg, 1)[1], 1, (0, k))
     checks.validate(args.cmd, cfg, args.out)
-    lock_dir = P.score_dir(args.out, shard) if shard is not None else args.out
+    lock_dir = score_dir(args.out, shard) if shard is not None else args.out
     with OutputLock(args.out, lock_dir=lock_dir):
         if args.cmd == "localize":
-            P.run_localize(cfg, args.out, progress)
+            localize.run_localize(cfg, args.out, progress)
         elif args.cmd == "fit":
-            P.run_fit(cfg, args.out, progress)
+            fit.run_fit(cfg, args.out, progress)
         elif args.cmd == "score":
             try:
                 if args.merge is not None:
@@ -103,22 +104,22 @@ def _run(args, progress: bool):
                 elif devices:
                     r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress)
                 else:
-                    r = P.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+                    r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
             except KeyboardInterrupt:
                 flag = f" --shard {args.shard}" if shard else ""
-                raise Interrupted(f"interrupted; the finished chunks in {P.score_dir(args.out, shard)} are kept: "
+                raise Interrupted(f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
                                   f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
                                   f"--out") from None
             print(f"scored {r['n_scored']} sequences -> {r['scores_path']}")
         elif args.cmd == "analyze":
-            r = P.run_analyze(cfg, args.out, progress)
-            targets, _ = P.load_targets(args.out)
-            print("\n".join(P.findings_text(P.findings(r, targets))))
+            r = analyze.run_analyze(cfg, args.out, progress)
+            targets, _ = load_targets(args.out)
+            print("\n".join(findings_text(findings(r, targets))))
         elif args.cmd == "report":
-            print(P.run_report(cfg, args.out))
+            print(report.run_report(cfg, args.out))
         elif args.cmd == "intervene":
-            P.run_intervene(cfg, args.out, progress=progress)
-            print(P.run_report(cfg, args.out))
+            intervene.run_intervene(cfg, args.out, progress=progress)
+            print(report.run_report(cfg, args.out))
 
 
 class Interrupted(Exception):

@@ -136,12 +136,12 @@ def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
     D.prepare_corpus(cfg, out, False)
     run = D.train_base(cfg, out, False)
     steps = sorted(int(d[4:]) for d in os.listdir(run) if d.startswith("step"))
-    assert steps[-1] == 20 and D._latest_checkpoint(run) == 20
+    assert steps[-1] == 20 and D.latest_checkpoint(run) == 20
     ev = read_jsonl(os.path.join(run, "eval.jsonl"))
     assert [r["step"] for r in ev] == steps
     assert all(len(r["prefix_matching"]) == 2 and r["max_prefix_matching"] == max(map(max, r["prefix_matching"]))
                for r in ev)
-    assert D._stop_step(run, 0.0, 20) == 20 and D._stop_step(run, 2.0, 20) is None
+    assert D.stop_step(run, 0.0, 20) == 20 and D.stop_step(run, 2.0, 20) is None
     n_metrics = len(read_jsonl(os.path.join(run, "metrics.jsonl")))
     D.train_base(cfg, out, False)
     assert len(read_jsonl(os.path.join(run, "metrics.jsonl"))) == n_metrics == 20
@@ -149,7 +149,7 @@ def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
     cfg2 = load_config(packaged_config("demo"), SMALL + ["localize.threshold=2.0"])
     out2 = str(tmp_path / "b")
     D.prepare_corpus(cfg2, out2, False)
-    assert D._latest_checkpoint(D.train_base(cfg2, out2, False)) == 40
+    assert D.latest_checkpoint(D.train_base(cfg2, out2, False)) == 40
 
 
 @pytest.mark.slow

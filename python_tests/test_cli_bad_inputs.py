@@ -18,7 +18,7 @@ import torch
 
 from conftest import REPO, make_tiny
 from mda_fast.cli import main
-from mda_fast.outputs import OutputLock
+from mda_fast.stages.io import OutputLock
 
 B, S, STEPS = 4, 17, 10
 
@@ -268,7 +268,7 @@ def _cases():
 
     def demo_changed_corpus(w, tmp):
         from mda_fast.config import load_config, packaged_config
-        from mda_fast.outputs import write_json
+        from mda_fast.stages.io import write_json
 
         out = str(tmp / "demo")
         os.makedirs(out)
@@ -326,7 +326,7 @@ def test_second_command_on_a_locked_out(world, tmp_path, capsys):
 def test_full_or_read_only_disk(world, tmp_path, capsys, monkeypatch, code, word):
     """A write that fails with ENOSPC / EROFS (simulated: root ignores permissions) is one line, and the
     half-written stage is removed."""
-    import mda_fast.outputs as O
+    import mda_fast.stages.io as O
 
     out = str(tmp_path / "out")
     real = O.json.dump

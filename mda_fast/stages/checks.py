@@ -12,9 +12,11 @@ from typing import Optional
 
 import torch
 
-from .config import Config
-from .errors import ConfigError, DataError, StateError
-from .model import read_model_config
+from ..config import Config
+from ..errors import ConfigError, DataError, StateError
+from ..model import read_model_config
+from .inputs import checkpoint_ref, open_data
+from .io import SCORE_FILES
 
 NEEDS_DATA = ("fit", "score", "analyze", "intervene")
 NEEDS_MODEL = ("localize", "fit", "score", "intervene")
@@ -27,13 +29,6 @@ class Facts:
     model_config: Optional[object] = None  # mda_fast.model.NeoXShape
 
 
-def device_of(cfg: Config) -> torch.device:
-    d = cfg.model.device
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(d)
-
-
 def check_device(cfg: Config) -> None:
     d = cfg.model.device
     if d.startswith("cuda"):
@@ -44,43 +39,6 @@ def check_device(cfg: Config) -> None:
                               f"{torch.cuda.is_available()}); expected cpu, auto or one of cuda:0..cuda:{max(n - 1, 0)}")
     if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("model.device = 'mps': MPS is not available here; expected cpu, cuda or auto")
-
-
-def open_data(cfg: Config):
-    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length."""
-    from .data import PythiaBatches
-
-    d, w = cfg.data, cfg.window
-    if not d.path:
-        raise ConfigError("data.path is empty: name the Megatron prefix or .npy file of the training data")
-    try:
-        data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
-    except FileNotFoundError as e:
-        raise DataError(f"data.path {d.path!r}: {e}") from None
-    except (ValueError, OSError) as e:
-        raise DataError(f"data.path {d.path!r}: {e}") from None
-    if w.end_step > data.n_steps:
-        raise ConfigError(f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
-                          f"of {d.batch_size} sequences")
-    return data
-
-
-def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | None]:
-    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end)."""
-    m = cfg.model
-    step = cfg.window.end_step if step is None else step
-    if m.run_dir:
-        if not os.path.isdir(m.run_dir):
-            raise ConfigError(f"model.run_dir {m.run_dir!r} does not exist (expected a mda-fast training run)")
-        path = os.path.join(m.run_dir, f"step{step}")
-        if not os.path.isdir(path):
-            raise ConfigError(f"model.run_dir has no checkpoint for step {step}: {path} does not exist")
-        return path, None
-    if not m.name:
-        raise ConfigError("model: set model.name (HF name or local directory) or model.run_dir (a mda-fast run)")
-    if os.path.isdir(m.name):
-        return m.name, None
-    return m.name, (m.revision or f"step{step}")
 
 
 def check_model(cfg: Config, mc) -> None:
@@ -118,7 +76,7 @@ def check_data_fits_model(cfg: Config, data, mc) -> None:
 
 def validate(cmd: str, cfg: Config, out: str) -> Facts:
     """Everything ``cmd`` needs, checked before it starts (see the module docstring)."""
-    from .probes import get_probe
+    from ..probes import get_probe
 
     cfg.validate()
     check_device(cfg)
@@ -165,12 +123,9 @@ def require(out: str, rel: str, hint: str) -> str:
     return path
 
 
-SCORE_FILES = ("scores", "global_index", "step", "position", "loss")
-
-
 def require_complete_scores(out: str) -> dict:
     """The finished ``score/`` of ``out`` (progress complete, every array present)."""
-    from .outputs import read_json
+    from .io import read_json
 
     d = os.path.join(out, "score")
     prog_path = os.path.join(d, "progress.json")

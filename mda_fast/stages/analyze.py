@@ -1,0 +1,49 @@
+"""``mda-fast analyze``: influence statistics of the finished scores into ``out/analyze/`` (``analysis.json``,
+``top.csv``)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import analysis as ana
+from ..config import Config
+from ..errors import NonFiniteError, StateError
+from .checks import require_complete_scores
+from .inputs import open_data
+from .io import SCORE_FILES, atomic_dir, read_json
+
+
+def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
+    from ..data import get_decoder
+    from ..data.synthetic import load_category_sidecar
+
+    require_complete_scores(out)
+    d = os.path.join(out, "score")
+    arr = {}
+    for k in SCORE_FILES:
+        try:
+            arr[k] = np.asarray(np.load(os.path.join(d, f"{k}.npy"), mmap_mode="r"))
+        except (OSError, ValueError) as e:
+            raise StateError(f"{os.path.join(d, k + '.npy')} is damaged ({e}); re-run `mda-fast score`") from None
+    if not np.isfinite(arr["scores"]).all():
+        raise NonFiniteError(f"{os.path.join(d, 'scores.npy')} holds non-finite scores; re-run `mda-fast score`")
+    names = read_json(os.path.join(d, "targets.json"))["target_names"]
+    data = open_data(cfg)
+    side = load_category_sidecar(cfg.data.path)
+    cats, cat_names = (None, None) if side is None else side
+    try:
+        decode = get_decoder(cfg.data.tokenizer)
+    except Exception as e:  # noqa: BLE001 - the hub may be unreachable: keep the analysis, drop the snippets
+        print(f"[analyze] no text snippets: tokenizer {cfg.data.tokenizer!r} unavailable ({type(e).__name__})")
+        decode = None
+    a = cfg.analyze
+    with atomic_dir(os.path.join(out, "analyze")) as tmp:
+        res = ana.analyze(arr["scores"], names, global_index=arr["global_index"], step=arr["step"],
+                          position=arr["position"], loss=arr["loss"], category_fractions=cats,
+                          category_names=cat_names, top_fraction=a.top_frac, table_k=a.table_k,
+                          row_tokens=lambda gi: data.rows(np.array([gi]))[0], decode=decode,
+                          snippet_tokens=a.snippet_tokens, out_dir=tmp, progress=progress)
+    final = os.path.join(out, "analyze")
+    res["files"] = {k: os.path.join(final, os.path.basename(v)) for k, v in res.get("files", {}).items()}
+    return res

@@ -1,0 +1,62 @@
+"""``mda-fast fit``: choose the target heads (``out/targets.json``) and fit their EK-FAC factors on a sample of
+the window (``out/factors/``)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..ekfac import Factors, fit_ekfac
+from ..heads import HeadSpec, check_spec
+from ..localize import localize_all
+from .inputs import checkpoint_ref, load_model, open_data
+from .io import atomic_dir, write_json
+
+
+def resolve_targets(cfg: Config, model) -> dict:
+    """Target heads (induction + control) and specs; 'auto' reads the localization at the window end."""
+    t, loc = cfg.targets, cfg.localize
+    if t.heads == "auto":
+        with torch.no_grad():
+            res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, low=loc.low,
+                               high=loc.high or None)
+        pm, pt = res["prefix_matching"], res["prev_token"]
+        H = pm.shape[1]
+        ind = [(int(i) // H, int(i) % H) for i in torch.argsort(pm.flatten(), descending=True)[:t.n_induction]]
+        ctrl = [(int(i) // H, int(i) % H) for i in torch.argsort(pt.flatten(), descending=True)
+                if (int(i) // H, int(i) % H) not in ind][:t.n_control]
+        heads = [{"layer": L, "head": h, "role": "induction", "prefix_matching": float(pm[L, h]),
+                  "prev_token": float(pt[L, h])} for L, h in ind]
+        heads += [{"layer": L, "head": h, "role": "control", "prefix_matching": float(pm[L, h]),
+                   "prev_token": float(pt[L, h])} for L, h in ctrl]
+    else:
+        heads = [{"layer": int(L), "head": int(h), "role": "given"} for L, h in t.heads]
+    specs = [HeadSpec(x["layer"], x["head"], t.mode, t.bias) for x in heads]
+    for s in specs:
+        check_spec(model, s)
+    return {"heads": heads, "specs": [[s.layer, s.head, s.mode, s.bias] for s in specs]}
+
+
+def run_fit(cfg: Config, out: str, progress: bool = True) -> Factors:
+    data = open_data(cfg)
+    model = load_model(cfg)
+    targets = resolve_targets(cfg, model)
+    specs = [HeadSpec(L, h, m, b) for L, h, m, b in targets["specs"]]
+    f, w = cfg.fit, cfg.window
+    n_window = (w.end_step - w.start_step) * data.batch_size
+    rng = np.random.default_rng(f.seed)
+    pick = np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
+    dev = next(model.parameters()).device
+    batches = [torch.from_numpy(data.rows(pick[i:i + f.batch_size]).astype(np.int64)).to(dev)
+               for i in range(0, len(pick), f.batch_size)]
+    name, rev = checkpoint_ref(cfg)
+    factors = fit_ekfac(model, specs, batches, fisher=f.fisher, method=f.method, damping=f.damping,
+                        seed=f.seed, progress=progress, model_name=name, revision=rev)
+    factors.meta["fit_indices"] = f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
+    factors.meta["targets"] = targets["heads"]
+    with atomic_dir(os.path.join(out, "factors")) as d:
+        factors.save(d)
+    write_json(os.path.join(out, "targets.json"), targets)
+    return factors

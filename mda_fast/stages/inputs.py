@@ -1,0 +1,79 @@
+"""What a stage reads, from its config: the data, the checkpoint, the device, the target heads, the probes."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..config import Config
+from ..errors import ConfigError, DataError, StateError
+from ..heads import HeadSpec
+from ..model import load_pythia
+from .io import read_json
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def device_of(cfg: Config) -> torch.device:
+    d = cfg.model.device
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(d)
+
+
+def open_data(cfg: Config):
+    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length."""
+    from ..data import PythiaBatches
+
+    d, w = cfg.data, cfg.window
+    if not d.path:
+        raise ConfigError("data.path is empty: name the Megatron prefix or .npy file of the training data")
+    try:
+        data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
+    except FileNotFoundError as e:
+        raise DataError(f"data.path {d.path!r}: {e}") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"data.path {d.path!r}: {e}") from None
+    if w.end_step > data.n_steps:
+        raise ConfigError(f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
+                          f"of {d.batch_size} sequences")
+    return data
+
+
+def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | None]:
+    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end)."""
+    m = cfg.model
+    step = cfg.window.end_step if step is None else step
+    if m.run_dir:
+        if not os.path.isdir(m.run_dir):
+            raise ConfigError(f"model.run_dir {m.run_dir!r} does not exist (expected a mda-fast training run)")
+        path = os.path.join(m.run_dir, f"step{step}")
+        if not os.path.isdir(path):
+            raise ConfigError(f"model.run_dir has no checkpoint for step {step}: {path} does not exist")
+        return path, None
+    if not m.name:
+        raise ConfigError("model: set model.name (HF name or local directory) or model.run_dir (a mda-fast run)")
+    if os.path.isdir(m.name):
+        return m.name, None
+    return m.name, (m.revision or f"step{step}")
+
+
+def load_model(cfg: Config, step: int | None = None):
+    name, rev = checkpoint_ref(cfg, step)
+    return load_pythia(name, revision=rev, dtype=DTYPES[cfg.model.dtype], device=device_of(cfg),
+                       attn_implementation=cfg.model.attn_implementation)
+
+
+def load_targets(out: str) -> tuple[dict, list]:
+    t = read_json(os.path.join(out, "targets.json"), "run `mda-fast fit` first (it chooses the target heads)")
+    try:
+        return t, [HeadSpec(L, h, m, b) for L, h, m, b in t["specs"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise StateError(f"{os.path.join(out, 'targets.json')} is damaged ({e}); re-run `mda-fast fit`") from None
+
+
+def make_probes(cfg: Config) -> list:
+    """The configured probes, each built with its own keyword arguments."""
+    from ..probes import get_probe
+
+    return [get_probe(p, **cfg.probe_kwargs(p)) for p in cfg.targets.probes]

@@ -1,0 +1,38 @@
+"""``mda-fast intervene``: retrain the window with the top samples deleted or duplicated, against random and
+category-matched random sets (``mda_fast.interventions``), into ``out/interventions/``."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..config import Config
+from ..errors import ConfigError
+from .checks import require_complete_scores
+from .inputs import device_of, load_targets, open_data
+
+
+def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
+    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores."""
+    from ..interventions import InterventionConfig, run_interventions
+
+    m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
+    if not m.run_dir:
+        raise ConfigError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the "
+                          "optimizer state (published Pythia checkpoints do not)")
+    targets, _ = load_targets(out)
+    heads = [(h["layer"], h["head"]) for h in targets["heads"] if h["role"] != "control"]
+    require_complete_scores(out)
+    d = os.path.join(out, "score")
+    data = open_data(cfg)
+    train_until = min(w.end_step + iv.train_after, data.n_steps - -(-cfg.corpus.heldout_sequences // data.batch_size))
+    icfg = InterventionConfig(
+        run_dir=m.run_dir, data=data, start_step=w.start_step, end_step=w.end_step, train_until=train_until,
+        heads=heads, out_dir=os.path.join(out, "interventions"), eval_every=iv.eval_every, top_frac=iv.top_frac,
+        arms=list(iv.arms), seeds=list(iv.seeds), score_column=0, threshold=loc.threshold,
+        localize_seq_len=loc.seq_len, localize_n=loc.n, localize_seed=loc.seed, probe_L=t.probe_L,
+        probe_n=t.probe_n, probe_seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None,
+        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)))
+    scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
+    gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
+    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress)

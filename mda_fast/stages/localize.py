@@ -1,0 +1,94 @@
+"""``mda-fast localize``: every head's prefix-matching and previous-token score at every checkpoint, the
+emergence steps, ``out/localize/`` (``localize.json``, ``localize.csv``, ``emergence.png``)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..errors import NonFiniteError, StateError
+from ..localize import localize_all
+from ..model import load_pythia
+from .inputs import checkpoint_ref, device_of
+from .io import atomic_dir, write_json
+
+
+def localize_checkpoints(cfg: Config) -> list:
+    """[(label step, name_or_path, revision)] of the checkpoints to localize.
+
+    ``model.run_dir``: its ``step<k>/`` checkpoints (or ``localize.steps``). A hub name: ``localize.revisions`` or a
+    Pythia-like default list. A local model directory is one checkpoint (revisions do not apply): it is
+    localized once, labelled with ``model.revision``'s step if that reads ``step<k>``, else the window end.
+    """
+    m, loc = cfg.model, cfg.localize
+    if m.run_dir:
+        steps = loc.steps or sorted(int(re.findall(r"step(\d+)$", p)[0])
+                                    for p in glob.glob(os.path.join(m.run_dir, "step*")) if re.search(r"step\d+$", p))
+        return [(s, *checkpoint_ref(cfg, s)) for s in steps]
+    if os.path.isdir(m.name):
+        mm = re.fullmatch(r"step(\d+)", m.revision or "")
+        return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
+    revs = loc.revisions or [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+                             if s < cfg.window.end_step] + [f"step{cfg.window.end_step}"]
+    return [(int(r[4:]), m.name, r) for r in revs]
+
+
+def emergence_steps(steps, scores: np.ndarray, threshold: float) -> list:
+    """[n_layers][n_heads] first step whose score reaches ``threshold`` (None if never)."""
+    out = []
+    for L in range(scores.shape[1]):
+        row = []
+        for h in range(scores.shape[2]):
+            hit = np.nonzero(scores[:, L, h] >= threshold)[0]
+            row.append(int(steps[hit[0]]) if hit.size else None)
+        out.append(row)
+    return out
+
+
+def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
+    loc = cfg.localize
+    ckpts = localize_checkpoints(cfg)
+    if not ckpts:
+        raise StateError(f"localize: no checkpoints found in model.run_dir {cfg.model.run_dir!r} (expected step<k>/)")
+    steps, per = [], {"prefix_matching": [], "prev_token": []}
+    for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
+        model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
+        res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, batch_size=loc.batch_size,
+                           low=loc.low, high=loc.high or None)
+        for k in per:
+            v = res[k].numpy()
+            if not np.isfinite(v).all():
+                raise NonFiniteError(f"localize: non-finite {k} scores at checkpoint {name}"
+                                     + (f"@{rev}" if rev else "") + "; expected finite weights")
+            per[k].append(v)
+        steps.append(step)
+    scores = {k: np.stack(v) for k, v in per.items()}
+    em = emergence_steps(steps, scores[loc.metric], loc.threshold)
+    result = {"steps": steps, "scores": scores, "threshold": loc.threshold, "metric": loc.metric,
+              "emergence_step": em, "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
+              "single_checkpoint": len(ckpts) == 1}
+    final = scores[loc.metric][-1]
+    order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
+    result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
+    if len(ckpts) == 1:
+        print(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
+              f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)")
+    from ..plots import emergence_png, save_png
+
+    with atomic_dir(os.path.join(out, "localize")) as d:
+        write_json(os.path.join(d, "localize.json"), result)
+        with open(os.path.join(d, "localize.csv"), "w") as fh:
+            fh.write("step,layer,head,prefix_matching,prev_token\n")
+            for i, s in enumerate(steps):
+                for L in range(final.shape[0]):
+                    for h in range(final.shape[1]):
+                        fh.write(f"{s},{L},{h},{scores['prefix_matching'][i, L, h]:.6f},"
+                                 f"{scores['prev_token'][i, L, h]:.6f}\n")
+        save_png(emergence_png({**result, "heads": [r[:2] for r in result["ranking"][:cfg.targets.n_induction]]}),
+                 os.path.join(d, "emergence.png"))
+    return result

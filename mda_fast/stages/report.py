@@ -1,0 +1,58 @@
+"""``mda-fast report``: the self-contained ``out/report.html`` from what ``out`` holds (an analysis at least)."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+import torch
+
+from .. import analysis as ana
+from ..config import Config
+from ..errors import ConfigError
+from ..study.findings import findings, findings_text
+from .inputs import checkpoint_ref, device_of
+from .io import read_json
+
+
+def provenance(cfg: Config) -> dict:
+    import transformers
+
+    from .. import __version__
+    try:
+        from ..kernels import available_backends
+        backends = available_backends()
+    except Exception as e:  # noqa: BLE001
+        backends = f"unavailable ({e})"
+    try:
+        ckpt = "@".join(x for x in checkpoint_ref(cfg) if x)
+    except ConfigError:
+        ckpt = "n/a"
+    return {"mda_fast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "machine": platform.platform(), "device": str(device_of(cfg)),
+            "kernel backends": backends, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "checkpoint": ckpt}
+
+
+def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=None) -> str:
+    from ..report import write_report
+
+    a_path = os.path.join(out, "analyze", "analysis.json")
+    analysis = read_json(a_path, "nothing has been analysed; run `mda-fast analyze` first")
+    loc_path = os.path.join(out, "localize", "localize.json")
+    emergence = read_json(loc_path) if os.path.exists(loc_path) else None
+    t_path = os.path.join(out, "targets.json")
+    targets = read_json(t_path) if os.path.exists(t_path) else None
+    if emergence is not None and targets is not None:
+        emergence["heads"] = [[h["layer"], h["head"]] for h in targets["heads"]]
+    top_path = os.path.join(out, "analyze", "top.csv")
+    top = ana.read_table_csv(top_path) if os.path.exists(top_path) else None
+    i_path = os.path.join(out, "interventions", "interventions.json")
+    if interventions is None and os.path.exists(i_path):
+        interventions = read_json(i_path)
+    if notes is None and targets is not None:
+        notes = findings_text(findings(analysis, targets))
+    path = os.path.join(out, "report.html")
+    return write_report(path, title=cfg.report.title, config=cfg.to_dict(), provenance=provenance(cfg),
+                        emergence=emergence, analysis=analysis, top_samples=top, interventions=interventions,
+                        notes=notes, eod_marker="<|eod|>" if cfg.data.tokenizer == "bytes" else "<|endoftext|>")
