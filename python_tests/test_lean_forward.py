@@ -96,7 +96,7 @@ def test_rotary_matches_hf(d_head, r):
     q, k = torch.randn(2, N, H, T, d_head, generator=g, dtype=torch.float64)
     cos, sin = torch.randn(2, 1, T, r, generator=g, dtype=torch.float64)
     want_q, want_k = apply_rotary_pos_emb(q, k, cos, sin) if r else (q, k)
-    rope = lean_forward._Rotary(cos, sin, d_head, r)
+    rope = lean_forward._Rotary(cos, sin, d_head)
     got = rope(torch.cat([q, k], dim=-1))
     torch.testing.assert_close(got[..., :d_head], want_q, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(got[..., d_head:], want_k, rtol=1e-14, atol=1e-14)
