@@ -164,3 +164,45 @@ def test_unknown_attention_layout_falls_back():
     assert lean_forward.supports(model)
     del model.gpt_neox.layers[1].attention.scaling
     assert not lean_forward.supports(model)
+
+
+def test_declines_other_transformers_majors_and_too_wide_rotary(monkeypatch):
+    """Only the 5.x layout is claimed, and only where HF's rotary width (2·⌈r/2⌉) fits in a head."""
+    import transformers
+
+    model = make_tiny(attn="sdpa")
+    if transformers.__version__.startswith("5."):
+        assert lean_forward.supports(model)
+    with monkeypatch.context() as m:
+        m.setattr(transformers, "__version__", "4.49.0")
+        assert not lean_forward.supports(model)
+    # d_head 3, rotary_pct 1: r = 3, HF's tables rotate 4 channels of a 3-channel head
+    wide = make_tiny(n_layers=1, d_model=12, n_heads=4, rotary_pct=1.0, attn="sdpa")
+    assert wide.gpt_neox.rotary_emb.inv_freq.numel() == 2 and not lean_forward.supports(wide)
+    with pytest.raises(ValueError, match="rotary width 4"):
+        lean_forward._Rotary(torch.ones(1, 5, 4), torch.zeros(1, 5, 4), 3)
+
+
+def test_hf_forward_switch(monkeypatch):
+    """``capture.hf_forward()`` forces HF's forward inside the block (nested too) and restores the choice after."""
+    from mda_fast.capture import hf_forward, uses_lean_forward
+
+    model = make_tiny(n_layers=2, attn="sdpa")
+    blocks = resolve_blocks(model, [HeadSpec(1, 0)])[1][0]
+    obj = LossObjective(torch.zeros(1, 4, dtype=torch.long))
+    if not lean_forward.supports(model):
+        pytest.skip("the lean forward is not claimed on this transformers version")
+    calls = []
+    real = lean_forward.capture_loss
+    monkeypatch.setattr(lean_forward, "capture_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ids = torch.randint(0, 64, (1, 4))
+    assert uses_lean_forward(model, obj, blocks)
+    with hf_forward():
+        with hf_forward():
+            assert not uses_lean_forward(model, obj, blocks)
+        assert not uses_lean_forward(model, obj, blocks)
+        hf = capture(model, ids, blocks, obj)
+    assert calls == [] and uses_lean_forward(model, obj, blocks)
+    lean = capture(model, ids, blocks, obj)
+    assert calls == [1]
+    torch.testing.assert_close(lean.y(blocks[0]), hf.y(blocks[0]), rtol=1e-10, atol=1e-14)
