@@ -12,8 +12,8 @@ replaces only the attention glue:
 - from there up, activations are differentiated (parameters never are);
 - the loss is the fused chunked LM head + cross-entropy (``mda_fast.lm_head``).
 
-``supports(model, attention_mask)`` says when it applies: an eval-mode ``GPTNeoXForCausalLM`` of the
-transformers 5.x layout with HF's "sdpa" attention (the default; "eager" computes its softmax in float32 even for
+``supports(model, attention_mask)`` says when it applies: an eval-mode ``GPTNeoXForCausalLM`` of a claimed
+transformers layout (4.49 to 5.x, :data:`CLAIMED_TRANSFORMERS`) with HF's "sdpa" attention (the default; "eager" computes its softmax in float32 even for
 float64 models, so its numbers differ in the last digits), the default rotary embedding rotating no more channels
 than a head has, a bias-free linear LM head, and no padding mask. ``capture`` uses HF's forward otherwise.
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .errors import ModelError
 from .lm_head import linear_cross_entropy
 
-__all__ = ["supports", "capture_loss"]
+__all__ = ["CLAIMED_TRANSFORMERS", "capture_loss", "claims_transformers", "supports"]
 
 
 def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
@@ -49,7 +49,7 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
         return False
     if attention_mask is not None and not bool(attention_mask.bool().all()):
         return False
-    if not _claimed_layout():
+    if not claims_transformers():
         return False
     # the attributes read below exist in transformers 5.x
     if not all(hasattr(layer, "use_parallel_residual") and all(hasattr(layer.attention, a) for a in
@@ -62,11 +62,22 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
     return 2 * inv_freq.numel() <= head_sizes.pop()  # HF's rotated width fits in a head
 
 
-def _claimed_layout() -> bool:
-    """True on the transformers major version whose GPT-NeoX forward this module mirrors (5.x)."""
-    import transformers
+CLAIMED_TRANSFORMERS = ((4, 49), (6, 0))
+"""Transformers releases ``[from, to)`` (major, minor) whose GPT-NeoX forward this module mirrors: a model-level
+``rotary_emb`` whose cos/sin width HF's ``apply_rotary_pos_emb`` rotates, ``attention.scaling``, the same layer
+arithmetic. Tested: 5.x (the main suite) and 4.49.0 (``scripts/ci_transformers4.sh``); older releases take HF's
+forward."""
 
-    return int(transformers.__version__.split(".")[0]) == 5
+
+def claims_transformers(version: str | None = None) -> bool:
+    """True when transformers ``version`` (default: the installed one) lies in :data:`CLAIMED_TRANSFORMERS`."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    major, minor = (int(p) for p in version.split(".")[:2])
+    lo, hi = CLAIMED_TRANSFORMERS
+    return lo <= (major, minor) < hi
 
 
 class _Rotary:

@@ -6,7 +6,7 @@ float64:
 
 - ``per_sample_head_grads`` equals plain autograd of each sequence's summed token loss w.r.t. the HF weight slice
   a block owns (rel. err < 1e-10), whichever forward ``capture`` picks;
-- the lean forward is picked exactly where it is claimed (sdpa, HF's rotary width fits a head, transformers 5.x),
+- the lean forward is picked exactly where it is claimed (sdpa, HF's rotary width fits a head, a claimed transformers release),
   so the first property covers it on every such config;
 - ``fit_ekfac`` + ``InfluenceScorer`` through the automatic choice equal the same through HF's forward
   (``capture.hf_forward()``);
@@ -30,12 +30,6 @@ from mda_fast.model import neox_shape  # noqa: E402
 VOCAB, CTX = 48, 65
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
 
 
 def build(d_head, n_heads, n_layers, rotary_pct, base, eps, parallel, bias, attn, seed):
@@ -69,7 +63,7 @@ def hf_rotary_width(d_head: int, rotary_pct: float) -> int:
 
 
 def lean_claimed(attn: str, d_head: int, rotary_pct: float) -> bool:
-    return attn == "sdpa" and hf_rotary_width(d_head, rotary_pct) <= d_head and transformers_major() == 5
+    return attn == "sdpa" and hf_rotary_width(d_head, rotary_pct) <= d_head and lean_forward.claims_transformers()
 
 
 @st.composite
@@ -205,8 +199,7 @@ def test_odd_rotary_regression_hidden48_heads4_pct025():
                attn="sdpa", seed=0)
     model = build(**cfg)
     assert model.gpt_neox.layers[0].attention.rotary_ndims == 3 and model.gpt_neox.rotary_emb.inv_freq.numel() == 2
-    if transformers_major() == 5:
-        assert lean_forward.supports(model)
+    assert lean_forward.supports(model) == lean_forward.claims_transformers()
     check_grads(cfg, [HeadSpec(1, 1, "qkvo"), HeadSpec(0, 3, "qk")], 20, 3, False)
 
 
