@@ -1,7 +1,8 @@
 """Attention patterns computed from a captured ``query_key_value`` output.
 
-Applies GPT-NeoX partial rotary embeddings (``rotary_ndims`` leading dims of each head, rotate-half
-convention), scale 1/√d_head and a causal mask, exactly like HF's eager attention.
+Applies GPT-NeoX partial rotary embeddings, scale 1/√d_head and a causal mask, exactly like HF's eager attention.
+HF's rotary embedding has ``⌈r/2⌉`` frequencies ``base^(-2i/r)`` for ``r = rotary_ndims`` and rotates (rotate-half
+convention) the first ``2·⌈r/2⌉`` channels of each head: for odd ``r`` that is ``r + 1`` channels, not ``r``.
 """
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ import math
 
 import torch
 
+from .errors import ModelError
 from .model import NeoXShape
 
 
+def rotary_width(rotary_ndims: int) -> int:
+    """How many leading channels of a head HF rotates: ``2·⌈rotary_ndims/2⌉`` (the width of its cos/sin tables)."""
+    return rotary_ndims + rotary_ndims % 2
+
+
 def rotary_cos_sin(T: int, rotary_ndims: int, base: float, device, dtype=torch.float32):
+    """HF's ``cos, sin [T, rotary_width(rotary_ndims)]`` (computed in float32 like HF, then cast to ``dtype``)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, rotary_ndims, 2, dtype=torch.float32, device=device) / rotary_ndims))
     freqs = torch.arange(T, dtype=torch.float32, device=device)[:, None] * inv_freq[None, :]
     emb = torch.cat([freqs, freqs], dim=-1)
@@ -43,6 +51,11 @@ def attention_pattern(qkv: torch.Tensor, shape: NeoXShape, heads=None) -> torch.
     """Causal attention probabilities ``[N, H', T, T]`` (query, key) from a layer's qkv output.
 
     Computed in float64 for a float64 ``qkv``, else in float32."""
+    width = rotary_width(shape.rotary_ndims)
+    if width > shape.d_head:
+        raise ModelError(f"the model's rotary embedding covers {width} channels of a {shape.d_head}-channel head "
+                         f"(rotary_ndims={shape.rotary_ndims}); HF's attention has no well-defined pattern there, "
+                         "expected at most d_head rotated channels (rotary_pct < 1 or an even d_head)")
     q, k, _ = split_qkv(qkv, shape, heads)
     T = q.shape[-2]
     dt = torch.float64 if qkv.dtype == torch.float64 else torch.float32

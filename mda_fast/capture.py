@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -22,6 +23,28 @@ from . import lean_forward
 from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
 from .heads import Block, head_blocks
 from .model import check_gpt_neox, layers
+
+
+_HF_FORWARD = contextvars.ContextVar("mda_fast_hf_forward", default=False)
+
+
+@contextlib.contextmanager
+def hf_forward():
+    """Within the block, every ``capture`` (so ``per_sample_head_grads``, ``fit_ekfac``, ``InfluenceScorer``) runs
+    HF's own forward with hooks, never the lean forward (``mda_fast.lean_forward``). The lean forward is chosen
+    only where it reproduces HF's arithmetic; this switch is the reference it is checked against, and a way out.
+    """
+    token = _HF_FORWARD.set(True)
+    try:
+        yield
+    finally:
+        _HF_FORWARD.reset(token)
+
+
+def uses_lean_forward(model, objective, blocks, attention_mask: torch.Tensor | None = None) -> bool:
+    """True when ``capture`` with these arguments runs the lean forward (outside :func:`hf_forward`)."""
+    return (not _HF_FORWARD.get() and isinstance(objective, TokenLoss) and bool(blocks)
+            and lean_forward.supports(model, attention_mask))
 
 
 @contextlib.contextmanager
@@ -126,10 +149,13 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     ``objective(logits, hooks) -> [N]`` is differentiated (summed over sequences; sequences do not interact,
     so row n of Y is the gradient of objective_n alone). ``hooks.qkv(layer)`` exposes the captured q/k/v of any
     layer in ``qkv_layers`` or of a tracked block, for attention-based objectives.
+
+    A token loss on a model ``lean_forward.supports`` runs the lean forward (same numbers, only the tracked heads
+    differentiated); everything else, and everything inside ``with hf_forward():``, runs HF's forward with hooks.
     """
     check_gpt_neox(model)
     keys = {(b.layer, b.module) for b in blocks}
-    if isinstance(objective, TokenLoss) and blocks and lean_forward.supports(model, attention_mask):
+    if uses_lean_forward(model, objective, blocks, attention_mask):
         return _capture_lean(model, input_ids, blocks, objective)
     hooks = _Hooks(model, keys, qkv_layers)
     try:

@@ -12,19 +12,26 @@ replaces only the attention glue:
 - from there up, activations are differentiated (parameters never are);
 - the loss is the fused chunked LM head + cross-entropy (``mda_fast.lm_head``).
 
-``supports(model, attention_mask)`` says when it applies: an eval-mode ``GPTNeoXForCausalLM`` with HF's "sdpa"
-attention (the default; "eager" computes its softmax in float32 even for float64 models, so its numbers differ
-in the last digits), the default rotary embedding, a bias-free linear LM head, and no padding mask. ``capture``
-uses HF's forward otherwise.
+``supports(model, attention_mask)`` says when it applies: an eval-mode ``GPTNeoXForCausalLM`` of a claimed
+transformers layout (4.49 to 5.x, :data:`CLAIMED_TRANSFORMERS`) with HF's "sdpa" attention (the default; "eager" computes its softmax in float32 even for
+float64 models, so its numbers differ in the last digits), the default rotary embedding rotating no more channels
+than a head has, a bias-free linear LM head, and no padding mask. ``capture`` uses HF's forward otherwise.
+
+Rotary width: HF rotates ``cos.shape[-1] = 2·len(inv_freq) = 2·⌈r/2⌉`` leading channels of each head, where
+``r = int(d_head · partial_rotary_factor)`` (``rotary_ndims``); for odd ``r`` that is ``r + 1``, not ``r``. This
+forward takes the width from the model's own rotary embedding, so it rotates exactly HF's channels. Where that
+width exceeds ``d_head`` (odd ``d_head`` with ``rotary_pct = 1``) HF's forward itself breaks or broadcasts, and this
+forward declines.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .errors import ModelError
 from .lm_head import linear_cross_entropy
 
-__all__ = ["supports", "capture_loss"]
+__all__ = ["CLAIMED_TRANSFORMERS", "capture_loss", "claims_transformers", "supports"]
 
 
 def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
@@ -42,22 +49,51 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
         return False
     if attention_mask is not None and not bool(attention_mask.bool().all()):
         return False
-    # the attributes read below exist in transformers 5.x; older layouts take HF's forward
-    return all(hasattr(layer, "use_parallel_residual") and all(hasattr(layer.attention, a) for a in
-               ("rotary_ndims", "head_size", "scaling", "query_key_value", "dense")) for layer in nx.layers)
+    if not claims_transformers():
+        return False
+    # the attributes read below exist in transformers 5.x
+    if not all(hasattr(layer, "use_parallel_residual") and all(hasattr(layer.attention, a) for a in
+               ("head_size", "scaling", "query_key_value", "dense")) for layer in nx.layers):
+        return False
+    inv_freq = getattr(rope, "inv_freq", None)
+    head_sizes = {layer.attention.head_size for layer in nx.layers}
+    if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() != 1 or len(head_sizes) != 1:
+        return False
+    return 2 * inv_freq.numel() <= head_sizes.pop()  # HF's rotated width fits in a head
+
+
+CLAIMED_TRANSFORMERS = ((4, 49), (6, 0))
+"""Transformers releases ``[from, to)`` (major, minor) whose GPT-NeoX forward this module mirrors: a model-level
+``rotary_emb`` whose cos/sin width HF's ``apply_rotary_pos_emb`` rotates, ``attention.scaling``, the same layer
+arithmetic. Tested: 5.x (the main suite) and 4.49.0 (``scripts/ci_transformers4.sh``); older releases take HF's
+forward."""
+
+
+def claims_transformers(version: str | None = None) -> bool:
+    """True when transformers ``version`` (default: the installed one) lies in :data:`CLAIMED_TRANSFORMERS`."""
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    major, minor = (int(p) for p in version.split(".")[:2])
+    lo, hi = CLAIMED_TRANSFORMERS
+    return lo <= (major, minor) < hi
 
 
 class _Rotary:
     """HF's ``apply_rotary_pos_emb`` for q and k of every head at once, without ``cat``.
 
+    HF rotates the first ``r = cos.shape[-1]`` channels of q and k (an even number, ``2·⌈rotary_ndims/2⌉``).
     Over the ``2·d_head`` q/k channels of a head, ``rope(x) = x ⊙ C + x[perm] ⊙ S``: ``C`` holds cos on the rotary
     channels and 1 elsewhere, ``S`` holds −sin / +sin on the two rotary halves and 0 elsewhere, and ``perm`` swaps
     the halves (HF's ``rotate_half``); ``x[perm]`` is computed as ``x @ swap`` with a permutation matrix.
     """
 
-    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, d_head: int, r: int):
-        T = cos.shape[-2]
-        cos, sin = cos.reshape(T, -1)[:, :r], sin.reshape(T, -1)[:, :r]
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, d_head: int):
+        T, r = cos.shape[-2], cos.shape[-1]
+        if r % 2 or r > d_head:
+            raise ModelError(f"rotary width {r} must be even and at most d_head={d_head}; supports() declines this model")
+        cos, sin = cos.reshape(T, r), sin.reshape(T, r)
         half = r // 2
         self.C = torch.ones(T, 2 * d_head, dtype=cos.dtype, device=cos.device)
         self.S = torch.zeros_like(self.C)
@@ -140,7 +176,7 @@ def capture_loss(model, input_ids: torch.Tensor, blocks, objective):
         h = nx.embed_in(input_ids)
         cos, sin = nx.rotary_emb(h, torch.arange(T, device=h.device).unsqueeze(0))
         att0 = nx.layers[0].attention
-        rope = _Rotary(cos, sin, att0.head_size, att0.rotary_ndims)
+        rope = _Rotary(cos, sin, att0.head_size)
     for L, layer in enumerate(nx.layers):
         with torch.set_grad_enabled(L >= low):
             att = layer.attention

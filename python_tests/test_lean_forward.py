@@ -9,6 +9,10 @@ from mda_fast import HeadSpec, ModuleSpec
 from mda_fast import lean_forward
 from mda_fast.capture import LossObjective, capture, resolve_blocks
 
+needs_lean = pytest.mark.skipif(
+    not lean_forward.claims_transformers(),
+    reason="the lean forward does not claim this transformers release (see lean_forward.CLAIMED_TRANSFORMERS)")
+
 SPEC_SETS = {
     "one head, middle layer": [HeadSpec(1, 2, "qkvo")],
     "first and last head, two layers": [HeadSpec(1, 0, "qk"), HeadSpec(2, 3, "qkvo")],
@@ -32,6 +36,7 @@ def both_paths(model, blocks, ids, labels, mask, monkeypatch):
     return lean, hf
 
 
+@needs_lean
 @pytest.mark.parametrize("parallel", [True, False])
 @pytest.mark.parametrize("rotary_pct", [0.25, 1.0])
 @pytest.mark.parametrize("case", list(SPEC_SETS))
@@ -53,6 +58,7 @@ def test_lean_capture_equals_hf_float64(case, rotary_pct, parallel, monkeypatch)
             torch.testing.assert_close(lean.y(b), ref, rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
 
 
+@needs_lean
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_lean_capture_low_precision_against_float64(dtype, tol, monkeypatch):
     """fp32 / bf16 lean captures against the float64 HF capture of the same weights."""
@@ -72,6 +78,7 @@ def test_lean_capture_low_precision_against_float64(dtype, tol, monkeypatch):
             assert err < tol, (b.name, err)
 
 
+@needs_lean
 def test_untracked_heads_get_no_backward(monkeypatch):
     """In the lowest tracked layer only the tracked head's q/k/v columns carry gradient (HF's path fills all)."""
     model = make_tiny(n_layers=2, attn="sdpa")
@@ -96,7 +103,7 @@ def test_rotary_matches_hf(d_head, r):
     q, k = torch.randn(2, N, H, T, d_head, generator=g, dtype=torch.float64)
     cos, sin = torch.randn(2, 1, T, r, generator=g, dtype=torch.float64)
     want_q, want_k = apply_rotary_pos_emb(q, k, cos, sin) if r else (q, k)
-    rope = lean_forward._Rotary(cos, sin, d_head, r)
+    rope = lean_forward._Rotary(cos, sin, d_head)
     got = rope(torch.cat([q, k], dim=-1))
     torch.testing.assert_close(got[..., :d_head], want_q, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(got[..., d_head:], want_k, rtol=1e-14, atol=1e-14)
@@ -108,6 +115,7 @@ def test_runs_of_heads():
     assert lean_forward._runs(3, set()) == [(0, 3, False)]
 
 
+@needs_lean
 def test_falls_back_to_hf_where_it_does_not_apply(monkeypatch):
     """eager attention, training mode and padding masks take HF's forward (and still give the right answer)."""
     calls = []
@@ -130,6 +138,7 @@ def test_falls_back_to_hf_where_it_does_not_apply(monkeypatch):
     assert calls == [1]
 
 
+@needs_lean
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-4), (torch.bfloat16, 3e-2)])
@@ -158,9 +167,52 @@ def test_lean_capture_on_cuda_against_cpu_float64(dtype, tol, monkeypatch):
     assert rel < 50 * tol, rel
 
 
+@needs_lean
 def test_unknown_attention_layout_falls_back():
     """A layout without the attributes the lean forward reads (older transformers) is not claimed."""
     model = make_tiny(attn="sdpa")
     assert lean_forward.supports(model)
     del model.gpt_neox.layers[1].attention.scaling
     assert not lean_forward.supports(model)
+
+
+def test_declines_unclaimed_transformers_and_too_wide_rotary(monkeypatch):
+    """Only the claimed transformers releases, and only where HF's rotary width (2·⌈r/2⌉) fits in a head."""
+    import transformers
+
+    assert [lean_forward.claims_transformers(v) for v in ("4.40.2", "4.48.3", "4.49.0", "5.0.0", "5.24.0", "6.0.0")] \
+        == [False, False, True, True, True, False]
+    model = make_tiny(attn="sdpa")
+    assert lean_forward.supports(model) == lean_forward.claims_transformers()
+    with monkeypatch.context() as m:
+        m.setattr(transformers, "__version__", "4.46.3")
+        assert not lean_forward.supports(model)
+    # d_head 3, rotary_pct 1: r = 3, HF's tables rotate 4 channels of a 3-channel head
+    wide = make_tiny(n_layers=1, d_model=12, n_heads=4, rotary_pct=1.0, attn="sdpa")
+    assert wide.gpt_neox.rotary_emb.inv_freq.numel() == 2 and not lean_forward.supports(wide)
+    with pytest.raises(ValueError, match="rotary width 4"):
+        lean_forward._Rotary(torch.ones(1, 5, 4), torch.zeros(1, 5, 4), 3)
+
+
+@needs_lean
+def test_hf_forward_switch(monkeypatch):
+    """``capture.hf_forward()`` forces HF's forward inside the block (nested too) and restores the choice after."""
+    from mda_fast.capture import hf_forward, uses_lean_forward
+
+    model = make_tiny(n_layers=2, attn="sdpa")
+    blocks = resolve_blocks(model, [HeadSpec(1, 0)])[1][0]
+    obj = LossObjective(torch.zeros(1, 4, dtype=torch.long))
+    calls = []
+    real = lean_forward.capture_loss
+    monkeypatch.setattr(lean_forward, "capture_loss", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ids = torch.randint(0, 64, (1, 4))
+    assert uses_lean_forward(model, obj, blocks)
+    with hf_forward():
+        with hf_forward():
+            assert not uses_lean_forward(model, obj, blocks)
+        assert not uses_lean_forward(model, obj, blocks)
+        hf = capture(model, ids, blocks, obj)
+    assert calls == [] and uses_lean_forward(model, obj, blocks)
+    lean = capture(model, ids, blocks, obj)
+    assert calls == [1]
+    torch.testing.assert_close(lean.y(blocks[0]), hf.y(blocks[0]), rtol=1e-10, atol=1e-14)
