@@ -98,12 +98,16 @@ def check_spec(model, spec) -> None:
             raise ValueError(f"HeadSpec.head={spec.head} out of range: the model has {s.n_heads} heads per layer (0..{s.n_heads - 1})")
     elif not isinstance(spec, ModuleSpec):
         raise TypeError(f"expected a HeadSpec or ModuleSpec, got {type(spec).__name__}")
-    if spec_has_bias(spec) and _module(model, spec.layer, "query_key_value").bias is None:
+    if isinstance(spec, HeadSpec) and spec.bias and _module(model, spec.layer, "query_key_value").bias is None:
         raise ValueError(f"{spec} asks for bias entries but the model's query_key_value has no bias")
 
 
-def spec_has_bias(spec) -> bool:
-    return spec.bias if isinstance(spec, HeadSpec) else True
+def spec_has_bias(spec, model=None) -> bool:
+    """Whether a spec's blocks carry a bias column: a HeadSpec's ``bias`` flag; a ModuleSpec's module bias (True
+    without a model, the Pythia case)."""
+    if isinstance(spec, HeadSpec):
+        return spec.bias
+    return True if model is None else _module(model, spec.layer, spec.module).bias is not None
 
 
 def head_blocks(model, spec) -> list[Block]:

@@ -183,3 +183,14 @@ def test_bad_input_errors():
         InductionProbe(L=40).inputs(model)
     with pytest.raises(ValueError, match="mask must have shape"):
         per_sample_head_grads(model, torch.zeros(2, 5, dtype=torch.long), HeadSpec(0, 0), mask=torch.ones(2, 5))
+
+
+def test_module_spec_on_a_model_without_attention_bias():
+    """A ModuleSpec tracks the module as it is: no bias column when the model has no attention bias."""
+    from conftest import make_tiny
+    from mda_fast import ModuleSpec, head_blocks
+
+    model = make_tiny(bias=False)
+    blocks = head_blocks(model, ModuleSpec(0, "query_key_value"))
+    assert len(blocks) == 1 and blocks[0].bias is False
+    assert head_blocks(make_tiny(bias=True), ModuleSpec(0, "dense"))[0].bias is True
