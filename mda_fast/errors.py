@@ -19,6 +19,10 @@ class DataError(MdaFastError, ValueError):
     """Training data (a Megatron ``.bin/.idx`` set, rows, a sidecar) is missing, inconsistent or out of range."""
 
 
+class MissingDataError(DataError, FileNotFoundError):
+    """A Megatron ``.idx`` or its token stream is absent (a :class:`DataError` and a ``FileNotFoundError``)."""
+
+
 class ModelError(MdaFastError, ValueError):
     """A model or checkpoint cannot be used: not GPT-NeoX, missing weights, unreachable without the HF cache."""
 

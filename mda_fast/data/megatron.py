@@ -30,156 +30,20 @@ and a swapped float file fails the pointer/size check instead of being misread.
 from __future__ import annotations
 
 import os
-import re
-import struct
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, MissingDataError
+
+from .megatron_format import CODE_OF, DTYPE_CODES, HEADER, MAGIC, VERSION, dtype_code  # noqa: F401
+from .megatron_shards import SHARD_CONVENTION, resolve_prefix, shard_bin_paths, shard_files
+from .megatron_writer import write_megatron
 
 __all__ = ["MMapIndexedDataset", "MissingDataError", "write_megatron", "DTYPE_CODES", "shard_bin_paths",
            "resolve_prefix", "SHARD_CONVENTION"]
 
-_MAGIC = b"MMIDIDX\x00\x00"
-_VERSION = 1
-_HEADER = struct.Struct("<9sQBQQ")  # magic, version, dtype code, len, doc_count -> 34 bytes
-
-DTYPE_CODES = {
-    1: np.dtype("<u1"),
-    2: np.dtype("<i1"),
-    3: np.dtype("<i2"),
-    4: np.dtype("<i4"),
-    5: np.dtype("<i8"),
-    6: np.dtype("<f4"),
-    7: np.dtype("<f8"),
-    8: np.dtype("<u2"),
-}
-_CODE_OF = {dt: code for code, dt in DTYPE_CODES.items()}
 _CHECK_CHUNK = 1 << 22  # entries per chunk when validating pointers (bounded memory on Pythia's 146M entries)
-
-SHARD_CONVENTION = (
-    "Pythia's shard convention: <prefix>-IIIII-of-LLLLL.bin for IIIII = 00000..LLLLL, where LLLLL is the LAST "
-    "index, not the count: document-00000-of-00020.bin .. document-00020-of-00020.bin are 21 shards"
-)
-_SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+")
-_LFS_POINTER = b"version https://git-lfs"
-
-
-class MissingDataError(DataError, FileNotFoundError):
-    """A Megatron ``.idx`` or its token stream is absent (a :class:`DataError` and a ``FileNotFoundError``)."""
-
-
-def _strip_prefix(path_prefix: Union[str, os.PathLike]) -> str:
-    p = os.fspath(path_prefix)
-    for ext in (".idx", ".bin"):
-        if p.endswith(ext):
-            return p[: -len(ext)]
-    return p
-
-
-def resolve_prefix(path: Union[str, os.PathLike]) -> str:
-    """The dataset prefix ``path`` names: ``<prefix>``, ``<prefix>.idx``, ``<prefix>.bin``, a shard
-    ``<prefix>-00000-of-00020.bin`` (what Pythia's ``unshard_memmap.py --input_file`` takes), or a directory
-    holding exactly one ``.idx`` (e.g. a download of ``pile-deduped-pythia-preshuffled/``).
-
-    Raises :class:`MissingDataError` for a directory without a ``.idx``, :class:`DataError` for one with several.
-    """
-    p = os.fspath(path)
-    if os.path.isdir(p):
-        idx = sorted(n for n in os.listdir(p) if n.endswith(".idx"))
-        if not idx:
-            raise MissingDataError(
-                f"directory {p!r} holds no Megatron .idx: expected Pythia's document.idx beside document.bin or "
-                f"the shards document-IIIII-of-LLLLL.bin"
-            )
-        if len(idx) > 1:
-            raise DataError(f"directory {p!r} holds several Megatron indexes {idx}; name one prefix, e.g. "
-                            f"{os.path.join(p, idx[0][:-4])!r}")
-        return os.path.join(p, idx[0][:-4])
-    prefix = _strip_prefix(p)
-    m = _SHARD_NAME.fullmatch(os.path.basename(prefix))
-    if p.endswith(".bin") and m is not None and not os.path.isfile(prefix + ".idx"):
-        return os.path.join(os.path.dirname(prefix), m.group(1))
-    return prefix
-
-
-def _dtype_code(dtype) -> int:
-    dt = np.dtype(dtype).newbyteorder("<")
-    if dt not in _CODE_OF:
-        raise TypeError(
-            f"dtype {np.dtype(dtype)} has no Megatron dtype code; expected one of "
-            f"{sorted(str(d) for d in _CODE_OF)}"
-        )
-    return _CODE_OF[dt]
-
-
-def _shard_files(prefix: str) -> List[Tuple[int, int, str]]:
-    """``(index, last_index, file name)`` of every file in ``prefix``'s directory named like one of its shards."""
-    directory = os.path.dirname(prefix) or "."
-    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d+)-of-(\d+)\.bin")
-    try:
-        names = sorted(os.listdir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    out = []
-    for name in names:
-        m = pattern.fullmatch(name)
-        if m is not None:
-            out.append((int(m.group(1)), int(m.group(2)), name))
-    return out
-
-
-def _fmt_indices(ix: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(f"{i:05d}" for i in ix[:limit])
-    return f"{len(ix)} shard{'s' if len(ix) != 1 else ''} [{shown}{', ...' if len(ix) > limit else ''}]"
-
-
-def shard_bin_paths(path_prefix: Union[str, os.PathLike]) -> List[str]:
-    """Paths of the sharded token stream ``<prefix>-IIIII-of-LLLLL.bin`` in index order; ``[]`` when there is none.
-
-    Follows Pythia's convention: ``LLLLL`` is the last index, so ``-of-00020`` means the 21 shards 00000..00020.
-    Raises :class:`DataError` (its message names the convention) when the shards disagree on ``LLLLL``, an index
-    appears twice (e.g. ``-7-`` and ``-00007-``), lies above ``LLLLL`` or is missing, including a set whose
-    indices stop at ``LLLLL - 1`` (``of`` read as a count): such a set is refused, not read one shard short.
-    """
-    prefix = _strip_prefix(path_prefix)
-    entries = _shard_files(prefix)
-    if not entries:
-        return []
-    lasts = sorted({last for _, last, _ in entries})
-    if len(lasts) != 1:
-        raise DataError(
-            f"shards of {prefix!r} mix several -of- totals {['-of-%05d' % x for x in lasts]}; one set carries one "
-            f"last index, remove the stray files; {SHARD_CONVENTION}"
-        )
-    last = lasts[0]
-    found: Dict[int, str] = {}
-    for i, _, name in entries:
-        if i in found:
-            raise DataError(f"duplicate shard {i:05d} of {prefix!r}: {found[i]!r} and {name!r}; {SHARD_CONVENTION}")
-        found[i] = name
-    above = sorted(i for i in found if i > last)
-    if above:
-        raise DataError(
-            f"shards of {prefix!r} with an index above the last index {last:05d}: {_fmt_indices(above)}; "
-            f"{SHARD_CONVENTION}"
-        )
-    missing = sorted(set(range(last + 1)) - set(found))
-    if missing == [last]:
-        raise DataError(
-            f"shard set of {prefix!r} stops at -{last - 1:05d}-of-{last:05d}: the final shard "
-            f"-{last:05d}-of-{last:05d}.bin is missing, or the set was named with -of- as the shard count "
-            f"(rename a complete set of {last} shards to -of-{last - 1:05d}); {SHARD_CONVENTION}"
-        )
-    if missing:
-        raise DataError(
-            f"incomplete shard set for {prefix!r}: -of-{last:05d} means {last + 1} shards 00000..{last:05d}, "
-            f"missing {_fmt_indices(missing)}; {SHARD_CONVENTION}"
-        )
-    directory = os.path.dirname(prefix) or "."
-    return [os.path.join(directory, found[i]) for i in range(last + 1)]
-
 
 def _starts_with(path: str, head: bytes) -> bool:
     with open(path, "rb") as f:
@@ -190,6 +54,9 @@ def _map(path: str, nbytes: int) -> np.ndarray:
     if nbytes == 0:  # mmap cannot map an empty file
         return np.empty(0, dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+
+
+_LFS_POINTER = b"version https://git-lfs"
 
 
 class MMapIndexedDataset:
@@ -224,17 +91,17 @@ class MMapIndexedDataset:
                 f"copy it next to the document.bin that unshard_memmap.py writes)"
             )
         fsize = os.path.getsize(path)
-        if fsize < _HEADER.size:
-            raise DataError(f"{path!r}: truncated index: {fsize} bytes, header alone needs {_HEADER.size}")
+        if fsize < HEADER.size:
+            raise DataError(f"{path!r}: truncated index: {fsize} bytes, header alone needs {HEADER.size}")
         with open(path, "rb") as f:
-            magic, version, code, n, doc_count = _HEADER.unpack(f.read(_HEADER.size))
-        if magic != _MAGIC:
-            raise DataError(f"{path!r}: bad magic {magic!r}, expected {_MAGIC!r} (not a Megatron .idx file)")
-        if version != _VERSION:
-            raise DataError(f"{path!r}: unsupported index version {version}, expected {_VERSION}")
+            magic, version, code, n, doc_count = HEADER.unpack(f.read(HEADER.size))
+        if magic != MAGIC:
+            raise DataError(f"{path!r}: bad magic {magic!r}, expected {MAGIC!r} (not a Megatron .idx file)")
+        if version != VERSION:
+            raise DataError(f"{path!r}: unsupported index version {version}, expected {VERSION}")
         if code not in DTYPE_CODES:
             raise DataError(f"{path!r}: unknown dtype code {code}, expected one of {sorted(DTYPE_CODES)}")
-        expected = _HEADER.size + 4 * n + 8 * n + 8 * doc_count
+        expected = HEADER.size + 4 * n + 8 * n + 8 * doc_count
         if fsize != expected:
             kind = "truncated" if fsize < expected else "oversized"
             raise DataError(
@@ -244,7 +111,7 @@ class MMapIndexedDataset:
         self.dtype = DTYPE_CODES[code]
         self._itemsize = self.dtype.itemsize
         mm = _map(path, fsize)
-        off = _HEADER.size
+        off = HEADER.size
         self.sizes = mm[off : off + 4 * n].view("<i4")
         off += 4 * n
         self.pointers = mm[off : off + 8 * n].view("<i8")
@@ -265,7 +132,7 @@ class MMapIndexedDataset:
     # -- token stream ----------------------------------------------------------------------------------------
     def _open_bin(self) -> None:
         single = self.path_prefix + ".bin"
-        names = [name for _, _, name in _shard_files(self.path_prefix)]
+        names = [name for _, _, name in shard_files(self.path_prefix)]
         if os.path.isfile(single) and names:
             raise DataError(
                 f"two token streams for {self.path_prefix!r}: the unsharded {single!r} and {len(names)} shard "
@@ -391,91 +258,3 @@ class MMapIndexedDataset:
             f"MMapIndexedDataset({self.path_prefix!r}, len={self._n}, dtype={self.dtype}, "
             f"shards={len(self.bin_paths)})"
         )
-
-
-def write_megatron(
-    path_prefix: Union[str, os.PathLike],
-    sequences: Union[np.ndarray, Sequence[Iterable[int]]],
-    dtype=np.uint16,
-    n_shards: int = 1,
-    doc_idx=None,
-) -> List[str]:
-    """Write ``sequences`` (a 2-D array or a list of 1-D token arrays) as a Megatron dataset.
-
-    Writes ``<prefix>.idx`` and, for ``n_shards == 1``, ``<prefix>.bin``; otherwise ``n_shards`` files
-    ``<prefix>-IIIII-of-LLLLL.bin`` with ``LLLLL = n_shards - 1``, the last index (Pythia's convention, 5 digits:
-    ``n_shards=21`` writes ``-00000-of-00020`` .. ``-00020-of-00020``). The shards split the byte stream into
-    near-equal parts at arbitrary byte positions (a sequence or a token may straddle two shards).
-    ``doc_idx`` defaults to ``0..len`` (every sequence is one document, as in Pythia's preshuffled files).
-    Integer values outside ``dtype``'s range raise :class:`DataError`, and so does a directory already holding a
-    different token stream of the same prefix (another shard set, or ``<prefix>.bin`` beside new shards).
-    Returns the paths written.
-    """
-    prefix = _strip_prefix(path_prefix)
-    dt = np.dtype(dtype).newbyteorder("<")
-    code = _dtype_code(dt)
-    if not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
-        raise DataError(f"n_shards must be a positive int, got {n_shards!r}")
-    if isinstance(sequences, np.ndarray) and sequences.ndim == 2:
-        seqs = [sequences[i] for i in range(sequences.shape[0])]
-    else:
-        seqs = [np.asarray(s) for s in sequences]
-    for i, s in enumerate(seqs):
-        if s.ndim != 1:
-            raise DataError(f"sequence {i} must be 1-D, got shape {s.shape}")
-        if s.size and dt.kind in "iu":
-            if s.dtype.kind not in "iub":
-                raise TypeError(f"sequence {i} has dtype {s.dtype}; expected integers for a {dt} file")
-            info = np.iinfo(dt)
-            lo, hi = int(s.min()), int(s.max())
-            if lo < info.min or hi > info.max:
-                raise DataError(f"sequence {i} holds values in [{lo}, {hi}], outside {dt}'s [{info.min}, {info.max}]")
-    sizes = np.array([s.size for s in seqs], dtype=np.int64)
-    if sizes.size and sizes.max() > np.iinfo(np.int32).max:
-        raise DataError(f"a sequence of {int(sizes.max())} tokens exceeds the i32 size field")
-    pointers = np.concatenate([[0], np.cumsum(sizes * dt.itemsize)[:-1]]).astype("<i8") if len(seqs) else np.zeros(0, "<i8")
-    if doc_idx is None:
-        doc_idx = np.arange(len(seqs) + 1, dtype="<i8")
-    doc_idx = np.asarray(doc_idx, dtype="<i8")
-
-    single = prefix + ".bin"
-    total = int(sizes.sum()) * dt.itemsize
-    if n_shards == 1:
-        paths = [single]
-        bounds = [0, total]
-    else:
-        paths = [f"{prefix}-{i:05d}-of-{n_shards - 1:05d}.bin" for i in range(n_shards)]
-        per = -(-total // n_shards)
-        bounds = [min(total, i * per) for i in range(n_shards + 1)]
-    directory = os.path.dirname(prefix) or "."
-    stale = sorted({name for _, _, name in _shard_files(prefix)} - {os.path.basename(q) for q in paths})
-    if os.path.exists(single) and n_shards > 1:
-        stale.insert(0, os.path.basename(single))
-    if stale:
-        raise DataError(
-            f"{directory!r} already holds other token-stream files of {prefix!r} ({stale[:3]}"
-            f"{'...' if len(stale) > 3 else ''}); delete them before writing {os.path.basename(paths[0])!r}"
-        )
-
-    os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
-    files = [open(p, "wb") for p in paths]
-    try:
-        pos, shard = 0, 0
-        for s in seqs:
-            buf = memoryview(np.ascontiguousarray(s, dtype=dt).tobytes())
-            while len(buf):
-                while pos >= bounds[shard + 1] and shard < len(paths) - 1:
-                    shard += 1
-                take = min(len(buf), bounds[shard + 1] - pos)
-                files[shard].write(buf[:take])
-                buf = buf[take:]
-                pos += take
-    finally:
-        for f in files:
-            f.close()
-    with open(prefix + ".idx", "wb") as f:
-        f.write(_HEADER.pack(_MAGIC, _VERSION, code, len(seqs), len(doc_idx)))
-        f.write(sizes.astype("<i4").tobytes())
-        f.write(pointers.tobytes())
-        f.write(doc_idx.tobytes())
-    return [prefix + ".idx"] + paths

@@ -87,7 +87,7 @@ def train_base(cfg, out: str, progress: bool) -> str:
     tr, d = cfg.train, cfg.data
     run_dir = os.path.join(out, "run")
     data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
-    cap, every, after = tr.total_steps, tr.checkpoint_every, tr.after_emergence
+    cap, after = tr.total_steps, tr.after_emergence
     tc = TrainConfig(**fields_for(TrainConfig, tr, total_steps=max(tr.schedule_steps, cap), device="cpu",
                                   out_dir=run_dir, progress=progress))
     trainer = Trainer(tc, data, eval_fn=_emergence_monitor(cfg))
