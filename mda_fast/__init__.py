@@ -8,7 +8,12 @@ from .localize import localize, localize_all
 from .model import load_pythia
 from .probes import Probe, get_probe, register_probe
 
-__version__ = "0.1.0"
+try:  # one source for the version: pyproject.toml, through the installed metadata
+    from importlib.metadata import PackageNotFoundError, version as _dist_version
+
+    __version__ = _dist_version("mda-fast")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Block", "ConfigError", "DataError", "Factors", "MdaFastError", "ModelError", "NonFiniteError",

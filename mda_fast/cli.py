@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import sys
 
@@ -129,6 +130,7 @@ class Interrupted(Exception):
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)
+    _log_to_stdout()
     if not progress:
         _quiet_transformers()
     try:
@@ -163,6 +165,24 @@ def main(argv=None) -> int:
         print(f"mda-fast {args.cmd}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
     return 0
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """The package's INFO messages on the current ``sys.stdout`` (the CLI's output)."""
+
+    def emit(self, record):
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def _log_to_stdout() -> None:
+    log = logging.getLogger("mda_fast")
+    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
+        h = _StdoutHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def _quiet_transformers() -> None:

@@ -2,6 +2,7 @@
 ``top.csv``)."""
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -12,6 +13,8 @@ from ..errors import NonFiniteError, StateError
 from .checks import require_complete_scores
 from .inputs import open_data
 from .io import SCORE_FILES, atomic_dir, read_json
+
+logger = logging.getLogger(__name__)
 
 
 def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
@@ -35,7 +38,7 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
     try:
         decode = get_decoder(cfg.data.tokenizer)
     except Exception as e:  # noqa: BLE001 - the hub may be unreachable: keep the analysis, drop the snippets
-        print(f"[analyze] no text snippets: tokenizer {cfg.data.tokenizer!r} unavailable ({type(e).__name__})")
+        logger.info(f"[analyze] no text snippets: tokenizer {cfg.data.tokenizer!r} unavailable ({type(e).__name__})")
         decode = None
     a = cfg.analyze
     with atomic_dir(os.path.join(out, "analyze")) as tmp:

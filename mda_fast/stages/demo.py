@@ -11,6 +11,7 @@ Every stage skips work whose output already exists, so an interrupted demo resum
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -28,6 +29,8 @@ from .io import OutputLock, read_json, write_json
 from .localize import run_localize
 from .report import run_report
 from .score import run_score
+
+logger = logging.getLogger(__name__)
 
 
 def latest_checkpoint(run_dir: str):
@@ -102,7 +105,7 @@ def train_base(cfg, out: str, progress: bool) -> str:
     if trainer.step < cap and not done(trainer.step):
         trainer.train(end_step=cap, stop=done)
     stop = stop_step(run_dir, cfg.localize.threshold, 0)
-    print(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
+    logger.info(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
           f"at step {stop}" if stop is not None else "no head reached the threshold"), flush=True)
     cfg.model.run_dir = run_dir
     return run_dir
@@ -176,7 +179,7 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
 
     def stage(name, fn, *a, **k):
         s = time.perf_counter()
-        print(f"\n== {name} ==", flush=True)
+        logger.info("\n== %s ==", name)
         r = fn(*a, **k)
         timings[name] = round(time.perf_counter() - s, 2)
         return r
@@ -185,7 +188,7 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     stage("train", train_base, cfg, out, progress)
     loc = stage("localize", run_localize, cfg, out, progress)
     win = choose_window(cfg, loc)
-    print(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
+    logger.info(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
           f"last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}..{win['window'][1]}")
     stage("fit", run_fit, cfg, out, progress)
     sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
@@ -219,5 +222,5 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
         summary["interventions"] = interventions.get("summary", interventions)
         summary["findings"] += intervention_findings(interventions)
     write_json(os.path.join(out, "summary.json"), summary)
-    print("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
+    logger.info("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
     return summary

@@ -2,6 +2,7 @@
 emergence steps, ``out/localize/`` (``localize.json``, ``localize.csv``, ``emergence.png``)."""
 from __future__ import annotations
 
+import logging
 import glob
 import os
 import re
@@ -16,6 +17,8 @@ from ..localize import localize_all
 from ..model import load_pythia
 from .inputs import checkpoint_ref, device_of
 from .io import atomic_dir, write_json
+
+logger = logging.getLogger(__name__)
 
 
 def localize_checkpoints(cfg: Config) -> list:
@@ -76,7 +79,7 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
     order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
     result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
     if len(ckpts) == 1:
-        print(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
+        logger.info(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
               f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)")
     from ..plots import emergence_png, save_png
 

@@ -112,7 +112,7 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
            poll_s: float = 0.5) -> dict:
     """Score the window with one shard process per entry of ``devices``, then ``merge`` the shards.
 
-    Each child runs ``python -m mda_fast.cli score --shard i/k`` on the resolved config with
+    Each child runs ``python -m mda_fast score --shard i/k`` on the resolved config with
     ``model.device`` set to its device; its output goes to ``score/shards/i-of-k/log.txt``. If one fails, the
     others are stopped and the error names its log; completed chunks stay, and ``resume=True`` continues them.
     CPU children share the cores (``OMP_NUM_THREADS`` = cores / CPU children).
@@ -122,6 +122,25 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
     B = data.batch_size
     _, n = score_window(cfg, B)
     shard_range(n // B, B, (0, k))  # k <= steps, checked before anything starts
+    procs, logs = _start_children(cfg, out, devices, resume)
+    done0 = sum(_progress(out, (i, k)) for i in range(k)) if resume else 0
+    t0 = time.perf_counter()
+    try:
+        with tqdm(total=n, initial=done0, desc=f"score on {k} devices", unit="seq", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            _watch(out, devices, procs, bar, data.seq_len - 1, poll_s)
+    finally:
+        _stop(procs, logs)
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    res = merge(cfg, out, k)
+    res["seq_per_s"] = (n - done0) / elapsed
+    res["devices"] = devices
+    return res
+
+
+def _start_children(cfg, out: str, devices: list[str], resume: bool) -> tuple[list, list]:
+    """One ``score --shard i/k`` process per device, each logging to its shard directory."""
+    k = len(devices)
     root = os.path.join(score_dir(out), "shards")
     os.makedirs(root, exist_ok=True)
     cfg_path = os.path.join(root, f"config-{k}.json")
@@ -141,43 +160,41 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
         log = open(os.path.join(sd, "log.txt"), "w")
         logs.append(log)
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
-    done0 = sum(_progress(out, (i, k)) for i in range(k)) if resume else 0
-    bar = tqdm(total=n, initial=done0, desc=f"score on {k} devices", unit="seq", disable=not progress,
-               dynamic_ncols=True)
-    seen, t0 = done0, time.perf_counter()
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            now = sum(_progress(out, (i, k)) for i in range(k))
-            if now > seen:
-                bar.update(now - seen)
-                seen = now
-                bar.set_postfix(tok_s=f"{(bar.format_dict.get('rate') or 0.0) * (data.seq_len - 1):.3g}")
-            failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                i = failed[0]
-                log_path = os.path.join(score_dir(out, (i, k)), "log.txt")
-                lines = [x for x in open(log_path).read().splitlines() if x.strip()]
-                raise ShardFailed(f"shard {i}/{k} on {devices[i]} failed (exit {codes[i]}): "
-                                  f"{lines[-1].strip() if lines else 'no output'} (log: {log_path}); finished chunks "
-                                  f"are kept: rerun with --resume")
-            if all(c == 0 for c in codes):
-                break
-            time.sleep(poll_s)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for log in logs:
-            log.close()
-        bar.close()
-    elapsed = max(time.perf_counter() - t0, 1e-9)
-    res = merge(cfg, out, k)
-    res["seq_per_s"] = (n - done0) / elapsed
-    res["devices"] = devices
-    return res
+    return procs, logs
+
+
+def _watch(out: str, devices: list[str], procs: list, bar, tokens_per_row: int, poll_s: float) -> None:
+    """Advance the bar from the shards' progress until all exit 0; a failed child raises ``ShardFailed``."""
+    k = len(devices)
+    seen = bar.n
+    while True:
+        codes = [p.poll() for p in procs]
+        now = sum(_progress(out, (i, k)) for i in range(k))
+        if now > seen:
+            bar.update(now - seen)
+            seen = now
+            bar.set_postfix(tok_s=f"{(bar.format_dict.get('rate') or 0.0) * tokens_per_row:.3g}")
+        failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            i = failed[0]
+            log_path = os.path.join(score_dir(out, (i, k)), "log.txt")
+            lines = [x for x in open(log_path).read().splitlines() if x.strip()]
+            raise ShardFailed(f"shard {i}/{k} on {devices[i]} failed (exit {codes[i]}): "
+                              f"{lines[-1].strip() if lines else 'no output'} (log: {log_path}); finished chunks "
+                              f"are kept: rerun with --resume")
+        if all(c == 0 for c in codes):
+            return
+        time.sleep(poll_s)
+
+
+def _stop(procs: list, logs: list) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for log in logs:
+        log.close()
