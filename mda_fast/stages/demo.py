@@ -106,7 +106,7 @@ def train_base(cfg, out: str, progress: bool) -> str:
         trainer.train(end_step=cap, stop=done)
     stop = stop_step(run_dir, cfg.localize.threshold, 0)
     logger.info(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
-          f"at step {stop}" if stop is not None else "no head reached the threshold"), flush=True)
+          f"at step {stop}" if stop is not None else "no head reached the threshold"))
     cfg.model.run_dir = run_dir
     return run_dir
 
