@@ -1,18 +1,13 @@
-"""Pythia-recipe GPT-NeoX trainer with per-sample interventions (see ``trainer`` for the exact semantics)."""
+"""Pythia-recipe GPT-NeoX trainer with per-sample interventions (see ``interventions`` for the exact semantics)."""
+from .branch import branch_from_checkpoint
+from .checkpoint import STATE_FILE, load_checkpoint_model
+from .interventions import Insertion, Interventions
+from .logs import read_jsonl
+from .loop import StepBatch, Trainer
+from .loss import lm_loss, param_groups
 from .presets import PRESETS, Preset, get_preset, make_model, model_config
 from .schedule import CosineSchedule, checkpoint_steps
-from .trainer import (
-    Insertion,
-    Interventions,
-    StepBatch,
-    TrainConfig,
-    Trainer,
-    branch_from_checkpoint,
-    lm_loss,
-    load_checkpoint_model,
-    param_groups,
-    read_jsonl,
-)
+from .train_config import TrainConfig
 
 __all__ = [
     "PRESETS",
@@ -32,4 +27,5 @@ __all__ = [
     "load_checkpoint_model",
     "param_groups",
     "read_jsonl",
+    "STATE_FILE",
 ]
