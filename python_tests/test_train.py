@@ -11,6 +11,7 @@ import torch
 from mda_fast.data import PythiaBatches, write_megatron
 from mda_fast.train import (
     PRESETS,
+    STATE_FILE,
     CosineSchedule,
     Insertion,
     Interventions,
@@ -488,7 +489,7 @@ def test_branch_from_checkpoint_shares_state_and_differs_only_by_intervention(tm
     assert_close_dicts(params(arm0.model), params(base.model), rtol=0, atol=0)  # no intervention: same run
     assert calls == [4, 5, 8, 10]  # the start checkpoint is evaluated in the arm's own log
     assert read_jsonl(str(tmp_path / "arm0" / "batches.jsonl"))[0]["step"] == 4
-    assert os.path.exists(tmp_path / "arm0" / "step4" / "trainer_state.pt")
+    assert os.path.exists(tmp_path / "arm0" / "step4" / STATE_FILE)
 
     arm1 = branch_from_checkpoint(base.checkpoint_dir(4), data, str(tmp_path / "arm1"),
                                   Interventions(delete={4 * B + 2}))

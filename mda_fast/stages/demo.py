@@ -19,7 +19,7 @@ import time
 from ..config import Config, fields_for, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
 from ..study.findings import findings, findings_text, intervention_findings
-from ..train.trainer import STATE_FILE
+from ..train import STATE_FILE
 from .analyze import run_analyze
 from .checks import validate
 from .fit import run_fit
@@ -71,7 +71,7 @@ def _emergence_monitor(cfg):
 def stop_step(run_dir: str, threshold: float, after: int):
     """The step at which training may stop: ``after`` steps past the first checkpoint whose best
     prefix-matching score reaches ``threshold`` (None while no head has formed)."""
-    from ..train.trainer import read_jsonl
+    from ..train import read_jsonl
 
     hits = [r["step"] for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))
             if r.get("max_prefix_matching", 0.0) >= threshold]
