@@ -5,7 +5,6 @@ from .categories import load_category_sidecar, write_category_sidecar
 from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
                        shard_bin_paths, write_megatron)
 from .pythia import PythiaBatches
-from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
 __all__ = [
@@ -28,3 +27,14 @@ __all__ = [
     "load_category_sidecar",
     "write_category_sidecar",
 ]
+
+_SYNTHETIC = ("CATEGORIES", "SyntheticConfig", "generate_corpus")
+
+
+def __getattr__(name):
+    """The synthetic corpus's names, imported on first use: reading real data never loads the generator."""
+    if name in _SYNTHETIC:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
