@@ -20,9 +20,15 @@ from .tables import top_bottom_table, write_table_csv
 __all__ = ["analyze"]
 
 
-def _check_k(name: str, k: Any, n: int) -> None:
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"{name} must be an integer in [1, n_samples={n}], got {k!r}")
+def _sizes(n: int, top_fraction: float, k, table_k, fit_max_rank) -> tuple:
+    """``(k_top, k, table_k, fit_max_rank)`` with their defaults (see :func:`analyze`), validated."""
+    k_top = top_count(n, top_fraction)
+    k = k_top if k is None else k
+    table_k = k if table_k is None else table_k
+    for name, v in (("k", k), ("table_k", table_k)):
+        if not isinstance(v, (int, np.integer)) or not 1 <= v <= n:
+            raise ValueError(f"{name} must be an integer in [1, n_samples={n}], got {v!r}")
+    return k_top, k, table_k, k_top if fit_max_rank is None else fit_max_rank
 
 
 def _columns(n: int, global_index, step, position, loss) -> Dict[str, Optional[np.ndarray]]:
@@ -100,12 +106,7 @@ def analyze(
     names = [str(x) for x in target_names]
     n, t = scores.shape
     col = _columns(n, global_index, step, position, loss)
-    k_top = top_count(n, top_fraction)
-    k = k_top if k is None else k
-    _check_k("k", k, n)
-    table_k = k if table_k is None else table_k
-    _check_k("table_k", table_k, n)
-    fit_max_rank = k_top if fit_max_rank is None else fit_max_rank
+    k_top, k, table_k, fit_max_rank = _sizes(n, top_fraction, k, table_k, fit_max_rank)
     cat_rows: Optional[np.ndarray] = None
     cat_names: List[str] = []
     if category_fractions is not None:

@@ -1,6 +1,7 @@
 """PNG plots for the report (matplotlib, Agg canvas; no pyplot global state).
 
-Every ``*_png`` function returns PNG bytes; :func:`save_png` writes them to a file. Inputs are the plain,
+Every ``*_png`` function returns PNG bytes; :func:`save_png` writes them to a file. The interventions' plots are
+in :mod:`mda_fast.study.intervention_plots`. Inputs are the plain,
 JSON-serialisable dicts produced by :func:`mda_fast.study.analyze.analyze`, ``localize`` (emergence) and the
 interventions run, so a report can be rebuilt from files on disk.
 """
@@ -8,7 +9,6 @@ interventions run, so a report can be rebuilt from files on disk.
 from __future__ import annotations
 
 import io
-import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,25 +25,24 @@ __all__ = [
     "category_png",
     "jaccard_png",
     "per_step_png",
-    "intervention_curves_png",
-    "score_vs_icl_png",
-    "arm_style",
 ]
 
 DPI = 100
-_PALETTE = [
+PALETTE = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
     "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
 ]  # fmt: skip
 
 
-def _figure(w: float, h: float) -> Figure:
+def new_figure(w: float, h: float) -> Figure:
+    """A ``w`` x ``h`` inch figure on its own Agg canvas (no pyplot state)."""
     fig = Figure(figsize=(w, h), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _to_png(fig: Figure) -> bytes:
+def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (tight bounding box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
@@ -62,7 +61,7 @@ def _style(ax: Any) -> None:
         ax.spines[side].set_visible(False)
 
 
-def _finish(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, **legend: Any) -> bytes:
+def finish_png(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, **legend: Any) -> bytes:
     """Label, title, legend (``legend`` are its keyword arguments), grid style; the figure as PNG bytes."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -70,7 +69,7 @@ def _finish(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, **legend
     ax.legend(**legend)
     _style(ax)
     fig.tight_layout()
-    return _to_png(fig)
+    return to_png(fig)
 
 
 # ----------------------------------------------------------------------------------------------- emergence
@@ -179,9 +178,9 @@ def emergence_png(emergence: Mapping[str, Any], max_labelled: int = 8, top_per_m
     colours: Dict[Tuple[int, int], str] = {}
     for metric in metrics:
         for lh in per_panel[metric]:
-            colours.setdefault(lh, _PALETTE[len(colours) % len(_PALETTE)])
+            colours.setdefault(lh, PALETTE[len(colours) % len(PALETTE)])
 
-    fig = _figure(5.6 * len(metrics), 4.2)
+    fig = new_figure(5.6 * len(metrics), 4.2)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         a = e["scores"][metric]
@@ -208,7 +207,7 @@ def emergence_png(emergence: Mapping[str, Any], max_labelled: int = 8, top_per_m
         ax.legend(fontsize=7.5, loc="upper left", frameon=True, framealpha=0.85)
         _style(ax)
     fig.tight_layout()
-    return _to_png(fig)
+    return to_png(fig)
 
 
 # ----------------------------------------------------------------------------------------------- analysis
@@ -226,39 +225,39 @@ def cumulative_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]]
     """Cumulative share of positive influence against the fraction of samples (by descending score)."""
     names = _targets(analysis, targets)
     frac = float(analysis["top_fraction"])
-    fig = _figure(6.0, 4.2)
+    fig = new_figure(6.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     for i, t in enumerate(names):
         c = analysis["per_target"][t]["cumulative"]
         top = c["top_share"]
         label = t if top is None else f"{t}: top {frac:.0%} hold {top:.1%}"
         ax.plot(np.asarray(c["rank_fraction"]) * 100, np.asarray(c["share"]) * 100,
-                color=_PALETTE[i % len(_PALETTE)], linewidth=1.8, label=label)  # fmt: skip
+                color=PALETTE[i % len(PALETTE)], linewidth=1.8, label=label)  # fmt: skip
     ax.axvline(frac * 100, color="black", linestyle=":", linewidth=1)
     ax.plot([0, 100], [0, 100], color="#999999", linestyle="--", linewidth=0.8, label="uniform")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 102)
-    return _finish(fig, ax, "top samples by score (%)", "share of total positive influence (%)",
+    return finish_png(fig, ax, "top samples by score (%)", "share of total positive influence (%)",
                    "Cumulative influence", fontsize=8, loc="lower right")
 
 
 def power_law_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] = None) -> bytes:
     """Rank against positive score (log-log) with the fitted power law over its fit range."""
     names = _targets(analysis, targets)
-    fig = _figure(6.0, 4.2)
+    fig = new_figure(6.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     for i, t in enumerate(names):
         pl = analysis["per_target"][t].get("power_law") or {}
         if "ranks" not in pl:
             continue
-        col = _PALETTE[i % len(_PALETTE)]
+        col = PALETTE[i % len(PALETTE)]
         ax.plot(pl["ranks"], pl["scores"], ".", color=col, markersize=3, alpha=0.8, label=t)
         r = np.geomspace(pl["min_rank"], pl["max_rank"], 50)
         ax.plot(r, 10 ** pl["log10_c"] * r ** (-pl["exponent"]), "-", color=col, linewidth=1.4, alpha=0.9,
                 label=f"fit ranks {pl['min_rank']}–{pl['max_rank']}: exponent {pl['exponent']:.2f}, R² {pl['r2']:.3f}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
-    return _finish(fig, ax, "rank (descending score)", "score", "Rank–score tail (positive scores)", fontsize=7.5,
+    return finish_png(fig, ax, "rank (descending score)", "score", "Rank–score tail (positive scores)", fontsize=7.5,
                    loc="lower left")
 
 
@@ -273,7 +272,7 @@ def category_png(analysis: Mapping[str, Any], target: Optional[str] = None) -> b
     base = np.array([enr[c]["base_share"] for c in cats]) * 100
     x = np.arange(len(cats))
     w = 0.38
-    fig = _figure(max(6.0, 0.9 * len(cats) + 2.5), 4.2)
+    fig = new_figure(max(6.0, 0.9 * len(cats) + 2.5), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(x - w / 2, base, w, color="#9aa5b1", label="base rate (all scored samples)")
     ax.bar(x + w / 2, top, w, color="#d62728", label=f"top {100 * analysis['top_fraction']:.4g}% by score")
@@ -285,7 +284,7 @@ def category_png(analysis: Mapping[str, Any], target: Optional[str] = None) -> b
     ax.set_xticks(x)
     ax.set_xticklabels(cats, rotation=20 if len(cats) > 5 else 0, ha="right" if len(cats) > 5 else "center")
     ax.set_ylim(0, max(top.max(), base.max()) * 1.18 + 1e-9)
-    return _finish(fig, ax, "", "token share (%)", f"Categories: top set vs base rate ({t})", fontsize=8)
+    return finish_png(fig, ax, "", "token share (%)", f"Categories: top set vs base rate ({t})", fontsize=8)
 
 
 def jaccard_png(analysis: Mapping[str, Any]) -> bytes:
@@ -294,7 +293,7 @@ def jaccard_png(analysis: Mapping[str, Any]) -> bytes:
     m = np.asarray(jac["matrix"], dtype=np.float64)
     names = jac["targets"]
     size = max(3.8, 0.55 * len(names) + 2.5)
-    fig = _figure(size + 1.0, size)
+    fig = new_figure(size + 1.0, size)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(names)))
@@ -309,7 +308,7 @@ def jaccard_png(analysis: Mapping[str, Any]) -> bytes:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Jaccard")
     ax.set_title(f"Top-{jac['k']} overlap")
     fig.tight_layout()
-    return _to_png(fig)
+    return to_png(fig)
 
 
 def per_step_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] = None) -> bytes:
@@ -317,91 +316,12 @@ def per_step_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] =
     names = _targets(analysis, targets)
     ps = analysis["per_step"]
     steps = np.asarray(ps["steps"], dtype=np.float64)
-    fig = _figure(9.0, 3.6)
+    fig = new_figure(9.0, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for i, t in enumerate(names):
-        ax.plot(steps, ps["sum"][t], color=_PALETTE[i % len(_PALETTE)], linewidth=1.0, label=t,
+        ax.plot(steps, ps["sum"][t], color=PALETTE[i % len(PALETTE)], linewidth=1.0, label=t,
                 marker="." if steps.size < 60 else None)  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.6)
-    return _finish(fig, ax, "training step", "summed influence of the step's samples", "Influence per training step",
+    return finish_png(fig, ax, "training step", "summed influence of the step's samples", "Influence per training step",
                    fontsize=8, ncol=min(len(names), 4))
 
-
-# ----------------------------------------------------------------------------------------------- interventions
-
-
-_ARM_COLOURS = {"baseline": "#222222", "delete": "#d62728", "augment": "#1f77b4"}
-_SET_STYLES = {"top": "-", "random": "--", "matched": ":", "bottom": "-."}
-
-
-def arm_style(arm: str, i: int) -> Tuple[str, str]:
-    """(colour, linestyle): one colour per intervention kind (delete red, augment blue, baseline black) and one
-    line style per sample set (top solid, random dashed, matched dotted, bottom dash-dot); other names cycle."""
-    kind, _, which = arm.partition("-")
-    if arm == "baseline":
-        return _ARM_COLOURS["baseline"], "-"
-    if kind in _ARM_COLOURS and which in _SET_STYLES:
-        return _ARM_COLOURS[kind], _SET_STYLES[which]
-    return _PALETTE[i % len(_PALETTE)], "-"
-
-
-def _arm_label(arm: str, data: Mapping[str, Any], n: int) -> str:
-    return f"{arm} (1 run)" if data.get("deterministic") else f"{arm} ({n} seed{'s' if n > 1 else ''})"
-
-
-def _arm_curves(arm: Mapping[str, Any], key: str) -> List[Tuple[np.ndarray, np.ndarray]]:
-    out = []
-    for seed, d in arm["seeds"].items():
-        steps = np.asarray(d["steps"], dtype=np.float64)
-        y = np.asarray(d[key], dtype=np.float64)
-        if steps.shape != y.shape or steps.ndim != 1:
-            raise ValueError(f"seed {seed!r}: {key!r} has shape {y.shape} but steps has shape {steps.shape}")
-        out.append((steps, y))
-    return out
-
-
-def intervention_curves_png(interventions: Mapping[str, Any], key: str, ylabel: str, title: str,
-                            threshold: Optional[float] = None) -> bytes:  # fmt: skip
-    """One curve per arm (mean over seeds) with a min–max band across seeds; seeds with differing steps
-    are drawn individually."""
-    fig = _figure(6.0, 4.6)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, (arm, data) in enumerate(interventions["arms"].items()):
-        col, ls = arm_style(arm, i)
-        curves = _arm_curves(data, key)
-        if not curves:
-            continue
-        same = all(c[0].shape == curves[0][0].shape and np.array_equal(c[0], curves[0][0]) for c in curves)
-        n = len(curves)
-        if same:
-            steps = curves[0][0]
-            ys = np.stack([c[1] for c in curves])
-            ax.plot(steps, ys.mean(0), color=col, linestyle=ls, linewidth=1.8, label=_arm_label(arm, data, n))
-            if n > 1 and not data.get("deterministic"):
-                ax.fill_between(steps, ys.min(0), ys.max(0), color=col, alpha=0.18, linewidth=0)
-        else:
-            for j, (steps, y) in enumerate(curves):
-                ax.plot(steps, y, color=col, linestyle=ls, linewidth=1.0, alpha=0.8,
-                        label=_arm_label(arm, data, n) if j == 0 else None)
-    if threshold is not None:
-        ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    return _finish(fig, ax, "training step", ylabel, title, fontsize=8, loc="best", framealpha=0.85)
-
-
-def score_vs_icl_png(interventions: Mapping[str, Any], r: Optional[float]) -> bytes:
-    """Scatter of head score against ICL score over every checkpoint, seed and arm; ``r`` goes in the title."""
-    fig = _figure(6.0, 4.6)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, (arm, data) in enumerate(interventions["arms"].items()):
-        xs, ys = [], []
-        for _, d in list(data["seeds"].items())[: 1 if data.get("deterministic") else None]:  # one run if seed-free
-            xs.append(np.asarray(d["head_score"], dtype=np.float64))
-            ys.append(np.asarray(d["icl"], dtype=np.float64))
-        if xs:
-            col, ls = arm_style(arm, i)
-            marker = {"-": "o", "--": "^", ":": "s", "-.": "D"}[ls]
-            ax.scatter(np.concatenate(xs), np.concatenate(ys), s=14, alpha=0.7, color=col, marker=marker,
-                       label=arm, edgecolors="none")  # fmt: skip
-    rtxt = "n/a" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{r:.3f}"
-    return _finish(fig, ax, "target head score", "ICL score", f"Head score vs ICL score (Pearson r = {rtxt})",
-                   fontsize=8)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from . import plots
+from . import intervention_plots, plots
 from .interventions.summary import intervention_summary
 from .report_html import esc, fmt, img, pct, section, table, text_html
 
@@ -175,18 +175,18 @@ def interventions_section(data: Mapping[str, Any]) -> str:
     has_loss = all("loss" in d for a in data["arms"].values() for d in a["seeds"].values())
     body = [
         '<div class="row">',
-        img(plots.intervention_curves_png(data, "head_score", "target head score", "Target head score",
+        img(intervention_plots.intervention_curves_png(data, "head_score", "target head score", "Target head score",
                                            threshold=thr), "intervention head score curves",
             "Target head score per arm; line = mean over seeds, band = min–max across seeds."
             + (f" Dashed: emergence threshold {thr:g}." if thr is not None else "")),
-        img(plots.score_vs_icl_png(data, s["score_icl_pearson"]), "head score vs ICL",
+        img(intervention_plots.score_vs_icl_png(data, s["score_icl_pearson"]), "head score vs ICL",
             f"Head score against ICL score at every checkpoint of every distinct run ({s['n_points']} points)."),
-        img(plots.intervention_curves_png(data, "icl", "ICL score", "ICL score"), "ICL curves",
+        img(intervention_plots.intervention_curves_png(data, "icl", "ICL score", "ICL score"), "ICL curves",
             "In-context-learning score per arm (loss at a late token minus loss at an early token; lower means "
             "more in-context learning); line = mean over seeds, band = min–max."),
     ]  # fmt: skip
     if has_loss:
-        body.append(img(plots.intervention_curves_png(data, "loss", "loss", "Loss"), "loss curves",
+        body.append(img(intervention_plots.intervention_curves_png(data, "loss", "loss", "Loss"), "loss curves",
                         "Loss per arm; line = mean over seeds, band = min–max."))  # fmt: skip
     body.append("</div>")
     rows = []
