@@ -310,6 +310,11 @@ def test_small_run_writes_every_arm_and_resumes(run):
     assert not os.path.exists(os.path.join(cfg.out_dir, "delete-top", "seed1"))  # deterministic: trained once
     # the report's reader accepts it
     s = summarize_interventions(on_disk)
+    # one summary: what the file stores is what the report shows is what the curves give
+    from mda_fast.study.interventions.summary import intervention_summary
+    stored = intervention_summary(on_disk)
+    assert stored["arms"] == on_disk["summary"] == s["arms"]
+    assert stored["score_icl_pearson"] == s["score_icl_pearson"] and stored["n_points"] == s["n_points"]
     # distinct runs: 4 seed-free arms once, delete-random and augment-random once per seed; 5 checkpoints each
     assert set(s["arms"]) == set(arms) and s["n_points"] == (4 + 2 * 2) * 5
     # resumable: complete arms are reused, not retrained
@@ -355,3 +360,42 @@ def test_bad_input_fails_before_training(run):
         with pytest.raises(ValueError, match=msg):
             run_interventions(cfg, sc, gi, progress=False)
         assert not os.path.exists(os.path.join(cfg.out_dir, "baseline"))
+
+
+def test_one_summary_of_intervention_results(run):
+    """derive (the runner), analysis.summarize_interventions and the report all give one summary: the runner's
+    per-arm figures are ``summarize(...)["arms"]``, and the report shows the stored summary as it is."""
+    from mda_fast import analysis, report
+    from mda_fast.study.interventions.summary import intervention_summary, summarize
+
+    assert analysis.summarize_interventions is summarize
+    cfg = make_config(run, threshold=0.5)
+    steps = [10, 15, 20, 25, 30]
+
+    def curve(score, icl):
+        return {"steps": steps, "head_score": score, "target_scores": [[v, 0.6] for v in score], "icl": icl,
+                "loss": [1.0] * 5, "probe_f": [0.0] * 5}
+
+    base = ([0.1, 0.2, 0.5, 0.8, 0.9], [0.0, 0.0, -0.1, -0.3, -0.4])
+    arms = {"baseline": {"n_selected": 0, "deterministic": True, "seeds": {"0": curve(*base), "1": curve(*base)}},
+            "delete-random": {"n_selected": 8, "deterministic": False,
+                              "seeds": {"0": curve([0.1, 0.2, 0.3, 0.49, 0.7], [0.0, 0.0, 0.0, -0.1, -0.2]),
+                                        "1": curve([0.1, 0.3, 0.6, 0.7, 0.8], [0.0, -0.1, -0.2, -0.2, -0.3])}}}
+    per_arm = derive(arms, cfg)
+    s = summarize({"arms": arms, "threshold": cfg.threshold})
+    assert per_arm == s["arms"]
+    a = per_arm["delete-random"]
+    assert a["emergence_steps"] == {"0": 30, "1": 20} and a["emergence"] == {"mean": 25.0, "std": 5.0, "n": 2}
+    assert a["emergence_mean"] == 25.0 and a["emergence_delta"] == 5.0 and a["n_selected"] == 8
+    assert set(a["icl_change"]) == {"20", "30"} and a["area_vs_baseline"]["n"] == 2
+    # as run_interventions stores it: the report reads the stored figures, not a recomputation
+    data = {"arms": arms, "threshold": 0.5, "baseline": "baseline", "summary": per_arm,
+            "score_icl_pearson": s["score_icl_pearson"], "n_points": s["n_points"]}
+    assert intervention_summary(data) == s
+    data["summary"] = {k: dict(v) for k, v in per_arm.items()}
+    data["summary"]["delete-random"]["final_head_score"] = 0.123456
+    html = report.render_report(title="t", config={}, provenance={}, interventions=data)
+    assert "0.1235" in html
+    assert "0.1235" not in report.render_report(title="t", config={}, provenance={},
+                                                interventions={"arms": arms, "threshold": 0.5})
+

@@ -1,9 +1,10 @@
-"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers and the synthetic demo corpus."""
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers, the category sidecar and the
+synthetic demo corpus."""
 
+from .categories import load_category_sidecar, write_category_sidecar
 from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
                        shard_bin_paths, write_megatron)
 from .pythia import PythiaBatches
-from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus, load_category_sidecar
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
 __all__ = [
@@ -24,4 +25,16 @@ __all__ = [
     "SyntheticConfig",
     "generate_corpus",
     "load_category_sidecar",
+    "write_category_sidecar",
 ]
+
+_SYNTHETIC = ("CATEGORIES", "SyntheticConfig", "generate_corpus")
+
+
+def __getattr__(name):
+    """The synthetic corpus's names, imported on first use: reading real data never loads the generator."""
+    if name in _SYNTHETIC:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

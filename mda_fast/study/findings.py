@@ -59,7 +59,8 @@ def intervention_findings(result: dict) -> list:
     for arm, a in summ.items():
         if arm == "baseline":
             continue
-        steps = a["emergence_steps"]
+        steps = a["emergence_steps"]  # seed -> step (a list in files written before the one summary)
+        steps = list(steps.values()) if isinstance(steps, dict) else list(steps)
         em = ", ".join("never" if e is None else str(e) for e in (steps[:1] if len(set(steps)) == 1 else steps))
         if len(steps) > 1 and not result["arms"].get(arm, {}).get("deterministic", False):
             em += f" ({len(steps)} seeds)" if len(set(steps)) > 1 else f" (all {len(steps)} seeds)"
