@@ -464,7 +464,7 @@ def test_top_fraction_is_reported_as_set_and_sized_once(world, tmp_path, capsys)
 
 def test_intervene_trains_on_the_configured_device(world, tmp_path, monkeypatch):
     """``model.device`` reaches the retraining (it used to keep the checkpoint's device)."""
-    import mda_fast.interventions as I
+    import mda_fast.study.interventions as I
     from mda_fast import pipeline as P
     from mda_fast.config import load_config
 

@@ -112,7 +112,7 @@ def load_tokenizer(path_or_name: Union[str, os.PathLike]) -> HFTokenizer:
     except Exception as e:
         raise ValueError(
             f"could not load tokenizer {src!r} from the Hugging Face hub ({type(e).__name__}: {e}); "
-            f"pass the path of a local tokenizer.json instead, e.g. ../shared/data/gpt-neox-20b-tokenizer.json"
+            f"pass the path of a local tokenizer.json instead (the GPT-NeoX-20B tokenizer.json of a Pythia download)"
         ) from e
 
 

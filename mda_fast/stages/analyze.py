@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 
-from .. import analysis as ana
 from ..config import Config
 from ..errors import NonFiniteError, StateError
 from .checks import require_complete_scores
@@ -19,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
     from ..data import get_decoder
-    from ..data.synthetic import load_category_sidecar
+    from ..data.categories import load_category_sidecar
+    from ..study.analyze import analyze
 
     require_complete_scores(out)
     d = os.path.join(out, "score")
@@ -42,7 +42,7 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
         decode = None
     a = cfg.analyze
     with atomic_dir(os.path.join(out, "analyze")) as tmp:
-        res = ana.analyze(arr["scores"], names, global_index=arr["global_index"], step=arr["step"],
+        res = analyze(arr["scores"], names, global_index=arr["global_index"], step=arr["step"],
                           position=arr["position"], loss=arr["loss"], category_fractions=cats,
                           category_names=cat_names, top_fraction=a.top_frac, table_k=a.table_k,
                           row_tokens=lambda gi: data.rows(np.array([gi]))[0], decode=decode,

@@ -14,7 +14,7 @@ from .inputs import device_of, load_targets, open_data
 
 def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
     """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores."""
-    from ..interventions import InterventionConfig, run_interventions
+    from ..study.interventions import InterventionConfig, run_interventions
 
     m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
     if not m.run_dir:

@@ -81,7 +81,7 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
     if len(ckpts) == 1:
         logger.info(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
               f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)")
-    from ..plots import emergence_png, save_png
+    from ..study.plots import emergence_png, save_png
 
     with atomic_dir(os.path.join(out, "localize")) as d:
         write_json(os.path.join(d, "localize.json"), result)

@@ -7,7 +7,6 @@ import platform
 
 import torch
 
-from .. import analysis as ana
 from ..config import Config
 from ..errors import ConfigError
 from ..study.findings import findings, findings_text
@@ -35,7 +34,8 @@ def provenance(cfg: Config) -> dict:
 
 
 def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=None) -> str:
-    from ..report import write_report
+    from ..study.report import write_report
+    from ..study.tables import read_table_csv
 
     a_path = os.path.join(out, "analyze", "analysis.json")
     analysis = read_json(a_path, "nothing has been analysed; run `mda-fast analyze` first")
@@ -46,7 +46,7 @@ def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=N
     if emergence is not None and targets is not None:
         emergence["heads"] = [[h["layer"], h["head"]] for h in targets["heads"]]
     top_path = os.path.join(out, "analyze", "top.csv")
-    top = ana.read_table_csv(top_path) if os.path.exists(top_path) else None
+    top = read_table_csv(top_path) if os.path.exists(top_path) else None
     i_path = os.path.join(out, "interventions", "interventions.json")
     if interventions is None and os.path.exists(i_path):
         interventions = read_json(i_path)
