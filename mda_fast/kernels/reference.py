@@ -54,7 +54,8 @@ def score_blocks(blocks: Sequence[BlockInput], mask=None) -> torch.Tensor:
     S = None
     for b in blocks:
         G = per_sample_grads(b.X, b.Y, mask, b.bias, dt)
-        s = G.reshape(G.shape[0], -1) @ b.P.to(dt).reshape(b.P.shape[0], -1).t()
+        width = G.shape[1] * G.shape[2]
+        s = G.reshape(G.shape[0], width) @ b.P.to(dt).reshape(b.P.shape[0], width).t()
         S = s if S is None else S + s
     return S
 

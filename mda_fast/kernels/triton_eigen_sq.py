@@ -26,7 +26,7 @@ import triton.language as tl
 
 from . import reference
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision, tile_offsets
+from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
 _CHUNK_BYTES = 512 * 2**20
@@ -58,16 +58,14 @@ def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in,
              mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :])
 
 
+_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
+    (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+]
+
+
 def _configs(interpret: bool):
-    if interpret:
-        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-        for bo, bi, bt, w, s in [
-            (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
-            (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
-        ]
-    ]
+    return tile_configs(interpret, _TABLE)
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision, tile_offsets
+from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32
@@ -54,17 +54,15 @@ def _score_kernel(X, Y, P, M, Part,
         tl.store(cell + k, tl.where(first, s, 0.0), mask=cell_ok)
 
 
+_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
+    (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
+    (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+    (64, 256, 32, 8, 3),
+]
+
+
 def _configs(interpret: bool):
-    if interpret:
-        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-        for bo, bi, bt, w, s in [
-            (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
-            (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
-            (64, 256, 32, 8, 3),
-        ]
-    ]
+    return tile_configs(interpret, _TABLE)
 
 
 @functools.lru_cache(maxsize=None)

@@ -58,6 +58,15 @@ def precision(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+def tile_configs(interpret: bool, table):
+    """Autotune configs of a G-tile kernel from (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages) rows; one small
+    config in interpreter mode."""
+    if interpret:
+        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
+    return [triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+            for bo, bi, bt, w, s in table]
+
+
 def compile_configs(configs, all_configs: bool):
     """The autotune configs ``compile_check`` compiles: all of them, or the largest (last) one."""
     return configs if all_configs else configs[-1:]
