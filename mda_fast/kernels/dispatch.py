@@ -29,7 +29,7 @@ __all__ = ["BACKENDS", "ENV_VAR", "available_backends", "covariance_accumulate",
 
 # ---- CPU rule -------------------------------------------------------------------------------------------------
 # Measured side by side on the 2-core dev machine (AMD EPYC, AVX-512), one thread each, best of round-robin
-# rounds (benchmarks/bench_kernels.py --device cpu --threads 1; 2026-11-22, table in benchmarks/RESULTS.md):
+# rounds (benchmarks/bench_op_<op>.py --device cpu --threads 1; 2026-11-22, table in benchmarks/RESULTS.md):
 # the C++ kernel is 1.0-5x faster than the torch reference for score and eigen_sq on every demo head block
 # (d_model 64/128, T 128/256, N 32; bf16 and fp32) and on Pythia-size blocks (d_out 128-2048, D 64-2049,
 # T 2048: 73-102 GFLOP/s vs torch's bmm), and for covariance from D = 32 up (1.3-8x, it only computes the upper
