@@ -113,6 +113,9 @@ def _f64(t):
     return None if t is None else t.detach().to("cpu", torch.float64)
 
 
+f64 = _f64  # public name for the per-op tests
+
+
 def _xt(X, bias):
     X = _f64(X)
     return torch.cat([X, torch.ones(X.shape[:-1] + (1,), dtype=torch.float64)], -1) if bias else X

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, _f64, make_inputs, need,
+from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, f64, make_inputs, need,
                                     oracle_cov, poison_empty, rel_err, tol_for)  # noqa: F401
 from mda_fast import kernels
 
@@ -19,7 +19,7 @@ def test_covariance_matches_float64(backend, device, cfg):
     acc = acc0.clone()
     out = kernels.covariance_accumulate(acc, X, mask, cfg.bias, backend=backend)
     assert out is acc
-    assert rel_err(_f64(acc) - _f64(acc0), oracle_cov(X, mask, cfg.bias)) < tol_for(backend, device, cfg.dtype)
+    assert rel_err(f64(acc) - f64(acc0), oracle_cov(X, mask, cfg.bias)) < tol_for(backend, device, cfg.dtype)
     if cfg.mask == "zero":
         assert torch.equal(acc, acc0), "all-zero mask must leave acc unchanged"
 

@@ -3,7 +3,7 @@ on every backend, both routes (A: rotate the tokens, B: rotate G), against the f
 import pytest
 import torch
 
-from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, _f64, make_inputs, need,
+from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, f64, make_inputs, need,
                                     oracle_eigen_sq, oracle_G, poison_empty, rel_err, tol_for)  # noqa: F401
 from mda_fast import kernels
 
@@ -26,7 +26,7 @@ def test_eigen_sq_matches_float64(backend, device, cfg):
             assert kernels.eigen_sq_accumulate(e, X, Y, Q_S, Q_A, mask, cfg.bias, backend=backend) is e
         else:
             torch.ops.mda_fast.eigen_sq_accumulate(e, X, Y, Q_S, Q_A, mask, cfg.bias, backend, route)
-        assert rel_err(_f64(e) - _f64(e0), ref) < tol, (route, cfg)
+        assert rel_err(f64(e) - f64(e0), ref) < tol, (route, cfg)
         if cfg.mask == "zero":
             assert torch.equal(e, e0), "all-zero mask must leave acc unchanged"
 
@@ -51,7 +51,7 @@ def test_eigen_sq_wrong_rotations_are_detected(backend, device):
     Q_S, Q_A = torch.randn(96, 96, generator=g).to(device), torch.randn(41, 41, generator=g).to(device)
     G = oracle_G(X, Y, None, True)
     ref = oracle_eigen_sq(X, Y, Q_S, Q_A, None, True)
-    untransposed = (_f64(Q_S) @ G @ _f64(Q_A).T).square().sum(0)
+    untransposed = (f64(Q_S) @ G @ f64(Q_A).T).square().sum(0)
     for route in ("A", "B"):
         e = torch.zeros(96, 41, device=device)
         torch.ops.mda_fast.eigen_sq_accumulate(e, X, Y, Q_S, Q_A, None, True, backend, route)
