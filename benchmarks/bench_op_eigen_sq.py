@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from harness import main  # noqa: E402
+from harness import bmm16_grads, main  # noqa: E402
 from mda_fast import kernels  # noqa: E402
 from mda_fast.kernels import reference  # noqa: E402
 
@@ -28,6 +28,8 @@ def methods(c, inputs, backends):
     out = {b: (lambda b=b: kernels.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, c.bias, backend=b))
            for b in backends}
     out["kronfluence"] = lambda: kron_eigen_sq(acc, X, Y, Q_S, Q_A, mask, c.bias)
+    if X.is_cuda:  # bf16 G by bmm, fp32 rotations (unmasked)
+        out["bmm16"] = lambda: acc.add_((Q_S.t() @ bmm16_grads(X, Y, c.bias).float() @ Q_A).square_().sum(0))
     return out
 
 

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from harness import main  # noqa: E402
+from harness import bmm16_grads, main  # noqa: E402
 from mda_fast import kernels  # noqa: E402
 from mda_fast.kernels import reference  # noqa: E402
 
@@ -34,6 +34,8 @@ def methods(c, inputs, backends):
     X, Y, mask, P, _, _ = inputs
     out = {b: (lambda b=b: kernels.score(X, Y, P, mask, bias=c.bias, backend=b)) for b in backends}
     out["kronfluence"] = lambda: kron_score(X, Y, P, mask, c.bias)
+    if X.is_cuda:  # G by a bf16 bmm, then an fp32 GEMM against P (unmasked)
+        out["bmm16"] = lambda: bmm16_grads(X, Y, c.bias).reshape(c.N, -1).float() @ P.reshape(c.K, -1).t()
     return out
 
 

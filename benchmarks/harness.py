@@ -80,6 +80,12 @@ def make_inputs(c: Case, device: str):
     return X, Y, mask, P, Q_S, Q_A
 
 
+def bmm16_grads(X, Y, bias):
+    """G by one bf16 `bmm` (bf16 output): the fastest plain torch path to the per-sample gradients (GPU baseline)."""
+    Xt = torch.cat([X, X.new_ones(X.shape[:-1] + (1,))], -1) if bias else X
+    return torch.bmm(Y.transpose(1, 2), Xt)
+
+
 def build_cases(op: str, dtypes, shapes: str, N=None, T=None, models=None, blocks=None):
     table = DEMO if shapes == "demo" else PYTHIA
     Ts = (T,) if T else ((128, 256) if shapes == "demo" else (2048,))

@@ -33,7 +33,7 @@ def test_kernel_op_benchmarks_write_json_and_render(tmp_path, capsys):
     from mda_fast import kernels
 
     render = load("render_results")
-    backends = [b for b in kernels.available_backends("cpu") if b != "triton"]
+    backends = kernels.available_backends("cpu")
     for op in ("score", "covariance", "eigen_sq"):
         path = tmp_path / f"{op}.json"
         bench = load(f"bench_op_{op}")

@@ -31,7 +31,7 @@ def test_eigen_sq_matches_float64(backend, device, cfg):
             assert torch.equal(e, e0), "all-zero mask must leave acc unchanged"
 
 
-@pytest.mark.parametrize("cfg", CONFIGS[:12], ids=str)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
 @pytest.mark.parametrize("backend,device", BACKEND_CASES)
 def test_per_sample_grads_matches_float64(backend, device, cfg):
     """G (route B's workspace, allocated empty and so poisoned with NaN here) is written everywhere."""
@@ -83,6 +83,8 @@ def test_larger_shapes_on_gpu(backend, shape):
         e = torch.zeros(d_out, cfg.D, device="cuda")
         torch.ops.mda_fast.eigen_sq_accumulate(e, X, Y, Q_S, Q_A, mask, True, backend, route)
         assert rel_err(e, oracle_eigen_sq(X, Y, Q_S, Q_A, mask, True)) < tol, route
+    G = torch.ops.mda_fast.per_sample_grads(X, Y, mask, True, backend)
+    assert rel_err(G, oracle_G(X, Y, mask, True)) < tol
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_CASES)
