@@ -44,15 +44,19 @@ step "in-place build for running the tests from the repo root (scripts/dev_build
 MDA_FAST_CUDA=ON JOBS="$(nproc)" run dev_build bash scripts/dev_build.sh || { echo "dev build failed"; exit 1; }
 run build_info "$PY" -c "import mda_fast.kernels as k, torch; print(k.build_info()); print(k.available_backends('cuda')); assert k.build_info()['cuda']; assert 'cuda' in k.available_backends('cuda')"
 
-step "CUDA kernel tests"
-run test_cuda "$PY" -m pytest python_tests/test_kernels_cuda.py python_tests/test_build.py -q -rs
+step "kernel op tests (every backend, CUDA and compiled Triton included)"
+run test_cuda "$PY" -m pytest python_tests/test_op_score.py python_tests/test_op_covariance.py \
+  python_tests/test_op_eigen_sq.py python_tests/test_kernels_dispatch.py python_tests/test_build.py -q -rs
 step "full test suite (CUDA tests included)"
 XDIST=""; "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 4"
 run test_all "$PY" -m pytest python_tests -q -rs $XDIST --durations=15
 
 step "kernel microbenchmarks (Pythia head blocks, T=2048, N=64, K in {1,8}, bf16)"
-run bench_cuda "$PY" benchmarks/bench_kernels.py --device cuda --markdown "$OUT/bench_kernels_cuda.md"
-run bench_cpu "$PY" benchmarks/bench_kernels.py --device cpu --ops score --markdown "$OUT/bench_kernels_cpu.md"
+for op in score eigen_sq covariance; do
+  run "bench_${op}_cuda" "$PY" benchmarks/bench_op_$op.py --device cuda --json "$OUT/bench_${op}_cuda.json"
+done
+run bench_cpu "$PY" benchmarks/bench_op_score.py --device cpu --json "$OUT/bench_score_cpu.json"
+"$PY" benchmarks/render_results.py "$OUT"/bench_*_cuda.json "$OUT/bench_score_cpu.json" > "$OUT/bench_kernels.md"
 
 step "end to end (issue 5): authors' method vs kronfluence vs mda-fast, random weights, T=2048"
 run e2e_demo "$PY" benchmarks/end_to_end.py --model demo --device cuda --n 2048 --n-fit 512 --batch-size 64 --also-hf --markdown "$OUT/end_to_end.md"

@@ -68,8 +68,22 @@ struct BlockTable {
   int nblocks;
 };
 
+// Per-dtype wmma shape and conversions: bf16/fp16 use m16n16k16 fragments, fp32 m16n16k8 tf32 ones (3xTF32).
 template <typename T>
-struct Elem;
+struct Elem {
+  static_assert(std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value, "bf16 or fp16");
+  static constexpr int FK = 16;
+  static constexpr int PAD = 8;
+  using FragT = T;
+  __device__ static float to_float(T v) {
+    if constexpr (std::is_same<T, __half>::value) return __half2float(v);
+    else return __bfloat162float(v);
+  }
+  __device__ static T from_float(float v) {
+    if constexpr (std::is_same<T, __half>::value) return __float2half_rn(v);
+    else return __float2bfloat16_rn(v);
+  }
+};
 template <>
 struct Elem<float> {
   static constexpr int FK = 8;  // wmma k for tf32
@@ -77,22 +91,6 @@ struct Elem<float> {
   using FragT = wmma::precision::tf32;
   __device__ static float to_float(float v) { return v; }
   __device__ static float from_float(float v) { return v; }
-};
-template <>
-struct Elem<__nv_bfloat16> {
-  static constexpr int FK = 16;
-  static constexpr int PAD = 8;
-  using FragT = __nv_bfloat16;
-  __device__ static float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-  __device__ static __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
-};
-template <>
-struct Elem<__half> {
-  static constexpr int FK = 16;
-  static constexpr int PAD = 8;
-  using FragT = __half;
-  __device__ static float to_float(__half v) { return __half2float(v); }
-  __device__ static __half from_float(float v) { return __float2half_rn(v); }
 };
 
 // A thread's share of one chunk: tokens [t0, t0+BK) x columns [c0, c0+W) of an operand, cut into 16-byte groups
@@ -163,6 +161,18 @@ __device__ __forceinline__ void commit_chunk(T* dst, const uint4 (&reg)[ChunkSha
   }
 }
 
+// 3xTF32 split of a loaded fp32 fragment: hi keeps tf32(x), lo gets tf32(x - hi), so hi + lo carries ~fp32 precision.
+template <typename Frag>
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
+#pragma unroll
+  for (int i = 0; i < hi.num_elements; ++i) {
+    const float v = hi.x[i];
+    const float h = wmma::__float_to_tf32(v);
+    hi.x[i] = h;
+    lo.x[i] = wmma::__float_to_tf32(v - h);
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ void mma_chunk(
     const T* As, const T* Bs, int wm, int wn,
@@ -186,20 +196,8 @@ __device__ __forceinline__ void mma_chunk(
       wmma::fragment<wmma::matrix_b, 16, 16, FK, FT, wmma::row_major> b_lo[2];
 #pragma unroll
       for (int f = 0; f < 2; ++f) {
-#pragma unroll
-        for (int i = 0; i < a[f].num_elements; ++i) {
-          const float v = a[f].x[i];
-          const float h = wmma::__float_to_tf32(v);
-          a[f].x[i] = h;
-          a_lo[f].x[i] = wmma::__float_to_tf32(v - h);
-        }
-#pragma unroll
-        for (int i = 0; i < b[f].num_elements; ++i) {
-          const float v = b[f].x[i];
-          const float h = wmma::__float_to_tf32(v);
-          b[f].x[i] = h;
-          b_lo[f].x[i] = wmma::__float_to_tf32(v - h);
-        }
+        split_tf32(a[f], a_lo[f]);
+        split_tf32(b[f], b_lo[f]);
       }
 #pragma unroll
       for (int fi = 0; fi < 2; ++fi)
@@ -216,6 +214,21 @@ __device__ __forceinline__ void mma_chunk(
         for (int fj = 0; fj < 2; ++fj) wmma::mma_sync(acc[fi][fj], a[fi], b[fj], acc[fi][fj]);
     }
   }
+}
+
+// The CTA's accumulator fragments -> Cs [BM][CLD] fp32, between barriers (Cs's previous contents fully consumed
+// before, the whole tile visible to every thread after).
+template <typename T>
+__device__ __forceinline__ void stage_tile(
+    float* Cs, const wmma::fragment<wmma::accumulator, 16, 16, Elem<T>::FK, float> (&acc)[2][2], int wm, int wn) {
+  __syncthreads();
+#pragma unroll
+  for (int fi = 0; fi < 2; ++fi)
+#pragma unroll
+    for (int fj = 0; fj < 2; ++fj)
+      wmma::store_matrix_sync(Cs + (wm * 32 + fi * 16) * CLD + wn * 32 + fj * 16, acc[fi][fj], CLD,
+                              wmma::mem_row_major);
+  __syncthreads();
 }
 
 __device__ __forceinline__ float block_sum(float v, float* red) {
@@ -290,14 +303,7 @@ __global__ void __launch_bounds__(NTHREADS)
     }
     if (mode == kSum) continue;
 
-    __syncthreads();  // Cs of the previous sample fully consumed
-#pragma unroll
-    for (int fi = 0; fi < 2; ++fi)
-#pragma unroll
-      for (int fj = 0; fj < 2; ++fj)
-        wmma::store_matrix_sync(Cs + (wm * 32 + fi * 16) * CLD + wn * 32 + fj * 16, acc[fi][fj], CLD,
-                                wmma::mem_row_major);
-    __syncthreads();
+    stage_tile<T>(Cs, acc, wm, wn);  // G tile of sample n -> Cs (fp32, row major)
 
     if constexpr (SQ) {
 #pragma unroll
@@ -330,14 +336,7 @@ __global__ void __launch_bounds__(NTHREADS)
 
   if (mode == kSum) {
     if (nb >= ne) return;
-    __syncthreads();
-#pragma unroll
-    for (int fi = 0; fi < 2; ++fi)
-#pragma unroll
-      for (int fj = 0; fj < 2; ++fj)
-        wmma::store_matrix_sync(Cs + (wm * 32 + fi * 16) * CLD + wn * 32 + fj * 16, acc[fi][fj], CLD,
-                                wmma::mem_row_major);
-    __syncthreads();
+    stage_tile<T>(Cs, acc, wm, wn);
 #pragma unroll
     for (int r = 0; r < PER_THREAD; ++r) {
       const int e = threadIdx.x + r * NTHREADS;

@@ -38,6 +38,16 @@ def tiny():
     return make_tiny
 
 
+def pytest_collection_modifyitems(config, items):
+    """The one CUDA-skip hook: tests marked ``cuda`` are skipped when torch sees no CUDA GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker cuda)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     import mda_fast
     return f"mda_fast imported from {os.path.dirname(mda_fast.__file__)}; torch {torch.__version__}"

@@ -94,6 +94,25 @@ def test_every_cpu_backend_through_dispatch(backend, dtype):
     assert rel_err(e, oracle_eigen_sq(X, Y, Q_S, Q_A, mask, True)) < tol
 
 
+@pytest.mark.cuda
+def test_cuda_is_default_for_cuda_tensors():
+    if "cuda" not in kernels.available_backends("cuda"):
+        pytest.skip("_C built without CUDA")
+    X = torch.randn(2, 3, 4, device="cuda")
+    assert kernels.select_backend("score", X.device, [X], dict(N=2, T=3, d_out=4, D=4, K=1)) == "cuda"
+
+
+def test_registered_ops():
+    names = ("covariance_accumulate", "score_blocks", "eigen_sq_accumulate", "per_sample_grads")
+    for name in names:
+        assert hasattr(torch.ops.mda_fast, name), name
+    X, Y, P = small()
+    with pytest.raises(ValueError, match="unknown backend"):
+        torch.ops.mda_fast.score_blocks([X], [Y], [P], [True], None, "tpu")
+    with pytest.raises(ValueError, match=r"P must have shape"):  # the ops validate when called directly
+        torch.ops.mda_fast.score_blocks([X], [Y], [P[:, :, :5]], [True], None, "torch")
+
+
 def test_validation_errors():
     X, Y, P = small()
     acc = torch.zeros(6, 6)

@@ -1,8 +1,10 @@
 """Kernel ops: per-sample head-subspace gradients fused with covariance, scoring and eigen-squared epilogues.
 
 Backends (``backend=`` argument or env ``MDA_FAST_BACKEND``): "cuda" (mda_fast._C, tensor cores), "triton",
-"cpu" (mda_fast._C, C++/OpenMP) and "torch" (reference; any device, float64 too). See ``dispatch.py``.
+"cpu" (mda_fast._C, C++/OpenMP) and "torch" (reference; any device, float64 too). See ``dispatch.py``; the ops are
+registered with ``torch.library`` as ``torch.ops.mda_fast.*`` (``ops.py``).
 """
+from . import ops
 from .dispatch import (
     BACKENDS,
     available_backends,
@@ -17,7 +19,7 @@ from .validate import BlockInput
 
 def build_info():
     """``mda_fast._C.build_info()`` (raises ImportError when the extension was not built)."""
-    from .cpu_backend import ext
+    from .compiled import ext
 
     return ext().build_info()
 
@@ -28,6 +30,7 @@ __all__ = [
     "available_backends",
     "build_info",
     "covariance_accumulate",
+    "ops",
     "eigen_sq_accumulate",
     "score",
     "score_blocks",

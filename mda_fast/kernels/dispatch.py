@@ -7,66 +7,29 @@ Backend selection, per call:
   3. else automatic: CUDA tensors -> CUDA extension, then Triton, then torch; CPU tensors -> the C++ CPU kernel
      or torch, whichever ``cpu_prefers_cxx`` (measured, see benchmarks/RESULTS.md) says is faster for the shape.
      float64 inputs always use torch.
+
+The public functions validate, pick the backend and call the registered op (``ops.py``,
+``torch.ops.mda_fast.*``); the accumulating ones return the ``acc`` they were given, mutated in place.
 """
 from __future__ import annotations
 
-import importlib
 import os
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from . import reference
+from . import ops
+from .backends import BACKENDS, available_backends, is_available
 from .validate import BlockInput, validate_blocks, validate_covariance, validate_eigen_sq
 
-BACKENDS = ("cuda", "triton", "cpu", "torch")
 ENV_VAR = "MDA_FAST_BACKEND"
-
-
-def _backend_module(name: str):
-    """The module implementing backend ``name`` (ImportError if it cannot be imported)."""
-    if name == "torch":
-        return reference
-    if name == "cpu":
-        from . import cpu_backend
-
-        return cpu_backend
-    if name == "cuda":
-        from . import cuda_backend
-
-        return cuda_backend
-    if name == "triton":
-        return importlib.import_module("mda_fast.kernels.triton_backend")
-    raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
-
-
-def _is_available(name: str) -> bool:
-    if name == "torch":
-        return True
-    try:
-        mod = _backend_module(name)
-    except ImportError:
-        return False
-    return bool(mod.is_available())
-
-
-def available_backends(device: Optional[torch.device | str] = None) -> List[str]:
-    """Backends usable in this process, in automatic-selection order; restricted to ``device``'s type if given."""
-    names = [n for n in BACKENDS if _is_available(n)]
-    if device is None:
-        return names
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return [n for n in names if n in ("cuda", "triton", "torch")]
-    if dev.type == "cpu":
-        return [n for n in names if n in ("cpu", "torch")] + (
-            ["triton"] if "triton" in names and os.environ.get("TRITON_INTERPRET") == "1" else [])
-    return ["torch"]
+__all__ = ["BACKENDS", "ENV_VAR", "available_backends", "covariance_accumulate", "cpu_prefers_cxx",
+           "eigen_sq_accumulate", "score", "score_blocks", "select_backend"]
 
 
 # ---- CPU rule -------------------------------------------------------------------------------------------------
 # Measured side by side on the 2-core dev machine (AMD EPYC, AVX-512), one thread each, best of round-robin
-# rounds (benchmarks/bench_kernels.py --device cpu --threads 1; 2026-11-22, table in benchmarks/RESULTS.md):
+# rounds (benchmarks/bench_op_<op>.py --device cpu --threads 1; 2026-11-22, table in benchmarks/RESULTS.md):
 # the C++ kernel is 1.0-5x faster than the torch reference for score and eigen_sq on every demo head block
 # (d_model 64/128, T 128/256, N 32; bf16 and fp32) and on Pythia-size blocks (d_out 128-2048, D 64-2049,
 # T 2048: 73-102 GFLOP/s vs torch's bmm), and for covariance from D = 32 up (1.3-8x, it only computes the upper
@@ -80,11 +43,6 @@ def cpu_prefers_cxx(op: str, dtype: torch.dtype, N: int, T: int, d_out: int, D: 
     if op == "covariance":
         return D >= CPU_COV_MIN_D
     return True
-
-
-def _tokens_for(name: str, t: torch.Tensor) -> torch.Tensor:
-    """Triton kernels index tokens as contiguous [N, T, width]; the compiled ones take any N/T strides."""
-    return t.contiguous() if name == "triton" else t
 
 
 def _has_float64(*tensors) -> bool:
@@ -112,7 +70,7 @@ def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[tor
             raise ValueError(f"{source}='cuda' needs CUDA tensors, got tensors on {device}")
         if forced == "cpu" and device.type != "cpu":
             raise ValueError(f"{source}='cpu' needs CPU tensors, got tensors on {device}")
-        if not _is_available(forced):
+        if not is_available(forced):
             raise RuntimeError(f"{source}={forced!r} is not available here (available: {available_backends()})"
                                + ("; build mda_fast._C (scripts/dev_build.sh or pip install .)"
                                   if forced in ("cpu", "cuda") else ""))
@@ -121,10 +79,10 @@ def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[tor
         return "torch"
     if device.type == "cuda":
         for name in ("cuda", "triton"):
-            if _is_available(name):
+            if is_available(name):
                 return name
         return "torch"
-    if device.type == "cpu" and _is_available("cpu"):
+    if device.type == "cpu" and is_available("cpu"):
         dtype = next(t.dtype for t in tensors if t is not None)
         if cpu_prefers_cxx(op, dtype, **shape):
             return "cpu"
@@ -140,7 +98,8 @@ def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[tor
     N, T, d = X.shape
     D = d + int(bias)
     name = select_backend("covariance", X.device, (X, acc), dict(N=N, T=T, d_out=D, D=D), backend)
-    return _backend_module(name).covariance_accumulate(acc, _tokens_for(name, X), mask, bias)
+    ops.covariance_accumulate(acc, X, mask, bias, name)
+    return acc
 
 
 def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None,
@@ -154,9 +113,8 @@ def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = No
     D = max(b.X.shape[2] + int(b.bias) for b in blocks)
     tensors = [t for b in blocks for t in (b.X, b.P)]
     name = select_backend("score", X0.device, tensors, dict(N=N, T=T, d_out=d_out, D=D, K=K), backend)
-    if name == "triton":
-        blocks = [BlockInput(b.X.contiguous(), b.Y.contiguous(), b.P, b.bias) for b in blocks]
-    return _backend_module(name).score_blocks(blocks, mask)
+    return ops.score_blocks([b.X for b in blocks], [b.Y for b in blocks], [b.P for b in blocks],
+                            [b.bias for b in blocks], mask, name)
 
 
 def score(X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, mask: Optional[torch.Tensor] = None,
@@ -174,5 +132,5 @@ def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S
     d_out = Y.shape[2]
     D = d_in + int(bias)
     name = select_backend("eigen_sq", X.device, (X, acc, Q_S, Q_A), dict(N=N, T=T, d_out=d_out, D=D), backend)
-    return _backend_module(name).eigen_sq_accumulate(acc, _tokens_for(name, X), _tokens_for(name, Y), Q_S, Q_A,
-                                                     mask, bias)
+    ops.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, name)
+    return acc

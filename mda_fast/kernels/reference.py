@@ -13,6 +13,10 @@ import torch
 from .validate import BlockInput
 
 
+def is_available() -> bool:
+    return True
+
+
 def compute_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
     """float64 if any given tensor is float64, else float32."""
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -50,13 +54,15 @@ def score_blocks(blocks: Sequence[BlockInput], mask=None) -> torch.Tensor:
     S = None
     for b in blocks:
         G = per_sample_grads(b.X, b.Y, mask, b.bias, dt)
-        s = G.reshape(G.shape[0], -1) @ b.P.to(dt).reshape(b.P.shape[0], -1).t()
+        width = G.shape[1] * G.shape[2]
+        s = G.reshape(G.shape[0], width) @ b.P.to(dt).reshape(b.P.shape[0], width).t()
         S = s if S is None else S + s
     return S
 
 
-def eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask=None, bias=False):
-    """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)²; returns acc."""
+def eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask=None, bias=False, route=None):
+    """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)²; returns acc. ``route`` is checked, not used (one torch route)."""
+    normalize_route(route)
     dt = compute_dtype(acc, X, Q_S, Q_A)
     G = per_sample_grads(X, Y, mask, bias, dt)
     R = Q_S.to(dt).t() @ G @ Q_A.to(dt)
@@ -74,6 +80,17 @@ def eigen_sq_flops(N: int, T: int, d_out: int, D: int) -> dict:
     """
     g = 2 * N * T * d_out * D
     return {"A": 2 * N * T * (D * D + d_out * d_out) + g, "B": g + 2 * N * (d_out * d_out * D + d_out * D * D)}
+
+
+_ROUTES = {None: None, "A": "A", "B": "B", "tokens": "A", "grads": "B"}
+
+
+def normalize_route(route: Optional[str]) -> Optional[str]:
+    """None, "A" or "B" for a route given as None, "A"/"tokens" (rotate the tokens) or "B"/"grads" (rotate G)."""
+    try:
+        return _ROUTES[route]
+    except (KeyError, TypeError):
+        raise ValueError(f"route: got {route!r}, expected None, 'A'/'tokens' or 'B'/'grads'") from None
 
 
 def eigen_sq_route(N: int, T: int, d_out: int, D: int) -> str:
@@ -94,7 +111,7 @@ def eigen_sq_routed(acc, X, Y, Q_S, Q_A, mask, bias, *, store_g: Callable, squar
     N, T, d_in = X.shape
     d_out = Y.shape[2]
     D = d_in + int(bias)
-    route = route or eigen_sq_route(N, T, d_out, D)
+    route = normalize_route(route) or eigen_sq_route(N, T, d_out, D)
     if route == "A":
         Xr = (with_bias(X, bias, torch.float32) @ Q_A).contiguous()
         Yr = (Y.to(torch.float32) @ Q_S).contiguous()

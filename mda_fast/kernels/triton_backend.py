@@ -1,13 +1,15 @@
-"""Triton backend of `mda_fast.kernels`: the three ops, one file each (triton_score, triton_covariance, triton_eigen_sq).
+"""Triton backend of `mda_fast.kernels`: the three ops, one file each (triton_score, triton_covariance,
+triton_eigen_sq), over one G-tile loop (triton_tile.g_tile).
 
 Inputs arrive validated by `kernels/validate.py` (contiguous, X/Y share a dtype in {bf16, fp16, fp32}, mask None or
-[N, T]); every op accumulates in fp32. `TRITON_INTERPRET=1` is read when a kernel is first launched, not at
-import, so it may be set after this module (or triton) was imported; interpreter mode runs on CPU tensors.
+[N, T]); every op accumulates in fp32. Interpreter mode (`TRITON_INTERPRET=1`, set before anything imports
+triton: triton fixes its standard library's mode at import) runs on CPU tensors.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+from types import SimpleNamespace
 
 import torch
 
@@ -41,33 +43,49 @@ def interpret_mode() -> bool:
     return interpret
 
 
+def _tokens(t: torch.Tensor) -> torch.Tensor:
+    """The Triton kernels index tokens as contiguous [N, T, width] rows (the compiled ones take any N/T strides)."""
+    return t.contiguous()
+
+
+def _mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    return None if mask is None else mask.to(torch.float32).contiguous()
+
+
 def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor | None = None,
                           bias: bool = False) -> torch.Tensor:
     """acc [D, D] fp32 += Σ_n Σ_t m x̃ x̃ᵀ with D = d_in + bias; returns acc."""
     from . import triton_covariance
-    return triton_covariance.covariance_accumulate(acc, X, mask, bias)
+    return triton_covariance.covariance_accumulate(acc, _tokens(X), _mask(mask), bias)
 
 
 def score_blocks(blocks, mask: torch.Tensor | None = None) -> torch.Tensor:
     """S [N, K] fp32, S[n, k] = Σ_b <P_b[k], G_{b,n}>; blocks carry `.X .Y .P .bias` and share N, T, K."""
     from . import triton_score
-    return triton_score.score_blocks(list(blocks), mask)
+    blocks = [SimpleNamespace(X=_tokens(b.X), Y=_tokens(b.Y), P=b.P.contiguous(), bias=b.bias) for b in blocks]
+    return triton_score.score_blocks(blocks, _mask(mask))
 
 
 def score(X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, mask: torch.Tensor | None = None,
           bias: bool = False) -> torch.Tensor:
     """S [N, K] fp32, S[n, k] = <P[k], G_n> for one block."""
-    from types import SimpleNamespace
-
     return score_blocks([SimpleNamespace(X=X, Y=Y, P=P, bias=bias)], mask)
 
 
 def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
                         Q_A: torch.Tensor, mask: torch.Tensor | None = None, bias: bool = False,
                         route: str | None = None) -> torch.Tensor:
-    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None picks "tokens" or "grads" by FLOP count."""
+    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None picks "tokens" (A) or "grads" (B) by FLOP count."""
     from . import triton_eigen_sq
-    return triton_eigen_sq.eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, route=route)
+    return triton_eigen_sq.eigen_sq_accumulate(acc, _tokens(X), _tokens(Y), Q_S, Q_A, _mask(mask), bias,
+                                               route=route)
+
+
+def per_sample_grads(X: torch.Tensor, Y: torch.Tensor, mask: torch.Tensor | None = None,
+                     bias: bool = False) -> torch.Tensor:
+    """G fp32 [N, d_out, d_in + bias] (the "grads" route's kernel)."""
+    from . import triton_eigen_sq
+    return triton_eigen_sq.per_sample_grads(_tokens(X), _tokens(Y), _mask(mask), bias)
 
 
 def compile_check(archs=(80, 90), all_configs: bool = False, dtypes=("bf16", "fp16", "fp32")) -> list[str]:

@@ -26,6 +26,7 @@ import triton.language as tl
 
 from . import reference
 from .triton_backend import interpret_mode
+from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
 _CHUNK_BYTES = 512 * 2**20
@@ -34,83 +35,37 @@ _CHUNK_BYTES = 512 * 2**20
 def _eigen_sq_kernel(Xr, Yr, M, Acc, N, T, d_out, D_in, samples_per_split,
                      HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                      BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
-    tile = tl.program_id(0)
-    n_tiles_i = (D_in + BLOCK_I - 1) // BLOCK_I
-    pid_o = tile // n_tiles_i
-    pid_i = tile % n_tiles_i
-    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    offs_t = tl.arange(0, BLOCK_T)
-    o_ok = offs_o < d_out
-    i_ok = offs_i < D_in
+    _, _, offs_o, offs_i = tile_offsets(tl.program_id(0), D_in, BLOCK_O, BLOCK_I)
     n_begin = tl.program_id(1).to(tl.int64) * samples_per_split
     n_end = tl.minimum(n_begin + samples_per_split, N)
     sq = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
     for n in range(n_begin, n_end):
-        g = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
-        for t0 in range(0, T, BLOCK_T):
-            t = t0 + offs_t
-            t_ok = t < T
-            yt = tl.load(Yr + (n * T + t[None, :]) * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :],
-                         other=0.0)
-            x = tl.load(Xr + (n * T + t[:, None]) * D_in + offs_i[None, :], mask=t_ok[:, None] & i_ok[None, :],
-                        other=0.0)
-            if UPCAST:
-                yt = yt.to(tl.float32)
-                x = x.to(tl.float32)
-            if HAS_MASK:
-                m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
-                yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
-            g = tl.dot(yt, x, g, input_precision=PRECISION)
+        g = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Yr, Xr, M, n * T, n * T + T, d_out, D_in,
+                   offs_o, offs_i, HAS_MASK, False, False, UPCAST, PRECISION, BLOCK_T)
         sq += g * g
-    tl.atomic_add(Acc + offs_o[:, None] * D_in + offs_i[None, :], sq, mask=o_ok[:, None] & i_ok[None, :])
+    tl.atomic_add(Acc + offs_o[:, None] * D_in + offs_i[None, :], sq,
+                  mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :])
 
 
 def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in,
                  HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
                  BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
-    tile = tl.program_id(1)
-    n_tiles_i = (D_in + BLOCK_I - 1) // BLOCK_I
-    pid_o = tile // n_tiles_i
-    pid_i = tile % n_tiles_i
-    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    offs_t = tl.arange(0, BLOCK_T)
-    o_ok = offs_o < d_out
-    x_ok = offs_i < d_in
-    g = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
-    for t0 in range(0, T, BLOCK_T):
-        t = t0 + offs_t
-        t_ok = t < T
-        # padded tokens load y = 0, so the implicit ones column adds nothing there
-        yt = tl.load(Y + (n * T + t[None, :]) * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :],
-                     other=0.0)
-        x = tl.load(X + (n * T + t[:, None]) * d_in + offs_i[None, :], mask=t_ok[:, None] & x_ok[None, :],
-                    other=0.0)
-        if UPCAST:
-            yt = yt.to(tl.float32)
-            x = x.to(tl.float32)
-        if BIAS:
-            x = tl.where(offs_i[None, :] == d_in, 1.0, x).to(x.dtype)
-        if HAS_MASK:
-            m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
-            yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
-        g = tl.dot(yt, x, g, input_precision=PRECISION)
+    _, _, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
+    g = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Y, X, M, n * T, n * T + T, d_out, d_in,
+               offs_o, offs_i, HAS_MASK, False, BIAS, UPCAST, PRECISION, BLOCK_T)
     tl.store(G + (n * d_out + offs_o[:, None]) * D_in + offs_i[None, :], g,
-             mask=o_ok[:, None] & (offs_i < D_in)[None, :])
+             mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :])
+
+
+_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
+    (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+]
 
 
 def _configs(interpret: bool):
-    if interpret:
-        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-        for bo, bi, bt, w, s in [
-            (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
-            (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
-        ]
-    ]
+    return tile_configs(interpret, _TABLE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,11 +80,6 @@ def _build(interpret: bool):
 def choose_route(N: int, T: int, d_in: int, d_out: int, bias: bool) -> str:
     """The route with fewer FLOPs by the rule every backend shares (``reference.eigen_sq_route``)."""
     return {"A": "tokens", "B": "grads"}[reference.eigen_sq_route(N, T, d_out, d_in + int(bool(bias)))]
-
-
-def _alloc_grads(shape, device) -> torch.Tensor:
-    """Per-sample gradient buffer of the "grads" route; the kernel writes every element (tests poison it)."""
-    return torch.empty(shape, dtype=torch.float32, device=device)
 
 
 def _sms(device: torch.device) -> int:
@@ -156,26 +106,34 @@ def _tokens_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
         grid = lambda META: (triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
                              triton.cdiv(n, per_split))
         sq_kernel[grid](Xr, Yr, m, acc, n, T, d_out, D_in, per_split,
-                        HAS_MASK=mask is not None, UPCAST=interpret,
-                        PRECISION="ieee" if Xr.dtype == torch.float32 else "tf32")
+                        HAS_MASK=mask is not None, UPCAST=interpret, PRECISION=precision(Xr.dtype))
     return acc
 
 
-def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
+def per_sample_grads(X, Y, mask=None, bias=False):
+    """G fp32 [N, d_out, d_in + bias], every element written by the kernel (the "grads" route's workspace)."""
+    interpret = interpret_mode()
     N, T, d_in = X.shape
-    d_out, D_in = Y.shape[2], Q_A.shape[0]
+    d_out, D_in = Y.shape[2], d_in + int(bool(bias))
+    G = torch.empty((N, d_out, D_in), dtype=torch.float32, device=X.device)
+    if N == 0 or T == 0:
+        return G.zero_()
     _, grad_kernel = _build(interpret)
+    m = mask if mask is not None else G  # dummy pointer when HAS_MASK is False
+    grid = lambda META: (N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
+    grad_kernel[grid](X, Y, m, G, T, d_in, d_out, D_in, HAS_MASK=mask is not None, BIAS=bool(bias),
+                      UPCAST=interpret, PRECISION=precision(X.dtype))
+    return G
+
+
+def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
+    N = X.shape[0]
+    d_out, D_in = Y.shape[2], Q_A.shape[0]
     chunk = max(1, min(N, _CHUNK_BYTES // (3 * 4 * d_out * D_in)))
     Q_St = Q_S.t().contiguous()
     for c0 in range(0, N, chunk):
         c1 = min(N, c0 + chunk)
-        n = c1 - c0
-        G = _alloc_grads((n, d_out, D_in), X.device)
-        m = mask[c0:c1] if mask is not None else G  # dummy pointer when HAS_MASK is False
-        grid = lambda META: (n, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
-        grad_kernel[grid](X[c0:c1], Y[c0:c1], m, G, T, d_in, d_out, D_in,
-                          HAS_MASK=mask is not None, BIAS=bool(bias), UPCAST=interpret,
-                          PRECISION="ieee" if X.dtype == torch.float32 else "tf32")
+        G = per_sample_grads(X[c0:c1], Y[c0:c1], None if mask is None else mask[c0:c1], bias)
         acc += torch.matmul(torch.matmul(Q_St, G), Q_A).square_().sum(0)
     return acc
 
@@ -183,13 +141,12 @@ def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
 def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
                         Q_A: torch.Tensor, mask: torch.Tensor | None, bias: bool,
                         route: str | None = None) -> torch.Tensor:
-    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None | "tokens" | "grads"; returns acc."""
+    """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None | "tokens"/"A" | "grads"/"B"; returns acc."""
     interpret = interpret_mode()
     N, T, d_in = X.shape
+    route = {None: None, "A": "tokens", "B": "grads"}[reference.normalize_route(route)]
     if route is None:
         route = choose_route(N, T, d_in, Y.shape[2], bias)
-    if route not in ("tokens", "grads"):
-        raise ValueError(f"route: got {route!r}, expected None, 'tokens' or 'grads'")
     if N == 0 or T == 0:
         return acc
     run = _tokens_route if route == "tokens" else _grads_route
@@ -198,10 +155,9 @@ def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S
 
 def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
-    configs = _configs(False) if all_configs else _configs(False)[-1:]
     for dt in dtypes:
         prec = "ieee" if dt == "fp32" else "tf32"
-        for cfg in configs:
+        for cfg in compile_configs(_configs(False), all_configs):
             sig = {"Xr": "*" + dt, "Yr": "*" + dt, "M": "*fp32", "Acc": "*fp32", "N": "i32", "T": "i32",
                    "d_out": "i32", "D_in": "i32", "samples_per_split": "i32"}
             const = dict(HAS_MASK=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)

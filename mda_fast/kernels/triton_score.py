@@ -1,14 +1,13 @@
 """Triton `score_blocks`: S[n, k] = Σ_b <P_b[k], G_{b,n}>, G_{b,n} = Σ_t m_t y_t x̃_tᵀ, G never leaves the chip.
 
-One program owns one sample n and one [BLOCK_O, BLOCK_I] tile of G: it accumulates the tile over T with `tl.dot`
-(fp32 accumulator), then contracts it with the K query tiles P[k, tile] and stores K partial sums into a
-[N, cells, K] fp32 buffer (each cell written once: no atomics, deterministic). One launch per block; one final sum
-over the tile axis gives S. The bias column of X̃ is an implicit 1 injected into the loaded X tile.
+One program owns one sample n and one [BLOCK_O, BLOCK_I] tile of G: it accumulates the tile over T (`g_tile`,
+fp32), then contracts it with the K query tiles P[k, tile] and stores K partial sums into a [N, cells, K] fp32
+buffer (each cell written once: no atomics, deterministic). One launch per block; one final sum over the tile
+axis gives S. The bias column of X̃ is an implicit 1 injected into the loaded X tile.
 
 Kernels are jitted lazily (`_build`) so `TRITON_INTERPRET=1` is honoured whenever it is set before the first call.
 Interpreter mode uses one config and upcasts bf16/fp16 to fp32 before `tl.dot` (the interpreter's bf16 dot is
-wrong). On the GPU fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores. A fractional mask is applied
-to Y in fp32 and rounded back to the input dtype before the dot (exact for 0/1 masks).
+wrong). On the GPU fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import triton
 import triton.language as tl
 
 from .triton_backend import interpret_mode
+from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32
@@ -31,33 +31,9 @@ def _score_kernel(X, Y, P, M, Part,
                   BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr,
                   FINE_O: tl.constexpr, FINE_I: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
-    tile = tl.program_id(1)
-    n_tiles_i = tl.cdiv(D_in, BLOCK_I)
-    pid_o = tile // n_tiles_i
-    pid_i = tile % n_tiles_i
-    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    offs_t = tl.arange(0, BLOCK_T)
-    o_ok = offs_o < d_out
-    x_ok = offs_i < d_in
-    x_base = X + n * T * d_in
-    y_base = Y + n * T * d_out
-    acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
-    for t0 in range(0, T, BLOCK_T):
-        t = t0 + offs_t
-        t_ok = t < T
-        # Yᵀ tile [BLOCK_O, BLOCK_T]; zero on padded tokens, so the implicit ones column adds nothing there.
-        yt = tl.load(y_base + t[None, :] * d_out + offs_o[:, None], mask=o_ok[:, None] & t_ok[None, :], other=0.0)
-        x = tl.load(x_base + t[:, None] * d_in + offs_i[None, :], mask=t_ok[:, None] & x_ok[None, :], other=0.0)
-        if UPCAST:
-            yt = yt.to(tl.float32)
-            x = x.to(tl.float32)
-        if BIAS:
-            x = tl.where(offs_i[None, :] == d_in, 1.0, x).to(x.dtype)
-        if HAS_MASK:
-            m = tl.load(M + n * T + t, mask=t_ok, other=0.0).to(tl.float32)
-            yt = (yt.to(tl.float32) * m[None, :]).to(x.dtype)
-        acc = tl.dot(yt, x, acc, input_precision=PRECISION)
+    pid_o, pid_i, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
+    acc = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Y, X, M, n * T, n * T + T, d_out, d_in,
+                 offs_o, offs_i, HAS_MASK, False, BIAS, UPCAST, PRECISION, BLOCK_T)
     # Partial sums live on a fixed grid of FINE_O x FINE_I cells (independent of the config): the program stores its
     # sum in the first cell of its tile and zeros in the other cells it covers, so every cell is written once.
     SUB_O: tl.constexpr = BLOCK_O // FINE_O
@@ -70,7 +46,7 @@ def _score_kernel(X, Y, P, M, Part,
     cell_ok = (cell_o < tl.cdiv(d_out, FINE_O))[:, None] & (cell_i < n_cells_i)[None, :]
     first = (sub_o == 0)[:, None] & (sub_i == 0)[None, :]
     cell = Part + (n * part_cells + cell_offset + cell_o[:, None] * n_cells_i + cell_i[None, :]) * K
-    p_ok = o_ok[:, None] & (offs_i < D_in)[None, :]
+    p_ok = (offs_o < d_out)[:, None] & (offs_i < D_in)[None, :]
     p_ptrs = P + offs_o[:, None] * D_in + offs_i[None, :]
     for k in range(K):
         p = tl.load(p_ptrs + k * d_out * D_in, mask=p_ok, other=0.0)
@@ -78,17 +54,15 @@ def _score_kernel(X, Y, P, M, Part,
         tl.store(cell + k, tl.where(first, s, 0.0), mask=cell_ok)
 
 
+_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
+    (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
+    (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+    (64, 256, 32, 8, 3),
+]
+
+
 def _configs(interpret: bool):
-    if interpret:
-        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-        for bo, bi, bt, w, s in [
-            (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
-            (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
-            (64, 256, 32, 8, 3),
-        ]
-    ]
+    return tile_configs(interpret, _TABLE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,11 +80,6 @@ def _cells(d_out: int, D_in: int) -> int:
     return triton.cdiv(d_out, _FINE_O) * triton.cdiv(D_in, _FINE_I)
 
 
-def _alloc_partial(shape, device) -> torch.Tensor:
-    """Partial-sum buffer; every cell is written by the kernel (tests poison it with NaN)."""
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
 def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
     """S [N, K] fp32 = Σ_b score(b); blocks have `.X [N,T,d_in] .Y [N,T,d_out] .P [K,d_out,D_in] fp32 .bias`."""
     interpret = interpret_mode()
@@ -124,24 +93,22 @@ def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
         total += _cells(b.Y.shape[2], b.P.shape[2])
     if N == 0 or T == 0:
         return torch.zeros((N, K), dtype=torch.float32, device=X0.device)
-    part = _alloc_partial((N, total, K), X0.device)
+    part = torch.empty((N, total, K), dtype=torch.float32, device=X0.device)  # every cell is written
     m = mask if mask is not None else part  # dummy pointer when HAS_MASK is False
     for b, off in zip(blocks, offsets):
         d_in, d_out, D_in = b.X.shape[2], b.Y.shape[2], b.P.shape[2]
         grid = lambda META, d_out=d_out, D_in=D_in: (
             N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
-        fn[grid](b.X, b.Y, b.P, m, part,
-                 T, d_in, d_out, D_in, K, off, total,
-                 HAS_MASK=mask is not None, BIAS=bool(b.bias), UPCAST=interpret,
-                 PRECISION="ieee" if b.X.dtype == torch.float32 else "tf32", FINE_O=_FINE_O, FINE_I=_FINE_I)
+        fn[grid](b.X, b.Y, b.P, m, part, T, d_in, d_out, D_in, K, off, total,
+                 HAS_MASK=mask is not None, BIAS=bool(b.bias), UPCAST=interpret, PRECISION=precision(b.X.dtype),
+                 FINE_O=_FINE_O, FINE_I=_FINE_I)
     return part.sum(1)
 
 
 def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
-    configs = _configs(False) if all_configs else _configs(False)[-1:]
     for dt in dtypes:
-        for cfg in configs:
+        for cfg in compile_configs(_configs(False), all_configs):
             sig = {"X": "*" + dt, "Y": "*" + dt, "P": "*fp32", "M": "*fp32", "Part": "*fp32", "T": "i32",
                    "d_in": "i32", "d_out": "i32", "D_in": "i32", "K": "i32", "cell_offset": "i32",
                    "part_cells": "i32"}

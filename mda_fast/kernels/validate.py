@@ -1,4 +1,5 @@
-"""Input validation for the kernel ops (done once, in Python, before any backend runs).
+"""Input validation for the kernel ops (in Python, before any backend runs: by the public functions, which need
+the checked shapes to pick a backend, and by the registered ops, which may be called directly).
 
 Every check raises ``TypeError`` (wrong type/dtype) or ``ValueError`` (wrong shape/device/layout) naming the
 argument, what it got and what was expected.
@@ -140,13 +141,17 @@ def validate_blocks(blocks, mask) -> List[BlockInput]:
     return list(blocks)
 
 
-def validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias) -> None:
+def validate_grads(X, Y, mask, bias) -> None:
     check_pair(X, Y)
-    bias = _check_bias(bias)
+    _check_bias(bias)
+    check_mask(mask, X.shape[0], X.shape[1], X.device)
+
+
+def validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias) -> None:
+    validate_grads(X, Y, mask, bias)
     N, T, d_in = X.shape
     d_out = Y.shape[2]
     D = d_in + int(bias)
-    check_mask(mask, N, T, X.device)
     check_fp32_matrix("acc", acc, (d_out, D), X.device, float64_ok=True)
     # Q_S / Q_A only enter GEMMs: any layout (eigh returns column-major eigenvectors)
     check_fp32_matrix("Q_S", Q_S, (d_out, d_out), X.device, float64_ok=True, contiguous=False)

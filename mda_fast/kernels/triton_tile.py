@@ -1,0 +1,72 @@
+"""The one G-tile loop of the Triton kernels (score, per-sample gradients, eigen-squared, covariance).
+
+``g_tile`` accumulates acc[BLOCK_A, BLOCK_B] += Σ_r m_r · ã_r[offs_a] b̃_r[offs_b]ᵀ over the rows r in
+[r_begin, r_end) of two row-major token matrices A [R, a_width] and B [R, b_width] (a per-sample G_n is the
+rows n·T .. n·T + T of Y and X). ã / b̃ carry an implicit ones column at index ``width`` when A_BIAS / B_BIAS
+(on valid rows only), the mask M [R] scales ã in fp32 (rounded back to the input dtype, exact for 0/1 masks),
+and `tl.dot` accumulates in fp32 (UPCAST: fp32 operands, for the interpreter whose bf16 dot is wrong).
+
+The helpers are `@triton.jit` at import, in the mode triton's standard library was imported in (the kernels
+check it, ``triton_backend.interpret_mode``).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def tile_offsets(tile, n_cols, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Row-major program ``tile`` of a [rows, n_cols] grid of [BLOCK_O, BLOCK_I] tiles: (pid_o, pid_i, offs)."""
+    n_tiles_i = tl.cdiv(n_cols, BLOCK_I)
+    pid_o = tile // n_tiles_i
+    pid_i = tile % n_tiles_i
+    return pid_o, pid_i, pid_o * BLOCK_O + tl.arange(0, BLOCK_O), pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+
+
+@triton.jit
+def g_tile(acc, A, B, M, r_begin, r_end, a_width, b_width, offs_a, offs_b,
+           HAS_MASK: tl.constexpr, A_BIAS: tl.constexpr, B_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+           PRECISION: tl.constexpr, BLOCK_T: tl.constexpr):
+    offs_t = tl.arange(0, BLOCK_T)
+    a_ok = offs_a < a_width
+    b_ok = offs_b < b_width
+    for r0 in range(r_begin, r_end, BLOCK_T):
+        r = r0 + offs_t
+        r_ok = r < r_end
+        # ãᵀ as [BLOCK_A, BLOCK_T] and b̃ as [BLOCK_T, BLOCK_B]; padded rows load zeros
+        a = tl.load(A + r[None, :] * a_width + offs_a[:, None], mask=a_ok[:, None] & r_ok[None, :], other=0.0)
+        b = tl.load(B + r[:, None] * b_width + offs_b[None, :], mask=r_ok[:, None] & b_ok[None, :], other=0.0)
+        if UPCAST:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        if A_BIAS:
+            a = tl.where((offs_a[:, None] == a_width) & r_ok[None, :], 1.0, a).to(a.dtype)
+        if B_BIAS:
+            b = tl.where(r_ok[:, None] & (offs_b[None, :] == b_width), 1.0, b).to(b.dtype)
+        if HAS_MASK:
+            m = tl.load(M + r, mask=r_ok, other=0.0).to(tl.float32)
+            a = (a.to(tl.float32) * m[None, :]).to(b.dtype)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+def precision(dtype) -> str:
+    """`tl.dot` input precision: exact ("ieee") for fp32 tokens, tensor cores ("tf32" = native) for bf16/fp16."""
+    import torch
+
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def tile_configs(interpret: bool, table):
+    """Autotune configs of a G-tile kernel from (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages) rows; one small
+    config in interpreter mode."""
+    if interpret:
+        return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
+    return [triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+            for bo, bi, bt, w, s in table]
+
+
+def compile_configs(configs, all_configs: bool):
+    """The autotune configs ``compile_check`` compiles: all of them, or the largest (last) one."""
+    return configs if all_configs else configs[-1:]
