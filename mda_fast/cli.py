@@ -30,6 +30,9 @@ STAGES = {
     "intervene": ("deletion / augmentation retraining arms",
                   "needs model.run_dir (a mda-fast training run) and the finished OUT/score/; writes "
                   "OUT/interventions/ and the report"),
+    "train": ("train a GPT-NeoX preset on a Megatron data set (Pythia recipe, checkpoints with optimizer state)",
+              "needs data.path and train.preset; writes OUT/run/ (step<k>/ checkpoints, logs); next: localize with "
+              "model.run_dir = OUT/run"),
     "demo": ("everything on the embedded CPU demo (no data, no network)",
              "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json"),
 }
@@ -94,7 +97,11 @@ def _run(args, progress: bool):
     checks.validate(args.cmd, cfg, args.out)
     lock_dir = score_dir(args.out, shard) if shard is not None else args.out
     with OutputLock(args.out, lock_dir=lock_dir):
-        if args.cmd == "localize":
+        if args.cmd == "train":
+            from .stages.train import run_train
+
+            run_train(cfg, args.out, progress)
+        elif args.cmd == "localize":
             localize.run_localize(cfg, args.out, progress)
         elif args.cmd == "fit":
             fit.run_fit(cfg, args.out, progress)

@@ -168,6 +168,9 @@ class InterveneSection:
                           gt=0.0, lt=1.0)
     train_after: int = opt(300, "retrain this many steps past the window end", ge=0)
     eval_every: int = opt(50, "steps between head-score evaluations", ge=1)
+    schedule_steps: int = opt(143000, "without model.run_dir (a HF checkpoint, no optimizer state): the length of the "
+                                      "LR schedule it was trained with (Pythia: 143000 steps); AdamW restarts from "
+                                      "zero moments at the window start (an approximation)", ge=1)
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "window": WindowSection, "localize": LocalizeSection,

@@ -88,6 +88,11 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     if not cfg.targets.probes:
         raise ConfigError("targets.probes is empty: expected at least one probe, e.g. [\"induction\"]")
     facts = Facts()
+    if cmd in ("train", "demo"):
+        check_preset(cfg)
+    if cmd == "train":
+        facts.data = open_data(cfg, check_window=False)
+        check_tokens_fit_preset(cfg, facts.data)
     if cmd in NEEDS_DATA:
         facts.data = open_data(cfg)
     if cmd in NEEDS_MODEL:
@@ -108,12 +113,38 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     if cmd in ("analyze", "intervene"):
         require_complete_scores(out)
     if cmd == "intervene" and not cfg.model.run_dir:
-        raise ConfigError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the "
-                          "optimizer state (published Pythia checkpoints do not)")
+        from .intervene import pretrained_start
+
+        pretrained_start(cfg)  # the window-start checkpoint is in the local HF cache and has a known preset
     if cmd == "report":
         require(out, os.path.join("analyze", "analysis.json"),
                 "nothing has been analysed; run `mda-fast analyze` (after localize, fit and score) first")
     return facts
+
+
+def check_preset(cfg: Config) -> None:
+    from ..train import get_preset
+
+    try:
+        get_preset(cfg.train.preset)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"train.preset: {e}") from None
+
+
+def check_tokens_fit_preset(cfg: Config, data) -> None:
+    """The first step's token ids must lie within the preset's vocabulary (a cheap look, not a full scan)."""
+    import numpy as np
+
+    from ..train import get_preset
+
+    p = get_preset(cfg.train.preset)
+    if data.n_steps < 1:
+        raise DataError(f"data.path {cfg.data.path!r} holds fewer rows than one batch of {data.batch_size}")
+    top = int(np.max(data.rows(np.arange(min(data.n_rows, data.batch_size)))))
+    if top >= p.vocab_size:
+        raise ConfigError(f"train.preset = {p.name!r} has a vocabulary of {p.vocab_size} but data.path holds token "
+                          f"id {top}; expected a preset whose vocabulary covers the tokenizer (bytes: tiny-*, "
+                          f"GPT-NeoX: pythia-*)")
 
 
 def require(out: str, rel: str, hint: str) -> str:

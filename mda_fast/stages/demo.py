@@ -19,7 +19,6 @@ import time
 from ..config import Config, fields_for, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
 from ..study.findings import findings, findings_text, intervention_findings
-from ..train import STATE_FILE
 from .analyze import run_analyze
 from .checks import validate
 from .fit import run_fit
@@ -29,14 +28,9 @@ from .io import OutputLock, read_json, write_json
 from .localize import run_localize
 from .report import run_report
 from .score import run_score
+from .train import latest_checkpoint, stop_step, train_base  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-def latest_checkpoint(run_dir: str):
-    steps = [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()] if os.path.isdir(run_dir) else []
-    steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
-    return max(steps) if steps else None
 
 
 def prepare_corpus(cfg: Config, out: str, progress: bool) -> str:
@@ -52,63 +46,6 @@ def prepare_corpus(cfg: Config, out: str, progress: bool) -> str:
                         progress=progress)
     cfg.data.path, cfg.data.seq_len = prefix, c.seq_len
     return prefix
-
-
-def _emergence_monitor(cfg):
-    """Trainer ``eval_fn``: every head's prefix-matching score at a checkpoint (the localize settings)."""
-    from ..localize import localize_all
-
-    loc = cfg.localize
-
-    def evaluate(model, step):
-        pm = localize_all(model, ("prefix_matching",), seq_len=loc.seq_len, n=loc.n, seed=loc.seed,
-                          batch_size=loc.batch_size, low=loc.low, high=loc.high or None)["prefix_matching"]
-        return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
-
-    return evaluate
-
-
-def stop_step(run_dir: str, threshold: float, after: int):
-    """The step at which training may stop: ``after`` steps past the first checkpoint whose best
-    prefix-matching score reaches ``threshold`` (None while no head has formed)."""
-    from ..train import read_jsonl
-
-    hits = [r["step"] for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))
-            if r.get("max_prefix_matching", 0.0) >= threshold]
-    return min(hits) + after if hits else None
-
-
-def train_base(cfg, out: str, progress: bool) -> str:
-    """Train until an induction head forms (and ``after_emergence`` steps more), or ``total_steps``.
-
-    Checkpoints every ``checkpoint_every`` steps; each is scored for prefix matching as it is saved (the run's
-    ``eval.jsonl``), so an interrupted run resumes from its last checkpoint with its history intact.
-    """
-    from ..data import PythiaBatches
-    from ..train import TrainConfig, Trainer
-
-    tr, d = cfg.train, cfg.data
-    run_dir = os.path.join(out, "run")
-    data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
-    cap, after = tr.total_steps, tr.after_emergence
-    tc = TrainConfig(**fields_for(TrainConfig, tr, total_steps=max(tr.schedule_steps, cap), device="cpu",
-                                  out_dir=run_dir, progress=progress))
-    trainer = Trainer(tc, data, eval_fn=_emergence_monitor(cfg))
-    last = latest_checkpoint(run_dir)
-    if last is not None:
-        trainer.load_checkpoint(os.path.join(run_dir, f"step{last}"))
-
-    def done(step):
-        s = stop_step(run_dir, cfg.localize.threshold, after) if after >= 0 else None
-        return s is not None and step >= s
-
-    if trainer.step < cap and not done(trainer.step):
-        trainer.train(end_step=cap, stop=done)
-    stop = stop_step(run_dir, cfg.localize.threshold, 0)
-    logger.info(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
-          f"at step {stop}" if stop is not None else "no head reached the threshold"))
-    cfg.model.run_dir = run_dir
-    return run_dir
 
 
 def choose_window(cfg, loc: dict) -> dict:
@@ -158,15 +95,10 @@ def check_demo_out(cfg: Config, out: str) -> None:
 
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
     """The whole demo into ``out``; rerunning the same command continues an interrupted demo."""
-    from ..train import get_preset
 
     t0 = time.perf_counter()
     cfg = load_config(resolve_config_arg(config_path) if config_path else packaged_config("demo"), overrides)
     validate("demo", cfg, out)
-    try:
-        get_preset(cfg.train.preset)
-    except (KeyError, ValueError) as e:
-        raise ConfigError(f"train.preset: {e}") from None
     check_demo_out(cfg, out)
     with OutputLock(out):
         if not os.path.exists(os.path.join(out, DEMO_STATE)):

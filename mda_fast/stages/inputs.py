@@ -21,8 +21,9 @@ def device_of(cfg: Config) -> torch.device:
     return torch.device(d)
 
 
-def open_data(cfg: Config):
-    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length."""
+def open_data(cfg: Config, check_window: bool = True):
+    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length (unless
+    ``check_window`` is false: training needs no window)."""
     from ..data import PythiaBatches
 
     d, w = cfg.data, cfg.window
@@ -34,7 +35,7 @@ def open_data(cfg: Config):
         raise DataError(f"data.path {d.path!r}: {e}") from None
     except (ValueError, OSError) as e:
         raise DataError(f"data.path {d.path!r}: {e}") from None
-    if w.end_step > data.n_steps:
+    if check_window and w.end_step > data.n_steps:
         raise ConfigError(f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
                           f"of {d.batch_size} sequences")
     return data
@@ -56,6 +57,26 @@ def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | Non
     if os.path.isdir(m.name):
         return m.name, None
     return m.name, (m.revision or f"step{step}")
+
+
+def hf_checkpoint_dir(cfg: Config, step: int) -> str:
+    """The local directory of hub checkpoint ``model.name`` at revision ``step<k>`` (the local HF cache only)."""
+    from ..errors import ModelError
+
+    name = cfg.model.name
+    if not name:
+        raise ConfigError("model: set model.run_dir (a mda-fast training run) or model.name (a Pythia hub name)")
+    if os.path.isdir(name):
+        raise ConfigError(f"model.name {name!r} is a local directory (one checkpoint, step unknown); intervene "
+                          f"needs the window-start checkpoint: use model.run_dir (step<k>/ dirs) or a hub name")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, revision=f"step{step}", local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
+        raise ModelError(f"model {name!r} at revision 'step{step}' (the window start) is not in the local Hugging "
+                         f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
+                         f"{name} --revision step{step}") from None
 
 
 def load_model(cfg: Config, step: int | None = None):

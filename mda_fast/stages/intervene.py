@@ -9,7 +9,24 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError
 from .checks import require_complete_scores
-from .inputs import device_of, load_targets, open_data
+from .inputs import device_of, hf_checkpoint_dir, load_targets, open_data
+
+
+def pretrained_start(cfg: Config) -> tuple[str, dict]:
+    """(window-start checkpoint directory, recipe) for arms from a published checkpoint without optimizer state:
+    the Pythia recipe for the preset of the checkpoint's shape over ``intervene.schedule_steps``, AdamW restarted
+    from zero moments (an approximation, recorded in ``interventions.json`` and said in the report)."""
+    from ..model import read_model_config
+    from ..train import preset_for_shape
+
+    ck = hf_checkpoint_dir(cfg, cfg.window.start_step)
+    s = read_model_config(ck)
+    try:
+        preset = preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
+    except ValueError as e:
+        raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
+    return ck, {"preset": preset.name, "total_steps": cfg.intervene.schedule_steps, "seed": 0,
+                "attn_implementation": cfg.model.attn_implementation, "save_optimizer": False}
 
 
 def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
@@ -17,9 +34,7 @@ def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
     from ..study.interventions import InterventionConfig, run_interventions
 
     m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
-    if not m.run_dir:
-        raise ConfigError("intervene needs model.run_dir: a mda-fast training run whose checkpoints hold the "
-                          "optimizer state (published Pythia checkpoints do not)")
+    checkpoint_dir, pretrained = (None, None) if m.run_dir else pretrained_start(cfg)
     targets, _ = load_targets(out)
     heads = [(h["layer"], h["head"]) for h in targets["heads"] if h["role"] != "control"]
     require_complete_scores(out)
@@ -32,7 +47,8 @@ def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
         arms=list(iv.arms), seeds=list(iv.seeds), score_column=0, threshold=loc.threshold,
         localize_seq_len=loc.seq_len, localize_n=loc.n, localize_seed=loc.seed, probe_L=t.probe_L,
         probe_n=t.probe_n, probe_seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None,
-        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)))
+        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)),
+        checkpoint_dir=checkpoint_dir, pretrained=pretrained)
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
     return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress)

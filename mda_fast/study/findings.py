@@ -56,6 +56,10 @@ def intervention_findings(result: dict) -> list:
     end = str(result["config"]["end_step"])
     lines = [f"Retraining from step {result['config']['start_step']} (threshold {threshold}): baseline emergence step "
              f"{'never' if base is None else f'{base:.0f}'}."]
+    if result["config"].get("pretrained"):
+        lines.append(f"The arms branch from a published checkpoint without optimizer state: AdamW restarted from zero "
+                     f"moments at step {result['config']['start_step']} (an approximation of continuing the original "
+                     f"run; every arm shares it).")
     for arm, a in summ.items():
         if arm == "baseline":
             continue

@@ -1,11 +1,11 @@
 """Pythia-recipe GPT-NeoX trainer with per-sample interventions (see ``interventions`` for the exact semantics)."""
-from .branch import branch_from_checkpoint
+from .branch import branch_from_checkpoint, branch_from_pretrained
 from .checkpoint import STATE_FILE, load_checkpoint_model
 from .interventions import Insertion, Interventions
 from .logs import read_jsonl
 from .loop import StepBatch, Trainer
 from .loss import lm_loss, param_groups
-from .presets import PRESETS, Preset, get_preset, make_model, model_config
+from .presets import PRESETS, Preset, get_preset, make_model, model_config, preset_for_shape
 from .schedule import CosineSchedule, checkpoint_steps
 from .train_config import TrainConfig
 
@@ -23,6 +23,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "branch_from_checkpoint",
+    "branch_from_pretrained",
+    "preset_for_shape",
     "lm_loss",
     "load_checkpoint_model",
     "param_groups",

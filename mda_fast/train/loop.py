@@ -146,6 +146,24 @@ class Trainer:
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
+    def start_from_weights(self, checkpoint_dir: str, step: int) -> None:
+        """Start at ``step`` from the weights of a HF checkpoint that has no optimizer state (a published Pythia
+        checkpoint): AdamW restarts from zero moments (and its bias correction from its first update) at the
+        schedule's LR for ``step``; the torch RNG is seeded with ``(config.seed, step)``. An approximation of
+        continuing the original run, whose optimizer state is not published."""
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"step: expected an int >= 0, got {step!r}")
+        self.model = load_checkpoint_model(checkpoint_dir, self.config.attn_implementation).to(self.device)
+        c, p = self.model.config, self.preset
+        got = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size)
+        if got != (p.n_layers, p.d_model, p.n_heads, p.vocab_size):
+            raise ValueError(f"{checkpoint_dir!r} has (layers, d_model, heads, vocab) = {got}; preset {p.name!r} "
+                             f"expects {(p.n_layers, p.d_model, p.n_heads, p.vocab_size)}")
+        self.model.train()
+        self.step = step
+        self._build_optimizer()
+        torch.manual_seed(self.config.seed * 1_000_003 + step)
+
     # -- one step ---------------------------------------------------------------------------------------------
     def _insert_rows(self, step: int) -> list:
         """Token rows of step ``step``'s insertions (an index insertion's row read from the data)."""

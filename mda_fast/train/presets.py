@@ -6,7 +6,7 @@ from typing import Dict, Optional, Union
 
 import torch
 
-__all__ = ["Preset", "PRESETS", "get_preset", "model_config", "make_model", "from_pretrained_kwargs"]
+__all__ = ["Preset", "PRESETS", "get_preset", "model_config", "make_model", "from_pretrained_kwargs", "preset_for_shape"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,15 @@ def get_preset(preset: Union[str, Preset]) -> Preset:
     if preset not in PRESETS:
         raise ValueError(f"preset: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     return PRESETS[preset]
+
+
+def preset_for_shape(n_layers: int, d_model: int, n_heads: int, vocab_size: int) -> Preset:
+    """The preset with this shape (e.g. a published Pythia checkpoint's); ``ValueError`` naming the known ones."""
+    for p in PRESETS.values():
+        if (p.n_layers, p.d_model, p.n_heads, p.vocab_size) == (n_layers, d_model, n_heads, vocab_size):
+            return p
+    raise ValueError(f"no preset has (layers, d_model, heads, vocab) = {(n_layers, d_model, n_heads, vocab_size)}; "
+                     f"known: {sorted(PRESETS)}")
 
 
 def model_config(preset: Union[str, Preset]):

@@ -19,7 +19,7 @@ import torch
 from ...config import ARMS, DEFAULT_ARMS
 from ...data.categories import load_category_sidecar
 from ...outputs import atomic_file
-from ...train import branch_from_checkpoint, get_preset, read_jsonl
+from ...train import TrainConfig, branch_from_checkpoint, branch_from_pretrained, get_preset, read_jsonl
 from ...train.trainer import STATE_FILE
 from ..stats import top_count
 from .evaluation import add_seed_figures, heldout_tokens, icl_positions, make_eval_fn
@@ -75,6 +75,8 @@ class InterventionConfig:
     device: Optional[str] = None
     keep_checkpoints: bool = False
     categories: Any = None
+    checkpoint_dir: Optional[str] = None
+    pretrained: Optional[Dict[str, Any]] = None
     _batches: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -176,7 +178,8 @@ class InterventionConfig:
         return sorted(s)
 
     def checkpoint(self) -> str:
-        return os.path.join(self.run_dir, f"step{self.start_step}")
+        """The window-start checkpoint: ``checkpoint_dir``, else ``run_dir/step{start_step}``."""
+        return self.checkpoint_dir or os.path.join(self.run_dir, f"step{self.start_step}")
 
     def dominant_categories(self) -> Tuple[np.ndarray, List[str]]:
         """(dominant category index of every data row, category names), from ``categories`` or the data's
@@ -228,7 +231,24 @@ def _fingerprint(config: InterventionConfig, plan: ArmPlan) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _check_pretrained(config: InterventionConfig) -> dict:
+    """The recipe for arms from a HF checkpoint without optimizer state (``config.pretrained``)."""
+    ck = config.checkpoint()
+    if not os.path.isfile(os.path.join(ck, "config.json")):
+        raise ValueError(f"checkpoint {ck!r} (window start step {config.start_step}) missing: no config.json")
+    cfg = TrainConfig.from_dict(dict(config.pretrained)).to_dict()
+    if config.train_until > int(cfg["total_steps"]):
+        raise ValueError(f"train_until={config.train_until} exceeds the schedule's total_steps={cfg['total_steps']}")
+    p = get_preset(cfg["preset"])
+    bad = [h for h in config.heads if not (0 <= h[0] < p.n_layers and 0 <= h[1] < p.n_heads)]
+    if bad:
+        raise ValueError(f"heads {bad} out of range for preset {p.name} ({p.n_layers} layers x {p.n_heads} heads)")
+    return cfg
+
+
 def _check_checkpoint(config: InterventionConfig) -> dict:
+    if config.pretrained is not None:
+        return _check_pretrained(config)
     ck = config.checkpoint()
     path = os.path.join(ck, STATE_FILE)
     if not os.path.exists(path):
@@ -268,8 +288,13 @@ def _run_arm(config: InterventionConfig, plan: ArmPlan, run_dir: str, eval_fn, b
                      save_optimizer=False, progress=progress)
     if config.device is not None:
         overrides["device"] = config.device
-    tr = branch_from_checkpoint(config.checkpoint(), config.batches, run_dir, interventions=plan.interventions,
-                                eval_fn=eval_fn, **overrides)
+    if config.pretrained is not None:
+        tr = branch_from_pretrained(config.checkpoint(), config.batches, run_dir, config.start_step,
+                                    TrainConfig.from_dict({**base_cfg, **overrides}),
+                                    interventions=plan.interventions, eval_fn=eval_fn)
+    else:
+        tr = branch_from_checkpoint(config.checkpoint(), config.batches, run_dir, interventions=plan.interventions,
+                                    eval_fn=eval_fn, **overrides)
     tr.train(end_step=config.train_until)
     recs = {r["step"]: r for r in read_jsonl(tr.eval_path) if "head_score" in r}
     steps = config.eval_steps()
