@@ -33,7 +33,7 @@ from .capture import capture, check_mask, fisher_objective, loss_objective, reso
 from .errors import NonFiniteError, StateError, one_line
 from .finite import check_finite, check_model_finite
 from .heads import Block, HeadSpec, ModuleSpec
-from .model import neox_shape
+from .model import model_shape
 
 METHODS = ("ekfac", "kfac", "identity")
 FISHERS = ("true", "empirical")
@@ -91,7 +91,7 @@ class Factors:
 
     def check(self, model, specs) -> None:
         """Raise ValueError unless these factors were fitted for this model shape and cover ``specs``."""
-        s = neox_shape(model)
+        s = model_shape(model)
         shape = self.meta.get("shape")
         mine = {"n_layers": s.n_layers, "n_heads": s.n_heads, "d_model": s.d_model}
         if shape is not None and shape != mine:
@@ -226,7 +226,7 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
         for b in bs:
             uniq.setdefault(b.name, b)
     blocks = list(uniq.values())
-    s = neox_shape(model)
+    s = model_shape(model)
     param = next(model.parameters())
     acc_dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
     A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
