@@ -11,7 +11,7 @@ from .base import HeadPart, ModelAdapter, ModelShape, UnsupportedModelError
 from .gpt_neox import GPTNeoXAdapter
 
 __all__ = ["GPTNeoXAdapter", "HeadPart", "ModelAdapter", "ModelShape", "UnsupportedModelError", "adapter_for",
-           "adapter_for_type", "register_adapter", "registered_model_types"]
+           "adapter_for_type", "register_adapter", "registered_model_types", "unregister_adapter"]
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
 
@@ -22,6 +22,11 @@ def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
         raise TypeError(f"register_adapter expects a ModelAdapter instance, got {type(adapter).__name__}")
     _ADAPTERS[adapter.model_type] = adapter
     return adapter
+
+
+def unregister_adapter(model_type: str) -> None:
+    """Stop serving ``model_type`` (no error if it was not registered)."""
+    _ADAPTERS.pop(model_type, None)
 
 
 def registered_model_types() -> tuple[str, ...]:
