@@ -182,7 +182,7 @@ def fmt_time(s: float) -> str:
     return f"{s / 86400:.1f} days"
 
 
-def main(argv=None):
+def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=MODELS, default="demo")
     ap.add_argument("--checkpoint", help="local step{k} checkpoint dir (demo model only), loaded with load_pythia")
@@ -199,11 +199,97 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=4, help="(a) and (c) alternate over this many slices of the rows")
     ap.add_argument("--tf32", action="store_true", help="also time (c) with TF32 matmuls (GPU only)")
     ap.add_argument("--also-hf", action="store_true", help="also time (c) through HF's forward + hooks")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time (c) with the lean forward's torch.compile'd pieces (compiled before timing)")
+    ap.add_argument("--skip-a", action="store_true", help="skip (a) (its row and Pearson then compare to (c))")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+NAMES = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
+         "c": "(c) mda-fast InfluenceScorer.score, bs {bs}", "t": "(c) mda-fast, TF32 matmuls, bs {bs}",
+         "h": "(c) without the lean forward (HF forward + hooks), bs {bs}",
+         "k": "(c) mda-fast, torch.compile'd lean forward, bs {bs}"}
+
+
+def alternate(args, model, blocks, scorers, rows, bs, dev):
+    """Time (a) and each (c) variant, alternating over ``--rounds`` slices of the rows, so load changes on a shared
+    machine hit all alike. Returns ``(seconds per method, per-round seconds per method, scores per method)``."""
+    n = len(rows)
+    keys = [k for k in ("a", "c", "t", "h", "k") if k in scorers or (k == "a" and not args.skip_a)]
+    res, per_round, parts = {k: 0.0 for k in keys}, {k: [] for k in keys}, {k: [] for k in keys}
+    step = -(-n // args.rounds // bs) * bs  # whole batches per round
+    for r0 in range(0, n, step):
+        part = rows[r0:r0 + step]
+        runs = {"a": lambda: method_a(model, blocks, scorers["c"].queries, part, dev),
+                "c": lambda: method_c(scorers["c"], part, bs), "t": lambda: method_c(scorers.get("t"), part, bs),
+                "h": lambda: method_c_hf(scorers["c"], part, bs), "k": lambda: method_c(scorers.get("k"), part, bs)}
+        for k in keys:
+            out, t = timed(runs[k], dev)
+            parts[k].append(out)
+            res[k] += t
+            per_round[k].append(t)
+    return res, per_round, {k: torch.cat(v) for k, v in parts.items()}
+
+
+def build_scorers(args, model, spec, factors, pk, rows, bs):
+    """The scorer of (c), plus the TF32 (t) and compiled (k) variants asked for, each warmed up on one batch."""
+    scorers = {"c": mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk)}
+    if args.tf32:
+        scorers["t"] = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk, tf32=True)
+    if args.compile:
+        scorers["k"] = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk,
+                                                compile=True)
+    scorers["h"] = scorers["c"] if args.also_hf else None
+    scorers = {k: v for k, v in scorers.items() if v is not None}
+    for k, sc in scorers.items():
+        if k != "h":
+            _, t = timed(lambda: sc.score(rows[:bs]), args.device)
+            if k == "k":
+                print(f"torch.compile warm-up (first batch, compiling): {t:.1f} s")
+    return scorers
+
+
+def report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev):
+    """The Markdown table and the notes under it."""
+    ref = "a" if "a" in res else "c"
+    sa, sc = scores[ref], scores["c"]
+    r_ac = pearson(sa, sc)
+    lines = [f"| method | seq/s | time for N | speed vs ({ref}) |", "| --- | ---: | ---: | ---: |"]
+    for k in ("a", "b", "h", "c", "t", "k"):
+        if k in res:
+            rate = n / res[k]
+            lines.append(f"| {NAMES[k].format(bs=bs)} | {rate:,.1f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |"
+                         if rate >= 10 else
+                         f"| {NAMES[k].format(bs=bs)} | {rate:.3f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |")
+    where = f"{torch.cuda.get_device_name(dev)}, {args.model}" if dev.type == "cuda" else f"CPU, {args.model} model"
+    proj = PYTHIA_WINDOW / (n / res["c"])
+    notes = [f"N = {n} sequences of T = {T} tokens; mda-fast EK-FAC fit {t_fit_c:.2f} s on {n_fit} sequences"
+             + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
+             f"Pearson({ref}, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
+             f"max |{ref} − c| / max |{ref}| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}"]
+    for k, label in (("t", "c_tf32"), ("k", "c_compiled")):
+        if k in res:
+            st = scores[k]
+            notes.append(f"{label}: Pearson({ref}, {label}) = {pearson(sa, st):.6f}; max |c − {label}| / max |c| = "
+                         f"{float((sc - st).abs().max() / sc.abs().max()):.2e}")
+    if "k" in res:
+        ratios = [c / k for c, k in zip(per_round["c"], per_round["k"])]
+        notes.append(f"compiled vs eager lean (c): {res['c'] / res['k']:.3f}× overall; per round "
+                     + ", ".join(f"{x:.3f}×" for x in ratios) + f" (min {min(ratios):.3f}, max {max(ratios):.3f})")
+    if "b" in res:
+        notes.append(f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = "
+                     f"{pearson(scores['b'], sc):.4f} (kronfluence scores whole modules, so (b) is not expected to "
+                     "match the head scores)")
+    notes.append(f"projected time for Pythia-14m's {PYTHIA_WINDOW:,}-sequence window at the mda-fast rate "
+                 f"[{where}]: {fmt_time(proj)}")
+    return "\n".join(lines), notes, where, r_ac
+
+
+def main(argv=None):
+    args = parse_args(argv)
     dev = torch.device(args.device)
     if args.checkpoint and args.model != "demo":
         raise ValueError("--checkpoint loads a local demo-model checkpoint; use it with --model demo")
@@ -218,13 +304,11 @@ def main(argv=None):
         raise ValueError(f"--n must be >= 2, --batch-size and --rounds >= 1, got {n}, {bs} and {args.rounds}")
 
     model = build_model(args)
-    vocab = model.config.vocab_size
     spec = mda_fast.HeadSpec(args.layer, args.head, mode="qkvo")
     blocks = mda_fast.head_blocks(model, spec)
-    rows_all = make_rows(args, vocab, T, n_fit + n).to(dev)
+    rows_all = make_rows(args, model.config.vocab_size, T, n_fit + n).to(dev)
     fit_rows, rows = rows_all[:n_fit], rows_all[n_fit:]
-    high = min(vocab, 50277)
-    pk = dict(L=args.probe_L, n=args.probe_n, low=4, high=high)
+    pk = dict(L=args.probe_L, n=args.probe_n, low=4, high=min(model.config.vocab_size, 50277))
     print(f"model {args.model}{' (' + args.checkpoint + ')' if args.checkpoint else ''}, {spec.name}, T={T}, "
           f"N={n} scored, {n_fit} fit, batch {bs}, device {dev}, torch threads {torch.get_num_threads()}")
 
@@ -233,60 +317,16 @@ def main(argv=None):
     fit_batches = [fit_rows[i:i + bs] for i in range(0, n_fit, bs)]
     factors, t_fit_c = timed(lambda: mda_fast.fit_ekfac(model, [spec], fit_batches, fisher="empirical",
                                                        progress=False), dev)
-    scorer = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk)
-
-    # warm-up: one batch of (c), one sequence of (a)
-    scorer.score(rows[:bs])
-    method_a(model, blocks, scorer.queries, rows[:1], dev)
-
-    # (a) and (c) alternate over --rounds slices of the rows, so load changes on a shared machine hit both alike
-    scorer_tf32 = None
-    if args.tf32:
-        scorer_tf32 = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk, tf32=True)
-        scorer_tf32.score(rows[:bs])
-    res = {"a": 0.0, "c": 0.0, **({"t": 0.0} if scorer_tf32 else {}), **({"h": 0.0} if args.also_hf else {})}
-    parts = {k: [] for k in res}
-    step = -(-n // args.rounds // bs) * bs  # whole batches per round
-    for r0 in range(0, n, step):
-        part = rows[r0:r0 + step]
-        runs = {"a": lambda: method_a(model, blocks, scorer.queries, part, dev), "c": lambda: method_c(scorer, part, bs),
-                "t": lambda: method_c(scorer_tf32, part, bs), "h": lambda: method_c_hf(scorer, part, bs)}
-        for k in res:
-            out, t = timed(runs[k], dev)
-            parts[k].append(out)
-            res[k] += t
-    sa, sc = torch.cat(parts["a"]), torch.cat(parts["c"])
+    scorers = build_scorers(args, model, spec, factors, pk, rows, bs)
+    if not args.skip_a:
+        method_a(model, blocks, scorers["c"].queries, rows[:1], dev)  # warm-up: one sequence of (a)
+    res, per_round, scores = alternate(args, model, blocks, scorers, rows, bs, dev)
     t_fit_b = None
     if not args.skip_kronfluence:
         probe = mda_fast.get_probe("induction", **pk)
-        sb, t_fit_b, res["b"] = method_b(model, args.layer, probe, fit_rows, rows, bs, args.device)
+        scores["b"], t_fit_b, res["b"] = method_b(model, args.layer, probe, fit_rows, rows, bs, args.device)
 
-    r_ac = pearson(sa, sc)
-    names = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
-             "c": f"(c) mda-fast InfluenceScorer.score, bs {bs}", "t": f"(c) mda-fast, TF32 matmuls, bs {bs}",
-             "h": f"(c) without the lean forward (HF forward + hooks), bs {bs}"}
-    lines = ["| method | seq/s | time for N | speed vs (a) |", "| --- | ---: | ---: | ---: |"]
-    for k in ("a", "b", "h", "c", "t"):
-        if k in res:
-            rate = n / res[k]
-            lines.append(f"| {names[k]} | {rate:,.1f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |" if rate >= 10 else
-                         f"| {names[k]} | {rate:.3f} | {res[k]:.2f} s | {res['a'] / res[k]:.2f}× |")
-    table = "\n".join(lines)
-    where = f"{torch.cuda.get_device_name(dev)}, {args.model}" if dev.type == "cuda" else f"CPU, {args.model} model"
-    proj = PYTHIA_WINDOW / (n / res["c"])
-    notes = [f"N = {n} sequences of T = {T} tokens; mda-fast EK-FAC fit {t_fit_c:.2f} s on {n_fit} sequences"
-             + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
-             f"Pearson(a, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
-             f"max |a − c| / max |a| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}"]
-    if "t" in res:
-        st = torch.cat(parts["t"])
-        notes.append(f"TF32: Pearson(a, c_tf32) = {pearson(sa, st):.6f}; max |a − c_tf32| / max |a| = "
-                     f"{float((sa - st).abs().max() / sa.abs().max()):.2e}")
-    if "b" in res:
-        notes.append(f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = {pearson(sb, sc):.4f} "
-                     "(kronfluence scores whole modules, so (b) is not expected to match the head scores)")
-    notes.append(f"projected time for Pythia-14m's {PYTHIA_WINDOW:,}-sequence window at the mda-fast rate "
-                 f"[{where}]: {fmt_time(proj)}")
+    table, notes, where, r_ac = report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev)
     print(table)
     for line in notes:
         print(line)

@@ -1,7 +1,7 @@
 """Capture of block token inputs X and output gradients Y with forward hooks and ``torch.autograd.grad``.
 
-Hooks sit on ``attention.query_key_value`` (input x, output qkv) and ``attention.dense`` (input z, output) of the
-tracked layers. Parameters are frozen during capture, so no weight gradient is ever computed; where a hooked
+Hooks sit on the attention modules of the tracked layers that the model's adapter names (``mda_fast.adapters``;
+GPT-NeoX: ``attention.query_key_value``, input x, output qkv, and ``attention.dense``, input z, output). Parameters are frozen during capture, so no weight gradient is ever computed; where a hooked
 output does not already depend on something that requires grad, the hook turns it into a fresh leaf, so the
 backward pass stops at the lowest tracked layer. One forward + backward serves every tracked block.
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import lean_forward
 from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
 from .heads import Block, head_blocks
-from .model import check_gpt_neox, layers
+from .adapters import adapter_for
 
 
 _HF_FORWARD = contextvars.ContextVar("mda_fast_hf_forward", default=False)
@@ -110,14 +110,16 @@ class _Hooks:
     """Forward hooks that record module inputs and make module outputs differentiable targets."""
 
     def __init__(self, model, keys: set, keep_qkv_layers: Iterable[int] = ()):
+        adapter = adapter_for(model)
+        self.qkv_module = adapter.qkv_module
         self.keys = set(keys)
         self.keep_qkv = set(keep_qkv_layers)
         self.inputs, self.outputs, self.handles = {}, {}, []
-        for L, layer in enumerate(layers(model)):
-            for module in ("query_key_value", "dense"):
+        for L in range(len(adapter.layers(model))):
+            for module in adapter.modules:
                 key = (L, module)
-                if key in self.keys or (module == "query_key_value" and L in self.keep_qkv):
-                    mod = getattr(layer.attention, module)
+                if key in self.keys or (module == self.qkv_module and L in self.keep_qkv):
+                    mod = adapter.attention_module(model, L, module)
                     self.handles.append(mod.register_forward_hook(self._hook(key)))
 
     def _hook(self, key):
@@ -131,8 +133,8 @@ class _Hooks:
         return hook
 
     def qkv(self, layer: int) -> torch.Tensor:
-        """The (differentiable) query_key_value output of a layer, ``[N, T, 3·d_model]``."""
-        return self.outputs[(layer, "query_key_value")]
+        """The (differentiable) ``qkv_module`` output of a layer (GPT-NeoX: ``[N, T, 3·d_model]``)."""
+        return self.outputs[(layer, self.qkv_module)]
 
     def remove(self):
         for h in self.handles:
@@ -143,7 +145,8 @@ Objective = Callable[[torch.Tensor, "_Hooks"], torch.Tensor]
 
 
 def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Objective,
-            qkv_layers: Iterable[int] = (), attention_mask: torch.Tensor | None = None) -> CaptureResult:
+            qkv_layers: Iterable[int] = (), attention_mask: torch.Tensor | None = None,
+            compile: bool = False) -> CaptureResult:
     """Run one forward and one backward pass and return X / Y for every block.
 
     ``objective(logits, hooks) -> [N]`` is differentiated (summed over sequences; sequences do not interact,
@@ -152,18 +155,21 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
 
     A token loss on a model ``lean_forward.supports`` runs the lean forward (same numbers, only the tracked heads
     differentiated); everything else, and everything inside ``with hf_forward():``, runs HF's forward with hooks.
+    ``compile=True`` runs the lean forward's ``torch.compile``d pieces (equal up to fp rounding; HF's forward is
+    never compiled).
     """
-    check_gpt_neox(model)
+    adapter = adapter_for(model)
+    adapter.check(model)
     keys = {(b.layer, b.module) for b in blocks}
     if uses_lean_forward(model, objective, blocks, attention_mask):
-        return _capture_lean(model, input_ids, blocks, objective)
+        return _capture_lean(model, input_ids, blocks, objective, compile)
     hooks = _Hooks(model, keys, qkv_layers)
     try:
         with frozen(model), torch.enable_grad():
             if isinstance(objective, TokenLoss) and _plain_lm_head(model):
                 # a token loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
-                hidden = model.gpt_neox(input_ids=input_ids, attention_mask=attention_mask,
-                                        use_cache=False).last_hidden_state
+                hidden = adapter.backbone(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                                 use_cache=False).last_hidden_state
                 weight = model.get_output_embeddings().weight
                 value = linear_cross_entropy(hidden, weight, objective.labels_for(hidden, weight), objective.mask)
             else:
@@ -184,10 +190,10 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
     return res
 
 
-def _capture_lean(model, input_ids, blocks, objective) -> CaptureResult:
+def _capture_lean(model, input_ids, blocks, objective, compile: bool = False) -> CaptureResult:
     """``capture`` of the training loss through ``lean_forward`` (HF's arithmetic, tracked heads only)."""
     with frozen(model), torch.enable_grad():
-        value, inputs, outputs = lean_forward.capture_loss(model, input_ids, blocks, objective)
+        value, inputs, outputs = lean_forward.capture_loss(model, input_ids, blocks, objective, compile=compile)
         order = sorted(outputs)
         grads = torch.autograd.grad(value.sum(), [outputs[k] for k in order], allow_unused=True)
     res = CaptureResult(value=value.detach(), inputs=inputs)
@@ -252,10 +258,11 @@ class FisherObjective(TokenLoss):
 
 
 def _plain_lm_head(model) -> bool:
-    """True when logits = head(gpt_neox(...).last_hidden_state) with a bias-free linear output head
-    (``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
+    """True when logits = head(backbone(...).last_hidden_state) with a bias-free linear output head
+    (GPT-NeoX: ``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return (hasattr(model, "gpt_neox") and isinstance(head, torch.nn.Linear) and head.bias is None
+    inner = adapter_for(model).backbone(model)
+    return (inner is not None and inner is not model and isinstance(head, torch.nn.Linear) and head.bias is None
             and type(head).forward is torch.nn.Linear.forward)
 
 

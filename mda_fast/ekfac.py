@@ -33,7 +33,7 @@ from .capture import capture, check_mask, fisher_objective, loss_objective, reso
 from .errors import NonFiniteError, StateError, one_line
 from .finite import check_finite, check_model_finite
 from .heads import Block, HeadSpec, ModuleSpec
-from .model import neox_shape
+from .model import model_shape
 
 METHODS = ("ekfac", "kfac", "identity")
 FISHERS = ("true", "empirical")
@@ -91,7 +91,7 @@ class Factors:
 
     def check(self, model, specs) -> None:
         """Raise ValueError unless these factors were fitted for this model shape and cover ``specs``."""
-        s = neox_shape(model)
+        s = model_shape(model)
         shape = self.meta.get("shape")
         mine = {"n_layers": s.n_layers, "n_heads": s.n_heads, "d_model": s.d_model}
         if shape is not None and shape != mine:
@@ -202,47 +202,33 @@ def _objective(fisher, labels, mask, seed, batch_idx, device):
     return fisher_objective(mask, g)
 
 
-def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac", damping: float = 0.1,
-              damping_floor: float = 1e-10, damping_value: float | None = None, seed: int = 0,
-              backend: str | None = None, progress: bool = True, model_name: str | None = None,
-              revision: str | None = None) -> Factors:
-    """Fit curvature factors for every block of ``specs`` on ``batches``.
-
-    ``batches`` is a re-iterable (e.g. a list) of token rows ``[B, T+1]`` or dicts with ``input_ids``,
-    ``labels`` and ``mask``; it is read twice (covariances, then eigenvalue corrections).
-    """
+def _check_fit_args(fisher: str, method: str, damping: float, damping_value) -> None:
     if fisher not in FISHERS:
         raise ValueError(f"unknown fisher {fisher!r}; expected one of {FISHERS}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     if damping_value is None and not damping > 0:
         raise ValueError(f"damping factor alpha must be > 0, got {damping}")
-    if iter(batches) is batches:
-        batches = list(batches)
-    specs, blocks_per_spec = resolve_blocks(model, specs)
-    check_model_finite(model)
-    uniq: dict[str, Block] = {}
-    for bs in blocks_per_spec:
-        for b in bs:
-            uniq.setdefault(b.name, b)
-    blocks = list(uniq.values())
-    s = neox_shape(model)
-    param = next(model.parameters())
-    acc_dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
-    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
-    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=acc_dtype, device=param.device) for b in blocks}
+
+
+def _captures(model, batches, blocks, fisher: str, seed: int, progress: bool, desc: str):
+    """One capture per batch: yields ``(CaptureResult, mask, inputs.shape)``."""
+    device = next(model.parameters()).device
+    for i, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not progress)):
+        ids, labels, mask = _as_batch(batch)
+        inputs, labels = split_rows(ids, labels)
+        mask = check_mask(mask, labels.shape)
+        res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, i, device))
+        yield res, mask, inputs.shape
+
+
+def _covariance_factors(model, blocks, passes, acc_dtype, backend):
+    """The K-FAC factors of every block from the first pass: ``({name: BlockFactors}, n_tokens, n_seqs)``."""
+    device = next(model.parameters()).device
+    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=acc_dtype, device=device) for b in blocks}
+    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=acc_dtype, device=device) for b in blocks}
     n_tokens, n_seqs = 0.0, 0
-
-    def passes(desc):
-        it = tqdm(batches, desc=desc, unit="batch", disable=not progress)
-        for i, batch in enumerate(it):
-            ids, labels, mask = _as_batch(batch)
-            inputs, labels = split_rows(ids, labels)
-            mask = check_mask(mask, labels.shape)
-            res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, i, param.device))
-            yield res, mask, inputs.shape
-
-    for res, mask, shape in passes("EK-FAC covariances"):
+    for res, mask, shape in passes:
         for b in blocks:
             kernels.covariance_accumulate(A[b.name], res.x(b), mask=mask, bias=b.bias, backend=backend)
             kernels.covariance_accumulate(S[b.name], res.y(b), mask=mask, bias=False, backend=backend)
@@ -252,31 +238,32 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
         raise ValueError("the fitting batches hold no unmasked tokens")
     check_finite({f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
                  "the EK-FAC covariances", expected="finite covariances", cause=_OVERFLOW)
-
     out: dict[str, BlockFactors] = {}
     for b in blocks:
         lam_A, Q_A = _eigh(A[b.name] / n_tokens, f"A of {b.name}")
         lam_S, Q_S = _eigh(S[b.name] / n_tokens, f"S of {b.name}")
         out[b.name] = BlockFactors(Q_A=Q_A, Q_S=Q_S, lam_A=lam_A, lam_S=lam_S,
                                    eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0), damping=0.0)
+    return out, n_tokens, n_seqs
 
-    if method == "ekfac":
-        lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
-        for res, mask, _ in passes("EK-FAC eigenvalue correction"):
-            for b in blocks:
-                f = out[b.name]
-                kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
-                                            mask=None, bias=b.bias, backend=backend)
-        check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
-                     expected="finite eigenvalues", cause=_OVERFLOW)
-        for b in blocks:
-            out[b.name].eig = lam[b.name].double() / n_seqs
-    elif method == "identity":
-        for b in blocks:
-            out[b.name].eig = torch.ones_like(out[b.name].eig)
 
+def _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend) -> None:
+    """EK-FAC: replace each block's K-FAC eigenvalues by ``mean_n (Q_Sᵀ G_n Q_A)²`` from the second pass."""
+    device = next(iter(out.values())).Q_A.device
+    lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=acc_dtype, device=device) for b in blocks}
+    for res, mask, _ in passes:
+        for b in blocks:
+            f = out[b.name]
+            kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
+                                        mask=None, bias=b.bias, backend=backend)
+    check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
+                 expected="finite eigenvalues", cause=_OVERFLOW)
     for b in blocks:
-        f = out[b.name]
+        out[b.name].eig = lam[b.name].double() / n_seqs
+
+
+def _set_damping(out, method: str, damping: float, damping_floor: float, damping_value) -> None:
+    for f in out.values():
         if method == "identity":
             f.damping = 0.0
         elif damping_value is not None:
@@ -284,6 +271,38 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
         else:
             f.damping = max(float(damping) * float(f.eig.mean()), float(damping_floor))
 
+
+def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac", damping: float = 0.1,
+              damping_floor: float = 1e-10, damping_value: float | None = None, seed: int = 0,
+              backend: str | None = None, progress: bool = True, model_name: str | None = None,
+              revision: str | None = None) -> Factors:
+    """Fit curvature factors for every block of ``specs`` on ``batches``.
+
+    ``batches`` is a re-iterable (e.g. a list) of token rows ``[B, T+1]`` or dicts with ``input_ids``,
+    ``labels`` and ``mask``; it is read twice (covariances, then eigenvalue corrections).
+    """
+    _check_fit_args(fisher, method, damping, damping_value)
+    if iter(batches) is batches:
+        batches = list(batches)
+    specs, blocks_per_spec = resolve_blocks(model, specs)
+    check_model_finite(model)
+    uniq: dict[str, Block] = {}
+    for bs in blocks_per_spec:
+        for b in bs:
+            uniq.setdefault(b.name, b)
+    blocks = list(uniq.values())
+    s = model_shape(model)
+    acc_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    out, n_tokens, n_seqs = _covariance_factors(
+        model, blocks, _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC covariances"),
+        acc_dtype, backend)
+    if method == "ekfac":
+        _correct_eigenvalues(out, blocks, _captures(model, batches, blocks, fisher, seed, progress,
+                                                    "EK-FAC eigenvalue correction"), n_seqs, acc_dtype, backend)
+    elif method == "identity":
+        for f in out.values():
+            f.eig = torch.ones_like(f.eig)
+    _set_damping(out, method, damping, damping_floor, damping_value)
     meta = {"model": model_name or getattr(model.config, "_name_or_path", None) or None, "revision": revision,
             "n_tokens": n_tokens, "n_sequences": n_seqs, "damping_alpha": damping if damping_value is None else None,
             "shape": {"n_layers": s.n_layers, "n_heads": s.n_heads, "d_model": s.d_model}, "seed": seed}

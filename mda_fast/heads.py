@@ -1,9 +1,8 @@
-"""Head subspaces: which rows / columns of which HF GPT-NeoX weight a head owns.
+"""Head subspaces: which rows / columns of which attention weight a head owns.
 
-``query_key_value.weight`` has shape ``[3·d_model, d_model]`` with rows interleaved per head as
-``[head][q, k, v][d_head]``, so head h's ``[W_Q | W_K]`` rows are the contiguous range
-``h·3·d_head : h·3·d_head + 2·d_head`` and its ``W_V`` rows follow. Head h owns columns
-``h·d_head : (h+1)·d_head`` of ``attention.dense.weight``.
+The model's adapter (``mda_fast.adapters``) says which slices a head owns (``ModelAdapter.head_parts``); for
+GPT-NeoX, head h's ``[W_Q | W_K]`` rows of ``query_key_value.weight`` are ``h·3·d_head : h·3·d_head + 2·d_head``, its
+``W_V`` rows follow, and it owns columns ``h·d_head : (h+1)·d_head`` of ``attention.dense.weight``.
 
 A :class:`Block` is one Kronecker-factored parameter block with token inputs ``X`` (a slice of the module
 input) and output gradients ``Y`` (a slice of the module output gradient). Its gradient uses the HF weight
@@ -15,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import layers, neox_shape
+from .adapters import adapter_for
 
 MODES = ("qkvo", "qk")
-MODULES = ("query_key_value", "dense")
+MODULES = ("query_key_value", "dense")  # the GPT-NeoX adapter's modules
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,8 @@ class Block:
 
 
 def check_spec(model, spec) -> None:
-    s = neox_shape(model)
+    adapter = adapter_for(model)
+    s = adapter.shape(model)
     if not 0 <= spec.layer < s.n_layers:
         raise ValueError(f"{type(spec).__name__}.layer={spec.layer} out of range: the model has {s.n_layers} layers (0..{s.n_layers - 1})")
     if isinstance(spec, HeadSpec):
@@ -98,8 +98,10 @@ def check_spec(model, spec) -> None:
             raise ValueError(f"HeadSpec.head={spec.head} out of range: the model has {s.n_heads} heads per layer (0..{s.n_heads - 1})")
     elif not isinstance(spec, ModuleSpec):
         raise TypeError(f"expected a HeadSpec or ModuleSpec, got {type(spec).__name__}")
-    if isinstance(spec, HeadSpec) and spec.bias and _module(model, spec.layer, "query_key_value").bias is None:
-        raise ValueError(f"{spec} asks for bias entries but the model's query_key_value has no bias")
+    if isinstance(spec, HeadSpec) and spec.bias:
+        biased = {p.module for p in adapter.head_parts(s, spec.head, spec.mode).values() if p.head_bias}
+        if any(module_of(model, spec.layer, m).bias is None for m in biased):
+            raise ValueError(f"{spec} asks for bias entries but the model's {'/'.join(sorted(biased))} has no bias")
 
 
 def spec_has_bias(spec, model=None) -> bool:
@@ -107,29 +109,27 @@ def spec_has_bias(spec, model=None) -> bool:
     without a model, the Pythia case)."""
     if isinstance(spec, HeadSpec):
         return spec.bias
-    return True if model is None else _module(model, spec.layer, spec.module).bias is not None
+    return True if model is None else module_of(model, spec.layer, spec.module).bias is not None
 
 
 def head_blocks(model, spec) -> list[Block]:
     """The blocks of a HeadSpec or ModuleSpec, in a fixed order (qk, v, o)."""
     check_spec(model, spec)
-    s = neox_shape(model)
-    L, dh, dm = spec.layer, s.d_head, s.d_model
+    L = spec.layer
     if isinstance(spec, ModuleSpec):
-        mod = _module(model, L, spec.module)
+        mod = module_of(model, L, spec.module)
         has_b = mod.bias is not None
         d_out, d_in = mod.weight.shape
         return [Block(spec.name, L, spec.module, 0, d_out, 0, d_in, has_b)]
-    h, base = spec.head, spec.head * 3 * dh
-    blocks = [Block(f"{spec.name}.qk", L, "query_key_value", base, base + 2 * dh, 0, dm, spec.bias)]
-    if spec.mode == "qkvo":
-        blocks.append(Block(f"{spec.name}.v", L, "query_key_value", base + 2 * dh, base + 3 * dh, 0, dm, spec.bias))
-        blocks.append(Block(f"{spec.name}.o", L, "dense", 0, dm, h * dh, (h + 1) * dh, False))
-    return blocks
+    adapter = adapter_for(model)
+    parts = adapter.head_parts(adapter.shape(model), spec.head, spec.mode)
+    return [Block(f"{spec.name}.{part}", L, p.module, p.out_start, p.out_stop, p.in_start, p.in_stop,
+                  spec.bias and p.head_bias) for part, p in parts.items()]
 
 
-def _module(model, layer: int, module: str) -> torch.nn.Linear:
-    return getattr(layers(model)[layer].attention, module)
+def module_of(model, layer: int, module: str) -> torch.nn.Linear:
+    """The attention linear ``module`` of layer ``layer`` (the adapter's ``attention_module``)."""
+    return adapter_for(model).attention_module(model, layer, module)
 
 
 def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:
@@ -137,7 +137,7 @@ def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:
 
     With ``grad=True`` returns the same slice of ``weight.grad`` / ``bias.grad`` (for tests against autograd).
     """
-    mod = _module(model, block.layer, block.module)
+    mod = module_of(model, block.layer, block.module)
     w = mod.weight.grad if grad else mod.weight
     out = w[block.out_start:block.out_stop, block.in_start:block.in_stop]
     if block.bias:

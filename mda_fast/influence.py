@@ -42,13 +42,15 @@ class InfluenceScorer:
 
     Targets are ordered spec-major: ``target_names[i] = f"{spec.name}:{probe.name}"``. With ``tf32=True`` the
     training-sequence passes of a float32 model on a GPU use TF32 tensor cores (the probe gradients stay exact).
+    With ``compile=True`` the training-sequence passes run the lean forward's ``torch.compile``d pieces (opt-in:
+    equal to the eager scores up to fp rounding; the first batch pays the compilation).
     """
 
     def __init__(self, model, specs, factors: Factors, probe="induction", probe_kwargs: dict | None = None,
-                 backend: str | None = None, progress: bool = False, tf32: bool = False):
+                 backend: str | None = None, progress: bool = False, tf32: bool = False, compile: bool = False):
         if not isinstance(factors, Factors):
             raise TypeError(f"factors must be a mda_fast.Factors (from fit_ekfac or Factors.load), got {type(factors).__name__}")
-        self.model, self.backend, self.tf32 = model, backend, bool(tf32)
+        self.model, self.backend, self.tf32, self.compile = model, backend, bool(tf32), bool(compile)
         self.specs, blocks_per_spec = resolve_blocks(model, specs)
         factors.check(model, self.specs)
         check_model_finite(model)
@@ -129,7 +131,7 @@ class InfluenceScorer:
         mask = check_mask(mask, labels.shape)
         blocks = list(self.blocks.values())
         with tf32_matmuls(self.tf32 and inputs.device.type == "cuda"):
-            res = capture(self.model, inputs, blocks, loss_objective(labels, mask))
+            res = capture(self.model, inputs, blocks, loss_objective(labels, mask), compile=self.compile)
         parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
         scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
         if rows is not None and len(rows) != scores.shape[0]:

@@ -5,7 +5,7 @@ import torch
 
 from .attention import attention_pattern
 from .finite import check_model_finite
-from .model import check_gpt_neox, layers, neox_shape
+from .adapters import adapter_for
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
 
 METRICS = ("prefix_matching", "prev_token")
@@ -19,20 +19,21 @@ def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: i
     ``prefix_matching``: mean attention from each second-copy position i to i−seq_len+1;
     ``prev_token``: mean attention from t to t−1 over t ≥ 1.
     """
-    check_gpt_neox(model)
+    adapter = adapter_for(model)
+    adapter.check(model)
     check_model_finite(model)
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"unknown localization metric {m!r}; expected one of {METRICS}")
-    s = neox_shape(model)
+    s = adapter.shape(model)
     if not isinstance(seq_len, int) or seq_len < 2 or 2 * seq_len > s.max_positions:
         raise ValueError(f"seq_len must be an int with 2 <= seq_len and 2*seq_len <= context {s.max_positions}, got {seq_len!r}")
     high = high if high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
     device = next(model.parameters()).device
     ids = repeated_random_tokens(n, seq_len, low, high, seed, device)
     qkv = {}
-    handles = [layer.attention.query_key_value.register_forward_hook(
-        lambda mod, args, out, L=L: qkv.__setitem__(L, out)) for L, layer in enumerate(layers(model))]
+    handles = [adapter.attention_module(model, L, adapter.qkv_module).register_forward_hook(
+        lambda mod, args, out, L=L: qkv.__setitem__(L, out)) for L in range(s.n_layers)]
     totals = {m: torch.zeros(s.n_layers, s.n_heads, dtype=torch.float64) for m in metrics}
     q_pm, k_pm = prefix_matching_pairs(seq_len)
     t = torch.arange(1, 2 * seq_len)

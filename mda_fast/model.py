@@ -1,18 +1,21 @@
-"""GPT-NeoX (Pythia) adapter: validation, module lookup, rotary parameters, loading.
+"""Loading checkpoints, and the model-facing names of the core (re-exported from the model's adapter).
 
-Works with the transformers 4.4x config layout (``rotary_pct``, ``rotary_emb_base``) and the 5.x layout
-(``rope_parameters = {"rope_theta", "partial_rotary_factor"}``). Tested: transformers 5.23.0.
+``load_pythia`` / ``read_model_config`` validate a checkpoint's ``config.json`` first (its ``model_type`` picks the
+adapter, ``mda_fast.adapters``), then build the adapter's HF model class. ``neox_shape``, ``check_gpt_neox``,
+``backbone``, ``layers`` dispatch to ``adapter_for(model)``; ``rotary_params``, ``config_shape`` and ``NeoXShape``
+(an alias of ``ModelShape``) are the GPT-NeoX adapter's.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
-from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError
 
+from .adapters import ModelShape, adapter_for, adapter_for_type
+from .adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
 from .errors import ModelError, one_line
 
 try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
@@ -20,80 +23,42 @@ try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
 except ImportError:  # pragma: no cover - older huggingface_hub
     _ConfigInvalid = ValueError
 
+__all__ = ["ModelShape", "NeoXShape", "WEIGHT_FILES", "backbone", "check_gpt_neox", "check_model", "config_shape",
+           "layers", "load_pythia", "model_shape", "neox_shape", "read_model_config", "rotary_params"]
 
-@dataclass(frozen=True)
-class NeoXShape:
-    n_layers: int
-    n_heads: int
-    d_model: int
-    d_head: int
-    rotary_ndims: int
-    rotary_base: float
-    vocab_size: int
-    max_positions: int
+_NEOX = GPTNeoXAdapter()
 
 
 def check_gpt_neox(model) -> None:
     """Raise TypeError unless ``model`` is a HF GPT-NeoX causal LM (``GPTNeoXForCausalLM`` or ``GPTNeoXModel``)."""
-    config = getattr(model, "config", None)
-    if not isinstance(model, torch.nn.Module) or config is None or getattr(config, "model_type", None) != "gpt_neox":
-        got = type(model).__name__
-        mtype = getattr(config, "model_type", None)
-        raise TypeError(
-            f"expected a HF GPT-NeoX model (GPTNeoXForCausalLM, config.model_type == 'gpt_neox'); got {got}"
-            + (f" with model_type={mtype!r}" if mtype else "")
-        )
-    if backbone(model) is None:
-        raise TypeError(f"{type(model).__name__} has no GPT-NeoX backbone (.gpt_neox or .layers) to hook")
+    _NEOX.check(model)
+
+
+def check_model(model) -> None:
+    """Raise unless ``model`` is a usable model of a registered architecture (``TypeError`` / ``ModelError``)."""
+    adapter_for(model).check(model)
 
 
 def backbone(model):
-    """The ``GPTNeoXModel`` inside a causal LM (or the model itself)."""
-    if hasattr(model, "gpt_neox"):
-        return model.gpt_neox
-    if hasattr(model, "layers") and hasattr(model, "embed_in"):
-        return model
-    return None
+    """The transformer inside a causal LM (or the model itself); None if there is none."""
+    return adapter_for(model).backbone(model)
 
 
 def layers(model):
-    return backbone(model).layers
+    return adapter_for(model).layers(model)
 
 
-def rotary_params(config) -> tuple[int, float]:
-    """(rotary_ndims, base) for both config layouts."""
-    d_head = config.hidden_size // config.num_attention_heads
-    rope = getattr(config, "rope_parameters", None)
-    if isinstance(rope, dict) and ("partial_rotary_factor" in rope or "rope_theta" in rope):
-        pct = rope.get("partial_rotary_factor", getattr(config, "rotary_pct", 1.0))
-        base = rope.get("rope_theta", getattr(config, "rotary_emb_base", 10000.0))
-        rope_type = rope.get("rope_type", "default")
-        if rope_type not in (None, "default"):
-            raise ValueError(f"rope_type {rope_type!r} is not supported; expected 'default' (Pythia)")
-    else:
-        pct = getattr(config, "rotary_pct", 1.0)
-        base = getattr(config, "rotary_emb_base", 10000.0)
-    return int(d_head * pct), float(base)
+def config_shape(config) -> ModelShape:
+    """The ``ModelShape`` of a config (no weights needed), by its ``model_type`` (GPT-NeoX if it has none)."""
+    return adapter_for_type(getattr(config, "model_type", None) or "gpt_neox", "the config").config_shape(config)
 
 
-def config_shape(config) -> NeoXShape:
-    """The ``NeoXShape`` of a GPT-NeoX config (no weights needed)."""
-    rot, base = rotary_params(config)
-    return NeoXShape(
-        n_layers=config.num_hidden_layers,
-        n_heads=config.num_attention_heads,
-        d_model=config.hidden_size,
-        d_head=config.hidden_size // config.num_attention_heads,
-        rotary_ndims=rot,
-        rotary_base=base,
-        vocab_size=config.vocab_size,
-        max_positions=config.max_position_embeddings,
-    )
+def model_shape(model) -> ModelShape:
+    """The ``ModelShape`` of a model (checked by its adapter)."""
+    return adapter_for(model).shape(model)
 
 
-def neox_shape(model) -> NeoXShape:
-    check_gpt_neox(model)
-    return config_shape(model.config)
+neox_shape = model_shape
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
@@ -124,15 +89,8 @@ def _unreachable(name: str, revision: str | None, error: BaseException) -> Model
         f"local save_pretrained directory (and set HF_HUB_OFFLINE=1 to never try the network)")
 
 
-def _check_model_type(model_type, where: str) -> None:
-    if model_type != "gpt_neox":
-        raise ModelError(f"{where} has model_type {model_type!r}; expected 'gpt_neox' "
-                         "(mda-fast supports Pythia / GPT-NeoX checkpoints only)")
-
-
-def _check_local_dir(path: str) -> str:
-    """Validate a local checkpoint directory before anything is built: ``config.json`` is GPT-NeoX and a weight
-    file (or every shard of a sharded index) is present. Returns the path of ``config.json``."""
+def _local_adapter(path: str):
+    """``(config.json path, adapter)`` of a local checkpoint directory, from its raw ``config.json``."""
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise ModelError(f"model directory {path!r} has no config.json; expected a save_pretrained GPT-NeoX checkpoint "
@@ -144,7 +102,11 @@ def _check_local_dir(path: str) -> str:
         raise ModelError(f"{cfg_path} is not readable JSON ({one_line(e)}); expected a GPT-NeoX model config") from None
     if not isinstance(raw, dict):
         raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a GPT-NeoX model config object")
-    _check_model_type(raw.get("model_type"), cfg_path)
+    return cfg_path, adapter_for_type(raw.get("model_type"), cfg_path)
+
+
+def _check_weight_files(path: str) -> None:
+    """A weight file (or every shard of a sharded index) is present in the checkpoint directory ``path``."""
     present = [f for f in WEIGHT_FILES if os.path.isfile(os.path.join(path, f))]
     if not present:
         raise ModelError(f"model directory {path!r} has config.json but no weight file; expected one of "
@@ -161,21 +123,48 @@ def _check_local_dir(path: str) -> str:
         if missing:
             raise ModelError(f"model directory {path!r} lacks {len(missing)} of the {len(shards)} weight shards listed "
                              f"in {present[0]} (first: {missing[0]}); expected every shard (the checkpoint is incomplete)")
-    return cfg_path
+
+
+def _local_config(name: str):
+    """``(config, adapter, where)`` of a local checkpoint directory, validated before anything is built."""
+    where, adapter = _local_adapter(name)
+    _check_weight_files(name)
+    try:
+        config = adapter.config_class().from_pretrained(name)
+    except (OSError, ValueError, TypeError, KeyError, _ConfigInvalid) as e:
+        raise ModelError(f"{where} is not a valid GPT-NeoX config ({one_line(e)})") from None
+    return config, adapter, where
+
+
+def _hub_config(name: str, revision: str | None):
+    """``(config, adapter, where)`` of a Hugging Face model id (from the cache, or downloaded)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from transformers import AutoConfig
+
+    where = f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        validate_repo_id(name)
+    except HFValidationError as e:
+        raise ModelError(f"model {name!r} is neither a local directory nor a valid Hugging Face model id "
+                         f"({one_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m") from None
+    kwargs = {"revision": revision} if revision is not None else {}
+    try:
+        config = AutoConfig.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise _unreachable(name, revision, e) from None
+    except (ValueError, _ConfigInvalid) as e:  # a config transformers cannot parse
+        raise ModelError(f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
+                         "such as EleutherAI/pythia-14m") from None
+    return config, adapter_for_type(getattr(config, "model_type", None), where), where
 
 
 def _read_config(name_or_path: str, revision: str | None):
-    """The validated HF GPT-NeoX config of a local directory or a hub model (weights untouched)."""
+    """``(config, adapter)``: the validated HF config of a local directory or a hub model (weights untouched)."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         raise ModelError(f"model name must be a non-empty HF model id or directory, got {name_or_path!r}")
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
-        where = _check_local_dir(name)
-        try:
-            from transformers import GPTNeoXConfig
-            config = GPTNeoXConfig.from_pretrained(name)
-        except (OSError, ValueError, TypeError, KeyError, _ConfigInvalid) as e:
-            raise ModelError(f"{where} is not a valid GPT-NeoX config ({one_line(e)})") from None
+        config, adapter, where = _local_config(name)
     elif os.path.exists(name):
         raise ModelError(f"model path {name!r} is a file; expected a checkpoint directory (config.json + weights) "
                          "or a Hugging Face model id such as EleutherAI/pythia-14m")
@@ -183,72 +172,37 @@ def _read_config(name_or_path: str, revision: str | None):
         raise ModelError(f"model directory {name!r} does not exist; expected a save_pretrained checkpoint directory "
                          "or a Hugging Face model id such as EleutherAI/pythia-14m")
     else:
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-        from transformers import AutoConfig
-
-        where = f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
-        try:
-            validate_repo_id(name)
-        except HFValidationError as e:
-            raise ModelError(f"model {name!r} is neither a local directory nor a valid Hugging Face model id "
-                             f"({one_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m") from None
-        kwargs = {"revision": revision} if revision is not None else {}
-        try:
-            config = AutoConfig.from_pretrained(name, **kwargs)
-        except OSError as e:
-            raise _unreachable(name, revision, e) from None
-        except (ValueError, _ConfigInvalid) as e:  # a config transformers cannot parse
-            raise ModelError(f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
-                             "such as EleutherAI/pythia-14m") from None
-        _check_model_type(getattr(config, "model_type", None), where)
+        config, adapter, where = _hub_config(name, revision)
     try:
-        config_shape(config)
+        adapter.config_shape(config)
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of "
                              f"num_attention_heads {config.num_attention_heads}")
     except (ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
         raise ModelError(f"{where}: unsupported GPT-NeoX config ({one_line(e)})") from None
-    return config
+    return config, adapter
 
 
-def read_model_config(name_or_path: str, revision: str | None = None) -> NeoXShape:
+def read_model_config(name_or_path: str, revision: str | None = None) -> ModelShape:
     """The shape of a GPT-NeoX checkpoint (layers, heads, widths, rotary, vocabulary, context) read from its
     ``config.json`` only: cheap, and it raises the same ``ModelError`` as ``load_pythia`` for a non-GPT-NeoX
     config, a local directory without weights, or a hub model that is not in the local cache without network."""
-    return config_shape(_read_config(name_or_path, revision))
+    config, adapter = _read_config(name_or_path, revision)
+    return adapter.config_shape(config)
 
 
-def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", attn_implementation: str | None = None):
-    """Load a Pythia / GPT-NeoX checkpoint with ``GPTNeoXForCausalLM.from_pretrained``.
-
-    ``revision`` selects a training checkpoint on the hub (e.g. ``"step1000"``); it is ignored for local paths.
-    The config is read and checked first (``ModelError`` before any model is built, see ``read_model_config``);
-    a weight file that cannot be read or lacks some of the model's weights also raises ``ModelError``.
-    The model is returned in eval mode with its parameters frozen.
-    """
-    from transformers import GPTNeoXForCausalLM
-
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
-    config = _read_config(name_or_path, revision)
-    name = os.fspath(name_or_path)
-    local = os.path.isdir(name)
-    kwargs = {"revision": revision} if revision is not None and not local else {}
-    kwargs["ignore_mismatched_sizes"] = True  # reported below as one ModelError naming a mismatched tensor
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
+def _from_pretrained(cls, name: str, revision: str | None, kwargs: dict, dtype: torch.dtype):
+    """``cls.from_pretrained`` with loading info, every failure turned into one ``ModelError``."""
     from transformers.utils import logging as hf_logging
 
+    local = os.path.isdir(name)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # no load-report table before our one-line error; missing keys raise below
     try:
         try:
-            model, info = GPTNeoXForCausalLM.from_pretrained(name, config=config, dtype=dtype,
-                                                             output_loading_info=True, **kwargs)
+            return cls.from_pretrained(name, dtype=dtype, output_loading_info=True, **kwargs)
         except TypeError:  # transformers 4.4x spells it torch_dtype
-            model, info = GPTNeoXForCausalLM.from_pretrained(name, config=config, torch_dtype=dtype,
-                                                             output_loading_info=True, **kwargs)
+            return cls.from_pretrained(name, torch_dtype=dtype, output_loading_info=True, **kwargs)
     except OSError as e:
         if not local:
             raise _unreachable(name, revision, e) from None
@@ -263,6 +217,10 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
                          "weights that match its config.json (the checkpoint is damaged or mixed up)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def _check_loading_info(name: str, info: dict) -> None:
+    """Refuse weights whose shapes differ from config.json, or that lack some of the model's tensors."""
     mismatched = sorted(info.get("mismatched_keys") or [], key=lambda t: str(t[0]))
     if mismatched:
         key, *shapes = mismatched[0]
@@ -274,9 +232,30 @@ def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dty
     if missing:
         raise ModelError(f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "
                          "expected a complete GPT-NeoX checkpoint (they would be left randomly initialised)")
-    check_gpt_neox(model)
+
+
+def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu", attn_implementation: str | None = None):
+    """Load a Pythia / GPT-NeoX checkpoint with ``GPTNeoXForCausalLM.from_pretrained`` (the adapter's model class).
+
+    ``revision`` selects a training checkpoint on the hub (e.g. ``"step1000"``); it is ignored for local paths.
+    The config is read and checked first (``ModelError`` before any model is built, see ``read_model_config``);
+    a weight file that cannot be read or lacks some of the model's weights also raises ``ModelError``.
+    The model is returned in eval mode with its parameters frozen.
+    """
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
+    config, adapter = _read_config(name_or_path, revision)
+    name = os.fspath(name_or_path)
+    kwargs = {"revision": revision} if revision is not None and not os.path.isdir(name) else {}
+    kwargs["config"] = config
+    kwargs["ignore_mismatched_sizes"] = True  # reported below as one ModelError naming a mismatched tensor
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model, info = _from_pretrained(adapter.model_class(), name, revision, kwargs, dtype)
+    _check_loading_info(name, info)
+    adapter.check(model)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-

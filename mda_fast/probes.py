@@ -28,7 +28,7 @@ import torch
 
 from .attention import attention_pattern
 from .errors import ConfigError
-from .model import neox_shape
+from .model import model_shape
 
 PYTHIA_REAL_VOCAB = 50277  # ids >= this are untrained padding rows of Pythia's 50304-row embedding
 
@@ -94,7 +94,7 @@ class Probe:
             raise ConfigError(f"probe {self.name!r}: target={self.target!r} is not one of {self.targets}{hint}")
 
     def inputs(self, model) -> torch.Tensor:
-        s = neox_shape(model)
+        s = model_shape(model)
         if 2 * self.L > s.max_positions:
             raise ValueError(f"probe length L={self.L} needs 2L={2 * self.L} positions but the model's context is {s.max_positions}")
         high = self.high if self.high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
@@ -136,7 +136,7 @@ class PrefixMatchingProbe(Probe):
     per_head = True
 
     def objective(self, model, spec, input_ids, logits, hooks):
-        pat = attention_pattern(hooks.qkv(spec.layer), neox_shape(model), heads=[spec.head])[:, 0]
+        pat = attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
         q, k = prefix_matching_pairs(self.L)
         return pat[:, q, k].mean(dim=1) / input_ids.shape[0]
 
@@ -147,7 +147,7 @@ class PrevTokenProbe(Probe):
     per_head = True
 
     def objective(self, model, spec, input_ids, logits, hooks):
-        pat = attention_pattern(hooks.qkv(spec.layer), neox_shape(model), heads=[spec.head])[:, 0]
+        pat = attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
         t = torch.arange(1, pat.shape[-1], device=pat.device)
         return pat[:, t, t - 1].mean(dim=1) / input_ids.shape[0]
 

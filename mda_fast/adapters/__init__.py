@@ -1,0 +1,57 @@
+"""Model adapters: the one place that knows an architecture (see :mod:`mda_fast.adapters.base`).
+
+``adapter_for(model)`` picks the adapter of ``model.config.model_type``; ``register_adapter`` adds one. A second
+architecture is one new file implementing :class:`ModelAdapter`, plus a ``register_adapter`` call.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import HeadPart, ModelAdapter, ModelShape, UnsupportedModelError
+from .gpt_neox import GPTNeoXAdapter
+
+__all__ = ["GPTNeoXAdapter", "HeadPart", "ModelAdapter", "ModelShape", "UnsupportedModelError", "adapter_for",
+           "adapter_for_type", "register_adapter", "registered_model_types", "unregister_adapter"]
+
+_ADAPTERS: dict[str, ModelAdapter] = {}
+
+
+def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
+    """Serve ``adapter.model_type`` with ``adapter`` (replacing any earlier one); returns it."""
+    if not isinstance(adapter, ModelAdapter):
+        raise TypeError(f"register_adapter expects a ModelAdapter instance, got {type(adapter).__name__}")
+    _ADAPTERS[adapter.model_type] = adapter
+    return adapter
+
+
+def unregister_adapter(model_type: str) -> None:
+    """Stop serving ``model_type`` (no error if it was not registered)."""
+    _ADAPTERS.pop(model_type, None)
+
+
+def registered_model_types() -> tuple[str, ...]:
+    return tuple(sorted(_ADAPTERS))
+
+
+def adapter_for_type(model_type, where: str = "the model") -> ModelAdapter:
+    """The adapter of ``model_type``; ``UnsupportedModelError`` (a ``ModelError``, one line) if none serves it."""
+    adapter = _ADAPTERS.get(model_type)
+    if adapter is None:
+        families = " / ".join(a.family for a in _ADAPTERS.values())
+        raise UnsupportedModelError(
+            f"{where} has model_type {model_type!r}; expected {' or '.join(map(repr, registered_model_types()))} "
+            f"(mda-fast supports {families} checkpoints only)")
+    return adapter
+
+
+def adapter_for(model) -> ModelAdapter:
+    """The adapter of a HF model (by ``model.config.model_type``). An object that is no HF model at all raises
+    ``TypeError`` (the GPT-NeoX adapter's message); an unknown model_type raises ``UnsupportedModelError``."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if not isinstance(model, torch.nn.Module) or model_type is None:
+        _ADAPTERS.get("gpt_neox", GPTNeoXAdapter()).check(model)  # raises the TypeError naming what was expected
+    return adapter_for_type(model_type, f"{type(model).__name__}")
+
+
+register_adapter(GPTNeoXAdapter())

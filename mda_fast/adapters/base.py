@@ -1,0 +1,149 @@
+"""The model adapter interface: everything the core needs to know about one architecture.
+
+The core (heads → capture → EK-FAC → kernels → scorer) never names a module of a particular model; it asks the
+model's :class:`ModelAdapter` (``mda_fast.adapters.adapter_for(model)``, dispatched on ``config.model_type``):
+
+* **what the model is**: :meth:`~ModelAdapter.check` (raise unless the object is a usable model of this
+  architecture), :meth:`~ModelAdapter.config_shape` (a :class:`ModelShape` from a config, no weights),
+  :meth:`~ModelAdapter.shape`, and for loading :meth:`~ModelAdapter.config_class` / :meth:`~ModelAdapter.model_class`;
+* **where things are**: :meth:`~ModelAdapter.backbone` (the transformer without its LM head),
+  :meth:`~ModelAdapter.layers` (the layer loop), :meth:`~ModelAdapter.attention_module` (the linear of layer L
+  named by one of :attr:`~ModelAdapter.modules`; a capture hooks its input X and its output gradient Y there);
+* **which parameters a head owns**: :meth:`~ModelAdapter.head_parts`, the row / column ranges of head h in each
+  module, as :class:`HeadPart` slices (``heads.head_blocks`` turns them into Kronecker blocks);
+* **attention**: :meth:`~ModelAdapter.split_qkv` (per-head q, k, v from the captured ``qkv_module`` output) and
+  :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores), for attention-pattern
+  probes and localization;
+* **the lean forward** (optional, ``mda_fast.lean_forward``): :meth:`~ModelAdapter.lean_supports`,
+  :meth:`~ModelAdapter.lean_begin`, :meth:`~ModelAdapter.lean_layer`, :meth:`~ModelAdapter.lean_end`. An adapter
+  that leaves them out gets HF's forward with hooks, which is always correct.
+
+A second architecture (GPT-2, Llama, ...) is one new file: a subclass of :class:`ModelAdapter` implementing these
+methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) is the only
+adapter for now.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import torch
+
+from ..errors import ModelError
+
+
+class UnsupportedModelError(ModelError, TypeError):
+    """A model whose ``config.model_type`` has no registered adapter (also a ``TypeError``, as before adapters)."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes the core needs: layers, heads, widths, rotary, vocabulary, context (and which adapter)."""
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    rotary_ndims: int
+    rotary_base: float
+    vocab_size: int
+    max_positions: int
+    model_type: str = "gpt_neox"
+
+
+@dataclass(frozen=True)
+class HeadPart:
+    """One slice ``W[out_start:out_stop, in_start:in_stop]`` of an attention module that a head owns.
+
+    ``head_bias``: the module's bias rows ``out_start:out_stop`` belong to this head alone (so a
+    ``HeadSpec(bias=True)`` tracks them); False for a bias shared by all heads (an output projection's)."""
+    module: str
+    out_start: int
+    out_stop: int
+    in_start: int
+    in_stop: int
+    head_bias: bool
+
+
+Tap = Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``tap(layer, module, module_input, module_output) -> module_output``: the lean forward's capture point."""
+
+
+class ModelAdapter(abc.ABC):
+    """One architecture's answers to the core's questions (see the module docstring)."""
+
+    model_type: ClassVar[str]                 # config.model_type this adapter serves
+    family: ClassVar[str]                     # human name for messages, e.g. "Pythia / GPT-NeoX"
+    modules: ClassVar[tuple[str, ...]]        # attention module names a Block may live in
+    qkv_module: ClassVar[str]                 # the module whose output split_qkv reads
+
+    # ---- what the model is -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def check(self, model) -> None:
+        """Raise ``TypeError`` unless ``model`` is a usable model of this architecture."""
+
+    @abc.abstractmethod
+    def config_shape(self, config) -> ModelShape:
+        """The :class:`ModelShape` of a config (no weights needed); ``ValueError`` for an unsupported one."""
+
+    def shape(self, model) -> ModelShape:
+        self.check(model)
+        return self.config_shape(model.config)
+
+    @abc.abstractmethod
+    def config_class(self):
+        """The HF config class that reads a local ``config.json`` of this architecture."""
+
+    @abc.abstractmethod
+    def model_class(self):
+        """The HF causal-LM class that ``load_pythia`` builds with ``from_pretrained``."""
+
+    # ---- where things are ------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def backbone(self, model):
+        """The transformer without its LM head (``model`` itself for a bare backbone), or None."""
+
+    @abc.abstractmethod
+    def layers(self, model) -> Sequence[torch.nn.Module]:
+        """The transformer layers, bottom to top."""
+
+    @abc.abstractmethod
+    def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:
+        """The linear ``module`` (one of :attr:`modules`) of layer ``layer``'s attention."""
+
+    # ---- which parameters a head owns ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def head_parts(self, shape: ModelShape, head: int, mode: str) -> dict[str, HeadPart]:
+        """``{part: HeadPart}`` of head ``head`` in a fixed order: ``qk`` (W_Q|W_K), then in mode "qkvo" ``v``
+        (W_V) and ``o`` (W_O)."""
+
+    # ---- attention -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def split_qkv(self, qkv: torch.Tensor, shape: ModelShape, heads=None):
+        """The ``qkv_module`` output ``[N, T, d]`` → q, k, v each ``[N, H', T, d_head]`` (heads ``heads``)."""
+
+    @abc.abstractmethod
+    def rotate_qk(self, q: torch.Tensor, k: torch.Tensor, shape: ModelShape):
+        """q, k ``[..., T, d_head]`` with the model's positional rotation applied (computed in q's dtype)."""
+
+    def check_attention(self, shape: ModelShape) -> None:
+        """Raise ``ModelError`` where the attention pattern is not well defined (default: always defined)."""
+
+    # ---- lean forward (optional) -----------------------------------------------------------------------------
+    def lean_supports(self, model, attention_mask: torch.Tensor | None = None) -> bool:
+        """True when the lean hooks below reproduce ``model``'s forward exactly (default: no lean forward)."""
+        return False
+
+    def lean_begin(self, model, input_ids: torch.Tensor, compile: bool = False):
+        """``(h, state)``: the embedded inputs and whatever the layers share (rotary tables); run without grad.
+        With ``compile``, the layers may run ``torch.compile``d pieces (same arithmetic up to fp rounding)."""
+        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
+
+    def lean_layer(self, model, layer: int, h: torch.Tensor, state, tap: Tap, grad_heads) -> torch.Tensor:
+        """One layer on ``h``; every module output passes ``tap``; ``grad_heads(layer, qkv) -> set | None`` says
+        which heads' attention needs autograd (None: all)."""
+        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
+
+    def lean_end(self, model, h: torch.Tensor):
+        """``(hidden, lm_weight)``: the final hidden states and the bias-free unembedding ``[vocab, d_model]``."""
+        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
