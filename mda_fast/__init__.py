@@ -1,4 +1,5 @@
 """mda-fast: Mechanistic Data Attribution (arXiv 2601.21996) for GPT-NeoX / Pythia attention heads."""
+from .adapters import ModelAdapter, ModelShape, adapter_for, register_adapter
 from .capture import per_sample_head_grads
 from .errors import ConfigError, DataError, MdaFastError, ModelError, NonFiniteError, OutputError, StateError
 from .ekfac import Factors, fit_ekfac
@@ -16,7 +17,7 @@ except PackageNotFoundError:  # pragma: no cover - a source tree that was never 
     __version__ = "0+unknown"
 
 __all__ = [
-    "Block", "ConfigError", "DataError", "Factors", "MdaFastError", "ModelError", "NonFiniteError",
+    "Block", "ConfigError", "ModelAdapter", "ModelShape", "adapter_for", "register_adapter", "DataError", "Factors", "MdaFastError", "ModelError", "NonFiniteError",
     "OutputError", "StateError", "HeadSpec", "InfluenceScorer", "ModuleSpec", "Probe", "fit_ekfac", "get_probe",
     "head_blocks", "load_pythia", "localize", "localize_all", "per_sample_head_grads", "register_probe",
 ]

@@ -22,11 +22,9 @@ if [ "${1:-}" = "--test" ]; then
   "${PIP[@]}" "triton==3.7.1" || echo "triton unavailable: Triton tests will be skipped"
 fi
 # the package (compiles mda_fast._C: C++/OpenMP kernels, and CUDA kernels when nvcc is found)
-# this build runs where it is built: -march=native for the CPU kernels (a wheel for elsewhere: MDA_FAST_NATIVE=OFF)
+# an editable install (scikit-build-core): Python files from this tree, mda_fast._C compiled into build/ and
+# installed beside them, so `python -m pytest` and `python -m mda_fast` from the repository root see the same package.
+# This build runs where it is built: -march=native for the CPU kernels (a wheel for elsewhere: MDA_FAST_NATIVE=OFF).
 MDA_FAST_NATIVE="${MDA_FAST_NATIVE:-ON}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  "$VPY" -m pip install -q --no-build-isolation --no-deps .
-# also drop the compiled module into the source tree (gitignored), so `python -m pytest` / `python -m mda_fast.cli`
-# run from the repository root (where ./mda_fast shadows the installed package) find it too
-SO="$(cd / && "$VPY" -c "import mda_fast._C as c; print(c.__file__)")"
-cp -f "$SO" "$ROOT/mda_fast/"
+  "$VPY" -m pip install -q --no-build-isolation --no-deps -e .
 (cd / && "$VPY" -c "import mda_fast, mda_fast.kernels as k; print('mda_fast', mda_fast.__version__, k.build_info())")

@@ -26,7 +26,7 @@ NEEDS_MODEL = ("localize", "fit", "score", "intervene")
 class Facts:
     """What validation read: the data (``PythiaBatches``) and the model config, where the command needs them."""
     data: Optional[object] = None
-    model_config: Optional[object] = None  # mda_fast.model.NeoXShape
+    model_config: Optional[object] = None  # mda_fast.adapters.ModelShape
 
 
 def check_device(cfg: Config) -> None:
