@@ -1,9 +1,11 @@
-"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers and the synthetic demo corpus."""
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers, the category sidecar and the
+synthetic demo corpus."""
 
+from .categories import load_category_sidecar, write_category_sidecar
 from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
                        shard_bin_paths, write_megatron)
 from .pythia import PythiaBatches
-from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus, load_category_sidecar
+from .synthetic import CATEGORIES, SyntheticConfig, generate_corpus
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
 __all__ = [
@@ -24,4 +26,5 @@ __all__ = [
     "SyntheticConfig",
     "generate_corpus",
     "load_category_sidecar",
+    "write_category_sidecar",
 ]

@@ -5,9 +5,9 @@ Documents come from eight labelled generators (``CATEGORIES``). They are byte-to
 is cut into ``seq_len``-token rows, the way Pythia packs the Pile (a document may span rows). Rows are written as a
 Megatron dataset (uint16, one entry per row), so :class:`~mda_fast.data.PythiaBatches` reads them in step order.
 
-Sidecar: ``<prefix>.categories.npy`` float32 ``[n_rows, n_categories]``, the fraction of each row's tokens that
-come from each category (an EOD counts toward the document it ends), and ``<prefix>.categories.json``
-``{"categories", "seq_len", "n_rows", "config", ...}``. Attribution never reads them; analysis does.
+Sidecar: the corpus carries a category sidecar (format: :mod:`mda_fast.data.categories`), the fraction of each
+row's tokens that come from each category (an EOD counts toward the document it ends), with metadata
+``{"categories", "seq_len", "n_rows", "config", "token_share", "n_documents", "eod_id", "tokenizer"}``.
 
 Two packings (``SyntheticConfig.packing``):
 
@@ -17,8 +17,8 @@ Two packings (``SyntheticConfig.packing``):
 * ``"rows"``: every row holds one category. It starts at a document boundary and is filled with that category's
   documents, each followed by EOD, and cut at the row's end. Category ``c`` gets ``round(w_c / sum(w) * n_rows)``
   rows (largest remainders), in a seeded random order. A tiny model forms an induction head on row-aligned
-  repeated text far sooner than on the same text stream-packed (measured in ``shared/notes/toy-induction.md``
-  and the demo's note in ``mda_fast/configs/demo.toml``), so the CPU demo uses ``"rows"``.
+  repeated text far sooner than on the same text stream-packed (see the note in ``mda_fast/configs/demo.toml``),
+  so the CPU demo uses ``"rows"``.
 
 Each category draws from its own seeded stream, and a further stream shuffles the document (or row) order.
 """
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .categories import load_category_sidecar, write_category_sidecar
 from .megatron import write_megatron
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 
 CATEGORIES = ["prose", "xml", "latex", "code", "hexlog", "base64", "csv", "repeat"]
 
-# Calibration (/work/shared/notes/toy-induction.md): ~60% repeated structure forms a head in ~1600-1800 steps.
+# Calibration (measured on the CPU demo): ~60% repeated structure forms a head in ~1600-1800 steps.
 DEFAULT_MIX = {
     "prose": 0.20,
     "xml": 0.15,
@@ -386,7 +386,6 @@ def generate_corpus(out_prefix, config: SyntheticConfig, n_shards: int = 1, prog
         tokens, labels = pack_documents(docs, config.seq_len, config.n_sequences)
     paths = write_megatron(out_prefix, tokens, dtype=np.uint16, n_shards=n_shards)
     fractions = category_fractions(labels)
-    np.save(out_prefix + ".categories.npy", fractions)
     counts = np.bincount(labels.reshape(-1), minlength=len(CATEGORIES))
     n_docs_used = int((tokens == _EOD).sum()) + (0 if tokens.reshape(-1)[-1] == _EOD else 1)
     if config.packing == "rows":  # every row not ending in EOD holds the start of a truncated document
@@ -401,27 +400,6 @@ def generate_corpus(out_prefix, config: SyntheticConfig, n_shards: int = 1, prog
         "eod_id": _EOD,
         "tokenizer": "bytes",
     }
-    with open(out_prefix + ".categories.json", "w") as f:
-        json.dump(meta, f, indent=1)
-    return {**meta, "paths": paths + [out_prefix + ".categories.npy", out_prefix + ".categories.json"]}
-
-
-def load_category_sidecar(prefix) -> Optional[Tuple[np.ndarray, List[str]]]:
-    """``(fractions [n_rows, n_categories] float32, category names)``, or ``None`` when there is no sidecar."""
-    prefix = os.fspath(prefix)
-    for ext in (".idx", ".bin"):
-        if prefix.endswith(ext):
-            prefix = prefix[: -len(ext)]
-    npy, js = prefix + ".categories.npy", prefix + ".categories.json"
-    if not os.path.isfile(npy):
-        return None
-    if not os.path.isfile(js):
-        raise FileNotFoundError(f"{npy!r} exists but its metadata {js!r} does not")
-    with open(js) as f:
-        meta = json.load(f)
-    fr = np.load(npy)
-    names = list(meta["categories"])
-    if fr.shape != (meta["n_rows"], len(names)):
-        raise ValueError(f"{npy!r}: shape {fr.shape} disagrees with {js!r} (n_rows={meta['n_rows']}, "
-                         f"{len(names)} categories)")
-    return fr, names
+    side = write_category_sidecar(out_prefix, fractions, CATEGORIES,
+                                  **{k: v for k, v in meta.items() if k != "categories"})
+    return {**meta, "paths": paths + side}
