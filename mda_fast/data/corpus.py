@@ -336,11 +336,11 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
     from tqdm.auto import tqdm
 
     files, docs, cats = [], [], []
-    total_bytes = 0
     for rec in cands:
+        rec["size"] = 0
         with contextlib.suppress(OSError):
-            total_bytes += os.path.getsize(rec["abs"])
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="corpus", disable=not progress)
+            rec["size"] = os.path.getsize(rec["abs"])
+    bar = tqdm(total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus", disable=not progress)
     batch: List[Tuple[dict, str]] = []
 
     def flush():
@@ -368,7 +368,7 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
             if len(batch) >= 64 or pending >= 1 << 24:
                 flush()
                 pending = 0
-        bar.update(size if data is not None else 0)
+        bar.update(rec["size"])
     flush()
     bar.close()
     skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
