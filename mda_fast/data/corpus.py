@@ -13,7 +13,7 @@ documents into rows of ``seq_len`` tokens and writes, next to ``PREFIX``:
 
 Order is deterministic: roots in the order given, files by relative POSIX path (byte order); the same files and
 options give byte-identical outputs. Hidden entries (names starting with ``.``, e.g. ``.git``) are left out unless
-``include_hidden``; directory symlinks are not followed; the build's own output files are never read.
+``include_hidden``; directory symlinks are not followed.
 
 Packing (``packing``):
 
@@ -26,7 +26,8 @@ Packing (``packing``):
 
 Files that cannot be used are listed in the manifest's ``skipped`` with a reason: ``binary (NUL bytes)``,
 ``binary (not UTF-8 ...)``, ``empty``, ``unreadable (...)``, ``hidden``, ``larger than max_file_bytes``,
-``symlinked directory (not followed)``, ``override PATTERN: skip``, ``output of this build``.
+``symlinked directory (not followed)``, ``override PATTERN: skip``. The build's own outputs (a previous build
+at the same prefix inside a walked tree) are neither read nor listed.
 
 The outputs are written under temporary names beside ``PREFIX`` and renamed at the end (the ``.idx`` last), so a
 failed build leaves no partial dataset.
@@ -138,8 +139,10 @@ def resolve_tokenizer(spec: str) -> Tuple[object, dict]:
     try:
         tok = load_tokenizer(path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"--tokenizer {spec}: {path} is not a readable tokenizer.json "
-                          f"({' '.join(str(e).split())[:160]}); expected a Hugging Face tokenizers file") from None
+        why = " ".join(str(e.__cause__ or e).split())[:160]
+        where = "" if path == spec else f" ({path})"
+        raise ConfigError(f"--tokenizer {spec}{where}: not a readable tokenizer.json ({why}); expected a Hugging "
+                          f"Face tokenizers file") from None
     return tok, {"name": spec if spec == "neox" else os.path.basename(path), "path": os.path.abspath(path),
                  "sha256": _sha256(path), "vocab_size": int(tok.vocab_size), "eod_id": int(tok.eod_id)}
 
@@ -206,7 +209,7 @@ def _walk(roots: Sequence[str], config: CorpusConfig, exclude: set) -> Tuple[Lis
                 if name.startswith(".") and not config.include_hidden:
                     skipped.append({**_public(rec), "reason": "hidden"})
                 elif os.path.realpath(full) in exclude:
-                    skipped.append({**_public(rec), "reason": "output of this build"})
+                    continue  # this build's own (previous) outputs: not read, not listed (a rebuild is identical)
                 else:
                     here.append(rec)
         for e in errors:
