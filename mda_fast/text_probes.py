@@ -207,6 +207,6 @@ def icl_score_text(model, rows, early: Optional[int] = None, late: Optional[int]
     (negative: the model predicts later tokens better, in-context learning). Positions: :func:`icl_window`
     (1-based predicted tokens; the interventions' defaults). ``per_row``: the ``[n]`` scores instead of their mean."""
     ce = token_losses(model, rows, batch_size)
-    e, l = icl_window(ce.shape[1], early, late, band)
-    s = ce[:, l].mean(dim=1) - ce[:, e].mean(dim=1)
+    e, lt = icl_window(ce.shape[1], early, late, band)
+    s = ce[:, lt].mean(dim=1) - ce[:, e].mean(dim=1)
     return s if per_row else float(s.mean())

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
 from mda_fast.cli import main
 from mda_fast.data import ByteTokenizer, PythiaBatches, load_category_sidecar, load_tokenizer
 from mda_fast.data.classify import CATEGORIES, classify, sniff
@@ -391,3 +391,23 @@ def test_cli_unreadable_tree(tmp_path, capsys):
         os.chmod(root, 0o755)
     err = capsys.readouterr().err
     assert "locked" in err and "Traceback" not in err
+
+
+def test_neox_from_the_hf_cache(tree, tmp_path, monkeypatch, capsys):
+    """``--tokenizer neox`` reads GPT-NeoX-20B's tokenizer.json from the local HF cache; absent: one line, exit 2."""
+    import mda_fast.data.corpus as corpus
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("MDA_FAST_DEBUG", raising=False)
+    out = tmp_path / "o"
+    out.mkdir()
+    assert main(["corpus", "--from", tree, "--out", str(out / "doc"), "--tokenizer", "neox", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tokenizer neox" in err[0] and "cache" in err[0] and os.listdir(out) == []
+    if not os.path.isfile(TOKENIZER):
+        pytest.skip(f"the GPT-NeoX tokenizer is absent ({TOKENIZER})")
+    monkeypatch.setattr(corpus, "_cached_neox", lambda: TOKENIZER)
+    m = build_corpus([tree], str(out / "doc"), CorpusConfig(tokenizer="neox", seq_len=32))
+    assert m["tokenizer"]["name"] == "neox" and m["tokenizer"]["vocab_size"] > 50000

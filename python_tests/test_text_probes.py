@@ -5,15 +5,21 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED, make_tiny
+
 from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac, head_blocks
 from mda_fast.errors import ConfigError, DataError
 from mda_fast.heads import block_weight
 from mda_fast.interventions import icl_positions
 from mda_fast.probes import get_probe, induction_targets
-from mda_fast.text_probes import (TextInductionProbe, batch_induction_targets, icl_score_text, icl_window,
-                                  induction_text_targets, token_losses)
+from mda_fast.text_probes import (
+    TextInductionProbe,
+    batch_induction_targets,
+    icl_score_text,
+    icl_window,
+    induction_text_targets,
+    token_losses,
+)
 
 torch.set_num_threads(1)
 # the real Pythia tokenizer: shared/data beside the checkout (MDA_FAST_NEOX_TOKENIZER names another place)
@@ -222,10 +228,10 @@ def test_icl_score_sign_and_positions():
     ce = token_losses(_logits_fn(True), ROWS)
     assert ce.shape == (5, 128) and ce.dtype == torch.float64
     # the interventions' positions: icl_positions(T), 1-based, band T // 64
-    e, l = icl_window(128)
+    e, lt = icl_window(128)
     early, late = icl_positions(128)
-    assert e.tolist() == list(range(early - 1 - 2, early + 2)) and l.tolist() == list(range(late - 1 - 2, late + 2))
-    manual = float((ce[:, l].mean(1) - ce[:, e].mean(1)).mean())
+    assert e.tolist() == list(range(early - 1 - 2, early + 2)) and lt.tolist() == list(range(late - 1 - 2, late + 2))
+    manual = float((ce[:, lt].mean(1) - ce[:, e].mean(1)).mean())
     assert abs(late_better - manual) < 1e-12
     per = icl_score_text(_logits_fn(True), ROWS, per_row=True)
     assert per.shape == (5,) and abs(float(per.mean()) - late_better) < 1e-12
@@ -240,5 +246,5 @@ def test_icl_score_on_a_model():
     rows = torch.randint(0, 64, (3, 65), generator=torch.Generator().manual_seed(2))
     s = icl_score_text(model, rows, batch_size=2)
     ce = token_losses(model, rows)
-    e, l = icl_window(64)
-    assert np.isfinite(s) and abs(s - float((ce[:, l].mean(1) - ce[:, e].mean(1)).mean())) < 1e-9
+    e, lt = icl_window(64)
+    assert np.isfinite(s) and abs(s - float((ce[:, lt].mean(1) - ce[:, e].mean(1)).mean())) < 1e-9

@@ -105,12 +105,15 @@ def _sha256(path: str) -> str:
 
 def _cached_neox() -> Optional[str]:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
     except ImportError:  # pragma: no cover
         return None
+    # the environment as it is now (huggingface_hub reads it once, at import)
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
+                                               else constants.HF_HUB_CACHE)
     for repo in NEOX_REPOS:
         try:
-            p = try_to_load_from_cache(repo, "tokenizer.json")
+            p = try_to_load_from_cache(repo, "tokenizer.json", cache_dir=cache)
         except Exception:  # noqa: BLE001 - a damaged cache entry is just not a hit
             p = None
         if isinstance(p, str) and os.path.isfile(p):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Optional, Sequence
 
-from ..errors import ConfigError
 from ..data.corpus import CorpusConfig, build_corpus, load_overrides, manifest_path, resolve_tokenizer
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
