@@ -393,21 +393,38 @@ def test_cli_unreadable_tree(tmp_path, capsys):
     assert "locked" in err and "Traceback" not in err
 
 
-def test_neox_from_the_hf_cache(tree, tmp_path, monkeypatch, capsys):
-    """``--tokenizer neox`` reads GPT-NeoX-20B's tokenizer.json from the local HF cache; absent: one line, exit 2."""
-    import mda_fast.data.corpus as corpus
+def _tiny_tokenizer_json(path):
+    """A small word-level tokenizer.json (``<|endoftext|>`` = 0), made with ``tokenizers``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
+    vocab = {"<|endoftext|>": 0, "<unk>": 1, **{w: i + 2 for i, w in enumerate("the a of and to in is".split())}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return str(path)
+
+
+def test_neox_from_the_hf_cache(tree, tmp_path, monkeypatch, capsys):
+    """``--tokenizer neox`` reads GPT-NeoX-20B's tokenizer.json from the local HF cache (the one the environment
+    names now); absent: one line, exit 2, nothing written."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("MDA_FAST_DEBUG", raising=False)
     out = tmp_path / "o"
     out.mkdir()
-    assert main(["corpus", "--from", tree, "--out", str(out / "doc"), "--tokenizer", "neox", "--no-progress"]) == 2
+    args = ["corpus", "--from", tree, "--out", str(out / "doc"), "--tokenizer", "neox", "--seq-len", "8",
+            "--no-progress"]
+    assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tokenizer neox" in err[0] and "cache" in err[0] and os.listdir(out) == []
-    if not os.path.isfile(TOKENIZER):
-        pytest.skip(f"the GPT-NeoX tokenizer is absent ({TOKENIZER})")
-    monkeypatch.setattr(corpus, "_cached_neox", lambda: TOKENIZER)
-    m = build_corpus([tree], str(out / "doc"), CorpusConfig(tokenizer="neox", seq_len=32))
-    assert m["tokenizer"]["name"] == "neox" and m["tokenizer"]["vocab_size"] > 50000
+    snap = tmp_path / "hf-home" / "hub" / "models--EleutherAI--gpt-neox-20b" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0123abcd")
+    tj = _tiny_tokenizer_json(snap / "tokenizer.json")
+    assert main(args) == 0
+    m = json.load(open(str(out / "doc") + ".manifest.json"))
+    assert m["tokenizer"]["name"] == "neox" and m["tokenizer"]["path"] == os.path.abspath(tj)
+    assert m["tokenizer"]["sha256"] == hashlib.sha256(open(tj, "rb").read()).hexdigest()
+    assert m["tokenizer"]["vocab_size"] == 9 and m["tokenizer"]["eod_id"] == 0
