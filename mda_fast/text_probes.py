@@ -146,7 +146,8 @@ class TextInductionProbe(Probe):
 
     def objective(self, model, spec, input_ids, logits, hooks):
         r, p, t = batch_induction_targets(input_ids, self.exclude)
-        lp = torch.log_softmax(_float_acc(logits[r, p]), dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
+        sel = _float_acc(logits[r, p])  # [K, V]: only the scored rows (no second [K, V] log-softmax copy)
+        lp = sel.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(sel, dim=-1)
         out = torch.zeros(input_ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, r, lp)
         return out / max(1, r.numel())
 
