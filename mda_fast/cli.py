@@ -1,4 +1,4 @@
-"""``mda-fast``: localize | fit | score | analyze | report | intervene | demo | config show.
+"""``mda-fast``: localize | fit | score | analyze | report | intervene | demo | corpus | config show.
 
 Each subcommand reads one config (``--config``: a TOML/JSON path or a packaged name such as
 ``pythia-14m-induction``), applies ``--set section.key=value`` overrides, validates the whole config against the
@@ -58,6 +58,22 @@ def _parser() -> argparse.ArgumentParser:
                                    "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
+    kp = sub.add_parser("corpus", help="a Megatron corpus + category sidecar + manifest from directories of files",
+                        description="Walk the directories, read the text files (binaries skipped and listed), label "
+                                    "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
+                                    "PREFIX.categories.npy/.json and PREFIX.manifest.json.")
+    kp.add_argument("--from", dest="dirs", nargs="+", required=True, metavar="DIR", help="directories (or files) to read")
+    kp.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. data/document")
+    kp.add_argument("--tokenizer", default="bytes",
+                    help="bytes, neox (GPT-NeoX-20B from the local HF cache) or a tokenizer.json path (default bytes)")
+    kp.add_argument("--seq-len", type=int, default=2049, help="tokens per row (default 2049, Pythia's)")
+    kp.add_argument("--packing", choices=("stream", "rows"), default="stream",
+                    help="stream: Pythia's (documents + EOD cut into rows); rows: every document starts a row")
+    kp.add_argument("--map", default=None, metavar="FILE",
+                    help="JSON/TOML table of overrides: pattern (.ext or glob) = category (or skip)")
+    kp.add_argument("--include-hidden", action="store_true", help="also read names starting with '.'")
+    kp.add_argument("--max-file-bytes", type=int, default=0, help="skip larger files (default 0: no limit)")
+    kp.add_argument("--no-progress", action="store_true", help="no progress bar")
     cp = sub.add_parser("config", help="show the resolved config with each key's doc",
                         description="Print the resolved config (defaults, file, --set) with each key's doc.")
     cp.add_argument("action", choices=["show"])
@@ -84,6 +100,12 @@ def _run(args, progress: bool):
         from .stages.demo import run_demo
 
         return run_demo(args.out, args.set, config_path=args.config, progress=progress)
+    if args.cmd == "corpus":
+        from .stages.corpus import run_corpus
+
+        return run_corpus(args.dirs, args.out, tokenizer=args.tokenizer, seq_len=args.seq_len, packing=args.packing,
+                          map_path=args.map, progress=progress, include_hidden=args.include_hidden,
+                          max_file_bytes=args.max_file_bytes)
     cfg = _load(args)
     shard = None
     if args.cmd == "score":

@@ -1,7 +1,8 @@
-"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers, the category sidecar and the
-synthetic demo corpus."""
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers, the category sidecar, the
+synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
 
 from .categories import load_category_sidecar, write_category_sidecar
+from .corpus import CorpusConfig, build_corpus
 from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
                        shard_bin_paths, write_megatron)
 from .pythia import PythiaBatches
@@ -26,6 +27,8 @@ __all__ = [
     "generate_corpus",
     "load_category_sidecar",
     "write_category_sidecar",
+    "CorpusConfig",
+    "build_corpus",
 ]
 
 _SYNTHETIC = ("CATEGORIES", "SyntheticConfig", "generate_corpus")

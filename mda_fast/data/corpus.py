@@ -1,0 +1,469 @@
+"""A training corpus from any files: walk, classify, tokenize, pack, write (``mda-fast corpus``).
+
+:func:`build_corpus` walks one or more directories (or files), reads every text file, labels it with a category
+(:mod:`mda_fast.data.classify`), tokenizes it (bytes or a ``tokenizer.json``, e.g. GPT-NeoX-20B's), packs the
+documents into rows of ``seq_len`` tokens and writes, next to ``PREFIX``:
+
+* ``PREFIX.bin`` / ``PREFIX.idx`` — a Megatron dataset, one entry per row of exactly ``seq_len`` tokens (``uint16``
+  when the vocabulary fits, else ``int32``); read it with ``PythiaBatches(PREFIX, batch_size, seq_len)``.
+* ``PREFIX.categories.npy`` / ``.json`` — the category sidecar (:mod:`mda_fast.data.categories`): per row the
+  fraction of its tokens from each category; an EOD (and, with ``packing="rows"``, the padding after it) counts
+  toward the document it ends.
+* ``PREFIX.manifest.json`` — what went in (see :func:`build_corpus`).
+
+Order is deterministic: roots in the order given, files by relative POSIX path (byte order); the same files and
+options give byte-identical outputs. Hidden entries (names starting with ``.``, e.g. ``.git``) are left out unless
+``include_hidden``; directory symlinks are not followed.
+
+Packing (``packing``):
+
+* ``"stream"`` (Pythia's, ``preprocess_data.py --append-eod``): every document followed by the tokenizer's EOD
+  (``<|endoftext|>``, id 0 for GPT-NeoX; 0 for bytes), all concatenated and cut into rows of ``seq_len``; a row
+  may start inside a document and hold several. The trailing partial row is dropped (``dropped_tokens``).
+* ``"rows"``: every document starts a new row. Its tokens and EOD fill as many rows as needed; the last one is
+  padded to ``seq_len`` with EOD (``pad_tokens``; Pythia never trains on its ``<|padding|>`` id, EOD it has seen).
+  Nothing is dropped.
+
+Files that cannot be used are listed in the manifest's ``skipped`` with a reason: ``binary (NUL bytes)``,
+``binary (not UTF-8 ...)``, ``empty``, ``unreadable (...)``, ``hidden``, ``larger than max_file_bytes``,
+``symlinked directory (not followed)``, ``override PATTERN: skip``. The build's own outputs (a previous build
+at the same prefix inside a walked tree) are neither read nor listed.
+
+The outputs are written under temporary names beside ``PREFIX`` and renamed at the end (the ``.idx`` last), so a
+failed build leaves no partial dataset.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..config.schema import check_value, opt, type_ok
+from ..errors import ConfigError, DataError
+from .categories import sidecar_paths, write_category_sidecar
+from .classify import CATEGORIES, SKIP, check_overrides, classify
+from .megatron import write_megatron
+from .megatron_shards import shard_files, strip_prefix
+from .tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+
+__all__ = ["CorpusConfig", "build_corpus", "resolve_tokenizer", "MANIFEST", "NEOX_REPOS", "corpus_outputs",
+           "manifest_path", "load_overrides"]
+
+MANIFEST = ".manifest.json"
+FORMAT = "mda-fast corpus"
+VERSION = 1
+#: hub repositories whose cached ``tokenizer.json`` is GPT-NeoX-20B's (Pythia ships the same file)
+NEOX_REPOS = ("EleutherAI/gpt-neox-20b", "EleutherAI/pythia-14m", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
+              "EleutherAI/pythia-410m", "EleutherAI/pythia-1b", "EleutherAI/pythia-1.4b", "EleutherAI/pythia-2.8b",
+              "EleutherAI/pythia-6.9b", "EleutherAI/pythia-12b")
+
+
+@dataclass
+class CorpusConfig:
+    """How :func:`build_corpus` turns files into rows."""
+    tokenizer: str = opt("bytes", "bytes, neox (GPT-NeoX-20B's tokenizer.json from the local HF cache), or the path "
+                                  "of a tokenizer.json (or of a directory holding one)")
+    seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
+    packing: str = opt("stream", "stream: documents + EOD concatenated and cut into rows (Pythia's way; the last "
+                                 "partial row dropped); rows: every document starts a row, its last row padded "
+                                 "with EOD", choices=("stream", "rows"))
+    overrides: dict = opt({}, "pattern -> category: a .ext or a glob on the relative path or base name; first "
+                              "match wins; category 'skip' leaves the file out", kind="overrides")
+    include_hidden: bool = opt(False, "also read names starting with '.' (e.g. .git/, .env)")
+    max_file_bytes: int = opt(0, "skip files larger than this many bytes; 0: no limit", ge=0)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            kind = f.metadata.get("kind")
+            if kind == "overrides":
+                self.overrides = check_overrides(v, "overrides")
+                continue
+            if not type_ok(v, f.default, kind):
+                raise ConfigError(f"corpus {f.name} = {v!r}: expected {type(f.default).__name__}")
+            check_value(f"corpus {f.name}", v, f.metadata)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cached_neox() -> Optional[str]:
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    # the environment as it is now (huggingface_hub reads it once, at import)
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
+                                               else constants.HF_HUB_CACHE)
+    for repo in NEOX_REPOS:
+        try:
+            p = try_to_load_from_cache(repo, "tokenizer.json", cache_dir=cache)
+        except Exception:  # noqa: BLE001 - a damaged cache entry is just not a hit
+            p = None
+        if isinstance(p, str) and os.path.isfile(p):
+            return p
+    return None
+
+
+def resolve_tokenizer(spec: str) -> Tuple[object, dict]:
+    """(tokenizer, its manifest record ``{"name", "path", "sha256", "vocab_size", "eod_id"}``) for ``"bytes"``,
+    ``"neox"`` or a ``tokenizer.json`` path; a missing or unreadable one is a :class:`ConfigError`."""
+    if spec == "bytes":
+        tok = ByteTokenizer()
+        return tok, {"name": "bytes", "path": None, "sha256": None, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id}
+    if spec == "neox":
+        path = _cached_neox()
+        if path is None:
+            raise ConfigError("--tokenizer neox: no GPT-NeoX-20B tokenizer.json in the local Hugging Face cache "
+                              f"({NEOX_REPOS[0]} or a Pythia model); expected the path of a tokenizer.json instead")
+    else:
+        path = os.fspath(spec)
+        if os.path.isdir(path):
+            path = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise ConfigError(f"--tokenizer {spec}: no such file; expected bytes, neox or the path of a "
+                              f"tokenizer.json")
+    try:
+        tok = load_tokenizer(path)
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e.__cause__ or e).split())[:160]
+        where = "" if path == spec else f" ({path})"
+        raise ConfigError(f"--tokenizer {spec}{where}: not a readable tokenizer.json ({why}); expected a Hugging "
+                          f"Face tokenizers file") from None
+    return tok, {"name": spec if spec == "neox" else os.path.basename(path), "path": os.path.abspath(path),
+                 "sha256": _sha256(path), "vocab_size": int(tok.vocab_size), "eod_id": int(tok.eod_id)}
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def manifest_path(prefix) -> str:
+    return strip_prefix(prefix) + MANIFEST
+
+
+def corpus_outputs(prefix) -> List[str]:
+    """The five files a corpus at ``prefix`` consists of (``.idx`` first)."""
+    p = strip_prefix(prefix)
+    return [p + ".idx", p + ".bin", *sidecar_paths(p), p + MANIFEST]
+
+
+def _check_out(prefix: str) -> str:
+    p = strip_prefix(prefix)
+    if not os.path.basename(p):
+        raise ConfigError(f"--out {prefix}: expected a path prefix such as DIR/document, not a directory")
+    if os.path.isdir(p):
+        raise ConfigError(f"--out {prefix}: is a directory; expected a path prefix such as {os.path.join(p, 'document')}")
+    d = os.path.dirname(os.path.abspath(p))
+    if not os.path.exists(d):
+        raise ConfigError(f"--out {prefix}: directory {d} does not exist; expected an existing directory")
+    if not os.path.isdir(d):
+        raise ConfigError(f"--out {prefix}: {d} is a file; expected a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {prefix}: directory {d} is not writable; expected a writable directory")
+    shards = shard_files(p)
+    if shards:
+        raise ConfigError(f"--out {prefix}: {d} already holds sharded token files of this prefix "
+                          f"({shards[0][2]}, ...); delete them or choose another prefix")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ walking
+
+def _walk(roots: Sequence[str], config: CorpusConfig, exclude: set) -> Tuple[List[dict], List[dict]]:
+    """(candidate files ``{"root", "path", "abs", "size"}``, skipped entries), in build order."""
+    files, skipped = [], []
+    for ri, root in enumerate(roots):
+        if os.path.isfile(root):
+            files.append({"root": ri, "path": os.path.basename(root), "abs": root})
+            continue
+        here: List[dict] = []
+        errors: List[OSError] = []
+        for d, dirnames, filenames in os.walk(root, onerror=errors.append, followlinks=False):
+            rel_d = os.path.relpath(d, root)
+            rel_d = "" if rel_d == "." else rel_d.replace(os.sep, "/") + "/"
+            keep = []
+            for name in sorted(dirnames):
+                full = os.path.join(d, name)
+                if name.startswith(".") and not config.include_hidden:
+                    skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "hidden"})
+                elif os.path.islink(full):
+                    skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "symlinked directory (not followed)"})
+                else:
+                    keep.append(name)
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                full = os.path.join(d, name)
+                rec = {"root": ri, "path": rel_d + name, "abs": full}
+                if name.startswith(".") and not config.include_hidden:
+                    skipped.append({**_public(rec), "reason": "hidden"})
+                elif os.path.realpath(full) in exclude:
+                    continue  # this build's own (previous) outputs: not read, not listed (a rebuild is identical)
+                else:
+                    here.append(rec)
+        for e in errors:
+            where = os.path.relpath(e.filename, root).replace(os.sep, "/") if e.filename else "."
+            if where == ".":
+                raise DataError(f"--from {root}: cannot read the directory ({e.strerror or e}); expected a readable "
+                                f"directory")
+            skipped.append({"root": ri, "path": where + "/", "reason": f"unreadable ({e.strerror or e})"})
+        here.sort(key=lambda r: r["path"].encode("utf-8", "surrogateescape"))
+        files.extend(here)
+    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
+    return files, skipped
+
+
+def _public(rec: dict) -> dict:
+    return {"root": rec["root"], "path": rec["path"]}
+
+
+def _read(rec: dict, config: CorpusConfig) -> Tuple[Optional[bytes], Optional[str], Optional[str]]:
+    """(bytes, text, None) of a usable file, or (None, None, reason)."""
+    try:
+        if config.max_file_bytes and os.path.getsize(rec["abs"]) > config.max_file_bytes:
+            return None, None, f"larger than max_file_bytes ({config.max_file_bytes})"
+        with open(rec["abs"], "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        return None, None, f"unreadable ({e.strerror or e})"
+    if not data:
+        return None, None, "empty"
+    if b"\x00" in data:
+        return None, None, "binary (NUL bytes)"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, None, f"binary (not UTF-8 at byte {e.start})"
+    return data, text, None
+
+
+# ------------------------------------------------------------------------------------------------ packing
+
+def _pack(docs: List[np.ndarray], cats: List[int], seq_len: int, packing: str, eod: int, dtype):
+    """(rows [n_rows, seq_len], category of every row token [n_rows * seq_len], start token of every document in
+    the flattened rows, dropped_tokens, pad_tokens)."""
+    S = seq_len
+    if packing == "stream":
+        sizes = np.array([d.size + 1 for d in docs], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        total = int(sizes.sum())
+        n_rows = total // S
+        stream = np.empty(total, dtype=dtype)
+        for d, s in zip(docs, starts.tolist()):
+            stream[s:s + d.size] = d
+            stream[s + d.size] = eod
+        labels = np.repeat(np.asarray(cats, dtype=np.int32), sizes)
+        keep = n_rows * S
+        return stream[:keep].reshape(n_rows, S), labels[:keep], starts, total - keep, 0
+    lens = np.array([d.size + 1 for d in docs], dtype=np.int64)
+    spans = -(-lens // S) * S
+    starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
+    total = int(spans.sum())
+    flat = np.full(total, eod, dtype=dtype)
+    for d, s in zip(docs, starts.tolist()):
+        flat[s:s + d.size] = d
+    labels = np.repeat(np.asarray(cats, dtype=np.int32), spans)
+    return flat.reshape(total // S, S), labels, starts, 0, int((spans - lens).sum())
+
+
+def _fractions(labels: np.ndarray, n_rows: int, seq_len: int, n_cat: int) -> np.ndarray:
+    out = np.zeros((n_rows, n_cat), dtype=np.float64)
+    step = max(1, (1 << 24) // seq_len)  # rows per chunk: bounded temporary memory
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        lab = labels[r0 * seq_len:r1 * seq_len].astype(np.int64)
+        row = np.repeat(np.arange(r1 - r0, dtype=np.int64), seq_len)
+        out[r0:r1] = np.bincount(row * n_cat + lab, minlength=(r1 - r0) * n_cat).reshape(r1 - r0, n_cat)
+    return (out / seq_len).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+def _encode(tok, texts: List[str]) -> List[np.ndarray]:
+    if isinstance(tok, HFTokenizer):
+        return [np.asarray(e.ids, dtype=np.int64) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [tok.encode(t) for t in texts]
+
+
+def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig] = None,
+                 progress: bool = False, tokenizer=None) -> dict:
+    """Build the corpus of the files under ``dirs`` at ``out_prefix`` (see the module docstring); returns the manifest.
+
+    ``tokenizer``: an already loaded tokenizer with its record (the pair :func:`resolve_tokenizer` returns);
+    default: ``resolve_tokenizer(config.tokenizer)``.
+
+    The manifest (``PREFIX.manifest.json``)::
+
+        {"format": "mda-fast corpus", "version": 1,
+         "roots": [the --from paths as given], "tokenizer": {"name", "path", "sha256", "vocab_size", "eod_id"},
+         "seq_len", "packing", "dtype", "n_rows", "n_tokens" (= n_rows * seq_len), "dropped_tokens", "pad_tokens",
+         "categories": [sidecar column order], "config": {CorpusConfig fields},
+         "totals": {category: {"files", "bytes", "tokens" (document tokens, no EOD), "share" (of row tokens)}},
+         "files": [{"root" (index into roots), "path" (relative, POSIX), "category", "rule", "sha256", "bytes",
+                    "tokens" (without its EOD), "start" (its first token's index in the flattened rows),
+                    "rows" ([first, last] row it occupies, or null when it lies in the dropped tail)}],
+         "skipped": [{"root", "path", "reason"}]}
+    """
+    config = config or CorpusConfig()
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    roots = [os.fspath(d) for d in dirs]
+    if not roots:
+        raise ConfigError("--from: expected at least one directory")
+    for r in roots:
+        if not os.path.exists(r):
+            raise ConfigError(f"--from {r}: no such directory; expected a directory (or file) of text files")
+        if not (os.path.isdir(r) or os.path.isfile(r)):
+            raise ConfigError(f"--from {r}: not a directory or a regular file")
+    prefix = _check_out(os.fspath(out_prefix))
+    tok, tok_rec = tokenizer if tokenizer is not None else resolve_tokenizer(config.tokenizer)
+    outputs = corpus_outputs(prefix)
+    exclude = {os.path.realpath(p) for p in outputs}
+    cands, skipped = _walk(roots, config, exclude)
+    extra = sorted({c for c in config.overrides.values() if c not in CATEGORIES and c != SKIP})
+    categories = list(CATEGORIES) + extra
+    cat_index = {c: i for i, c in enumerate(categories)}
+    dtype = np.uint16 if tok_rec["vocab_size"] <= 1 << 16 else np.int32
+
+    from tqdm.auto import tqdm
+
+    files, docs, cats = [], [], []
+    for rec in cands:
+        rec["size"] = 0
+        with contextlib.suppress(OSError):
+            rec["size"] = os.path.getsize(rec["abs"])
+    bar = tqdm(total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus", disable=not progress)
+    batch: List[Tuple[dict, str]] = []
+
+    def flush():
+        for (rec, _), ids in zip(batch, _encode(tok, [t for _, t in batch])):
+            docs.append(ids.astype(dtype))
+            cats.append(cat_index[rec["category"]])
+            rec["tokens"] = int(ids.size)
+            files.append(rec)
+        batch.clear()
+
+    pending = 0
+    for rec in cands:
+        data, text, reason = _read(rec, config)
+        size = len(data) if data is not None else 0
+        if reason is None:
+            cat, rule = classify(rec["path"], text, config.overrides)
+            if cat == SKIP:
+                reason = f"{rule}: skip"
+        if reason is not None:
+            skipped.append({**_public(rec), "reason": reason})
+        else:
+            batch.append(({**_public(rec), "category": cat, "rule": rule, "sha256": hashlib.sha256(data).hexdigest(),
+                           "bytes": size}, text))
+            pending += size
+            if len(batch) >= 64 or pending >= 1 << 24:
+                flush()
+                pending = 0
+        bar.update(rec["size"])
+    flush()
+    bar.close()
+    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
+    if not files:
+        why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
+        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
+    for d in docs:
+        if d.size and int(d.max()) >= tok_rec["vocab_size"]:
+            raise DataError(f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size "
+                            f"{tok_rec['vocab_size']}")
+
+    S = config.seq_len
+    rows, labels, starts, dropped, pad = _pack(docs, cats, S, config.packing, int(tok_rec["eod_id"]), dtype)
+    n_rows = int(rows.shape[0])
+    if n_rows == 0:
+        raise DataError(f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
+                        f"seq_len={S}; expected more text or a smaller --seq-len")
+    kept = n_rows * S
+    for rec, s, d in zip(files, starts.tolist(), docs):
+        rec["start"] = int(s)
+        last = min(s + d.size, kept - 1)  # its EOD (or the last kept token)
+        rec["rows"] = [int(s // S), int(last // S)] if s < kept else None
+    counts = np.bincount(labels, minlength=len(categories))
+    totals = {}
+    for i, c in enumerate(categories):
+        mine = [f for f in files if f["category"] == c]
+        totals[c] = {"files": len(mine), "bytes": sum(f["bytes"] for f in mine), "tokens": sum(f["tokens"] for f in mine),
+                     "share": float(counts[i] / kept)}
+    manifest = {
+        "format": FORMAT, "version": VERSION, "roots": roots, "tokenizer": tok_rec,
+        "seq_len": S, "packing": config.packing, "dtype": np.dtype(dtype).name, "n_rows": n_rows, "n_tokens": kept,
+        "dropped_tokens": int(dropped), "pad_tokens": int(pad), "n_files": len(files), "n_skipped": len(skipped),
+        "categories": categories, "config": config.to_dict(), "totals": totals, "files": files, "skipped": skipped,
+    }
+    fractions = _fractions(labels, n_rows, S, len(categories))
+    _write(prefix, rows, dtype, fractions, categories, manifest)
+    return manifest
+
+
+def _reasons(skipped: List[dict]) -> str:
+    counts: Dict[str, int] = {}
+    for s in skipped:
+        key = s["reason"].split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def _write(prefix: str, rows: np.ndarray, dtype, fractions: np.ndarray, categories: List[str], manifest: dict) -> None:
+    d, base = os.path.split(os.path.abspath(prefix))
+    tmp = os.path.join(d, f".{base}.tmp-{os.getpid()}")
+    tmp_out, final = corpus_outputs(tmp), corpus_outputs(prefix)
+    try:
+        write_megatron(tmp, rows, dtype=dtype)
+        write_category_sidecar(tmp, fractions, categories, seq_len=manifest["seq_len"], packing=manifest["packing"],
+                               tokenizer=manifest["tokenizer"]["name"], eod_id=manifest["tokenizer"]["eod_id"],
+                               source=FORMAT,
+                               token_share={c: manifest["totals"][c]["share"] for c in categories})
+        with open(tmp_out[-1], "w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.write("\n")
+        for src, dst in list(zip(tmp_out, final))[1:] + [(tmp_out[0], final[0])]:  # the .idx last
+            os.replace(src, dst)
+    finally:
+        for p in tmp_out:
+            with contextlib.suppress(OSError):
+                os.remove(p)
+
+
+def load_overrides(path: str) -> dict:
+    """An override mapping from a JSON or TOML file (a table of ``pattern = category``)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise ConfigError(f"--map {path}: cannot read it ({e.strerror or e}); expected a JSON or TOML file") from None
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python < 3.11
+                import tomli as tomllib
+
+            doc = tomllib.loads(raw.decode("utf-8"))
+        else:
+            doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--map {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
+                          f"({' '.join(str(e).split())[:120]}); expected a table of pattern = category") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--map {path}: expected a table of pattern = category, got {type(doc).__name__}")
+    return check_overrides(doc, f"--map {path}")
+
