@@ -8,6 +8,7 @@ from .influence import InfluenceScorer
 from .localize import localize, localize_all
 from .model import load_pythia
 from .probes import Probe, get_probe, register_probe
+from . import text_probes  # noqa: F401,E402  (registers the "induction_text" probe)
 
 try:  # one source for the version: pyproject.toml, through the installed metadata
     from importlib.metadata import PackageNotFoundError, version as _dist_version

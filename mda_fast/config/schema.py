@@ -91,6 +91,12 @@ class TargetsSection:
     probe_seed: int = opt(0, "seed of the probe sequences")
     probe_low: int = opt(4, "lowest probe token id", ge=0)
     probe_high: int = opt(0, "probe token ids below this (exclusive); 0: the vocabulary (Pythia: 50277)", ge=0)
+    text_probe_path: str = opt("", "induction_text probe: the Megatron data set of its real-text rows; empty: data.path")
+    text_probe_rows: list = opt([], "induction_text probe: global row indices of its rows; empty: the first "
+                                    "text_probe_n rows", kind="list[int]")
+    text_probe_n: int = opt(16, "induction_text probe: number of rows when text_probe_rows is empty", ge=1)
+    text_probe_length: int = opt(0, "induction_text probe: tokens of each row fed to the model; 0: the model's context",
+                                 ge=0)
     probe_target: str = opt("next", "induction target: next (correct) or authors (the reference code's default, "
                                     "one position off; for comparison only)", choices=("next", "authors"))
 
@@ -204,6 +210,10 @@ class Config:
         kw = dict(L=t.probe_L, n=t.probe_n, seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None)
         if probe == "induction":
             kw["target"] = t.probe_target
+        if probe == "induction_text":
+            kw = dict(path=t.text_probe_path or self.data.path, seq_len=self.data.seq_len,
+                      indices=list(t.text_probe_rows) or None, n=t.text_probe_n, length=t.text_probe_length,
+                      exclude=(0,))
         return kw
 
     def validate(self) -> None:

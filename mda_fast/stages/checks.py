@@ -82,7 +82,7 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     check_device(cfg)
     for p in cfg.targets.probes:
         try:
-            get_probe(p)
+            get_probe(p, **cfg.probe_kwargs(p))
         except (ValueError, KeyError) as e:
             raise ConfigError(f"targets.probes: {e}") from None
     if not cfg.targets.probes:
