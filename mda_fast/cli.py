@@ -170,30 +170,36 @@ def main(argv=None) -> int:
             return 0
         _run(args, progress)
     except Interrupted as e:
-        print(f"mda-fast {args.cmd}: {e}", file=sys.stderr)
-        return 130
+        return _fail(args.cmd, str(e), 130, prefix="")
     except KeyboardInterrupt:
-        print(f"mda-fast {args.cmd}: interrupted; nothing of this command's unfinished output was kept",
-              file=sys.stderr)
-        return 130
+        return _fail(args.cmd, "interrupted; nothing of this command's unfinished output was kept", 130, prefix="")
     except (MdaFastError, ValueError, TypeError) as e:
         if os.environ.get("MDA_FAST_DEBUG"):
             raise
-        print(f"mda-fast {args.cmd}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return _fail(args.cmd, str(e), 2)
     except MemoryError:
-        print(f"mda-fast {args.cmd}: error: out of memory; lower the batch sizes (fit.batch_size, score.batch_size)",
-              file=sys.stderr)
-        return 2
+        return _fail(args.cmd, "out of memory; lower the batch sizes (fit.batch_size, score.batch_size)", 2)
     except OSError as e:
-        if isinstance(e, OutputError):
-            msg = str(e)
-        else:
-            where = f"{e.filename}: " if e.filename else ""
-            msg = f"{where}{e.strerror or e}" + (" (the disk is full)" if e.errno == errno.ENOSPC else "")
-        print(f"mda-fast {args.cmd}: error: {_one_line(msg)}", file=sys.stderr)
-        return 2
+        return _fail(args.cmd, _os_message(e), 2)
     return 0
+
+
+def _fail(cmd: str, message: str, code: int, prefix: str = "error: ") -> int:
+    """One line on stderr, ``mda-fast <cmd>: error: <message>``; returns the exit code."""
+    print(f"mda-fast {cmd}: {prefix}{_one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _os_message(e: OSError) -> str:
+    if isinstance(e, OutputError):
+        return str(e)
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}" + (" (the disk is full)" if e.errno == errno.ENOSPC else "")
+
+
+def _one_line(e) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -224,9 +230,6 @@ def _quiet_transformers() -> None:
         pass
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from . import kernels
 from .capture import capture, check_mask, fisher_objective, loss_objective, resolve_blocks, split_rows
 from .errors import NonFiniteError, StateError, one_line
 from .finite import check_finite, check_model_finite
+from .stages.io import atomic_file, load_json_as
 from .heads import Block, HeadSpec, ModuleSpec
 from .model import model_shape
 
@@ -120,13 +121,10 @@ class Factors:
             "blocks": {n: asdict(b) for n, b in self.block_info.items()},
             "damping": {n: f.damping for n, f in self.blocks.items()},
         }
-        tmp = os.path.join(path, "factors.safetensors.tmp")
-        save_file(tensors, tmp)
-        os.replace(tmp, os.path.join(path, "factors.safetensors"))
-        tmp = os.path.join(path, "factors.json.tmp")
-        with open(tmp, "w") as fh:
+        with atomic_file(os.path.join(path, "factors.safetensors"), "wb") as fh:
+            fh.write(save(tensors))
+        with atomic_file(os.path.join(path, "factors.json")) as fh:
             json.dump(meta, fh, indent=2)
-        os.replace(tmp, os.path.join(path, "factors.json"))
 
     @classmethod
     def load(cls, path: str, device="cpu") -> "Factors":
@@ -137,11 +135,7 @@ class Factors:
             if not os.path.isfile(p):
                 raise StateError(f"no saved factors at {path!r}: missing {os.path.basename(p)}; "
                                  f"expected factors.json and factors.safetensors: {_REFIT}")
-        try:
-            with open(jpath, encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StateError(f"{jpath} is not readable JSON ({one_line(e)}); expected the factors' metadata: {_REFIT}") from None
+        meta = load_json_as(jpath, StateError, "the factors' metadata", _REFIT)
         try:
             tensors = load_file(tpath, device=str(device))
         except (SafetensorError, OSError) as e:

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from .adapters import ModelShape, adapter_for, adapter_for_type
 from .adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
 from .errors import ModelError, one_line
+from .stages.io import load_json_as
 
 try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
     from huggingface_hub.errors import StrictDataclassError as _ConfigInvalid
@@ -95,11 +96,7 @@ def _local_adapter(path: str):
     if not os.path.isfile(cfg_path):
         raise ModelError(f"model directory {path!r} has no config.json; expected a save_pretrained GPT-NeoX checkpoint "
                          f"(config.json and one of {', '.join(WEIGHT_FILES)})")
-    try:
-        with open(cfg_path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{cfg_path} is not readable JSON ({one_line(e)}); expected a GPT-NeoX model config") from None
+    raw = load_json_as(cfg_path, ModelError, "a GPT-NeoX model config")
     if not isinstance(raw, dict):
         raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a GPT-NeoX model config object")
     return cfg_path, adapter_for_type(raw.get("model_type"), cfg_path)

@@ -130,13 +130,18 @@ class InductionProbe(Probe):
         return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
 
+def head_pattern(model, spec, hooks) -> torch.Tensor:
+    """The attention pattern ``[N, T, T]`` of ``spec``'s head, from the captured qkv output of its layer."""
+    return attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
+
+
 @dataclass
 class PrefixMatchingProbe(Probe):
     name = "prefix_matching"
     per_head = True
 
     def objective(self, model, spec, input_ids, logits, hooks):
-        pat = attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
+        pat = head_pattern(model, spec, hooks)
         q, k = prefix_matching_pairs(self.L)
         return pat[:, q, k].mean(dim=1) / input_ids.shape[0]
 
@@ -147,7 +152,7 @@ class PrevTokenProbe(Probe):
     per_head = True
 
     def objective(self, model, spec, input_ids, logits, hooks):
-        pat = attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
+        pat = head_pattern(model, spec, hooks)
         t = torch.arange(1, pat.shape[-1], device=pat.device)
         return pat[:, t, t - 1].mean(dim=1) / input_ids.shape[0]
 

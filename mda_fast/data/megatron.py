@@ -1,17 +1,6 @@
 """Megatron ``MMapIndexedDataset`` files: a validating zero-copy reader and a matching writer.
 
-``.idx`` layout (little-endian)::
-
-    9 bytes  b"MMIDIDX\\x00\\x00"
-    u64      version (1)
-    u8       dtype code: 1 u8, 2 i8, 3 i16, 4 i32, 5 i64, 6 f32, 7 f64, 8 u16
-    u64      len        (number of sequences)
-    u64      doc_count
-    i32      sizes[len]        tokens per sequence
-    i64      pointers[len]     byte offset of each sequence in the token stream
-    i64      doc_idx[doc_count]
-
-The token stream is raw tokens with no header. One ``<prefix>.idx`` describes the whole stream, which is either
+The ``.idx`` layout is in :mod:`mda_fast.data.megatron_format`. The token stream is raw tokens with no header. One ``<prefix>.idx`` describes the whole stream, which is either
 one file ``<prefix>.bin`` or a plain byte split of that file into shards, following Pythia's convention:
 ``<prefix>-IIIII-of-LLLLL.bin`` for ``IIIII = 00000 .. LLLLL``, where the number after ``of`` is the **last
 index**, not the count. Pythia's preshuffled Pile (standard and deduped) is ``document-00000-of-00020.bin`` ...

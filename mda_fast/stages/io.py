@@ -91,6 +91,17 @@ def read_json(path: str, what: str | None = None):
         raise StateError(f"{path} is damaged ({e}); re-run the stage that writes it") from None
 
 
+def load_json_as(path: str, error: type, expected: str, hint: str = ""):
+    """A JSON file's content; an unreadable or invalid one raises ``error`` (one line naming the file)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise error(f"{path} is not readable JSON ({type(e).__name__}: {detail}); expected {expected}"
+                    + (f": {hint}" if hint else "")) from None
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str) -> Iterator[str]:
     """Yield a fresh temporary directory beside ``final``; on success it replaces ``final`` (old content removed),

@@ -5,10 +5,10 @@ after ``k`` updates (Pythia's convention: ``step0`` is the initialisation).
 from __future__ import annotations
 
 import os
-import shutil
 
 import torch
 
+from ..stages.io import atomic_dir
 from .presets import from_pretrained_kwargs
 
 __all__ = ["STATE_FILE", "step_dir", "has_state", "read_state", "check_state", "write_checkpoint",
@@ -70,15 +70,9 @@ def check_state(state: dict, checkpoint_dir: str, batch_size: int, seq_len: int,
 def write_checkpoint(final: str, model, state: dict) -> str:
     """Save ``model`` (``save_pretrained``) and ``state`` (as ``STATE_FILE``) to the directory ``final``, replacing
     it; written to ``final + ".tmp"`` first, so ``final`` is either the old or the complete new checkpoint."""
-    tmp = final + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    with _QuietHF():
+    with atomic_dir(final) as tmp, _QuietHF():
         model.save_pretrained(tmp)
-    torch.save(state, os.path.join(tmp, STATE_FILE))
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        torch.save(state, os.path.join(tmp, STATE_FILE))
     return final
 
 

@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any, Callable, List, Optional
 
+from ..stages.io import atomic_file
+
 __all__ = [
     "METRICS_FILE",
     "BATCHES_FILE",
@@ -42,11 +44,9 @@ def keep_jsonl(path: str, keep: Callable[[dict], bool]) -> None:
     """Rewrite the JSONL file ``path`` (atomically) with only the records ``keep`` accepts; no-op if absent."""
     if os.path.exists(path):
         recs = [r for r in read_jsonl(path) if keep(r)]
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_file(path) as f:
             for r in recs:
                 f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
 
 
 def append_jsonl(path: str, record: dict) -> None:
@@ -56,8 +56,8 @@ def append_jsonl(path: str, record: dict) -> None:
 
 
 def write_json(path: str, obj: Any, indent: Optional[int] = None) -> None:
-    """Write ``obj`` as JSON to ``path`` (replacing it)."""
-    with open(path, "w") as f:
+    """Write ``obj`` as JSON to ``path`` (atomically replacing it)."""
+    with atomic_file(path) as f:
         json.dump(obj, f, indent=indent)
 
 
