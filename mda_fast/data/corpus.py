@@ -47,10 +47,13 @@ import numpy as np
 from ..config.schema import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
+from .packing import pack_documents, row_fractions
 from .classify import CATEGORIES, SKIP, check_overrides, classify
 from .megatron import write_megatron
 from .megatron_shards import shard_files, strip_prefix
-from .tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from .corpus_tokenizer import NEOX_REPOS, resolve_tokenizer  # noqa: F401 (re-exported)
+from .tokenizer import HFTokenizer
+from .walk import public_record, read_text_file, walk_files
 
 __all__ = ["CorpusConfig", "build_corpus", "resolve_tokenizer", "MANIFEST", "NEOX_REPOS", "corpus_outputs",
            "manifest_path", "load_overrides"]
@@ -59,9 +62,6 @@ MANIFEST = ".manifest.json"
 FORMAT = "mda-fast corpus"
 VERSION = 1
 #: hub repositories whose cached ``tokenizer.json`` is GPT-NeoX-20B's (Pythia ships the same file)
-NEOX_REPOS = ("EleutherAI/gpt-neox-20b", "EleutherAI/pythia-14m", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
-              "EleutherAI/pythia-410m", "EleutherAI/pythia-1b", "EleutherAI/pythia-1.4b", "EleutherAI/pythia-2.8b",
-              "EleutherAI/pythia-6.9b", "EleutherAI/pythia-12b")
 
 
 @dataclass
@@ -91,63 +91,6 @@ class CorpusConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-# ------------------------------------------------------------------------------------------------ tokenizer
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _cached_neox() -> Optional[str]:
-    try:
-        from huggingface_hub import constants, try_to_load_from_cache
-    except ImportError:  # pragma: no cover
-        return None
-    # the environment as it is now (huggingface_hub reads it once, at import)
-    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME")
-                                               else constants.HF_HUB_CACHE)
-    for repo in NEOX_REPOS:
-        try:
-            p = try_to_load_from_cache(repo, "tokenizer.json", cache_dir=cache)
-        except Exception:  # noqa: BLE001 - a damaged cache entry is just not a hit
-            p = None
-        if isinstance(p, str) and os.path.isfile(p):
-            return p
-    return None
-
-
-def resolve_tokenizer(spec: str) -> Tuple[object, dict]:
-    """(tokenizer, its manifest record ``{"name", "path", "sha256", "vocab_size", "eod_id"}``) for ``"bytes"``,
-    ``"neox"`` or a ``tokenizer.json`` path; a missing or unreadable one is a :class:`ConfigError`."""
-    if spec == "bytes":
-        tok = ByteTokenizer()
-        return tok, {"name": "bytes", "path": None, "sha256": None, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id}
-    if spec == "neox":
-        path = _cached_neox()
-        if path is None:
-            raise ConfigError("--tokenizer neox: no GPT-NeoX-20B tokenizer.json in the local Hugging Face cache "
-                              f"({NEOX_REPOS[0]} or a Pythia model); expected the path of a tokenizer.json instead")
-    else:
-        path = os.fspath(spec)
-        if os.path.isdir(path):
-            path = os.path.join(path, "tokenizer.json")
-        if not os.path.isfile(path):
-            raise ConfigError(f"--tokenizer {spec}: no such file; expected bytes, neox or the path of a "
-                              f"tokenizer.json")
-    try:
-        tok = load_tokenizer(path)
-    except (OSError, ValueError) as e:
-        why = " ".join(str(e.__cause__ or e).split())[:160]
-        where = "" if path == spec else f" ({path})"
-        raise ConfigError(f"--tokenizer {spec}{where}: not a readable tokenizer.json ({why}); expected a Hugging "
-                          f"Face tokenizers file") from None
-    return tok, {"name": spec if spec == "neox" else os.path.basename(path), "path": os.path.abspath(path),
-                 "sha256": _sha256(path), "vocab_size": int(tok.vocab_size), "eod_id": int(tok.eod_id)}
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -182,115 +125,6 @@ def _check_out(prefix: str) -> str:
     return p
 
 
-# ------------------------------------------------------------------------------------------------ walking
-
-def _walk(roots: Sequence[str], config: CorpusConfig, exclude: set) -> Tuple[List[dict], List[dict]]:
-    """(candidate files ``{"root", "path", "abs", "size"}``, skipped entries), in build order."""
-    files, skipped = [], []
-    for ri, root in enumerate(roots):
-        if os.path.isfile(root):
-            files.append({"root": ri, "path": os.path.basename(root), "abs": root})
-            continue
-        here: List[dict] = []
-        errors: List[OSError] = []
-        for d, dirnames, filenames in os.walk(root, onerror=errors.append, followlinks=False):
-            rel_d = os.path.relpath(d, root)
-            rel_d = "" if rel_d == "." else rel_d.replace(os.sep, "/") + "/"
-            keep = []
-            for name in sorted(dirnames):
-                full = os.path.join(d, name)
-                if name.startswith(".") and not config.include_hidden:
-                    skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "hidden"})
-                elif os.path.islink(full):
-                    skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "symlinked directory (not followed)"})
-                else:
-                    keep.append(name)
-            dirnames[:] = keep
-            for name in sorted(filenames):
-                full = os.path.join(d, name)
-                rec = {"root": ri, "path": rel_d + name, "abs": full}
-                if name.startswith(".") and not config.include_hidden:
-                    skipped.append({**_public(rec), "reason": "hidden"})
-                elif os.path.realpath(full) in exclude:
-                    continue  # this build's own (previous) outputs: not read, not listed (a rebuild is identical)
-                else:
-                    here.append(rec)
-        for e in errors:
-            where = os.path.relpath(e.filename, root).replace(os.sep, "/") if e.filename else "."
-            if where == ".":
-                raise DataError(f"--from {root}: cannot read the directory ({e.strerror or e}); expected a readable "
-                                f"directory")
-            skipped.append({"root": ri, "path": where + "/", "reason": f"unreadable ({e.strerror or e})"})
-        here.sort(key=lambda r: r["path"].encode("utf-8", "surrogateescape"))
-        files.extend(here)
-    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
-    return files, skipped
-
-
-def _public(rec: dict) -> dict:
-    return {"root": rec["root"], "path": rec["path"]}
-
-
-def _read(rec: dict, config: CorpusConfig) -> Tuple[Optional[bytes], Optional[str], Optional[str]]:
-    """(bytes, text, None) of a usable file, or (None, None, reason)."""
-    try:
-        if config.max_file_bytes and os.path.getsize(rec["abs"]) > config.max_file_bytes:
-            return None, None, f"larger than max_file_bytes ({config.max_file_bytes})"
-        with open(rec["abs"], "rb") as fh:
-            data = fh.read()
-    except OSError as e:
-        return None, None, f"unreadable ({e.strerror or e})"
-    if not data:
-        return None, None, "empty"
-    if b"\x00" in data:
-        return None, None, "binary (NUL bytes)"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, None, f"binary (not UTF-8 at byte {e.start})"
-    return data, text, None
-
-
-# ------------------------------------------------------------------------------------------------ packing
-
-def _pack(docs: List[np.ndarray], cats: List[int], seq_len: int, packing: str, eod: int, dtype):
-    """(rows [n_rows, seq_len], category of every row token [n_rows * seq_len], start token of every document in
-    the flattened rows, dropped_tokens, pad_tokens)."""
-    S = seq_len
-    if packing == "stream":
-        sizes = np.array([d.size + 1 for d in docs], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        total = int(sizes.sum())
-        n_rows = total // S
-        stream = np.empty(total, dtype=dtype)
-        for d, s in zip(docs, starts.tolist()):
-            stream[s:s + d.size] = d
-            stream[s + d.size] = eod
-        labels = np.repeat(np.asarray(cats, dtype=np.int32), sizes)
-        keep = n_rows * S
-        return stream[:keep].reshape(n_rows, S), labels[:keep], starts, total - keep, 0
-    lens = np.array([d.size + 1 for d in docs], dtype=np.int64)
-    spans = -(-lens // S) * S
-    starts = np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64)
-    total = int(spans.sum())
-    flat = np.full(total, eod, dtype=dtype)
-    for d, s in zip(docs, starts.tolist()):
-        flat[s:s + d.size] = d
-    labels = np.repeat(np.asarray(cats, dtype=np.int32), spans)
-    return flat.reshape(total // S, S), labels, starts, 0, int((spans - lens).sum())
-
-
-def _fractions(labels: np.ndarray, n_rows: int, seq_len: int, n_cat: int) -> np.ndarray:
-    out = np.zeros((n_rows, n_cat), dtype=np.float64)
-    step = max(1, (1 << 24) // seq_len)  # rows per chunk: bounded temporary memory
-    for r0 in range(0, n_rows, step):
-        r1 = min(n_rows, r0 + step)
-        lab = labels[r0 * seq_len:r1 * seq_len].astype(np.int64)
-        row = np.repeat(np.arange(r1 - r0, dtype=np.int64), seq_len)
-        out[r0:r1] = np.bincount(row * n_cat + lab, minlength=(r1 - r0) * n_cat).reshape(r1 - r0, n_cat)
-    return (out / seq_len).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------------ build
 
 def _encode(tok, texts: List[str]) -> List[np.ndarray]:
@@ -319,6 +153,42 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
          "skipped": [{"root", "path", "reason"}]}
     """
     config = config or CorpusConfig()
+    roots = _check_roots(dirs)
+    prefix = _check_out(os.fspath(out_prefix))
+    tok, tok_rec = tokenizer if tokenizer is not None else resolve_tokenizer(config.tokenizer)
+    cands, skipped = walk_files(roots, config, {os.path.realpath(p) for p in corpus_outputs(prefix)})
+    extra = sorted({c for c in config.overrides.values() if c not in CATEGORIES and c != SKIP})
+    categories = list(CATEGORIES) + extra
+    dtype = np.uint16 if tok_rec["vocab_size"] <= 1 << 16 else np.int32
+    files, docs, cats = _read_all(cands, skipped, config, tok, dtype, {c: i for i, c in enumerate(categories)},
+                                  progress)
+    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
+    if not files:
+        why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
+        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
+    for d in docs:
+        if d.size and int(d.max()) >= tok_rec["vocab_size"]:
+            raise DataError(f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size "
+                            f"{tok_rec['vocab_size']}")
+    S = config.seq_len
+    rows, labels, starts, dropped, pad = pack_documents(docs, cats, S, config.packing, int(tok_rec["eod_id"]), dtype)
+    n_rows = int(rows.shape[0])
+    if n_rows == 0:
+        raise DataError(f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
+                        f"seq_len={S}; expected more text or a smaller --seq-len")
+    _locate(files, starts, docs, n_rows * S, S)
+    manifest = {
+        "format": FORMAT, "version": VERSION, "roots": roots, "tokenizer": tok_rec,
+        "seq_len": S, "packing": config.packing, "dtype": np.dtype(dtype).name, "n_rows": n_rows,
+        "n_tokens": n_rows * S, "dropped_tokens": int(dropped), "pad_tokens": int(pad), "n_files": len(files),
+        "n_skipped": len(skipped), "categories": categories, "config": config.to_dict(),
+        "totals": _totals(files, labels, categories, n_rows * S), "files": files, "skipped": skipped,
+    }
+    _write(prefix, rows, dtype, row_fractions(labels, n_rows, S, len(categories)), categories, manifest)
+    return manifest
+
+
+def _check_roots(dirs) -> List[str]:
     if isinstance(dirs, (str, os.PathLike)):
         dirs = [dirs]
     roots = [os.fspath(d) for d in dirs]
@@ -329,16 +199,12 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
             raise ConfigError(f"--from {r}: no such directory; expected a directory (or file) of text files")
         if not (os.path.isdir(r) or os.path.isfile(r)):
             raise ConfigError(f"--from {r}: not a directory or a regular file")
-    prefix = _check_out(os.fspath(out_prefix))
-    tok, tok_rec = tokenizer if tokenizer is not None else resolve_tokenizer(config.tokenizer)
-    outputs = corpus_outputs(prefix)
-    exclude = {os.path.realpath(p) for p in outputs}
-    cands, skipped = _walk(roots, config, exclude)
-    extra = sorted({c for c in config.overrides.values() if c not in CATEGORIES and c != SKIP})
-    categories = list(CATEGORIES) + extra
-    cat_index = {c: i for i, c in enumerate(categories)}
-    dtype = np.uint16 if tok_rec["vocab_size"] <= 1 << 16 else np.int32
+    return roots
 
+
+def _read_all(cands: List[dict], skipped: List[dict], config: CorpusConfig, tok, dtype, cat_index: dict,
+              progress: bool) -> Tuple[List[dict], List[np.ndarray], List[int]]:
+    """Read, classify and tokenize every candidate (in order); unusable ones go to ``skipped``."""
     from tqdm.auto import tqdm
 
     files, docs, cats = [], [], []
@@ -346,7 +212,6 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
         rec["size"] = 0
         with contextlib.suppress(OSError):
             rec["size"] = os.path.getsize(rec["abs"])
-    bar = tqdm(total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus", disable=not progress)
     batch: List[Tuple[dict, str]] = []
 
     def flush():
@@ -358,60 +223,43 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
         batch.clear()
 
     pending = 0
-    for rec in cands:
-        data, text, reason = _read(rec, config)
-        size = len(data) if data is not None else 0
-        if reason is None:
-            cat, rule = classify(rec["path"], text, config.overrides)
-            if cat == SKIP:
-                reason = f"{rule}: skip"
-        if reason is not None:
-            skipped.append({**_public(rec), "reason": reason})
-        else:
-            batch.append(({**_public(rec), "category": cat, "rule": rule, "sha256": hashlib.sha256(data).hexdigest(),
-                           "bytes": size}, text))
-            pending += size
-            if len(batch) >= 64 or pending >= 1 << 24:
-                flush()
-                pending = 0
-        bar.update(rec["size"])
-    flush()
-    bar.close()
-    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
-    if not files:
-        why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
-        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
-    for d in docs:
-        if d.size and int(d.max()) >= tok_rec["vocab_size"]:
-            raise DataError(f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size "
-                            f"{tok_rec['vocab_size']}")
+    with tqdm(total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus",
+              disable=not progress) as bar:
+        for rec in cands:
+            data, text, reason = read_text_file(rec, config)
+            if reason is None:
+                cat, rule = classify(rec["path"], text, config.overrides)
+                reason = f"{rule}: skip" if cat == SKIP else None
+            if reason is not None:
+                skipped.append({**public_record(rec), "reason": reason})
+            else:
+                batch.append(({**public_record(rec), "category": cat, "rule": rule,
+                               "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, text))
+                pending += len(data)
+                if len(batch) >= 64 or pending >= 1 << 24:
+                    flush()
+                    pending = 0
+            bar.update(rec["size"])
+        flush()
+    return files, docs, cats
 
-    S = config.seq_len
-    rows, labels, starts, dropped, pad = _pack(docs, cats, S, config.packing, int(tok_rec["eod_id"]), dtype)
-    n_rows = int(rows.shape[0])
-    if n_rows == 0:
-        raise DataError(f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
-                        f"seq_len={S}; expected more text or a smaller --seq-len")
-    kept = n_rows * S
+
+def _locate(files: List[dict], starts: np.ndarray, docs: List[np.ndarray], kept: int, S: int) -> None:
+    """Each file's first token in the flattened rows and the rows it occupies (None in the dropped tail)."""
     for rec, s, d in zip(files, starts.tolist(), docs):
         rec["start"] = int(s)
         last = min(s + d.size, kept - 1)  # its EOD (or the last kept token)
         rec["rows"] = [int(s // S), int(last // S)] if s < kept else None
+
+
+def _totals(files: List[dict], labels: np.ndarray, categories: List[str], kept: int) -> dict:
     counts = np.bincount(labels, minlength=len(categories))
     totals = {}
     for i, c in enumerate(categories):
         mine = [f for f in files if f["category"] == c]
-        totals[c] = {"files": len(mine), "bytes": sum(f["bytes"] for f in mine), "tokens": sum(f["tokens"] for f in mine),
-                     "share": float(counts[i] / kept)}
-    manifest = {
-        "format": FORMAT, "version": VERSION, "roots": roots, "tokenizer": tok_rec,
-        "seq_len": S, "packing": config.packing, "dtype": np.dtype(dtype).name, "n_rows": n_rows, "n_tokens": kept,
-        "dropped_tokens": int(dropped), "pad_tokens": int(pad), "n_files": len(files), "n_skipped": len(skipped),
-        "categories": categories, "config": config.to_dict(), "totals": totals, "files": files, "skipped": skipped,
-    }
-    fractions = _fractions(labels, n_rows, S, len(categories))
-    _write(prefix, rows, dtype, fractions, categories, manifest)
-    return manifest
+        totals[c] = {"files": len(mine), "bytes": sum(f["bytes"] for f in mine),
+                     "tokens": sum(f["tokens"] for f in mine), "share": float(counts[i] / kept)}
+    return totals
 
 
 def _reasons(skipped: List[dict]) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
