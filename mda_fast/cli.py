@@ -1,4 +1,4 @@
-"""``mda-fast``: localize | fit | score | analyze | report | intervene | demo | corpus | config show.
+"""``mda-fast``: mechanistic data attribution for GPT-NeoX / Pythia attention heads (see each subcommand's --help).
 
 Each subcommand reads one config (``--config``: a TOML/JSON path or a packaged name such as
 ``pythia-14m-induction``), applies ``--set section.key=value`` overrides, validates the whole config against the
