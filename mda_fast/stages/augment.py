@@ -19,11 +19,11 @@ from .io import OutputLock, read_json, write_json
 logger = logging.getLogger(__name__)
 
 #: the --quick overrides (applied after the config file and before --set)
-QUICK = ["augment.sizes=['tiny-1l', 'tiny-2l']", "augment.seeds=[0, 1]", "augment.window_steps=20",
+QUICK = ["augment.sizes=['tiny-1l', 'tiny-2l']", "augment.seeds=[0, 1]", "augment.window_steps=10",
          "augment.train_after=10", "augment.eval_every=10", "augment.n_heldout=16", "augment.n_motifs=2",
          "augment.top_frac=0.1", "augment.budget_frac=0.1", "augment.copy_span_min=4",
          "augment.copy_span_max=12", "corpus.seq_len=33", "data.seq_len=33",
-         "data.batch_size=8", "train.total_steps=60", "corpus.heldout_sequences=256", "localize.seq_len=8",
+         "data.batch_size=8", "train.total_steps=40", "corpus.heldout_sequences=256", "localize.seq_len=8",
          "localize.n=8", "localize.threshold=0.3", "targets.probe_L=8", "targets.probe_n=8",
          "fit.n_sequences=64", "fit.batch_size=32", "score.batch_size=32", "score.chunk=1024"]
 
