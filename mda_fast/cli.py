@@ -35,6 +35,9 @@ STAGES = {
               "model.run_dir = OUT/run"),
     "demo": ("everything on the embedded CPU demo (no data, no network)",
              "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json"),
+    "augment": ("mechanistic data augmentation: motifs of the top samples, synthetic data, the cross-scale study",
+                "default config augment-demo (CPU, embedded, no data); writes OUT/augment.json and "
+                "OUT/augment.html; rerun to continue"),
 }
 
 
@@ -50,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output directory")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name == "augment":
+            p.add_argument("--quick", action="store_true", help="a tiny version of the study (tests; numbers "
+                                                                "mean nothing)")
         if name == "score":
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
             many = p.add_mutually_exclusive_group()
@@ -96,6 +102,10 @@ def _run(args, progress: bool):
     from .stages.io import OutputLock, score_dir
     from .study.findings import findings, findings_text
 
+    if args.cmd == "augment":
+        from .stages.augment import run_augment
+
+        return run_augment(args.out, args.set, config_path=args.config, quick=args.quick, progress=progress)
     if args.cmd == "demo":
         from .stages.demo import run_demo
 

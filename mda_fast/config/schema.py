@@ -179,9 +179,39 @@ class InterveneSection:
                                       "zero moments at the window start (an approximation)", ge=1)
 
 
+@dataclass
+class AugmentSection:
+    """mda-fast augment: motifs of the top samples, synthetic data from them, and the cross-scale study."""
+    sizes: list = opt(["tiny-2l", "tiny-2l-w", "tiny-3l", "tiny-4l"], "model presets, smallest first (motifs are "
+                      "mined on the first; the transfer arm uses the last)", kind="list[str]")
+    arms: list = opt(["none", "random", "copy", "top", "mechanistic"], "arms: none, random (duplicated random window "
+                     "rows), copy (random spans S||S), top (duplicated top-scored rows), mechanistic (motif "
+                     "generators)", kind="list[str]")
+    seeds: list = opt([0, 1, 2], "seeds of the seeded arms (random, copy, mechanistic)", kind="list[int]")
+    budget_frac: float = opt(0.02, "synthetic rows per arm as a fraction of the window's tokens", gt=0.0, le=10.0)
+    window_steps: int = opt(200, "the window: this many steps before the base run's emergence checkpoint", ge=1)
+    train_after: int = opt(50, "arms train this many steps past the window end", ge=0)
+    eval_every: int = opt(50, "steps between checkpoints / evaluations (window_steps must be a multiple)", ge=1)
+    top_frac: float = opt(0.05, "motifs are mined from this top fraction of the window (and as many bottom and "
+                          "random rows as contrast)", gt=0.0, lt=1.0)
+    n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
+    motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
+    transfer: bool = opt(True, "also mine motifs on the largest size and apply them to it (arm mechanistic-large)")
+    n_heldout: int = opt(64, "held-out rows for the ICL score, and as many prose rows for the held-out loss", ge=1)
+    copy_span_min: int = opt(8, "copy baseline: shortest span S", ge=1)
+    copy_span_max: int = opt(32, "copy baseline: longest span S", ge=1)
+    copy_low: int = opt(0, "copy baseline: lowest token id; 0: localize.low", ge=0)
+    copy_high: int = opt(0, "copy baseline: token ids below this; 0: localize.high", ge=0)
+    llm_url: str = opt("", "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "
+                       "empty: built-in generators")
+    llm_model: str = opt("default", "model name sent to the endpoint")
+    llm_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the endpoint's API key (may be unset)")
+
+
 SECTIONS = {"model": ModelSection, "data": DataSection, "window": WindowSection, "localize": LocalizeSection,
             "targets": TargetsSection, "fit": FitSection, "score": ScoreSection, "analyze": AnalyzeSection,
-            "report": ReportSection, "corpus": CorpusSection, "train": TrainSection, "intervene": InterveneSection}
+            "report": ReportSection, "corpus": CorpusSection, "train": TrainSection, "intervene": InterveneSection,
+            "augment": AugmentSection}
 
 
 @dataclass
@@ -199,6 +229,7 @@ class Config:
     corpus: CorpusSection = field(default_factory=CorpusSection)
     train: TrainSection = field(default_factory=TrainSection)
     intervene: InterveneSection = field(default_factory=InterveneSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

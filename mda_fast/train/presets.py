@@ -45,6 +45,9 @@ PRESETS: Dict[str, Preset] = {
         Preset("tiny-2l", 2, 64, 4, 260, intermediate_size=256),
         Preset("tiny-3l", 3, 96, 4, 260, intermediate_size=384),
         Preset("tiny-4l", 4, 128, 4, 260, intermediate_size=512),
+        # the augment study's size ladder (mda_fast/configs/augment-demo.toml): width, then depth
+        Preset("tiny-2l-w", 2, 96, 4, 260, intermediate_size=384),
+        Preset("tiny-1l", 1, 32, 2, 260, intermediate_size=128),
     ]
 }
 

@@ -1,0 +1,183 @@
+"""Generators: seeded, offline sources of synthetic training rows.
+
+* ``MotifGenerator``: the built-in generator of one motif. A row is filled with documents (lengths drawn from the
+  motif's ``doc_len``), each followed by EOD. A document alternates *fresh runs* (lengths from ``fresh_run``, tokens
+  from the motif's token frequencies) and *copy spans* (length from ``span_len``, distance
+  from ``copy_dist``, clipped to what is already written; a distance below the length makes a periodic run). After
+  each segment it copies when the document's copied share is below a target drawn from ``copy_frac``; a copy's distance
+  is drawn once and the copy made as soon as that much is written (just enough fresh tokens until then), so the distances keep
+  their distribution. So the
+  re-measured statistics of its rows match the motif's (``roundtrip``).
+* ``MixtureGenerator``: several motifs, each chosen with its share of the top set.
+* ``copy_baseline_rows``: the generic copy baseline ("Bi-Induct"): documents ``S ‖ S`` of a uniformly random span
+  ``S`` of random tokens, no motif.
+* ``pack_texts``: text documents (e.g. from an LLM-written generator) tokenized and packed one row at a time.
+
+Everything is a pure function of its seed (``numpy.random.default_rng``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .motifs import FEATURES, Motif, measure_rows, summarize
+
+__all__ = ["MotifGenerator", "MixtureGenerator", "copy_baseline_rows", "pack_texts", "byte_encode", "roundtrip",
+           "compare_stats", "ROUNDTRIP_FEATURES"]
+
+#: the features a generator must reproduce (the round-trip test and the LLM-output validation)
+ROUNDTRIP_FEATURES = ("copy_frac", "span_len", "copy_dist", "frac_alpha", "frac_space", "frac_punct", "entropy",
+                      "n_docs")
+
+
+def byte_encode(text: str | bytes) -> np.ndarray:
+    """Byte-tokenizer ids (byte ``b`` -> ``b + 4``) of ``text``."""
+    b = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    return np.frombuffer(b, np.uint8).astype(np.int64) + 4
+
+
+class MotifGenerator:
+    """The built-in generator of ``motif`` (see the module docstring). ``seq_len`` defaults to the motif's."""
+
+    def __init__(self, motif: Motif | dict, seq_len: Optional[int] = None, fallback_tokens=(36, 131)):
+        self.motif = motif if isinstance(motif, Motif) else Motif.from_dict(motif)
+        d = self.motif.dist
+        self.seq_len = int(seq_len or d["seq_len"])
+        self.eod = int(d.get("eod", 0))
+        self.min_span = int(d.get("min_span", 4))
+        self.span_len = np.asarray(d["span_len"] or [8], np.int64)
+        self.copy_dist = np.asarray(d["copy_dist"] or [16], np.int64)
+        self.fresh_run = np.asarray(d["fresh_run"] or [16], np.int64)
+        self.doc_len = np.asarray(d["doc_len"] or [self.seq_len], np.int64)
+        self.copy_frac = np.asarray(d["copy_frac"] or [0.0], np.float64)
+        ft = d.get("fresh_tokens") or {}
+        if ft:
+            self.tokens = np.array([int(k) for k in ft], np.int64)
+            w = np.array(list(ft.values()), np.float64)
+        else:
+            self.tokens = np.arange(*fallback_tokens, dtype=np.int64)
+            w = np.ones(self.tokens.size)
+        self.p = w / w.sum()
+
+    def _fresh(self, rng, n: int) -> List[int]:
+        return rng.choice(self.tokens, size=n, p=self.p).tolist()
+
+    def document(self, rng: np.random.Generator, length: int) -> List[int]:
+        """One document of exactly ``length`` tokens (no EOD)."""
+        target = float(rng.choice(self.copy_frac))
+        out: List[int] = []
+        copied = 0
+        D = None  # the next copy's distance: drawn once, used as soon as that much is written
+        while len(out) < length:
+            left = length - len(out)
+            want = len(out) >= self.min_span and copied < target * max(1, len(out))
+            if want and D is None:
+                D = int(max(1, rng.choice(self.copy_dist)))
+            if want and D <= len(out):
+                L = int(min(left, max(self.min_span, rng.choice(self.span_len))))
+                start = len(out) - D
+                for i in range(L):
+                    out.append(out[start + i])
+                copied += L
+                D = None
+            elif want:  # wait for the copy's source: just enough fresh tokens
+                out += self._fresh(rng, int(min(left, D - len(out))))
+            else:
+                out += self._fresh(rng, int(min(left, max(1, rng.choice(self.fresh_run)))))
+        return out[:length]
+
+    def row(self, rng: np.random.Generator) -> np.ndarray:
+        """One row of ``seq_len`` tokens: documents, each followed by EOD, the last one cut at the row's end."""
+        row: List[int] = []
+        while len(row) < self.seq_len:
+            n = int(max(self.min_span, rng.choice(self.doc_len)))
+            row += self.document(rng, min(n, self.seq_len - len(row)))
+            row.append(self.eod)
+        return np.asarray(row[:self.seq_len], np.int64)
+
+    def rows(self, n: int, seed: int = 0) -> np.ndarray:
+        """``[n, seq_len]`` int64 rows, a pure function of ``seed``."""
+        rng = np.random.default_rng([int(seed), 0xA06])
+        return np.stack([self.row(rng) for _ in range(int(n))]) if n else np.zeros((0, self.seq_len), np.int64)
+
+
+class MixtureGenerator:
+    """Rows from several motifs: each row's motif drawn with the motifs' shares (of the top set)."""
+
+    def __init__(self, motifs: Sequence[Motif | dict], seq_len: Optional[int] = None):
+        if not motifs:
+            raise ValueError("MixtureGenerator: expected at least one motif")
+        self.gens = [MotifGenerator(m, seq_len) for m in motifs]
+        w = np.array([g.motif.share for g in self.gens], np.float64)
+        self.p = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
+        self.seq_len = self.gens[0].seq_len
+
+    def rows(self, n: int, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng([int(seed), 0xA07])
+        which = rng.choice(len(self.gens), size=int(n), p=self.p)
+        out = np.zeros((int(n), self.seq_len), np.int64)
+        for g in range(len(self.gens)):
+            idx = np.flatnonzero(which == g)
+            if idx.size:
+                out[idx] = self.gens[g].rows(idx.size, seed=int(seed) * 1000 + g)
+        return out
+
+
+def copy_baseline_rows(n: int, seq_len: int, seed: int = 0, low: int = 36, high: int = 131,
+                       span=(8, 32), eod: int = 0) -> np.ndarray:
+    """The generic copy baseline: rows of documents ``S ‖ S`` (``S`` uniform random tokens in ``[low, high)``,
+    ``len(S)`` uniform in ``span``), each followed by EOD."""
+    rng = np.random.default_rng([int(seed), 0xB1])
+    out = np.zeros((int(n), int(seq_len)), np.int64)
+    for i in range(int(n)):
+        row: List[int] = []
+        while len(row) < seq_len:
+            s = rng.integers(low, high, size=int(rng.integers(span[0], span[1] + 1))).tolist()
+            row += s + s + [eod]
+        out[i] = row[:seq_len]
+    return out
+
+
+def pack_texts(texts: Sequence[str], seq_len: int, n_rows: int, encode: Callable = byte_encode,
+               eod: int = 0) -> np.ndarray:
+    """Pack text documents into ``n_rows`` rows of ``seq_len`` (each document then EOD; a row ends mid-document;
+    the documents are cycled if they run out). Raises ValueError when no document has a token."""
+    docs = [np.asarray(encode(t), np.int64) for t in texts]
+    docs = [d for d in docs if d.size]
+    if not docs:
+        raise ValueError("pack_texts: no non-empty document")
+    out = np.zeros((int(n_rows), int(seq_len)), np.int64)
+    j = 0
+    for i in range(int(n_rows)):
+        row: List[int] = []
+        while len(row) < seq_len:
+            row += docs[j % len(docs)].tolist() + [eod]
+            j += 1
+        out[i] = row[:seq_len]
+    return out
+
+
+def compare_stats(target: Dict[str, Dict[str, float]], got: Dict[str, Dict[str, float]],
+                  features: Sequence[str] = ROUNDTRIP_FEATURES, tol_sd: float = 0.5, tol_rel: float = 0.25,
+                  tol_abs: float = 0.05) -> Dict[str, object]:
+    """Per feature: the target and generated means and whether they agree, i.e.
+    ``|got - target| <= max(tol_sd * target_std, tol_rel * |target|, tol_abs)``; ``ok`` when all agree."""
+    rows, ok = {}, True
+    for f in features:
+        t, g = target[f]["mean"], got[f]["mean"]
+        lim = max(tol_sd * target[f]["std"], tol_rel * abs(t), tol_abs)
+        good = abs(g - t) <= lim
+        ok &= bool(good)
+        rows[f] = {"target": t, "generated": g, "limit": lim, "ok": bool(good)}
+    return {"ok": bool(ok), "features": rows, "failed": [f for f, r in rows.items() if not r["ok"]]}
+
+
+def roundtrip(motif: Motif, rows: np.ndarray, decode=None, **tol) -> Dict[str, object]:
+    """Re-measure generated ``rows`` and compare with ``motif``'s statistics (``compare_stats``)."""
+    d = motif.dist
+    got = summarize(measure_rows(rows, decode, int(d.get("min_span", 4)), int(d.get("eod", 0))))
+    return compare_stats(motif.features, got, **tol)
+
+
+assert set(ROUNDTRIP_FEATURES) <= set(FEATURES)

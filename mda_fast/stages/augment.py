@@ -1,0 +1,101 @@
+"""``mda-fast augment``: the cross-scale mechanistic-data-augmentation study (``mda_fast.augment.study``).
+
+Validates the whole config first (every key, then the augment section against the presets and the corpus), locks
+``--out`` (``OutputLock``), runs the study (resumable: rerun the same command to continue) and writes
+``OUT/augment.json`` and ``OUT/augment.html`` atomically. ``--quick`` shrinks everything (two tiny sizes, short
+rows, a few dozen steps, two seeds) to exercise the whole path in well under a minute: its numbers mean nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ..config import Config, load_config, packaged_config, resolve_config_arg
+from ..errors import ConfigError
+from .io import OutputLock, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+#: the --quick overrides (applied after the config file and before --set)
+QUICK = ["augment.sizes=['tiny-1l', 'tiny-2l']", "augment.seeds=[0, 1]", "augment.window_steps=10",
+         "augment.train_after=10", "augment.eval_every=10", "augment.n_heldout=16", "augment.n_motifs=2",
+         "augment.top_frac=0.1", "augment.budget_frac=0.1", "augment.copy_span_min=4",
+         "augment.copy_span_max=12", "corpus.seq_len=33", "data.seq_len=33",
+         "data.batch_size=8", "train.total_steps=40", "corpus.heldout_sequences=256", "localize.seq_len=8",
+         "localize.n=8", "localize.threshold=0.3", "targets.probe_L=8", "targets.probe_n=8",
+         "fit.n_sequences=64", "fit.batch_size=32", "score.batch_size=32", "score.chunk=1024"]
+
+STATE = "augment.state.json"
+
+
+def check_augment(cfg: Config) -> None:
+    """The augment section against itself, the presets and the corpus (one ConfigError naming the key)."""
+    from ..augment.study import STUDY_ARMS
+    from ..train import get_preset
+
+    a = cfg.augment
+    if not a.sizes:
+        raise ConfigError("augment.sizes: expected at least one model preset")
+    for p in a.sizes:
+        try:
+            get_preset(p)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"augment.sizes: {e}") from None
+    if len(set(a.sizes)) != len(a.sizes):
+        raise ConfigError(f"augment.sizes {a.sizes}: expected distinct presets")
+    bad = [x for x in a.arms if x not in STUDY_ARMS]
+    if bad or "none" not in a.arms or len(set(a.arms)) != len(a.arms):
+        raise ConfigError(f"augment.arms {a.arms}: expected distinct arms including 'none' from {list(STUDY_ARMS)}")
+    if not a.seeds or len(set(a.seeds)) != len(a.seeds):
+        raise ConfigError(f"augment.seeds {a.seeds}: expected at least one distinct seed")
+    if a.window_steps % a.eval_every:
+        raise ConfigError(f"augment.window_steps = {a.window_steps} must be a multiple of augment.eval_every = "
+                          f"{a.eval_every} (the window starts at a checkpoint)")
+    if a.copy_span_min > a.copy_span_max:
+        raise ConfigError(f"augment.copy_span_min = {a.copy_span_min} exceeds copy_span_max = {a.copy_span_max}")
+    if 2 * a.copy_span_max + 1 > cfg.corpus.seq_len:
+        raise ConfigError(f"augment.copy_span_max = {a.copy_span_max}: S || S does not fit rows of corpus.seq_len = "
+                          f"{cfg.corpus.seq_len}")
+    if a.window_steps + a.train_after >= cfg.train.total_steps:
+        raise ConfigError(f"augment.window_steps + train_after = {a.window_steps + a.train_after} must be below "
+                          f"train.total_steps = {cfg.train.total_steps}")
+    if cfg.data.seq_len != cfg.corpus.seq_len:
+        raise ConfigError(f"data.seq_len = {cfg.data.seq_len} differs from corpus.seq_len = {cfg.corpus.seq_len}")
+    if a.llm_url and not a.llm_url.startswith(("http://", "https://")):
+        raise ConfigError(f"augment.llm_url = {a.llm_url!r}: expected http(s)://host[:port]/v1")
+    for key, L in (("localize.seq_len", cfg.localize.seq_len), ("targets.probe_L", cfg.targets.probe_L)):
+        if 2 * L > 2048:
+            raise ConfigError(f"{key} = {L}: rows of 2L tokens exceed the tiny presets' context of 2048")
+
+
+def load_augment_config(config_path: str | None, overrides: list | None, quick: bool) -> Config:
+    path = resolve_config_arg(config_path) if config_path else packaged_config("augment-demo")
+    cfg = load_config(path, (QUICK if quick else []) + list(overrides or []))
+    check_augment(cfg)
+    return cfg
+
+
+def run_augment(out: str, overrides: list | None = None, config_path: str | None = None, quick: bool = False,
+                progress: bool = True) -> dict:
+    """The study into ``out``; a rerun with the same config continues it, another config is refused."""
+    from ..augment.report import write_augment_report
+    from ..augment.study import run_study
+    from ..data import PythiaBatches
+
+    cfg = load_augment_config(config_path, overrides, quick)
+    state = os.path.join(out, STATE)
+    if os.path.exists(state) and read_json(state).get("config") != cfg.to_dict():
+        raise ConfigError(f"--out {out} holds an augment study made with another config; use a fresh --out, or the "
+                          f"same --config/--set/--quick to continue it")
+    with OutputLock(out):
+        if not os.path.exists(state):
+            write_json(state, {"config": cfg.to_dict()})
+        res = run_study(cfg, out, progress)
+        data = PythiaBatches(cfg.data.path, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
+        ids = sorted({ex["id"] for m in res["motifs"].values() for mo in m["motifs"] for ex in mo["examples"]})
+        texts = dict(zip(ids, np.asarray(data.rows(np.asarray(ids, np.int64))).astype(np.int64))) if ids else {}
+        res["report"] = os.path.abspath(write_augment_report(res, os.path.join(out, "augment.html"), texts))
+        logger.info("\n".join(["", *res["findings"], f"report: {res['report']}", f"elapsed {res['elapsed_s']} s"]))
+        return res

@@ -1,0 +1,74 @@
+"""The augment study end to end (--quick), its outputs, resuming, and its config checks."""
+import json
+import os
+
+import pytest
+
+from mda_fast.cli import main
+from mda_fast.errors import ConfigError
+from mda_fast.stages.augment import load_augment_config, run_augment
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("aug") / "out")
+    res = run_augment(out, quick=True, progress=False)
+    return out, res
+
+
+def test_quick_study_outputs(study):
+    out, res = study
+    saved = json.load(open(os.path.join(out, "augment.json")))
+    assert set(saved["sizes"]) == {"tiny-1l", "tiny-2l"}
+    small = saved["sizes"]["tiny-1l"]
+    assert set(small["arms"]) == {"none", "random", "copy", "top", "mechanistic"}
+    assert "mechanistic-large" in saved["sizes"]["tiny-2l"]["arms"]
+    for arm, a in small["arms"].items():
+        assert set(a["seeds"]) == {"0", "1"}
+        for d in a["seeds"].values():
+            assert d["steps"][0] == small["window"][0] and d["steps"][-1] == small["train_until"]
+            assert len(d["score"]) == len(d["steps"]) and d["gain"] is not None and "heldout_loss_change" in d
+            if arm != "none":
+                assert d["insertion"]["n_rows"] == small["budget_rows"]
+        assert {"gain", "emergence_step", "icl_at_gain_step", "heldout_loss_final"} <= set(a["summary"])
+    assert small["arms"]["none"]["summary"]["gain"]["mean"] == 0
+    m = saved["motifs"]["small"]
+    assert m["mined_on"] == "tiny-1l" and m["motifs"] and sum(len(x["support"]) for x in m["motifs"]) == m["n"]["top"]
+    assert saved["findings"] and saved["stage_seconds"]["arms"] > 0
+    page = open(os.path.join(out, "augment.html")).read()
+    assert "data:image/png;base64," in page and "<mark" in page and "Mechanistic data augmentation" in page
+    # the trainer logged every inserted row per batch
+    bl = os.path.join(out, "sizes", "tiny-1l", "arms", "mechanistic", "seed0", "batches.jsonl")
+    recs = [json.loads(x) for x in open(bl)]
+    assert sum(len(r["inserted"]) for r in recs) == small["budget_rows"]
+
+
+def test_rerun_reuses_and_other_config_is_refused(study):
+    out, res = study
+    again = run_augment(out, quick=True, progress=False)
+    assert again["sizes"]["tiny-1l"]["arms"]["copy"]["summary"] == res["sizes"]["tiny-1l"]["arms"]["copy"]["summary"]
+    assert again["stage_seconds"]["arms"] < max(5.0, res["stage_seconds"]["arms"])
+    with pytest.raises(ConfigError, match="another config"):
+        run_augment(out, ["augment.seeds=[5, 6]"], quick=True, progress=False)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("augment.arms=['none', 'bogus']", "augment.arms"),
+    ("augment.arms=['copy']", "augment.arms"),
+    ("augment.sizes=['no-such']", "augment.sizes"),
+    ("augment.window_steps=15", "multiple"),
+    ("augment.budget_frac=0", "budget_frac"),
+    ("augment.seeds=[]", "augment.seeds"),
+    ("augment.llm_url=ftp://x", "llm_url"),
+])
+def test_bad_config(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_augment_config(None, [override], quick=True)
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["augment", "--quick", "--out", str(out), "--set", "augment.arms=['x']"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mda-fast augment: error:") and len(err.strip().splitlines()) == 1
+    assert not out.exists()
