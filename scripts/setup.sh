@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine setup: .venv, torch (the local 2.13.0 CPU wheel where it exists, else a normal install),
 # the runtime and test dependencies, kronfluence without torchvision, then the package build (mda_fast._C).
-# Usage: bash scripts/setup.sh [--test]     (--test also installs pytest, pytest-xdist, hypothesis and kronfluence)
+# Usage: bash scripts/setup.sh [--test]     (--test also installs pytest, pytest-xdist, hypothesis, ruff and kronfluence)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,7 +16,7 @@ fi
 "${PIP[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.24" \
   "numpy>=1.24" "transformers>=4.40,<6" "safetensors>=0.4" "tqdm>=4.60" "tokenizers>=0.15" "matplotlib>=3.7"
 if [ "${1:-}" = "--test" ]; then
-  "${PIP[@]}" "pytest>=8" "pytest-xdist>=3" "hypothesis==6.170.17" "accelerate>=0.31" "einops>=0.8" "einconv>=0.1" "opt-einsum>=3.3"
+  "${PIP[@]}" "pytest>=8" "pytest-xdist>=3" "hypothesis==6.170.17" "ruff==0.17.6" "accelerate>=0.31" "einops>=0.8" "einconv>=0.1" "opt-einsum>=3.3"
   # kronfluence declares torchvision, which would pull CUDA torch: install it without its declared deps
   "${PIP[@]}" --no-deps kronfluence==1.0.1
   "${PIP[@]}" "triton==3.7.1" || echo "triton unavailable: Triton tests will be skipped"
