@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from .dist import under_torchrun
 from .errors import ConfigError, MdaFastError, OutputError
 
 STAGES = {
@@ -51,10 +52,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
             many = p.add_mutually_exclusive_group()
             many.add_argument("--devices", metavar="LIST",
-                              help="score on several devices at once, one shard process each, then merge: "
-                                   "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
+                              help="score on several devices at once, one torchrun rank each (started here by "
+                                   "torch.distributed's launcher), then merge: cuda (every visible GPU), or a "
+                                   "list such as cuda:0,cuda:1")
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
+            p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                           help="with --devices: restart the ranks up to N times after a failure (they resume)")
     cp = sub.add_parser("config", help="show the resolved config with each key's doc",
                         description="Print the resolved config (defaults, file, --set) with each key's doc.")
     cp.add_argument("action", choices=["show"])
@@ -82,6 +86,8 @@ def _run(args, progress: bool):
 
         return run_demo(args.out, args.set, config_path=args.config, progress=progress)
     cfg = _load(args)
+    if under_torchrun():
+        return _run_torchrun(args, cfg, progress)
     shard = None
     if args.cmd == "score":
         if args.merge is not None and args.merge < 1:
@@ -103,9 +109,12 @@ def _run(args, progress: bool):
                 if args.merge is not None:
                     r = shards.merge(cfg, args.out, args.merge)
                 elif devices:
-                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress)
+                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress,
+                                      max_restarts=args.max_restarts)
                 else:
                     r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+                if shard is None and not devices:  # a whole score/ (the ranks of --devices wrote theirs)
+                    _write_topk(cfg, args.out)
             except KeyboardInterrupt:
                 flag = f" --shard {args.shard}" if shard else ""
                 raise Interrupted(f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
@@ -121,6 +130,51 @@ def _run(args, progress: bool):
         elif args.cmd == "intervene":
             intervene.run_intervene(cfg, args.out, progress=progress)
             print(report.run_report(cfg, args.out))
+
+
+def _write_topk(cfg, out: str) -> None:
+    from .stages.inputs import open_data
+    from .stages.score import score_window
+    from .stages.topk import shard_candidates, write_topk
+    from .study.stats import top_count
+
+    n = score_window(cfg, open_data(cfg).batch_size)[1]
+    k = top_count(n, cfg.analyze.top_frac)
+    write_topk(out, shard_candidates(out, None, k), k, cfg.analyze.top_frac, n)
+
+
+def _run_torchrun(args, cfg, progress: bool):
+    """This process is one rank of a torchrun job (``WORLD_SIZE`` > 1): ``fit``, ``score`` and ``intervene`` run
+    on every rank (``stages.distributed``); the other commands run on rank 0 alone."""
+    from .dist import Dist, rank_device
+    from .stages.distributed import run_stage
+    from .stages.inputs import device_of
+
+    if args.cmd == "score" and (args.shard or args.merge is not None or args.devices):
+        raise ConfigError("--shard, --merge and --devices are for runs without torchrun; under torchrun every "
+                          "rank scores its own shard and rank 0 merges them")
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    dev = rank_device(cfg.model.device, local)
+    if dev != cfg.model.device:
+        args.set = list(args.set) + [f'model.device="{dev}"']
+        cfg = _load(args)
+    if args.cmd not in ("fit", "score", "intervene"):
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            os.environ.pop("WORLD_SIZE")
+            return _run(args, progress)
+        return None
+    dist = Dist.from_env(device_of(cfg))
+    try:
+        r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
+        if dist.is_main and args.cmd == "score":
+            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']}")
+        if dist.is_main and args.cmd == "intervene":
+            from .stages import report
+
+            print(report.run_report(cfg, args.out))
+    finally:
+        dist.close()
+    return r
 
 
 class Interrupted(Exception):

@@ -205,11 +205,17 @@ def _objective(fisher, labels, mask, seed, batch_idx, device):
 def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac", damping: float = 0.1,
               damping_floor: float = 1e-10, damping_value: float | None = None, seed: int = 0,
               backend: str | None = None, progress: bool = True, model_name: str | None = None,
-              revision: str | None = None) -> Factors:
+              revision: str | None = None, batch_index=None, comm=None) -> Factors:
     """Fit curvature factors for every block of ``specs`` on ``batches``.
 
     ``batches`` is a re-iterable (e.g. a list) of token rows ``[B, T+1]`` or dicts with ``input_ids``,
     ``labels`` and ``mask``; it is read twice (covariances, then eigenvalue corrections).
+
+    Distributed fits (``mda_fast.dist``; both default to a one-process fit): ``batch_index[i]`` is the global
+    index of ``batches[i]`` in the whole fitting set, which seeds its true-Fisher labels, so the labels do not
+    depend on how the set is split. ``comm`` has ``sum_(dict)`` and ``broadcast_(dict)`` (in place, every rank):
+    the token/sequence counts and A, S are summed after the first pass, the eigenbases of rank 0 replace every
+    rank's, and Λ is summed after the second pass.
     """
     if fisher not in FISHERS:
         raise ValueError(f"unknown fisher {fisher!r}; expected one of {FISHERS}")
@@ -239,7 +245,8 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
             ids, labels, mask = _as_batch(batch)
             inputs, labels = split_rows(ids, labels)
             mask = check_mask(mask, labels.shape)
-            res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, i, param.device))
+            idx = i if batch_index is None else int(batch_index[i])
+            res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, idx, param.device))
             yield res, mask, inputs.shape
 
     for res, mask, shape in passes("EK-FAC covariances"):
@@ -248,6 +255,10 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
             kernels.covariance_accumulate(S[b.name], res.y(b), mask=mask, bias=False, backend=backend)
         n_tokens += float(mask.sum()) if mask is not None else shape[0] * shape[1]
         n_seqs += shape[0]
+    if comm is not None:  # distributed: sum the counts and the covariances over the ranks
+        counts = torch.tensor([n_tokens, float(n_seqs)], dtype=torch.float64, device=param.device)
+        comm.sum_({"counts": counts, **{f"A/{k}": v for k, v in A.items()}, **{f"S/{k}": v for k, v in S.items()}})
+        n_tokens, n_seqs = float(counts[0]), int(counts[1])
     if n_tokens <= 0:
         raise ValueError("the fitting batches hold no unmasked tokens")
     check_finite({f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
@@ -259,6 +270,9 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
         lam_S, Q_S = _eigh(S[b.name] / n_tokens, f"S of {b.name}")
         out[b.name] = BlockFactors(Q_A=Q_A, Q_S=Q_S, lam_A=lam_A, lam_S=lam_S,
                                    eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0), damping=0.0)
+    if comm is not None:  # one eigenbasis for every rank: rank 0's
+        comm.broadcast_({f"{k}/{n}": getattr(f, k) for n, f in out.items() for k in ("Q_A", "Q_S", "lam_A", "lam_S",
+                                                                                     "eig")})
 
     if method == "ekfac":
         lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
@@ -267,6 +281,8 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
                 f = out[b.name]
                 kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
                                             mask=None, bias=b.bias, backend=backend)
+        if comm is not None:
+            comm.sum_(lam)
         check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
                      expected="finite eigenvalues", cause=_OVERFLOW)
         for b in blocks:

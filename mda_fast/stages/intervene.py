@@ -12,8 +12,9 @@ from .checks import require_complete_scores
 from .inputs import device_of, load_targets, open_data
 
 
-def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
-    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores."""
+def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:
+    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores.
+    ``dist`` (``mda_fast.dist.Dist``): the arm × seed trainings are shared among its ranks; ``None`` on ranks > 0."""
     from ..study.interventions import InterventionConfig, run_interventions
 
     m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
@@ -35,4 +36,4 @@ def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
         n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)))
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
-    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress)
+    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress, dist=dist)
