@@ -235,8 +235,15 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
     s = neox_shape(model)
     param = next(model.parameters())
     acc_dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
-    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
-    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=acc_dtype, device=param.device) for b in blocks}
+    # sums over batches in float64 of each batch's part (computed in acc_dtype): nearly exact, so a fit split over
+    # ranks (``comm``) sums the same parts to the same A, S and Λ as one process
+    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=torch.float64, device=param.device) for b in blocks}
+    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=torch.float64, device=param.device) for b in blocks}
+
+    def add_part(total, fn, *args, **kw):
+        part = torch.zeros(total.shape, dtype=acc_dtype, device=total.device)
+        fn(part, *args, **kw)
+        total += part
     n_tokens, n_seqs = 0.0, 0
 
     def passes(desc):
@@ -251,8 +258,8 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
 
     for res, mask, shape in passes("EK-FAC covariances"):
         for b in blocks:
-            kernels.covariance_accumulate(A[b.name], res.x(b), mask=mask, bias=b.bias, backend=backend)
-            kernels.covariance_accumulate(S[b.name], res.y(b), mask=mask, bias=False, backend=backend)
+            add_part(A[b.name], kernels.covariance_accumulate, res.x(b), mask=mask, bias=b.bias, backend=backend)
+            add_part(S[b.name], kernels.covariance_accumulate, res.y(b), mask=mask, bias=False, backend=backend)
         n_tokens += float(mask.sum()) if mask is not None else shape[0] * shape[1]
         n_seqs += shape[0]
     if comm is not None:  # distributed: sum the counts and the covariances over the ranks
@@ -275,12 +282,12 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
                                                                                      "eig")})
 
     if method == "ekfac":
-        lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=acc_dtype, device=param.device) for b in blocks}
+        lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=torch.float64, device=param.device) for b in blocks}
         for res, mask, _ in passes("EK-FAC eigenvalue correction"):
             for b in blocks:
                 f = out[b.name]
-                kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
-                                            mask=None, bias=b.bias, backend=backend)
+                add_part(lam[b.name], kernels.eigen_sq_accumulate, res.x(b), res.y(b), f.Q_S.to(acc_dtype),
+                         f.Q_A.to(acc_dtype), mask=None, bias=b.bias, backend=backend)
         if comm is not None:
             comm.sum_(lam)
         check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
