@@ -146,13 +146,15 @@ def _write_topk(cfg, out: str) -> None:
 def _run_torchrun(args, cfg, progress: bool):
     """This process is one rank of a torchrun job (``WORLD_SIZE`` > 1): ``fit``, ``score`` and ``intervene`` run
     on every rank (``stages.distributed``); the other commands run on rank 0 alone."""
-    from .dist import Dist, rank_device
+    from .dist import LOG_ENV, Dist, rank_device, redirect_output
     from .stages.distributed import run_stage
     from .stages.inputs import device_of
 
     if args.cmd == "score" and (args.shard or args.merge is not None or args.devices):
         raise ConfigError("--shard, --merge and --devices are for runs without torchrun; under torchrun every "
                           "rank scores its own shard and rank 0 merges them")
+    if os.environ.get(LOG_ENV):  # started by `score --devices`: this rank's output goes to its log file
+        redirect_output(os.environ[LOG_ENV].replace("{rank}", os.environ.get("RANK", "0")))
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
     dev = rank_device(cfg.model.device, local)
     if dev != cfg.model.device:
@@ -166,8 +168,9 @@ def _run_torchrun(args, cfg, progress: bool):
     dist = Dist.from_env(device_of(cfg))
     try:
         r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
-        if dist.is_main and args.cmd == "score":
-            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']}")
+        if args.cmd == "score":
+            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']}" if dist.is_main
+                  else f"rank {dist.rank} of {dist.world}: scored {r['n_scored']} sequences -> {r['scores_path']}")
         if dist.is_main and args.cmd == "intervene":
             from .stages import report
 

@@ -79,7 +79,12 @@ class Dist:
         if not td.is_initialized():
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
-            td.init_process_group("gloo", timeout=timeout)
+            # torchrun's agent keeps one store over restarts: a prefix per attempt keeps a restarted group from
+            # reading the dead attempt's gloo addresses (it would wait for them until the timeout)
+            store, _, _ = next(td.rendezvous("env://", rank, world, timeout=timeout))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            store = td.PrefixStore(f"mda-fast/attempt-{attempt}", store)
+            td.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
         ctrl = td.group.WORLD
         data = ctrl if backend == "gloo" else td.new_group(backend="nccl", timeout=timeout)
         return cls(rank, world, local, ctrl=ctrl, data=data, data_device=str(dev) if backend == "nccl" else "cpu",

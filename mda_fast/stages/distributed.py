@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from ..dist import DEVICES_ENV, LAUNCHER_LOCK_ENV, LOG_ENV, Dist, redirect_output, restarted
+from ..dist import DEVICES_ENV, LAUNCHER_LOCK_ENV, LOG_ENV, Dist, restarted
 from ..errors import ConfigError
 from .io import OutputLock, read_json, score_dir, write_json
 
@@ -68,8 +68,6 @@ def _score(cfg, out: str, dist: Dist, resume: bool, progress: bool) -> dict | No
     from .topk import combine, shard_candidates, write_topk
 
     shard = (dist.rank, dist.world)
-    if dist.log:
-        redirect_output(dist.log)
     with dist.together("score"):
         t0 = time.perf_counter()
         r = run_score(cfg, out, resume=resume, progress=progress and dist.is_main, shard=shard)
@@ -88,7 +86,7 @@ def _score(cfg, out: str, dist: Dist, resume: bool, progress: bool) -> dict | No
                                           cfg.analyze.top_frac, n_window)
             res["seq_per_s"] = sum(p["n"] for p in parts) / max(max(p["seconds"] for p in parts), 1e-9)
             res["ranks"] = dist.world
-    return res if dist.is_main else None
+    return res if dist.is_main else {"n_scored": r["n_scored"], "scores_path": r["scores_path"]}
 
 
 def _fit(cfg, out: str, dist: Dist, progress: bool):
@@ -162,17 +160,15 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
 
     t0 = time.perf_counter()
     with tqdm(total=n, initial=done0, desc=f"score on {k} devices", unit="seq", disable=not progress,
-              dynamic_ncols=True) as bar, _environ(env):
+              dynamic_ncols=True) as bar, _environ(env), _quiet_elastic():
         th = threading.Thread(target=watch, args=(bar,), daemon=True)
         th.start()
         try:
             elastic_launch(lc, sys.executable)(*args)
         except ChildFailedError as e:
-            rank, failure = e.get_first_failure()
-            lines = [x for x in open(logs[rank]).read().splitlines() if x.strip()] if os.path.exists(logs[rank]) else []
-            last = lines[-1].strip() if lines else "no output"
-            raise ShardFailed(f"rank {rank} (shard {rank}/{k} on {devices[rank]}) failed (exit {failure.exitcode}): "
-                              f"{last} (log: {logs[rank]}); finished chunks are kept: rerun with --resume") from None
+            rank, code, last = _root_cause(e.failures, logs)
+            raise ShardFailed(f"rank {rank} (shard {rank}/{k} on {devices[rank]}) failed (exit {code}): {last} "
+                              f"(log: {logs[rank]}); finished chunks are kept: rerun with --resume") from None
         finally:
             stop.set()
             th.join()
@@ -183,6 +179,40 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
            "seq_per_s": (n - done0) / elapsed}
     res["devices"] = devices
     return res
+
+
+def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
+    """(rank, exit code, last log line) of the rank that failed first: a rank killed by a signal, else one whose
+    error is its own (not another rank's failure relayed by the status exchange or a dropped connection)."""
+    def last_line(r):
+        try:
+            lines = [x.strip() for x in open(logs[r]).read().splitlines() if x.strip()]
+        except OSError:
+            lines = []
+        return lines[-1] if lines else "no output"
+
+    def relayed(r):
+        text = last_line(r)
+        return " failed: " in text and "rank " in text or "Connection closed by peer" in text or "Connection reset" in text
+
+    ranks = sorted(failures, key=lambda r: (failures[r].exitcode >= 0, relayed(r), failures[r].timestamp, r))
+    r = ranks[0]
+    code = failures[r].exitcode
+    return r, code, last_line(r) if code >= 0 else f"killed by signal {-code}"
+
+
+@contextlib.contextmanager
+def _quiet_elastic():
+    """torch.distributed.elastic's own log lines off while ``launch`` runs (it reports a failure in one line)."""
+    import logging
+
+    log = logging.getLogger("torch.distributed.elastic")
+    old = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 @contextlib.contextmanager
