@@ -120,7 +120,8 @@ def _run(args, progress: bool):
                 raise Interrupted(f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
                                   f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
                                   f"--out") from None
-            print(f"scored {r['n_scored']} sequences -> {r['scores_path']}")
+            rate = f" ({r['seq_per_s']:.1f} seq/s)" if r.get("seq_per_s") else ""
+            print(f"scored {r['n_scored']} sequences -> {r['scores_path']}{rate}")
         elif args.cmd == "analyze":
             r = analyze.run_analyze(cfg, args.out, progress)
             targets, _ = load_targets(args.out)
@@ -169,7 +170,8 @@ def _run_torchrun(args, cfg, progress: bool):
     try:
         r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
         if args.cmd == "score":
-            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']}" if dist.is_main
+            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']} "
+                  f"({r['seq_per_s']:.1f} seq/s)" if dist.is_main
                   else f"rank {dist.rank} of {dist.world}: scored {r['n_scored']} sequences -> {r['scores_path']}")
         if dist.is_main and args.cmd == "intervene":
             from .stages import report

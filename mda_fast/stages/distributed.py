@@ -69,9 +69,8 @@ def _score(cfg, out: str, dist: Dist, resume: bool, progress: bool) -> dict | No
 
     shard = (dist.rank, dist.world)
     with dist.together("score"):
-        t0 = time.perf_counter()
         r = run_score(cfg, out, resume=resume, progress=progress and dist.is_main, shard=shard)
-        elapsed = time.perf_counter() - t0
+        elapsed = r["n_scored"] / max(r["seq_per_s"], 1e-9)  # this rank's scoring loop (model loading excluded)
     with dist.together("score: top-k of each shard"):
         from .inputs import open_data
 
