@@ -141,7 +141,6 @@ def test_fit_batches_split_over_ranks():
 
 
 # ---------------------------------------------------------------------------------------------------- torchrun
-@pytest.mark.slow
 def test_torchrun_score_is_byte_identical_and_reduces_topk(world):
     from mda_fast.stages.topk import shard_candidates
 
@@ -158,7 +157,6 @@ def test_torchrun_score_is_byte_identical_and_reduces_topk(world):
     assert main(["analyze", "--config", world["cfg"], "--out", out, "--no-progress"]) == 0
 
 
-@pytest.mark.slow
 def test_torchrun_fit_equals_one_process(world):
     from safetensors.torch import load_file
 
