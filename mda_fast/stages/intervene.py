@@ -36,4 +36,5 @@ def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> di
         n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)))
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
-    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress, dist=dist)
+    shared = {"dist": dist} if dist is not None else {}
+    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress, **shared)
