@@ -67,5 +67,10 @@ run e2e_160m "$PY" benchmarks/end_to_end.py --model pythia-160m --device cuda --
 step "sharded scoring on the GPU (two shard processes on cuda:0, then merge), tiny config"
 run shards "$PY" -m pytest python_tests/test_cli.py -q -k "sharded"
 
+step "torchrun on one GPU (issue 14): two ranks share cuda:0 (MDA_FAST_DEVICES), data group on nccl, tiny config"
+run torchrun_gpu "$PY" -m pytest python_tests/test_torchrun.py -q -rsx -k "one_gpu"
+step "torchrun on the CPU (gloo): score, fit, a killed-and-restarted rank, interventions, --devices"
+run torchrun_cpu "$PY" -m pytest python_tests/test_torchrun.py -q -rs --durations=10
+
 step "done (status $STATUS); logs in $OUT"
 exit $STATUS

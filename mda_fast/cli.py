@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from .dist import under_torchrun
 from .errors import ConfigError, MdaFastError, OutputError
 
 STAGES = {
@@ -60,10 +61,13 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
             many = p.add_mutually_exclusive_group()
             many.add_argument("--devices", metavar="LIST",
-                              help="score on several devices at once, one shard process each, then merge: "
-                                   "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
+                              help="score on several devices at once, one torchrun rank each (started here by "
+                                   "torch.distributed's launcher), then merge: cuda (every visible GPU), or a "
+                                   "list such as cuda:0,cuda:1")
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
+            p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                           help="with --devices: restart the ranks up to N times after a failure (they resume)")
     kp = sub.add_parser("corpus", help="a Megatron corpus + category sidecar + manifest from directories of files",
                         description="Walk the directories, read the text files (binaries skipped and listed), label "
                                     "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
@@ -117,6 +121,8 @@ def _run(args, progress: bool):
                           map_path=args.map, progress=progress, include_hidden=args.include_hidden,
                           max_file_bytes=args.max_file_bytes)
     cfg = _load(args)
+    if under_torchrun():
+        return _run_torchrun(args, cfg, progress)
     shard = None
     if args.cmd == "score":
         if args.merge is not None and args.merge < 1:
@@ -142,15 +148,19 @@ def _run(args, progress: bool):
                 if args.merge is not None:
                     r = shards.merge(cfg, args.out, args.merge)
                 elif devices:
-                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress)
+                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress,
+                                      max_restarts=args.max_restarts)
                 else:
                     r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+                if shard is None and not devices:  # a whole score/ (the ranks of --devices wrote theirs)
+                    _write_topk(cfg, args.out)
             except KeyboardInterrupt:
                 flag = f" --shard {args.shard}" if shard else ""
                 raise Interrupted(f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
                                   f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
                                   f"--out") from None
-            print(f"scored {r['n_scored']} sequences -> {r['scores_path']}")
+            rate = f" ({r['seq_per_s']:.1f} seq/s)" if r.get("seq_per_s") else ""
+            print(f"scored {r['n_scored']} sequences -> {r['scores_path']}{rate}")
         elif args.cmd == "analyze":
             r = analyze.run_analyze(cfg, args.out, progress)
             targets, _ = load_targets(args.out)
@@ -160,6 +170,55 @@ def _run(args, progress: bool):
         elif args.cmd == "intervene":
             intervene.run_intervene(cfg, args.out, progress=progress)
             print(report.run_report(cfg, args.out))
+
+
+def _write_topk(cfg, out: str) -> None:
+    from .stages.inputs import open_data
+    from .stages.score import score_window
+    from .stages.topk import shard_candidates, write_topk
+    from .study.stats import top_count
+
+    n = score_window(cfg, open_data(cfg).batch_size)[1]
+    k = top_count(n, cfg.analyze.top_frac)
+    write_topk(out, shard_candidates(out, None, k), k, cfg.analyze.top_frac, n)
+
+
+def _run_torchrun(args, cfg, progress: bool):
+    """This process is one rank of a torchrun job (``WORLD_SIZE`` > 1): ``fit``, ``score`` and ``intervene`` run
+    on every rank (``stages.distributed``); the other commands run on rank 0 alone."""
+    from .dist import LOG_ENV, Dist, rank_device, redirect_output
+    from .stages.distributed import run_stage
+    from .stages.inputs import device_of
+
+    if args.cmd == "score" and (args.shard or args.merge is not None or args.devices):
+        raise ConfigError("--shard, --merge and --devices are for runs without torchrun; under torchrun every "
+                          "rank scores its own shard and rank 0 merges them")
+    if os.environ.get(LOG_ENV):  # started by `score --devices`: this rank's output goes to its log file
+        redirect_output(os.environ[LOG_ENV].replace("{rank}", os.environ.get("RANK", "0")))
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    dev = rank_device(cfg.model.device, local)
+    if dev != cfg.model.device:
+        args.set = list(args.set) + [f'model.device="{dev}"']
+        cfg = _load(args)
+    if args.cmd not in ("fit", "score", "intervene"):
+        if int(os.environ.get("RANK", "0") or 0) == 0:
+            os.environ.pop("WORLD_SIZE")
+            return _run(args, progress)
+        return None
+    dist = Dist.from_env(device_of(cfg))
+    try:
+        r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
+        if args.cmd == "score":
+            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']} "
+                  f"({r['seq_per_s']:.1f} seq/s)" if dist.is_main
+                  else f"rank {dist.rank} of {dist.world}: scored {r['n_scored']} sequences -> {r['scores_path']}")
+        if dist.is_main and args.cmd == "intervene":
+            from .stages import report
+
+            print(report.run_report(cfg, args.out))
+    finally:
+        dist.close()
+    return r
 
 
 class Interrupted(Exception):

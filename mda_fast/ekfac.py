@@ -205,29 +205,46 @@ def _check_fit_args(fisher: str, method: str, damping: float, damping_value) -> 
         raise ValueError(f"damping factor alpha must be > 0, got {damping}")
 
 
-def _captures(model, batches, blocks, fisher: str, seed: int, progress: bool, desc: str):
-    """One capture per batch: yields ``(CaptureResult, mask, inputs.shape)``."""
+def _captures(model, batches, blocks, fisher: str, seed: int, progress: bool, desc: str, batch_index=None):
+    """One capture per batch: yields ``(CaptureResult, mask, inputs.shape)``. Batch ``i``'s true-Fisher labels are
+    seeded by its global index ``batch_index[i]`` (default ``i``), so they do not depend on how a set is split."""
     device = next(model.parameters()).device
     for i, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not progress)):
         ids, labels, mask = _as_batch(batch)
         inputs, labels = split_rows(ids, labels)
         mask = check_mask(mask, labels.shape)
-        res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, i, device))
+        idx = i if batch_index is None else int(batch_index[i])
+        res = capture(model, inputs, blocks, _objective(fisher, labels, mask, seed, idx, device))
         yield res, mask, inputs.shape
 
 
-def _covariance_factors(model, blocks, passes, acc_dtype, backend):
-    """The K-FAC factors of every block from the first pass: ``({name: BlockFactors}, n_tokens, n_seqs)``."""
+def _add_part(total: torch.Tensor, acc_dtype, fn, *args, **kw) -> None:
+    """``total`` (float64) += one batch's part, accumulated by ``fn`` in ``acc_dtype``: sums over batches are then
+    nearly exact, so a fit split over ranks sums the same parts to the same A, S and Λ as one process."""
+    part = torch.zeros(total.shape, dtype=acc_dtype, device=total.device)
+    fn(part, *args, **kw)
+    total += part
+
+
+def _covariance_factors(model, blocks, passes, acc_dtype, backend, comm=None):
+    """The K-FAC factors of every block from the first pass: ``({name: BlockFactors}, n_tokens, n_seqs)``.
+    With ``comm`` the counts and A, S are summed over the ranks and rank 0's eigenbases are broadcast."""
     device = next(model.parameters()).device
-    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=acc_dtype, device=device) for b in blocks}
-    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=acc_dtype, device=device) for b in blocks}
+    A = {b.name: torch.zeros(b.d_in_total, b.d_in_total, dtype=torch.float64, device=device) for b in blocks}
+    S = {b.name: torch.zeros(b.d_out, b.d_out, dtype=torch.float64, device=device) for b in blocks}
     n_tokens, n_seqs = 0.0, 0
     for res, mask, shape in passes:
         for b in blocks:
-            kernels.covariance_accumulate(A[b.name], res.x(b), mask=mask, bias=b.bias, backend=backend)
-            kernels.covariance_accumulate(S[b.name], res.y(b), mask=mask, bias=False, backend=backend)
+            _add_part(A[b.name], acc_dtype, kernels.covariance_accumulate, res.x(b), mask=mask, bias=b.bias,
+                      backend=backend)
+            _add_part(S[b.name], acc_dtype, kernels.covariance_accumulate, res.y(b), mask=mask, bias=False,
+                      backend=backend)
         n_tokens += float(mask.sum()) if mask is not None else shape[0] * shape[1]
         n_seqs += shape[0]
+    if comm is not None:  # distributed: sum the counts and the covariances over the ranks
+        counts = torch.tensor([n_tokens, float(n_seqs)], dtype=torch.float64, device=device)
+        comm.sum_({"counts": counts, **{f"A/{k}": v for k, v in A.items()}, **{f"S/{k}": v for k, v in S.items()}})
+        n_tokens, n_seqs = float(counts[0]), int(counts[1])
     if n_tokens <= 0:
         raise ValueError("the fitting batches hold no unmasked tokens")
     check_finite({f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
@@ -238,18 +255,24 @@ def _covariance_factors(model, blocks, passes, acc_dtype, backend):
         lam_S, Q_S = _eigh(S[b.name] / n_tokens, f"S of {b.name}")
         out[b.name] = BlockFactors(Q_A=Q_A, Q_S=Q_S, lam_A=lam_A, lam_S=lam_S,
                                    eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0), damping=0.0)
+    if comm is not None:  # one eigenbasis for every rank: rank 0's
+        comm.broadcast_({f"{k}/{n}": getattr(f, k) for n, f in out.items()
+                         for k in ("Q_A", "Q_S", "lam_A", "lam_S", "eig")})
     return out, n_tokens, n_seqs
 
 
-def _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend) -> None:
-    """EK-FAC: replace each block's K-FAC eigenvalues by ``mean_n (Q_Sᵀ G_n Q_A)²`` from the second pass."""
+def _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend, comm=None) -> None:
+    """EK-FAC: replace each block's K-FAC eigenvalues by ``mean_n (Q_Sᵀ G_n Q_A)²`` from the second pass (summed
+    over the ranks with ``comm``)."""
     device = next(iter(out.values())).Q_A.device
-    lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=acc_dtype, device=device) for b in blocks}
+    lam = {b.name: torch.zeros(b.d_out, b.d_in_total, dtype=torch.float64, device=device) for b in blocks}
     for res, mask, _ in passes:
         for b in blocks:
             f = out[b.name]
-            kernels.eigen_sq_accumulate(lam[b.name], res.x(b), res.y(b), f.Q_S.to(acc_dtype), f.Q_A.to(acc_dtype),
-                                        mask=None, bias=b.bias, backend=backend)
+            _add_part(lam[b.name], acc_dtype, kernels.eigen_sq_accumulate, res.x(b), res.y(b), f.Q_S.to(acc_dtype),
+                      f.Q_A.to(acc_dtype), mask=None, bias=b.bias, backend=backend)
+    if comm is not None:
+        comm.sum_(lam)
     check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
                  expected="finite eigenvalues", cause=_OVERFLOW)
     for b in blocks:
@@ -269,11 +292,17 @@ def _set_damping(out, method: str, damping: float, damping_floor: float, damping
 def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac", damping: float = 0.1,
               damping_floor: float = 1e-10, damping_value: float | None = None, seed: int = 0,
               backend: str | None = None, progress: bool = True, model_name: str | None = None,
-              revision: str | None = None) -> Factors:
+              revision: str | None = None, batch_index=None, comm=None) -> Factors:
     """Fit curvature factors for every block of ``specs`` on ``batches``.
 
     ``batches`` is a re-iterable (e.g. a list) of token rows ``[B, T+1]`` or dicts with ``input_ids``,
     ``labels`` and ``mask``; it is read twice (covariances, then eigenvalue corrections).
+
+    Distributed fits (``mda_fast.dist``; both default to a one-process fit): ``batch_index[i]`` is the global
+    index of ``batches[i]`` in the whole fitting set, which seeds its true-Fisher labels, so the labels do not
+    depend on how the set is split. ``comm`` has ``sum_(dict)`` and ``broadcast_(dict)`` (in place, every rank):
+    the token/sequence counts and A, S are summed after the first pass, the eigenbases of rank 0 replace every
+    rank's, and Λ is summed after the second pass.
     """
     _check_fit_args(fisher, method, damping, damping_value)
     if iter(batches) is batches:
@@ -288,11 +317,12 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
     s = model_shape(model)
     acc_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
     out, n_tokens, n_seqs = _covariance_factors(
-        model, blocks, _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC covariances"),
-        acc_dtype, backend)
+        model, blocks, _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC covariances", batch_index),
+        acc_dtype, backend, comm)
     if method == "ekfac":
-        _correct_eigenvalues(out, blocks, _captures(model, batches, blocks, fisher, seed, progress,
-                                                    "EK-FAC eigenvalue correction"), n_seqs, acc_dtype, backend)
+        passes = _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC eigenvalue correction",
+                           batch_index)
+        _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend, comm)
     elif method == "identity":
         for f in out.values():
             f.eig = torch.ones_like(f.eig)

@@ -39,24 +39,41 @@ def resolve_targets(cfg: Config, model) -> dict:
     return {"heads": heads, "specs": [[s.layer, s.head, s.mode, s.bias] for s in specs]}
 
 
-def run_fit(cfg: Config, out: str, progress: bool = True) -> Factors:
+def run_fit(cfg: Config, out: str, progress: bool = True, dist=None) -> Factors:
+    """Fit and write the factors. ``dist`` (a ``mda_fast.dist.Dist`` of several ranks): rank 0 chooses the
+    targets and shares them, each rank reads a contiguous run of the fitting batches (``fit_part``) and
+    ``fit_ekfac`` reduces over the ranks; only rank 0 writes."""
     data = open_data(cfg)
     model = load_model(cfg)
-    targets = resolve_targets(cfg, model)
+    if dist is not None and dist.world > 1:
+        targets = dist.share(resolve_targets(cfg, model) if dist.is_main else None, "fit: targets")
+    else:
+        targets = resolve_targets(cfg, model)
     specs = [HeadSpec(L, h, m, b) for L, h, m, b in targets["specs"]]
     f, w = cfg.fit, cfg.window
     n_window = (w.end_step - w.start_step) * data.batch_size
     rng = np.random.default_rng(f.seed)
     pick = np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
     dev = next(model.parameters()).device
-    batches = [torch.from_numpy(data.rows(pick[i:i + f.batch_size]).astype(np.int64)).to(dev)
-               for i in range(0, len(pick), f.batch_size)]
+    starts = list(range(0, len(pick), f.batch_size))
+    mine = range(len(starts)) if dist is None else range(*fit_part(len(starts), dist.rank, dist.world))
+    batches = [torch.from_numpy(data.rows(pick[starts[j]:starts[j] + f.batch_size]).astype(np.int64)).to(dev)
+               for j in mine]
     name, rev = checkpoint_ref(cfg)
     factors = fit_ekfac(model, specs, batches, fisher=f.fisher, method=f.method, damping=f.damping,
-                        seed=f.seed, progress=progress, model_name=name, revision=rev)
+                        seed=f.seed, progress=progress, model_name=name, revision=rev, batch_index=list(mine),
+                        comm=dist if dist is not None and dist.world > 1 else None)
+    if dist is not None and not dist.is_main:
+        return factors
     factors.meta["fit_indices"] = f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
     factors.meta["targets"] = targets["heads"]
     with atomic_dir(os.path.join(out, "factors")) as d:
         factors.save(d)
     write_json(os.path.join(out, "targets.json"), targets)
     return factors
+
+
+def fit_part(n_batches: int, rank: int, world: int) -> tuple[int, int]:
+    """Batches ``[lo, hi)`` of rank ``rank`` of ``world``: contiguous, counts differing by at most one (a rank
+    may get none when there are fewer batches than ranks)."""
+    return rank * n_batches // world, (rank + 1) * n_batches // world

@@ -29,8 +29,9 @@ def pretrained_start(cfg: Config) -> tuple[str, dict]:
                 "attn_implementation": cfg.model.attn_implementation, "save_optimizer": False}
 
 
-def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
-    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores."""
+def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:
+    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores.
+    ``dist`` (``mda_fast.dist.Dist``): the arm × seed trainings are shared among its ranks; ``None`` on ranks > 0."""
     from ..study.interventions import InterventionConfig, run_interventions
 
     m, w, iv, loc, t = cfg.model, cfg.window, cfg.intervene, cfg.localize, cfg.targets
@@ -51,4 +52,5 @@ def run_intervene(cfg: Config, out: str, progress: bool = True) -> dict:
         checkpoint_dir=checkpoint_dir, pretrained=pretrained)
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
-    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress)
+    shared = {"dist": dist} if dist is not None else {}
+    return run_interventions(icfg, np.asarray(scores), np.asarray(gi), progress=progress, **shared)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..dist import fault_point
 from ..ekfac import Factors
 from ..errors import ConfigError, NonFiniteError, StateError
 from ..influence import InfluenceScorer
@@ -132,6 +133,7 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
             hi = min(lo + max(cfg.score.chunk, cfg.score.batch_size), n)
             _score_chunk(scorer, data, cfg, arrays, lo, np.arange(lo, hi) + lo_all + first, bar)
             write_json(prog_path, {"n_done": hi, "n_total": n, "fingerprint": fp})
+            fault_point(shard)
     elapsed = max(time.perf_counter() - t0, 1e-9)
     return {"n_scored": n, "scores_path": files["scores"], "target_names": scorer.target_names,
             "seq_per_s": (n - done) / elapsed, "fingerprint": fp}

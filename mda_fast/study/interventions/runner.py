@@ -336,7 +336,8 @@ def _sets_json(config: InterventionConfig, sets: Dict[str, Any]) -> Dict[str, An
     return out
 
 
-def run_interventions(config: InterventionConfig, scores, global_index, progress: bool = True) -> Dict[str, Any]:
+def run_interventions(config: InterventionConfig, scores, global_index, progress: bool = True,
+                      dist=None) -> Optional[Dict[str, Any]]:
     """Run every arm and seed, write ``out_dir/interventions.json`` and return its dict.
 
     The dict is ``{"arms": {arm: {"seeds": {seed: curves + derived figures}, "n_selected", "deterministic"}},
@@ -344,6 +345,10 @@ def run_interventions(config: InterventionConfig, scores, global_index, progress
     "icl_tokens", "icl_band"}``. ``summary`` (per arm), ``score_icl_pearson`` and ``n_points`` are the one
     summary (:func:`mda_fast.study.interventions.summary.summarize`), which the report shows as stored. Arms
     whose ``result.json`` matches the config are reused (resumable).
+
+    ``dist`` (a ``mda_fast.dist.Dist``; needs ``rank``, ``world``, ``is_main``, ``barrier``): the distinct
+    trainings are dealt out round-robin over the ranks (rank r trains runs r, r + world, ...); after a barrier
+    rank 0 reads every run's ``result.json`` and writes the output; the other ranks return ``None``.
     """
     if not isinstance(config, InterventionConfig):
         raise TypeError(f"config: expected an InterventionConfig, got {type(config).__name__}")
@@ -356,11 +361,20 @@ def run_interventions(config: InterventionConfig, scores, global_index, progress
     from tqdm.auto import tqdm
 
     results = {}
-    bar = tqdm(runs, desc="intervention arms", unit="arm", disable=not progress, dynamic_ncols=True)
+    shared = dist is not None and dist.world > 1
+    mine = runs[dist.rank::dist.world] if shared else runs
+    bar = tqdm(mine, desc="intervention arms", unit="arm", disable=not progress, dynamic_ncols=True)
     for plan, d in bar:
         bar.set_postfix(arm=plan.arm, seed=plan.seed)
         results[d] = _run_arm(config, plan, d, eval_fn, base_cfg, progress)
     bar.close()
+    if shared:
+        dist.barrier("intervene: every arm trained")
+        if not dist.is_main:
+            return None
+        for plan, d in runs:  # the other ranks' runs: their complete result.json is read, nothing is trained
+            if d not in results:
+                results[d] = _run_arm(config, plan, d, eval_fn, base_cfg, progress)
 
     arms: Dict[str, Dict[str, Any]] = {}
     for (arm, seed), plan in plans.items():
