@@ -1,15 +1,16 @@
 """covariance_accumulate: every backend vs kronfluence's covariance tracker (one GEMM), side by side.
 
-    python benchmarks/bench_op_covariance.py [--device cpu|cuda] [--json out.json]   (options: harness.py)
+python benchmarks/bench_op_covariance.py [--device cpu|cuda] [--json out.json]   (options: harness.py)
 """
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-
 from harness import main  # noqa: E402
+
 from mda_fast import kernels  # noqa: E402
 from mda_fast.kernels import reference  # noqa: E402
 

@@ -1,15 +1,16 @@
 """score: every backend vs kronfluence's pairwise-score einsum (opt_einsum path, fp32), side by side.
 
-    python benchmarks/bench_op_score.py [--device cpu|cuda] [--json out.json]   (options: benchmarks/harness.py)
+python benchmarks/bench_op_score.py [--device cpu|cuda] [--json out.json]   (options: benchmarks/harness.py)
 """
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-
 from harness import bmm16_grads, main  # noqa: E402
+
 from mda_fast import kernels  # noqa: E402
 from mda_fast.kernels import reference  # noqa: E402
 

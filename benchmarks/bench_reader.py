@@ -34,8 +34,12 @@ def main():
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--dir", default="/tmp/mda_bench_reader")
-    ap.add_argument("--validate-entries", type=int, default=8_000_000,
-                    help="also time open+validate of an index with this many 1-token entries (0: skip)")
+    ap.add_argument(
+        "--validate-entries",
+        type=int,
+        default=8_000_000,
+        help="also time open+validate of an index with this many 1-token entries (0: skip)",
+    )
     args = ap.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
@@ -88,10 +92,12 @@ def main():
         ("baseline: in-memory array[idx], random", mem_rows, B),
     ]
     mb = rows.nbytes / 2**20
-    print(f"{args.rows} rows x {args.seq_len} u16 tokens ({mb:.0f} MiB) in {args.shards} shards; "
-          f"write {t_write:.2f} s, open+validate {t_open * 1e3:.1f} ms")
-    print(f"| access | sequences/s | MiB/s |")
-    print(f"| --- | ---: | ---: |")
+    print(
+        f"{args.rows} rows x {args.seq_len} u16 tokens ({mb:.0f} MiB) in {args.shards} shards; "
+        f"write {t_write:.2f} s, open+validate {t_open * 1e3:.1f} ms"
+    )
+    print("| access | sequences/s | MiB/s |")
+    print("| --- | ---: | ---: |")
     for name, fn, k in results:
         r = _rate(fn, k)
         print(f"| {name} | {r:,.0f} | {r * args.seq_len * 2 / 2**20:,.0f} |")
@@ -102,8 +108,10 @@ def main():
         t0 = time.perf_counter()
         MMapIndexedDataset(big)
         dt = time.perf_counter() - t0
-        print(f"open+validate of a {n:,}-entry index: {dt:.2f} s ({n / dt / 1e6:.1f} M entries/s; "
-              f"Pythia's 146.4M entries -> ~{146.432e6 / (n / dt):.0f} s)")
+        print(
+            f"open+validate of a {n:,}-entry index: {dt:.2f} s ({n / dt / 1e6:.1f} M entries/s; "
+            f"Pythia's 146.4M entries -> ~{146.432e6 / (n / dt):.0f} s)"
+        )
         shutil.rmtree(args.dir, ignore_errors=True)
 
 

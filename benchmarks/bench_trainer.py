@@ -45,8 +45,14 @@ def bench_preset(preset, batch, seq_len, steps, warmup, device, workdir):
     # step 600+: past Pythia's power-of-two checkpoints, so train() saves only at the end of each call
     k0 = 600
     total = k0 + warmup + 2 * steps + 1
-    cfg = TrainConfig(preset=preset, total_steps=total, checkpoint_every=10**9, device=str(device),
-                      out_dir=os.path.join(workdir, f"run_{preset}"), progress=False)
+    cfg = TrainConfig(
+        preset=preset,
+        total_steps=total,
+        checkpoint_every=10**9,
+        device=str(device),
+        out_dir=os.path.join(workdir, f"run_{preset}"),
+        progress=False,
+    )
     tr = Trainer(cfg, data)
     tr.init_model()
     tr.step = k0  # benchmark only: start at step k0 from the initialisation
@@ -105,10 +111,14 @@ def main():
         torch.set_num_threads(args.threads)
     workdir = tempfile.mkdtemp(prefix="mda_bench_trainer_")
     try:
-        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x{args.seq_len}, "
-              f"{args.steps} timed steps after {args.warmup} warm-up")
-        print(f"| device | preset | trainer.train() tok/s | compose+train_step tok/s | plain HF tok/s | "
-              f"train()/plain | checkpoint save s |")
+        print(
+            f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}x{args.seq_len}, "
+            f"{args.steps} timed steps after {args.warmup} warm-up"
+        )
+        print(
+            "| device | preset | trainer.train() tok/s | compose+train_step tok/s | plain HF tok/s | "
+            "train()/plain | checkpoint save s |"
+        )
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
         runs = [(torch.device("cpu"), p) for p in args.presets.split(",") if p]
         if torch.cuda.is_available():
@@ -117,9 +127,12 @@ def main():
             print("(no CUDA device: GPU row skipped)")
         for device, preset in runs:
             r = bench_preset(preset, args.batch, args.seq_len, args.steps, args.warmup, device, workdir)
-            print(f"| {device.type} | {preset} | {r['trainer.train()']:,.0f} | {r['compose + train_step']:,.0f} | "
-                  f"{r['plain HF baseline']:,.0f} | {r['trainer.train()'] / r['plain HF baseline']:.2f} | "
-                  f"{r['(checkpoint save, s)']:.3f} |", flush=True)
+            print(
+                f"| {device.type} | {preset} | {r['trainer.train()']:,.0f} | {r['compose + train_step']:,.0f} | "
+                f"{r['plain HF baseline']:,.0f} | {r['trainer.train()'] / r['plain HF baseline']:.2f} | "
+                f"{r['(checkpoint save, s)']:.3f} |",
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -10,12 +10,12 @@
     python benchmarks/end_to_end.py --model demo --n 128
     python benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --batch-size 8
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 import datetime
-import math
 import os
 import sys
 import tempfile
@@ -60,7 +60,9 @@ def make_rows(args, vocab: int, T: int, count: int) -> torch.Tensor:
         need = count * (T + 1)
         toks = torch.from_numpy(ds.read_tokens(0, need).astype("int64"))
         if toks.numel() < need:
-            raise ValueError(f"--data {args.data}: need {need} tokens for {count} rows of {T + 1}, file has {toks.numel()}")
+            raise ValueError(
+                f"--data {args.data}: need {need} tokens for {count} rows of {T + 1}, file has {toks.numel()}"
+            )
         return toks.view(count, T + 1)
     g = torch.Generator().manual_seed(args.seed)
     return torch.randint(4, vocab, (count, T + 1), generator=g)
@@ -85,7 +87,7 @@ def method_a(model, blocks, queries, rows, device) -> torch.Tensor:
     out = torch.empty(len(rows), dtype=torch.float64)
     for i in tqdm(range(len(rows)), desc="(a) authors", unit="seq", leave=False):
         model.zero_grad(set_to_none=True)
-        row = rows[i:i + 1]
+        row = rows[i : i + 1]
         logits = model(input_ids=row[:, :-1]).logits
         sequence_loss(logits, row[:, 1:]).sum().backward()
         s = 0.0
@@ -101,8 +103,10 @@ def method_a(model, blocks, queries, rows, device) -> torch.Tensor:
 def method_c(scorer, rows, bs) -> torch.Tensor:
     from tqdm import tqdm
 
-    parts = [scorer.score(rows[i:i + bs])[:, 0].double().cpu()
-             for i in tqdm(range(0, len(rows), bs), desc="(c) mda-fast", unit="batch", leave=False)]
+    parts = [
+        scorer.score(rows[i : i + bs])[:, 0].double().cpu()
+        for i in tqdm(range(0, len(rows), bs), desc="(c) mda-fast", unit="batch", leave=False)
+    ]
     return torch.cat(parts)
 
 
@@ -161,13 +165,29 @@ def method_b(model, layer, probe, fit_rows, rows, bs, device):
     kmodel = prepare_model(model, task)
     with tempfile.TemporaryDirectory() as tmp:
         an = Analyzer("e2e", kmodel, task, cpu=torch.device(device).type == "cpu", disable_tqdm=True, output_dir=tmp)
-        _, t_fit = timed(lambda: an.fit_all_factors("f", dataset=Rows(fit_rows.cpu()), per_device_batch_size=bs,
-                                                    factor_args=FactorArguments(strategy="ekfac"),
-                                                    overwrite_output_dir=True), device)
-        _, t_score = timed(lambda: an.compute_pairwise_scores(
-            "s", factors_name="f", query_dataset=ProbeSet(), train_dataset=Rows(rows.cpu()),
-            per_device_query_batch_size=len(probe_ids), per_device_train_batch_size=bs,
-            score_args=ScoreArguments(), overwrite_output_dir=True), device)
+        _, t_fit = timed(
+            lambda: an.fit_all_factors(
+                "f",
+                dataset=Rows(fit_rows.cpu()),
+                per_device_batch_size=bs,
+                factor_args=FactorArguments(strategy="ekfac"),
+                overwrite_output_dir=True,
+            ),
+            device,
+        )
+        _, t_score = timed(
+            lambda: an.compute_pairwise_scores(
+                "s",
+                factors_name="f",
+                query_dataset=ProbeSet(),
+                train_dataset=Rows(rows.cpu()),
+                per_device_query_batch_size=len(probe_ids),
+                per_device_train_batch_size=bs,
+                score_args=ScoreArguments(),
+                overwrite_output_dir=True,
+            ),
+            device,
+        )
         kf = an.load_pairwise_scores("s")["all_modules"].sum(dim=0).double().cpu()
     return -kf, t_fit, t_score  # kronfluence scores are +∇fᵀH⁻¹∇L; ours carry the minus sign
 
@@ -189,7 +209,9 @@ def parse_args(argv=None):
     ap.add_argument("--data", help="Megatron dataset prefix to read rows from (default: random tokens)")
     ap.add_argument("--n", type=int, default=None, help="sequences to score (default 256 on CPU, 1024 on GPU)")
     ap.add_argument("--n-fit", type=int, default=None, help="sequences for the EK-FAC fit (default: --n)")
-    ap.add_argument("--batch-size", type=int, default=None, help="batch size of (b) and (c) (default 32 demo, 8 pythia)")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="batch size of (b) and (c) (default 32 demo, 8 pythia)"
+    )
     ap.add_argument("--layer", type=int, default=1)
     ap.add_argument("--head", type=int, default=0)
     ap.add_argument("--probe-L", type=int, default=32)
@@ -199,8 +221,11 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=4, help="(a) and (c) alternate over this many slices of the rows")
     ap.add_argument("--tf32", action="store_true", help="also time (c) with TF32 matmuls (GPU only)")
     ap.add_argument("--also-hf", action="store_true", help="also time (c) through HF's forward + hooks")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time (c) with the lean forward's torch.compile'd pieces (compiled before timing)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time (c) with the lean forward's torch.compile'd pieces (compiled before timing)",
+    )
     ap.add_argument("--skip-a", action="store_true", help="skip (a) (its row and Pearson then compare to (c))")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
@@ -208,10 +233,14 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-NAMES = {"a": "(a) authors: per-sequence backward, bs 1", "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
-         "c": "(c) mda-fast InfluenceScorer.score, bs {bs}", "t": "(c) mda-fast, TF32 matmuls, bs {bs}",
-         "h": "(c) without the lean forward (HF forward + hooks), bs {bs}",
-         "k": "(c) mda-fast, torch.compile'd lean forward, bs {bs}"}
+NAMES = {
+    "a": "(a) authors: per-sequence backward, bs 1",
+    "b": "(b) kronfluence 1.0.1 EK-FAC (qkv + dense)",
+    "c": "(c) mda-fast InfluenceScorer.score, bs {bs}",
+    "t": "(c) mda-fast, TF32 matmuls, bs {bs}",
+    "h": "(c) without the lean forward (HF forward + hooks), bs {bs}",
+    "k": "(c) mda-fast, torch.compile'd lean forward, bs {bs}",
+}
 
 
 def alternate(args, model, blocks, scorers, rows, bs, dev):
@@ -222,10 +251,14 @@ def alternate(args, model, blocks, scorers, rows, bs, dev):
     res, per_round, parts = {k: 0.0 for k in keys}, {k: [] for k in keys}, {k: [] for k in keys}
     step = -(-n // args.rounds // bs) * bs  # whole batches per round
     for r0 in range(0, n, step):
-        part = rows[r0:r0 + step]
-        runs = {"a": lambda: method_a(model, blocks, scorers["c"].queries, part, dev),
-                "c": lambda: method_c(scorers["c"], part, bs), "t": lambda: method_c(scorers.get("t"), part, bs),
-                "h": lambda: method_c_hf(scorers["c"], part, bs), "k": lambda: method_c(scorers.get("k"), part, bs)}
+        part = rows[r0 : r0 + step]
+        runs = {
+            "a": lambda: method_a(model, blocks, scorers["c"].queries, part, dev),
+            "c": lambda: method_c(scorers["c"], part, bs),
+            "t": lambda: method_c(scorers.get("t"), part, bs),
+            "h": lambda: method_c_hf(scorers["c"], part, bs),
+            "k": lambda: method_c(scorers.get("k"), part, bs),
+        }
         for k in keys:
             out, t = timed(runs[k], dev)
             parts[k].append(out)
@@ -240,8 +273,9 @@ def build_scorers(args, model, spec, factors, pk, rows, bs):
     if args.tf32:
         scorers["t"] = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk, tf32=True)
     if args.compile:
-        scorers["k"] = mda_fast.InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs=pk,
-                                                compile=True)
+        scorers["k"] = mda_fast.InfluenceScorer(
+            model, [spec], factors, probe="induction", probe_kwargs=pk, compile=True
+        )
     scorers["h"] = scorers["c"] if args.also_hf else None
     scorers = {k: v for k, v in scorers.items() if v is not None}
     for k, sc in scorers.items():
@@ -261,30 +295,43 @@ def report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev)
     for k in ("a", "b", "h", "c", "t", "k"):
         if k in res:
             rate = n / res[k]
-            lines.append(f"| {NAMES[k].format(bs=bs)} | {rate:,.1f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |"
-                         if rate >= 10 else
-                         f"| {NAMES[k].format(bs=bs)} | {rate:.3f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |")
+            lines.append(
+                f"| {NAMES[k].format(bs=bs)} | {rate:,.1f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |"
+                if rate >= 10
+                else f"| {NAMES[k].format(bs=bs)} | {rate:.3f} | {res[k]:.2f} s | {res[ref] / res[k]:.2f}× |"
+            )
     where = f"{torch.cuda.get_device_name(dev)}, {args.model}" if dev.type == "cuda" else f"CPU, {args.model} model"
     proj = PYTHIA_WINDOW / (n / res["c"])
-    notes = [f"N = {n} sequences of T = {T} tokens; mda-fast EK-FAC fit {t_fit_c:.2f} s on {n_fit} sequences"
-             + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
-             f"Pearson({ref}, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
-             f"max |{ref} − c| / max |{ref}| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}"]
+    notes = [
+        f"N = {n} sequences of T = {T} tokens; mda-fast EK-FAC fit {t_fit_c:.2f} s on {n_fit} sequences"
+        + (f"; kronfluence factor fit {t_fit_b:.2f} s (not in its scoring time)" if t_fit_b is not None else ""),
+        f"Pearson({ref}, c) = {r_ac:.6f} ({'PASS' if r_ac > 0.999 else 'FAIL'}: needs > 0.999); "
+        f"max |{ref} − c| / max |{ref}| = {float((sa - sc).abs().max() / sa.abs().max()):.2e}",
+    ]
     for k, label in (("t", "c_tf32"), ("k", "c_compiled")):
         if k in res:
             st = scores[k]
-            notes.append(f"{label}: Pearson({ref}, {label}) = {pearson(sa, st):.6f}; max |c − {label}| / max |c| = "
-                         f"{float((sc - st).abs().max() / sc.abs().max()):.2e}")
+            notes.append(
+                f"{label}: Pearson({ref}, {label}) = {pearson(sa, st):.6f}; max |c − {label}| / max |c| = "
+                f"{float((sc - st).abs().max() / sc.abs().max()):.2e}"
+            )
     if "k" in res:
         ratios = [c / k for c, k in zip(per_round["c"], per_round["k"])]
-        notes.append(f"compiled vs eager lean (c): {res['c'] / res['k']:.3f}× overall; per round "
-                     + ", ".join(f"{x:.3f}×" for x in ratios) + f" (min {min(ratios):.3f}, max {max(ratios):.3f})")
+        notes.append(
+            f"compiled vs eager lean (c): {res['c'] / res['k']:.3f}× overall; per round "
+            + ", ".join(f"{x:.3f}×" for x in ratios)
+            + f" (min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
     if "b" in res:
-        notes.append(f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = "
-                     f"{pearson(scores['b'], sc):.4f} (kronfluence scores whole modules, so (b) is not expected to "
-                     "match the head scores)")
-    notes.append(f"projected time for Pythia-14m's {PYTHIA_WINDOW:,}-sequence window at the mda-fast rate "
-                 f"[{where}]: {fmt_time(proj)}")
+        notes.append(
+            f"mda-fast / kronfluence speed = {res['b'] / res['c']:.2f}×; Pearson(b, c) = "
+            f"{pearson(scores['b'], sc):.4f} (kronfluence scores whole modules, so (b) is not expected to "
+            "match the head scores)"
+        )
+    notes.append(
+        f"projected time for Pythia-14m's {PYTHIA_WINDOW:,}-sequence window at the mda-fast rate "
+        f"[{where}]: {fmt_time(proj)}"
+    )
     return "\n".join(lines), notes, where, r_ac
 
 
@@ -294,7 +341,9 @@ def main(argv=None):
     if args.checkpoint and args.model != "demo":
         raise ValueError("--checkpoint loads a local demo-model checkpoint; use it with --model demo")
     if args.model != "demo" and dev.type == "cpu" and not args.force:
-        print(f"skipping --model {args.model}: T=2048 presets are GPU benchmarks (no GPU here); pass --force to run on CPU")
+        print(
+            f"skipping --model {args.model}: T=2048 presets are GPU benchmarks (no GPU here); pass --force to run on CPU"
+        )
         return 0
     T = 128 if args.model == "demo" else 2048
     n = args.n or (256 if dev.type == "cpu" else 1024)
@@ -309,14 +358,17 @@ def main(argv=None):
     rows_all = make_rows(args, model.config.vocab_size, T, n_fit + n).to(dev)
     fit_rows, rows = rows_all[:n_fit], rows_all[n_fit:]
     pk = dict(L=args.probe_L, n=args.probe_n, low=4, high=min(model.config.vocab_size, 50277))
-    print(f"model {args.model}{' (' + args.checkpoint + ')' if args.checkpoint else ''}, {spec.name}, T={T}, "
-          f"N={n} scored, {n_fit} fit, batch {bs}, device {dev}, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}{' (' + args.checkpoint + ')' if args.checkpoint else ''}, {spec.name}, T={T}, "
+        f"N={n} scored, {n_fit} fit, batch {bs}, device {dev}, torch threads {torch.get_num_threads()}"
+    )
 
     for p in model.parameters():
         p.requires_grad_(False)
-    fit_batches = [fit_rows[i:i + bs] for i in range(0, n_fit, bs)]
-    factors, t_fit_c = timed(lambda: mda_fast.fit_ekfac(model, [spec], fit_batches, fisher="empirical",
-                                                       progress=False), dev)
+    fit_batches = [fit_rows[i : i + bs] for i in range(0, n_fit, bs)]
+    factors, t_fit_c = timed(
+        lambda: mda_fast.fit_ekfac(model, [spec], fit_batches, fisher="empirical", progress=False), dev
+    )
     scorers = build_scorers(args, model, spec, factors, pk, rows, bs)
     if not args.skip_a:
         method_a(model, blocks, scorers["c"].queries, rows[:1], dev)  # warm-up: one sequence of (a)

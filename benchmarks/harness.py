@@ -11,6 +11,7 @@ median (cuda) or the minimum (cpu, a shared machine) over rounds; CUDA times use
 2·N·T·d_out·D for G (+2·N·K·d_out·D for score; + the cheaper route's rotation for eigen_sq; 2·N·T·D² for
 covariance, of which the kernels compute the upper triangle).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,9 +96,10 @@ def build_cases(op: str, dtypes, shapes: str, N=None, T=None, models=None, block
         for block, d_out, d_in, bias in head_blocks(dm, nh) + extra:
             for t in Ts:
                 for dt in dtypes:
-                    for K in ((1, 8) if op == "score" else (1,)):
-                        cases.append(Case(op, model, block, N or (32 if shapes == "demo" else 64), t, d_out, d_in,
-                                          bias, K, dt))
+                    for K in (1, 8) if op == "score" else (1,):
+                        cases.append(
+                            Case(op, model, block, N or (32 if shapes == "demo" else 64), t, d_out, d_in, bias, K, dt)
+                        )
     return [c for c in cases if (not models or c.model in models) and (not blocks or c.block in blocks)]
 
 
@@ -133,9 +135,15 @@ def time_side_by_side(fns: dict, device: str, min_time: float, stat: str, max_ro
 
 
 def meta(device: str, stat: str, argv) -> dict:
-    m = {"date": time.strftime("%Y-%m-%d"), "host": platform.node(), "torch": torch.__version__,
-         "threads": torch.get_num_threads(), "stat": stat, "device": device,
-         "command": "python " + " ".join([sys.argv[0]] + list(argv))}
+    m = {
+        "date": time.strftime("%Y-%m-%d"),
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "stat": stat,
+        "device": device,
+        "command": "python " + " ".join([sys.argv[0]] + list(argv)),
+    }
     if device == "cuda":
         m["gpu"] = torch.cuda.get_device_name()
     try:
@@ -175,8 +183,15 @@ def main(op: str, methods, argv=None) -> dict:
             ext().set_num_threads(a.threads)
     backends = a.backends.split(",") if a.backends else kernels.available_backends(dev)
     dtypes = (a.dtypes or ("bf16,fp32" if dev == "cpu" else "bf16")).split(",")
-    cases = build_cases(op, dtypes, a.shapes or ("demo" if dev == "cpu" else "pythia"), a.N, a.T,
-                        a.models and a.models.split(","), a.blocks and a.blocks.split(","))
+    cases = build_cases(
+        op,
+        dtypes,
+        a.shapes or ("demo" if dev == "cpu" else "pythia"),
+        a.N,
+        a.T,
+        a.models and a.models.split(","),
+        a.blocks and a.blocks.split(","),
+    )
     min_time = a.min_time if a.min_time is not None else (0.3 if dev == "cpu" else 0.2)
     rows = []
     for c in cases:

@@ -1,7 +1,8 @@
 """Renders the RESULTS.md kernel tables from harness JSON files (one table per file, in the order given).
 
-    python benchmarks/render_results.py bench_score.json bench_covariance.json > tables.md
+python benchmarks/render_results.py bench_score.json bench_covariance.json > tables.md
 """
+
 import json
 import sys
 
@@ -20,12 +21,15 @@ def table(data: dict) -> str:
         cells = [data["op"], c["model"], c["block"], c["N"], c["T"], c["d_out"], r["D"], c["K"], c["dtype"]]
         cells += [f"{t[n] * 1e3:.3f}" if n in t else "—" for n in names]
         cells += [f"{r['flops'] / t[n] / 1e9:.1f}" if n in t else "—" for n in fast]
-        cells += [f"{t[base] / t[n]:.2f}" if n in t and base in t else "—" for n in fast
-                  for base in ("torch", "kronfluence")]
+        cells += [
+            f"{t[base] / t[n]:.2f}" if n in t and base in t else "—" for n in fast for base in ("torch", "kronfluence")
+        ]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     m = data["meta"]
-    head = (f"{m['date']}, {m['device']}{' ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, "
-            f"{m['threads']} threads, {m['stat']} over round-robin rounds. Command: `{m['command']}`")
+    head = (
+        f"{m['date']}, {m['device']}{' ' + m['gpu'] if 'gpu' in m else ''}, torch {m['torch']}, "
+        f"{m['threads']} threads, {m['stat']} over round-robin rounds. Command: `{m['command']}`"
+    )
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ command's wall time (process start, imports and model loading included) and the 
 (the scoring loop only; for 2 ranks: all rows / the slower rank's loop time). It also checks that the 2-process
 scores are byte-identical to the 1-thread single process. Run from the repo root.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,23 @@ def build_world(root: str, steps: int, B: int, S: int) -> str:
 
     torch.set_num_threads(2)
     start, end = 2, 2 + steps
-    generate_corpus(os.path.join(root, "corpus"), SyntheticConfig(n_sequences=(end + 4) * B, seq_len=S, seed=3),
-                    progress=False)
+    generate_corpus(
+        os.path.join(root, "corpus"), SyntheticConfig(n_sequences=(end + 4) * B, seq_len=S, seed=3), progress=False
+    )
     data = PythiaBatches(os.path.join(root, "corpus"), batch_size=B, seq_len=S)
-    Trainer(TrainConfig(preset="tiny-2l", total_steps=end + 2, lr=3e-3, seed=1, checkpoint_every=start,
-                        device="cpu", out_dir=os.path.join(root, "run"), progress=False), data).train(end_step=end)
+    Trainer(
+        TrainConfig(
+            preset="tiny-2l",
+            total_steps=end + 2,
+            lr=3e-3,
+            seed=1,
+            checkpoint_every=start,
+            device="cpu",
+            out_dir=os.path.join(root, "run"),
+            progress=False,
+        ),
+        data,
+    ).train(end_step=end)
     cfg = {
         "model": {"run_dir": os.path.join(root, "run"), "device": "cpu"},
         "data": {"path": os.path.join(root, "corpus"), "batch_size": B, "seq_len": S, "tokenizer": "bytes"},
@@ -72,8 +85,11 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=129)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--keep", help="build the world here and keep it")
-    ap.add_argument("--also-2-threads", action="store_true",
-                    help="also one process with 2 intra-op threads (slow when other jobs load the cores: OpenMP spins)")
+    ap.add_argument(
+        "--also-2-threads",
+        action="store_true",
+        help="also one process with 2 intra-op threads (slow when other jobs load the cores: OpenMP spins)",
+    )
     a = ap.parse_args()
     root = a.keep or tempfile.mkdtemp(prefix="mda-torchrun-")
     os.makedirs(root, exist_ok=True)
@@ -85,8 +101,10 @@ def main() -> None:
     modes = {
         **({"1 process, 2 threads": ([py, "-m", "mda_fast"], 2)} if a.also_2_threads else {}),
         "1 process, 1 thread": ([py, "-m", "mda_fast"], 1),
-        "torchrun 2 processes, 1 thread each": ([py, "-m", "torch.distributed.run", "--standalone",
-                                                 "--nproc-per-node=2", "-m", "mda_fast"], 1),
+        "torchrun 2 processes, 1 thread each": (
+            [py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mda_fast"],
+            1,
+        ),
     }
     rows = {m: [] for m in modes}
     outs = {}
@@ -101,17 +119,23 @@ def main() -> None:
             rows[m].append((wall, rate))
             outs[m] = out
             print(f"round {r}: {m}: wall {wall:.1f} s, scoring {rate:.1f} seq/s", flush=True)
-    same = open(os.path.join(outs["1 process, 1 thread"], "score", "scores.npy"), "rb").read() == open(
-        os.path.join(outs["torchrun 2 processes, 1 thread each"], "score", "scores.npy"), "rb").read()
-    print(f"\n{n} sequences (T = {a.seq_len - 1}, tiny-2l, head L1H0 qkvo, score.batch_size {a.batch_size}), "
-          f"{a.rounds} rounds, {os.cpu_count()} CPUs; 2-process scores byte-identical to 1 process/1 thread: {same}\n")
+    same = (
+        open(os.path.join(outs["1 process, 1 thread"], "score", "scores.npy"), "rb").read()
+        == open(os.path.join(outs["torchrun 2 processes, 1 thread each"], "score", "scores.npy"), "rb").read()
+    )
+    print(
+        f"\n{n} sequences (T = {a.seq_len - 1}, tiny-2l, head L1H0 qkvo, score.batch_size {a.batch_size}), "
+        f"{a.rounds} rounds, {os.cpu_count()} CPUs; 2-process scores byte-identical to 1 process/1 thread: {same}\n"
+    )
     print("| mode | wall s (each round) | scoring seq/s (each round) | wall speed-up | scoring speed-up |")
     print("| --- | --- | --- | ---: | ---: |")
     ref = rows["1 process, 1 thread"]
     for m, v in rows.items():
-        print(f"| {m} | {', '.join(f'{w:.1f}' for w, _ in v)} | {', '.join(f'{x:.1f}' for _, x in v)} | "
-              f"{sum(w for w, _ in ref) / sum(w for w, _ in v):.2f}x | "
-              f"{sum(x for _, x in v) / sum(x for _, x in ref):.2f}x |")
+        print(
+            f"| {m} | {', '.join(f'{w:.1f}' for w, _ in v)} | {', '.join(f'{x:.1f}' for _, x in v)} | "
+            f"{sum(w for w, _ in ref) / sum(w for w, _ in v):.2f}x | "
+            f"{sum(x for _, x in v) / sum(x for _, x in ref):.2f}x |"
+        )
     print("\n(speed-ups against 1 process, 1 thread, from the sums over the rounds)")
     if not a.keep:
         shutil.rmtree(root, ignore_errors=True)

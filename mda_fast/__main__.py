@@ -2,6 +2,7 @@
 
 Under torchrun (``WORLD_SIZE`` set) the entry point is wrapped in torch's ``record``, so an uncaught error of a
 rank is written to torchrun's error file and reported with its rank."""
+
 import os
 import sys
 

@@ -4,6 +4,7 @@ The model's adapter splits q, k, v (``ModelAdapter.split_qkv``) and applies its 
 (``rotate_qk``: GPT-NeoX's partial rotary); then scale 1/√d_head and a causal mask, exactly like HF's eager
 attention. ``rotary_width``, ``rotary_cos_sin``, ``apply_rotary`` and ``split_qkv`` are the GPT-NeoX adapter's.
 """
+
 from __future__ import annotations
 
 import math

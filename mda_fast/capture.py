@@ -8,6 +8,7 @@ backward pass stops at the lowest tracked layer. One forward + backward serves e
 Sign/shape conventions: ``Y[n, t]`` is d(objective_n)/d(module output at token t), and the per-sample gradient of
 a block is ``G_n = Σ_t y_t x̃_tᵀ`` with ``x̃ = [x, 1]`` when the block has a bias column.
 """
+
 from __future__ import annotations
 
 import abc
@@ -20,10 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from . import lean_forward
-from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
-from .heads import Block, head_blocks
 from .adapters import adapter_for
-
+from .heads import Block, head_blocks
+from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
 
 _HF_FORWARD = contextvars.ContextVar("mda_fast_hf_forward", default=False)
 
@@ -43,8 +43,12 @@ def hf_forward():
 
 def uses_lean_forward(model, objective, blocks, attention_mask: torch.Tensor | None = None) -> bool:
     """True when ``capture`` with these arguments runs the lean forward (outside :func:`hf_forward`)."""
-    return (not _HF_FORWARD.get() and isinstance(objective, TokenLoss) and bool(blocks)
-            and lean_forward.supports(model, attention_mask))
+    return (
+        not _HF_FORWARD.get()
+        and isinstance(objective, TokenLoss)
+        and bool(blocks)
+        and lean_forward.supports(model, attention_mask)
+    )
 
 
 @contextlib.contextmanager
@@ -95,15 +99,16 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 @dataclass
 class CaptureResult:
     """Per-layer module inputs / output grads; ``x(block)``, ``y(block)`` give contiguous block slices."""
-    inputs: dict = field(default_factory=dict)     # (layer, module) -> [N, T, d_in] (detached)
-    grads: dict = field(default_factory=dict)      # (layer, module) -> [N, T, d_out]
-    value: torch.Tensor | None = None              # objective per sequence [N] (detached)
+
+    inputs: dict = field(default_factory=dict)  # (layer, module) -> [N, T, d_in] (detached)
+    grads: dict = field(default_factory=dict)  # (layer, module) -> [N, T, d_out]
+    value: torch.Tensor | None = None  # objective per sequence [N] (detached)
 
     def x(self, block: Block) -> torch.Tensor:
-        return self.inputs[(block.layer, block.module)][..., block.in_start:block.in_stop].contiguous()
+        return self.inputs[(block.layer, block.module)][..., block.in_start : block.in_stop].contiguous()
 
     def y(self, block: Block) -> torch.Tensor:
-        return self.grads[(block.layer, block.module)][..., block.out_start:block.out_stop].contiguous()
+        return self.grads[(block.layer, block.module)][..., block.out_start : block.out_stop].contiguous()
 
 
 class _Hooks:
@@ -130,6 +135,7 @@ class _Hooks:
                     out = out.detach().requires_grad_(True)
             self.outputs[key] = out
             return out
+
         return hook
 
     def qkv(self, layer: int) -> torch.Tensor:
@@ -144,9 +150,15 @@ class _Hooks:
 Objective = Callable[[torch.Tensor, "_Hooks"], torch.Tensor]
 
 
-def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Objective,
-            qkv_layers: Iterable[int] = (), attention_mask: torch.Tensor | None = None,
-            compile: bool = False) -> CaptureResult:
+def capture(
+    model,
+    input_ids: torch.Tensor,
+    blocks: list[Block],
+    objective: Objective,
+    qkv_layers: Iterable[int] = (),
+    attention_mask: torch.Tensor | None = None,
+    compile: bool = False,
+) -> CaptureResult:
     """Run one forward and one backward pass and return X / Y for every block.
 
     ``objective(logits, hooks) -> [N]`` is differentiated (summed over sequences; sequences do not interact,
@@ -168,15 +180,18 @@ def capture(model, input_ids: torch.Tensor, blocks: list[Block], objective: Obje
         with frozen(model), torch.enable_grad():
             if isinstance(objective, TokenLoss) and _plain_lm_head(model):
                 # a token loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
-                hidden = adapter.backbone(model)(input_ids=input_ids, attention_mask=attention_mask,
-                                                 use_cache=False).last_hidden_state
+                hidden = adapter.backbone(model)(
+                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+                ).last_hidden_state
                 weight = model.get_output_embeddings().weight
                 value = linear_cross_entropy(hidden, weight, objective.labels_for(hidden, weight), objective.mask)
             else:
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
                 value = objective(logits, hooks)
             if value.dim() != 1 or value.shape[0] != input_ids.shape[0]:
-                raise ValueError(f"objective must return one value per sequence [N={input_ids.shape[0]}], got {tuple(value.shape)}")
+                raise ValueError(
+                    f"objective must return one value per sequence [N={input_ids.shape[0]}], got {tuple(value.shape)}"
+                )
             order = sorted(keys)
             targets = [hooks.outputs[k] for k in order]
             grads = torch.autograd.grad(value.sum(), targets, allow_unused=True) if targets else []
@@ -245,8 +260,9 @@ class FisherObjective(TokenLoss):
         self.mask, self.generator = mask, generator
 
     def _uniforms(self, shape, device):
-        return torch.rand(tuple(shape), generator=self.generator, dtype=torch.float64,
-                          device=self.generator.device).to(device)
+        return torch.rand(tuple(shape), generator=self.generator, dtype=torch.float64, device=self.generator.device).to(
+            device
+        )
 
     def labels_for(self, hidden, weight):
         return sample_labels(hidden.detach(), weight, self._uniforms(hidden.shape[:2], hidden.device))
@@ -262,8 +278,13 @@ def _plain_lm_head(model) -> bool:
     (GPT-NeoX: ``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inner = adapter_for(model).backbone(model)
-    return (inner is not None and inner is not model and isinstance(head, torch.nn.Linear) and head.bias is None
-            and type(head).forward is torch.nn.Linear.forward)
+    return (
+        inner is not None
+        and inner is not model
+        and isinstance(head, torch.nn.Linear)
+        and head.bias is None
+        and type(head).forward is torch.nn.Linear.forward
+    )
 
 
 def loss_objective(labels: torch.Tensor, mask: torch.Tensor | None = None) -> Objective:

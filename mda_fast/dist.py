@@ -17,6 +17,7 @@ of a phase is met at the next collective. A rank killed outright is seen by torc
 others (and restarts the group if ``--max-restarts`` allows); ``MDA_FAST_DIST_TIMEOUT`` (seconds, default 1800)
 bounds every collective for launchers without such an agent.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ from .errors import MdaFastError, one_line
 
 TIMEOUT_ENV = "MDA_FAST_DIST_TIMEOUT"
 BACKEND_ENV = "MDA_FAST_DIST_BACKEND"
-DEVICES_ENV = "MDA_FAST_DEVICES"    # the --devices launcher: the device of each local rank, comma-separated
-LOG_ENV = "MDA_FAST_RANK_LOG"       # the --devices launcher: each rank writes its output to this file ({rank})
+DEVICES_ENV = "MDA_FAST_DEVICES"  # the --devices launcher: the device of each local rank, comma-separated
+LOG_ENV = "MDA_FAST_RANK_LOG"  # the --devices launcher: each rank writes its output to this file ({rank})
 LAUNCHER_LOCK_ENV = "MDA_FAST_LAUNCHER_LOCK"  # the --devices launcher holds the --out lock for its ranks
 
 
@@ -52,8 +53,16 @@ def under_torchrun() -> bool:
 class Dist:
     """This process's place in the job: ``rank``, ``world``, ``local_rank``, and the collectives the stages use."""
 
-    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, ctrl=None, data=None,
-                 data_device: str = "cpu", log: str | None = None):
+    def __init__(
+        self,
+        rank: int = 0,
+        world: int = 1,
+        local_rank: int = 0,
+        ctrl=None,
+        data=None,
+        data_device: str = "cpu",
+        log: str | None = None,
+    ):
         self.rank, self.world, self.local_rank = rank, world, local_rank
         self._ctrl, self._data, self._data_device = ctrl, data, data_device
         self.log = log
@@ -87,8 +96,9 @@ class Dist:
             td.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
         ctrl = td.group.WORLD
         data = ctrl if backend == "gloo" else td.new_group(backend="nccl", timeout=timeout)
-        return cls(rank, world, local, ctrl=ctrl, data=data, data_device=str(dev) if backend == "nccl" else "cpu",
-                   log=log)
+        return cls(
+            rank, world, local, ctrl=ctrl, data=data, data_device=str(dev) if backend == "nccl" else "cpu", log=log
+        )
 
     def close(self) -> None:
         if self.world > 1:

@@ -17,6 +17,7 @@ in ``G_n``: a masked position still carries the gradient of later unmasked token
 Labels for S and Λ are sampled from the model (``fisher="true"``, seeded per batch so both passes see the same
 labels) or taken from the data (``"empirical"``).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,25 +33,26 @@ from . import kernels
 from .capture import capture, check_mask, fisher_objective, loss_objective, resolve_blocks, split_rows
 from .errors import NonFiniteError, StateError, one_line
 from .finite import check_finite, check_model_finite
-from .stages.io import atomic_file, load_json_as
 from .heads import Block, HeadSpec, ModuleSpec
 from .model import model_shape
+from .stages.io import atomic_file, load_json_as
 
 METHODS = ("ekfac", "kfac", "identity")
 FISHERS = ("true", "empirical")
 FACTOR_KEYS = ("Q_A", "Q_S", "lam_A", "lam_S", "eig")
 _REFIT = "re-run `mda-fast fit` (or fit_ekfac + Factors.save) to rewrite them"
-_OVERFLOW = ("the model's activations or gradients overflow on the fitting batches "
-             "(a float16/bfloat16 model? use float32)")
+_OVERFLOW = (
+    "the model's activations or gradients overflow on the fitting batches (a float16/bfloat16 model? use float32)"
+)
 
 
 @dataclass
 class BlockFactors:
-    Q_A: torch.Tensor      # [D_in, D_in] eigenvectors of A (columns)
-    Q_S: torch.Tensor      # [d_out, d_out] eigenvectors of S
-    lam_A: torch.Tensor    # [D_in]
-    lam_S: torch.Tensor    # [d_out]
-    eig: torch.Tensor      # [d_out, D_in] eigenvalues of H in the Kronecker eigenbasis (Λ)
+    Q_A: torch.Tensor  # [D_in, D_in] eigenvectors of A (columns)
+    Q_S: torch.Tensor  # [d_out, d_out] eigenvectors of S
+    lam_A: torch.Tensor  # [D_in]
+    lam_S: torch.Tensor  # [d_out]
+    eig: torch.Tensor  # [d_out, D_in] eigenvalues of H in the Kronecker eigenbasis (Λ)
     damping: float
 
     def precondition(self, v: torch.Tensor, method: str) -> torch.Tensor:
@@ -80,11 +82,12 @@ def spec_from_dict(d: dict):
 @dataclass
 class Factors:
     """Fitted curvature for a set of specs. ``blocks[name]`` holds one block's factors."""
+
     method: str
     fisher: str
     specs: list
-    block_info: dict                     # name -> Block
-    blocks: dict                         # name -> BlockFactors
+    block_info: dict  # name -> Block
+    blocks: dict  # name -> BlockFactors
     meta: dict = field(default_factory=dict)
 
     def precondition(self, name: str, v: torch.Tensor) -> torch.Tensor:
@@ -102,7 +105,9 @@ class Factors:
             for b in bs:
                 have = self.block_info.get(b.name)
                 if have is None:
-                    raise ValueError(f"factors do not cover {spec} (block {b.name!r}); they hold {sorted(self.block_info)}")
+                    raise ValueError(
+                        f"factors do not cover {spec} (block {b.name!r}); they hold {sorted(self.block_info)}"
+                    )
                 if have != b:
                     raise ValueError(f"factors block {b.name!r} was fitted as {have}, but {spec} needs {b}")
 
@@ -127,19 +132,23 @@ class Factors:
             json.dump(meta, fh, indent=2)
 
     @classmethod
-    def load(cls, path: str, device="cpu") -> "Factors":
+    def load(cls, path: str, device="cpu") -> Factors:
         """Read factors written by ``save``. A missing, unreadable, truncated or inconsistent file raises
         ``StateError`` naming it; non-finite factors raise ``NonFiniteError``."""
         jpath, tpath = os.path.join(path, "factors.json"), os.path.join(path, "factors.safetensors")
         for p in (jpath, tpath):
             if not os.path.isfile(p):
-                raise StateError(f"no saved factors at {path!r}: missing {os.path.basename(p)}; "
-                                 f"expected factors.json and factors.safetensors: {_REFIT}")
+                raise StateError(
+                    f"no saved factors at {path!r}: missing {os.path.basename(p)}; "
+                    f"expected factors.json and factors.safetensors: {_REFIT}"
+                )
         meta = load_json_as(jpath, StateError, "the factors' metadata", _REFIT)
         try:
             tensors = load_file(tpath, device=str(device))
         except (SafetensorError, OSError) as e:
-            raise StateError(f"{tpath} is damaged or truncated ({one_line(e)}); expected a safetensors file: {_REFIT}") from None
+            raise StateError(
+                f"{tpath} is damaged or truncated ({one_line(e)}); expected a safetensors file: {_REFIT}"
+            ) from None
         try:
             info = {n: Block(**b) for n, b in meta.pop("blocks").items()}
             raw_damping = meta.pop("damping")
@@ -147,25 +156,42 @@ class Factors:
             method, fisher = meta.pop("method"), meta.pop("fisher")
             specs = [spec_from_dict(d) for d in meta.pop("specs")]
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StateError(f"{jpath} is missing or has a malformed key ({type(e).__name__}: {one_line(e)}); "
-                             f"expected the metadata Factors.save writes: {_REFIT}") from None
+            raise StateError(
+                f"{jpath} is missing or has a malformed key ({type(e).__name__}: {one_line(e)}); "
+                f"expected the metadata Factors.save writes: {_REFIT}"
+            ) from None
         if method not in METHODS or fisher not in FISHERS:
-            raise StateError(f"{jpath}: method {method!r} / fisher {fisher!r}; expected one of {METHODS} / {FISHERS}: {_REFIT}")
+            raise StateError(
+                f"{jpath}: method {method!r} / fisher {fisher!r}; expected one of {METHODS} / {FISHERS}: {_REFIT}"
+            )
         blocks = {}
         for n, b in info.items():
-            want = {"Q_A": (b.d_in_total, b.d_in_total), "Q_S": (b.d_out, b.d_out), "lam_A": (b.d_in_total,),
-                    "lam_S": (b.d_out,), "eig": (b.d_out, b.d_in_total)}
+            want = {
+                "Q_A": (b.d_in_total, b.d_in_total),
+                "Q_S": (b.d_out, b.d_out),
+                "lam_A": (b.d_in_total,),
+                "lam_S": (b.d_out,),
+                "eig": (b.d_out, b.d_in_total),
+            }
             for k, shape in want.items():
                 t = tensors.get(f"{n}/{k}")
                 if t is None:
                     raise StateError(f"{tpath} has no tensor {n}/{k} (listed in {os.path.basename(jpath)}); {_REFIT}")
                 if tuple(t.shape) != shape or not t.is_floating_point():
-                    raise StateError(f"{tpath}: {n}/{k} is {t.dtype} {list(t.shape)}, but {os.path.basename(jpath)} "
-                                     f"needs a float tensor {list(shape)}; {_REFIT}")
+                    raise StateError(
+                        f"{tpath}: {n}/{k} is {t.dtype} {list(t.shape)}, but {os.path.basename(jpath)} "
+                        f"needs a float tensor {list(shape)}; {_REFIT}"
+                    )
             blocks[n] = BlockFactors(**{k: tensors[f"{n}/{k}"] for k in FACTOR_KEYS}, damping=damping[n])
-        check_finite(tensors, f"the factors in {tpath}", expected="finite factors", cause=f"the file is damaged: {_REFIT}")
-        check_finite(torch.tensor([damping[n] for n in info], dtype=torch.float64), f"the damping in {jpath}",
-                     expected="finite damping", cause=_REFIT)
+        check_finite(
+            tensors, f"the factors in {tpath}", expected="finite factors", cause=f"the file is damaged: {_REFIT}"
+        )
+        check_finite(
+            torch.tensor([damping[n] for n in info], dtype=torch.float64),
+            f"the damping in {jpath}",
+            expected="finite damping",
+            cause=_REFIT,
+        )
         return cls(method=method, fisher=fisher, specs=specs, block_info=info, blocks=blocks, meta=meta)
 
 
@@ -183,9 +209,11 @@ def _eigh(M: torch.Tensor, what: str):
     try:
         lam, Q = torch.linalg.eigh(M)
     except torch.linalg.LinAlgError as e:
-        raise NonFiniteError(f"the eigendecomposition of {what} ({list(M.shape)}, float64) failed: {one_line(e)}; "
-                             "expected a symmetric matrix LAPACK can diagonalise; it is numerically degenerate "
-                             "(fit on more tokens, or use a float32 model)") from None
+        raise NonFiniteError(
+            f"the eigendecomposition of {what} ({list(M.shape)}, float64) failed: {one_line(e)}; "
+            "expected a symmetric matrix LAPACK can diagonalise; it is numerically degenerate "
+            "(fit on more tokens, or use a float32 model)"
+        ) from None
     return lam, Q.contiguous()
 
 
@@ -235,10 +263,12 @@ def _covariance_factors(model, blocks, passes, acc_dtype, backend, comm=None):
     n_tokens, n_seqs = 0.0, 0
     for res, mask, shape in passes:
         for b in blocks:
-            _add_part(A[b.name], acc_dtype, kernels.covariance_accumulate, res.x(b), mask=mask, bias=b.bias,
-                      backend=backend)
-            _add_part(S[b.name], acc_dtype, kernels.covariance_accumulate, res.y(b), mask=mask, bias=False,
-                      backend=backend)
+            _add_part(
+                A[b.name], acc_dtype, kernels.covariance_accumulate, res.x(b), mask=mask, bias=b.bias, backend=backend
+            )
+            _add_part(
+                S[b.name], acc_dtype, kernels.covariance_accumulate, res.y(b), mask=mask, bias=False, backend=backend
+            )
         n_tokens += float(mask.sum()) if mask is not None else shape[0] * shape[1]
         n_seqs += shape[0]
     if comm is not None:  # distributed: sum the counts and the covariances over the ranks
@@ -247,17 +277,28 @@ def _covariance_factors(model, blocks, passes, acc_dtype, backend, comm=None):
         n_tokens, n_seqs = float(counts[0]), int(counts[1])
     if n_tokens <= 0:
         raise ValueError("the fitting batches hold no unmasked tokens")
-    check_finite({f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
-                 "the EK-FAC covariances", expected="finite covariances", cause=_OVERFLOW)
+    check_finite(
+        {f"{k} of {b.name}": M[b.name] for b in blocks for k, M in (("A", A), ("S", S))},
+        "the EK-FAC covariances",
+        expected="finite covariances",
+        cause=_OVERFLOW,
+    )
     out: dict[str, BlockFactors] = {}
     for b in blocks:
         lam_A, Q_A = _eigh(A[b.name] / n_tokens, f"A of {b.name}")
         lam_S, Q_S = _eigh(S[b.name] / n_tokens, f"S of {b.name}")
-        out[b.name] = BlockFactors(Q_A=Q_A, Q_S=Q_S, lam_A=lam_A, lam_S=lam_S,
-                                   eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0), damping=0.0)
+        out[b.name] = BlockFactors(
+            Q_A=Q_A,
+            Q_S=Q_S,
+            lam_A=lam_A,
+            lam_S=lam_S,
+            eig=(n_tokens / n_seqs) * torch.outer(lam_S, lam_A).clamp_min(0),
+            damping=0.0,
+        )
     if comm is not None:  # one eigenbasis for every rank: rank 0's
-        comm.broadcast_({f"{k}/{n}": getattr(f, k) for n, f in out.items()
-                         for k in ("Q_A", "Q_S", "lam_A", "lam_S", "eig")})
+        comm.broadcast_(
+            {f"{k}/{n}": getattr(f, k) for n, f in out.items() for k in ("Q_A", "Q_S", "lam_A", "lam_S", "eig")}
+        )
     return out, n_tokens, n_seqs
 
 
@@ -269,12 +310,26 @@ def _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend, comm=N
     for res, mask, _ in passes:
         for b in blocks:
             f = out[b.name]
-            _add_part(lam[b.name], acc_dtype, kernels.eigen_sq_accumulate, res.x(b), res.y(b), f.Q_S.to(acc_dtype),
-                      f.Q_A.to(acc_dtype), mask=None, bias=b.bias, backend=backend)
+            _add_part(
+                lam[b.name],
+                acc_dtype,
+                kernels.eigen_sq_accumulate,
+                res.x(b),
+                res.y(b),
+                f.Q_S.to(acc_dtype),
+                f.Q_A.to(acc_dtype),
+                mask=None,
+                bias=b.bias,
+                backend=backend,
+            )
     if comm is not None:
         comm.sum_(lam)
-    check_finite({f"Λ of {b.name}": lam[b.name] for b in blocks}, "the EK-FAC eigenvalues",
-                 expected="finite eigenvalues", cause=_OVERFLOW)
+    check_finite(
+        {f"Λ of {b.name}": lam[b.name] for b in blocks},
+        "the EK-FAC eigenvalues",
+        expected="finite eigenvalues",
+        cause=_OVERFLOW,
+    )
     for b in blocks:
         out[b.name].eig = lam[b.name].double() / n_seqs
 
@@ -289,10 +344,23 @@ def _set_damping(out, method: str, damping: float, damping_floor: float, damping
             f.damping = max(float(damping) * float(f.eig.mean()), float(damping_floor))
 
 
-def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac", damping: float = 0.1,
-              damping_floor: float = 1e-10, damping_value: float | None = None, seed: int = 0,
-              backend: str | None = None, progress: bool = True, model_name: str | None = None,
-              revision: str | None = None, batch_index=None, comm=None) -> Factors:
+def fit_ekfac(
+    model,
+    specs,
+    batches,
+    fisher: str = "true",
+    method: str = "ekfac",
+    damping: float = 0.1,
+    damping_floor: float = 1e-10,
+    damping_value: float | None = None,
+    seed: int = 0,
+    backend: str | None = None,
+    progress: bool = True,
+    model_name: str | None = None,
+    revision: str | None = None,
+    batch_index=None,
+    comm=None,
+) -> Factors:
     """Fit curvature factors for every block of ``specs`` on ``batches``.
 
     ``batches`` is a re-iterable (e.g. a list) of token rows ``[B, T+1]`` or dicts with ``input_ids``,
@@ -317,17 +385,27 @@ def fit_ekfac(model, specs, batches, fisher: str = "true", method: str = "ekfac"
     s = model_shape(model)
     acc_dtype = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
     out, n_tokens, n_seqs = _covariance_factors(
-        model, blocks, _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC covariances", batch_index),
-        acc_dtype, backend, comm)
+        model,
+        blocks,
+        _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC covariances", batch_index),
+        acc_dtype,
+        backend,
+        comm,
+    )
     if method == "ekfac":
-        passes = _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC eigenvalue correction",
-                           batch_index)
+        passes = _captures(model, batches, blocks, fisher, seed, progress, "EK-FAC eigenvalue correction", batch_index)
         _correct_eigenvalues(out, blocks, passes, n_seqs, acc_dtype, backend, comm)
     elif method == "identity":
         for f in out.values():
             f.eig = torch.ones_like(f.eig)
     _set_damping(out, method, damping, damping_floor, damping_value)
-    meta = {"model": model_name or getattr(model.config, "_name_or_path", None) or None, "revision": revision,
-            "n_tokens": n_tokens, "n_sequences": n_seqs, "damping_alpha": damping if damping_value is None else None,
-            "shape": {"n_layers": s.n_layers, "n_heads": s.n_heads, "d_model": s.d_model}, "seed": seed}
+    meta = {
+        "model": model_name or getattr(model.config, "_name_or_path", None) or None,
+        "revision": revision,
+        "n_tokens": n_tokens,
+        "n_sequences": n_seqs,
+        "damping_alpha": damping if damping_value is None else None,
+        "shape": {"n_layers": s.n_layers, "n_heads": s.n_heads, "d_model": s.d_model},
+        "seed": seed,
+    }
     return Factors(method=method, fisher=fisher, specs=specs, block_info=uniq, blocks=out, meta=meta)

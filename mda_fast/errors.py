@@ -4,6 +4,7 @@ Every one of them carries a message of one line: what was wrong and what was exp
 exits with code 2; library users can catch ``MdaFastError`` (or the builtin base each subclass also derives from,
 so ``except ValueError`` keeps working).
 """
+
 from __future__ import annotations
 
 
@@ -43,4 +44,4 @@ def one_line(error: BaseException, limit: int = 200) -> str:
     """``error``'s message on one line (its lines joined, whitespace collapsed), shortened to ``limit`` characters,
     for quoting a lower-level error (LAPACK, safetensors, Hugging Face) inside a one-line mda-fast message."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

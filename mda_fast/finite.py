@@ -3,6 +3,7 @@
 The check is cheap enough for every score batch: one ``isfinite().all()`` per tensor on the tensor's device and
 a single host synchronisation; the per-tensor NaN / inf counts are computed only when the check fails.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,8 +15,8 @@ from .errors import NonFiniteError
 
 Tensors = Union[torch.Tensor, Mapping[str, torch.Tensor], Iterable[tuple[str, torch.Tensor]]]
 
-_MAX_NAMED = 4   # offending tensors named in a message
-_MAX_ROWS = 8    # offending rows named in a message
+_MAX_NAMED = 4  # offending tensors named in a message
+_MAX_ROWS = 8  # offending rows named in a message
 
 
 def _named(values: Tensors) -> list[tuple[str | None, torch.Tensor]]:
@@ -42,8 +43,9 @@ def _bad_rows(t: torch.Tensor, rows: Sequence | None) -> str:
     return f"row{'s' if len(labels) > 1 else ''} {shown}{more}"
 
 
-def check_finite(values: Tensors, where: str, expected: str = "finite values", cause: str | None = None,
-                 rows: Sequence | None = None) -> None:
+def check_finite(
+    values: Tensors, where: str, expected: str = "finite values", cause: str | None = None, rows: Sequence | None = None
+) -> None:
     """Raise ``NonFiniteError`` unless every floating-point tensor in ``values`` is finite.
 
     ``values`` is one tensor, a mapping ``{name: tensor}`` or ``(name, tensor)`` pairs (``model.named_parameters()``).
@@ -54,8 +56,9 @@ def check_finite(values: Tensors, where: str, expected: str = "finite values", c
     named = [(n, t) for n, t in _named(values) if t.is_floating_point() or t.is_complex()]
     if not named:
         return
-    if rows is not None and (len(named) != 1 or named[0][0] is not None or named[0][1].dim() == 0
-                             or len(rows) != named[0][1].shape[0]):
+    if rows is not None and (
+        len(named) != 1 or named[0][0] is not None or named[0][1].dim() == 0 or len(rows) != named[0][1].shape[0]
+    ):
         raise ValueError(f"check_finite: rows must label dim 0 of a single tensor ({len(rows)} labels given)")
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for _, t in named:
@@ -79,5 +82,9 @@ def check_finite(values: Tensors, where: str, expected: str = "finite values", c
 
 def check_model_finite(model: torch.nn.Module) -> None:
     """``check_finite`` over every parameter of ``model`` (named as in ``named_parameters``)."""
-    check_finite(model.named_parameters(), "the model's parameters", expected="finite weights",
-                 cause="the checkpoint is damaged or its training diverged")
+    check_finite(
+        model.named_parameters(),
+        "the model's parameters",
+        expected="finite weights",
+        cause="the checkpoint is damaged or its training diverged",
+    )

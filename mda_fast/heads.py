@@ -8,6 +8,7 @@ A :class:`Block` is one Kronecker-factored parameter block with token inputs ``X
 input) and output gradients ``Y`` (a slice of the module output gradient). Its gradient uses the HF weight
 slice layout ``[d_out, d_in (+1 bias column)]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class HeadSpec:
     ``bias=True`` adds the matching bias entries (a ones column on the input side) to the qk and v blocks.
     The o block's bias is shared by all heads and is never a head parameter.
     """
+
     layer: int
     head: int
     mode: str = "qkvo"
@@ -42,12 +44,17 @@ class HeadSpec:
 
     @property
     def name(self) -> str:
-        return f"L{self.layer}H{self.head}" + ("" if self.mode == "qkvo" else f".{self.mode}") + (".b" if self.bias else "")
+        return (
+            f"L{self.layer}H{self.head}"
+            + ("" if self.mode == "qkvo" else f".{self.mode}")
+            + (".b" if self.bias else "")
+        )
 
 
 @dataclass(frozen=True)
 class ModuleSpec:
     """A whole attention module of one layer (all heads, bias included): a baseline and the kronfluence check."""
+
     layer: int
     module: str = "query_key_value"
 
@@ -65,9 +72,10 @@ class ModuleSpec:
 @dataclass(frozen=True)
 class Block:
     """A parameter block ``W[out_slice, in_slice]`` of ``layers[layer].attention.<module>`` (+ bias column)."""
+
     name: str
     layer: int
-    module: str          # "query_key_value" | "dense"
+    module: str  # "query_key_value" | "dense"
     out_start: int
     out_stop: int
     in_start: int
@@ -92,10 +100,14 @@ def check_spec(model, spec) -> None:
     adapter = adapter_for(model)
     s = adapter.shape(model)
     if not 0 <= spec.layer < s.n_layers:
-        raise ValueError(f"{type(spec).__name__}.layer={spec.layer} out of range: the model has {s.n_layers} layers (0..{s.n_layers - 1})")
+        raise ValueError(
+            f"{type(spec).__name__}.layer={spec.layer} out of range: the model has {s.n_layers} layers (0..{s.n_layers - 1})"
+        )
     if isinstance(spec, HeadSpec):
         if not 0 <= spec.head < s.n_heads:
-            raise ValueError(f"HeadSpec.head={spec.head} out of range: the model has {s.n_heads} heads per layer (0..{s.n_heads - 1})")
+            raise ValueError(
+                f"HeadSpec.head={spec.head} out of range: the model has {s.n_heads} heads per layer (0..{s.n_heads - 1})"
+            )
     elif not isinstance(spec, ModuleSpec):
         raise TypeError(f"expected a HeadSpec or ModuleSpec, got {type(spec).__name__}")
     if isinstance(spec, HeadSpec) and spec.bias:
@@ -123,8 +135,19 @@ def head_blocks(model, spec) -> list[Block]:
         return [Block(spec.name, L, spec.module, 0, d_out, 0, d_in, has_b)]
     adapter = adapter_for(model)
     parts = adapter.head_parts(adapter.shape(model), spec.head, spec.mode)
-    return [Block(f"{spec.name}.{part}", L, p.module, p.out_start, p.out_stop, p.in_start, p.in_stop,
-                  spec.bias and p.head_bias) for part, p in parts.items()]
+    return [
+        Block(
+            f"{spec.name}.{part}",
+            L,
+            p.module,
+            p.out_start,
+            p.out_stop,
+            p.in_start,
+            p.in_stop,
+            spec.bias and p.head_bias,
+        )
+        for part, p in parts.items()
+    ]
 
 
 def module_of(model, layer: int, module: str) -> torch.nn.Linear:
@@ -139,8 +162,8 @@ def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:
     """
     mod = module_of(model, block.layer, block.module)
     w = mod.weight.grad if grad else mod.weight
-    out = w[block.out_start:block.out_stop, block.in_start:block.in_stop]
+    out = w[block.out_start : block.out_stop, block.in_start : block.in_stop]
     if block.bias:
         b = mod.bias.grad if grad else mod.bias
-        out = torch.cat([out, b[block.out_start:block.out_stop, None]], dim=1)
+        out = torch.cat([out, b[block.out_start : block.out_stop, None]], dim=1)
     return out

@@ -9,6 +9,7 @@ into existence (first-order influence function: dθ/dε = −H⁻¹∇L(z), so d
 The preconditioned probe gradients are computed once; scoring a batch is one forward + backward pass over all
 tracked blocks and one fused kernel call (``kernels.score_blocks``) that never materialises ∇L(z).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,10 +47,22 @@ class InfluenceScorer:
     equal to the eager scores up to fp rounding; the first batch pays the compilation).
     """
 
-    def __init__(self, model, specs, factors: Factors, probe="induction", probe_kwargs: dict | None = None,
-                 backend: str | None = None, progress: bool = False, tf32: bool = False, compile: bool = False):
+    def __init__(
+        self,
+        model,
+        specs,
+        factors: Factors,
+        probe="induction",
+        probe_kwargs: dict | None = None,
+        backend: str | None = None,
+        progress: bool = False,
+        tf32: bool = False,
+        compile: bool = False,
+    ):
         if not isinstance(factors, Factors):
-            raise TypeError(f"factors must be a mda_fast.Factors (from fit_ekfac or Factors.load), got {type(factors).__name__}")
+            raise TypeError(
+                f"factors must be a mda_fast.Factors (from fit_ekfac or Factors.load), got {type(factors).__name__}"
+            )
         self.model, self.backend, self.tf32, self.compile = model, backend, bool(tf32), bool(compile)
         self.specs, blocks_per_spec = resolve_blocks(model, specs)
         factors.check(model, self.specs)
@@ -80,9 +93,13 @@ class InfluenceScorer:
             blocks = list({b.name: b for i in group for b in blocks_per_spec[i]}.values())
             spec = self.specs[group[0]]
             layers = sorted({l for i in group for l in probe.layers(self.specs[i])})
-            res = capture(model, ids, blocks,
-                          lambda logits, hooks, spec=spec: probe.objective(model, spec, ids, logits, hooks),
-                          qkv_layers=layers)
+            res = capture(
+                model,
+                ids,
+                blocks,
+                lambda logits, hooks, spec=spec: probe.objective(model, spec, ids, logits, hooks),
+                qkv_layers=layers,
+            )
             value = float(res.value.sum())
             for i in group:
                 self.probe_values[f"{self.specs[i].name}:{probe.name}"] = value
@@ -93,10 +110,13 @@ class InfluenceScorer:
                     if b.bias:
                         g = torch.cat([g, y.double().sum(dim=(0, 1))[:, None]], dim=1)
                     grads[b.name] = g
-                check_finite(grads, f"the gradient of probe {probe.name!r} for {self.specs[i].name}",
-                             expected="finite probe gradients",
-                             cause="the probe objective is not finite on this model (probe value "
-                                   f"{value:.6g}; check probe_kwargs)")
+                check_finite(
+                    grads,
+                    f"the gradient of probe {probe.name!r} for {self.specs[i].name}",
+                    expected="finite probe gradients",
+                    cause="the probe objective is not finite on this model (probe value "
+                    f"{value:.6g}; check probe_kwargs)",
+                )
                 out[i] = grads
         return out
 
@@ -111,15 +131,23 @@ class InfluenceScorer:
                 k = si * len(self.probes) + pj
                 for name, g in bgrads.items():
                     P[name][k] = -self.factors.precondition(name, g).to(dt)
-                check_finite({name: P[name][k] for name in bgrads},
-                             f"the preconditioned gradient -H⁻¹∇f of {self.target_names[k]}",
-                             expected="finite values", cause="the factors' eigenvalues plus damping are zero "
-                                                             "somewhere (refit with damping > 0)")
+                check_finite(
+                    {name: P[name][k] for name in bgrads},
+                    f"the preconditioned gradient -H⁻¹∇f of {self.target_names[k]}",
+                    expected="finite values",
+                    cause="the factors' eigenvalues plus damping are zero somewhere (refit with damping > 0)",
+                )
         device = next(self.model.parameters()).device
         return {n: p.to(device).contiguous() for n, p in P.items()}
 
-    def score(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-              return_loss: bool = False, rows=None):
+    def score(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        return_loss: bool = False,
+        rows=None,
+    ):
         """Scores ``[N, n_targets]`` (float32; float64 for a float64 model) of training sequences.
 
         ``input_ids`` are rows of T+1 tokens (Pythia convention) unless ``labels`` are given. With
@@ -136,7 +164,12 @@ class InfluenceScorer:
         scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
         if rows is not None and len(rows) != scores.shape[0]:
             raise ValueError(f"rows must label the {scores.shape[0]} sequences of the batch, got {len(rows)} labels")
-        check_finite(scores, "the influence scores of this batch" if rows is None else "the influence scores",
-                     expected="finite scores", cause="the training loss or its gradient overflows on these "
-                                                     "sequences (a float16/bfloat16 model? use float32)", rows=rows)
+        check_finite(
+            scores,
+            "the influence scores of this batch" if rows is None else "the influence scores",
+            expected="finite scores",
+            cause="the training loss or its gradient overflows on these "
+            "sequences (a float16/bfloat16 model? use float32)",
+            rows=rows,
+        )
         return (scores, res.value) if return_loss else scores

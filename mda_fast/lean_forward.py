@@ -20,6 +20,7 @@ otherwise.
 ``capture_loss(..., compile=True)`` runs the adapter's ``torch.compile``d pieces (GPT-NeoX: the rotary + attention
 and the MLP + residual of each layer): the same arithmetic up to floating-point rounding, opt-in.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ from .lm_head import linear_cross_entropy
 
 __all__ = ["CLAIMED_TRANSFORMERS", "capture_loss", "claims_transformers", "heads_touched", "supports"]
 
-_Rotary = RotateHalf   # names kept for callers of the pre-adapter module
+_Rotary = RotateHalf  # names kept for callers of the pre-adapter module
 _runs = head_runs
 
 
@@ -51,8 +52,11 @@ def heads_touched(adapter, shape, blocks, layer: int) -> set[int]:
     spans = [(b.out_start, b.out_stop) for b in blocks if b.layer == layer and b.module == adapter.qkv_module]
     touched = set()
     for h in range(shape.n_heads):
-        rows = [(p.out_start, p.out_stop) for p in adapter.head_parts(shape, h, "qkvo").values()
-                if p.module == adapter.qkv_module]
+        rows = [
+            (p.out_start, p.out_stop)
+            for p in adapter.head_parts(shape, h, "qkvo").values()
+            if p.module == adapter.qkv_module
+        ]
         if any(s < e2 and s2 < e for s, e in spans for s2, e2 in rows):
             touched.add(h)
     return touched

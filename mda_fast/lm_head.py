@@ -8,6 +8,7 @@ during the forward pass; only ``[N, T, d_model]`` is kept for the backward, whic
 per-sequence gradient. The two GEMMs run in the model's dtype (bf16 tensor cores on a GPU); the softmax, the loss
 and the logit gradient are computed in float32 (float64 for float64 models), as in the unfused path.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,8 +62,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return g, None, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
-                         mask: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    chunk: int | None = None,
+) -> torch.Tensor:
     """``[N]`` summed token cross-entropy of ``logits = hidden @ weightᵀ`` against ``labels``, each token weighted
     by ``mask``; differentiable with respect to ``hidden`` only (``weight`` is treated as frozen).
 
@@ -82,7 +88,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     if mask is not None and mask.shape != hidden.shape[:2]:
         raise ValueError(f"mask: expected shape {tuple(hidden.shape[:2])}, got {tuple(mask.shape)}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= weight.shape[0]):
-        raise ValueError(f"labels must lie in [0, {weight.shape[0]}), got range [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {weight.shape[0]}), got range [{int(labels.min())}, {int(labels.max())}]"
+        )
     chunk = chunk_tokens(weight.shape[0]) if chunk is None else int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
@@ -102,7 +110,9 @@ def sample_from_logits(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_labels(hidden: torch.Tensor, weight: torch.Tensor, u: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+def sample_labels(
+    hidden: torch.Tensor, weight: torch.Tensor, u: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
     """Labels ``[N, T]`` drawn from the model's predictive distribution ``softmax(hidden @ weightᵀ)`` with the
     uniforms ``u [N, T]``, chunk by chunk (no ``[N, T, vocab]`` logits). Equals ``sample_from_logits`` on the full
     logits."""

@@ -1,19 +1,28 @@
 """Localization: every head's prefix-matching or previous-token score in one batched, gradient-free pass."""
+
 from __future__ import annotations
 
 import torch
 
+from .adapters import adapter_for
 from .attention import attention_pattern
 from .finite import check_model_finite
-from .adapters import adapter_for
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
 
 METRICS = ("prefix_matching", "prev_token")
 
 
 @torch.no_grad()
-def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: int = 0, batch_size: int = 32,
-                 low: int = 4, high: int | None = None) -> dict[str, torch.Tensor]:
+def localize_all(
+    model,
+    metrics=METRICS,
+    seq_len: int = 32,
+    n: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    low: int = 4,
+    high: int | None = None,
+) -> dict[str, torch.Tensor]:
     """{metric: [n_layers, n_heads]} on ``n`` rows of ``seq_len`` random tokens repeated twice.
 
     ``prefix_matching``: mean attention from each second-copy position i to i−seq_len+1;
@@ -27,19 +36,25 @@ def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: i
             raise ValueError(f"unknown localization metric {m!r}; expected one of {METRICS}")
     s = adapter.shape(model)
     if not isinstance(seq_len, int) or seq_len < 2 or 2 * seq_len > s.max_positions:
-        raise ValueError(f"seq_len must be an int with 2 <= seq_len and 2*seq_len <= context {s.max_positions}, got {seq_len!r}")
+        raise ValueError(
+            f"seq_len must be an int with 2 <= seq_len and 2*seq_len <= context {s.max_positions}, got {seq_len!r}"
+        )
     high = high if high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
     device = next(model.parameters()).device
     ids = repeated_random_tokens(n, seq_len, low, high, seed, device)
     qkv = {}
-    handles = [adapter.attention_module(model, L, adapter.qkv_module).register_forward_hook(
-        lambda mod, args, out, L=L: qkv.__setitem__(L, out)) for L in range(s.n_layers)]
+    handles = [
+        adapter.attention_module(model, L, adapter.qkv_module).register_forward_hook(
+            lambda mod, args, out, L=L: qkv.__setitem__(L, out)
+        )
+        for L in range(s.n_layers)
+    ]
     totals = {m: torch.zeros(s.n_layers, s.n_heads, dtype=torch.float64) for m in metrics}
     q_pm, k_pm = prefix_matching_pairs(seq_len)
     t = torch.arange(1, 2 * seq_len)
     try:
         for start in range(0, n, batch_size):
-            batch = ids[start:start + batch_size]
+            batch = ids[start : start + batch_size]
             model(input_ids=batch, use_cache=False)
             for L in range(s.n_layers):
                 pat = attention_pattern(qkv[L], s).double().cpu()
@@ -53,7 +68,15 @@ def localize_all(model, metrics=METRICS, seq_len: int = 32, n: int = 64, seed: i
     return {m: (v / n).float() for m, v in totals.items()}
 
 
-def localize(model, metric: str = "prefix_matching", seq_len: int = 32, n: int = 64, seed: int = 0,
-             batch_size: int = 32, low: int = 4, high: int | None = None) -> torch.Tensor:
+def localize(
+    model,
+    metric: str = "prefix_matching",
+    seq_len: int = 32,
+    n: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    low: int = 4,
+    high: int | None = None,
+) -> torch.Tensor:
     """``[n_layers, n_heads]`` score of every head for one metric."""
     return localize_all(model, (metric,), seq_len, n, seed, batch_size, low, high)[metric]

@@ -5,6 +5,7 @@ adapter, ``mda_fast.adapters``), then build the adapter's HF model class. ``neox
 ``backbone``, ``layers`` dispatch to ``adapter_for(model)``; ``rotary_params``, ``config_shape`` and ``NeoXShape``
 (an alias of ``ModelShape``) are the GPT-NeoX adapter's.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,21 @@ try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
 except ImportError:  # pragma: no cover - older huggingface_hub
     _ConfigInvalid = ValueError
 
-__all__ = ["ModelShape", "NeoXShape", "WEIGHT_FILES", "backbone", "check_gpt_neox", "check_model", "config_shape",
-           "layers", "load_pythia", "model_shape", "neox_shape", "read_model_config", "rotary_params"]
+__all__ = [
+    "ModelShape",
+    "NeoXShape",
+    "WEIGHT_FILES",
+    "backbone",
+    "check_gpt_neox",
+    "check_model",
+    "config_shape",
+    "layers",
+    "load_pythia",
+    "model_shape",
+    "neox_shape",
+    "read_model_config",
+    "rotary_params",
+]
 
 _NEOX = GPTNeoXAdapter()
 
@@ -63,7 +77,12 @@ neox_shape = model_shape
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -74,6 +93,7 @@ def _looks_like_path(name: str) -> bool:
 def _hub_cache() -> str:
     try:
         from huggingface_hub import constants
+
         return constants.HF_HUB_CACHE
     except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
         return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
@@ -87,15 +107,18 @@ def _unreachable(name: str, revision: str | None, error: BaseException) -> Model
         f"({type(error).__name__}: {one_line(error)}); expected it in the cache (HF_HOME / HF_HUB_CACHE): download "
         f"it once on a machine with network with `hf download {name}{rev}` (older huggingface_hub: "
         f"`huggingface-cli download`), or point model.name at a "
-        f"local save_pretrained directory (and set HF_HUB_OFFLINE=1 to never try the network)")
+        f"local save_pretrained directory (and set HF_HUB_OFFLINE=1 to never try the network)"
+    )
 
 
 def _local_adapter(path: str):
     """``(config.json path, adapter)`` of a local checkpoint directory, from its raw ``config.json``."""
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
-        raise ModelError(f"model directory {path!r} has no config.json; expected a save_pretrained GPT-NeoX checkpoint "
-                         f"(config.json and one of {', '.join(WEIGHT_FILES)})")
+        raise ModelError(
+            f"model directory {path!r} has no config.json; expected a save_pretrained GPT-NeoX checkpoint "
+            f"(config.json and one of {', '.join(WEIGHT_FILES)})"
+        )
     raw = load_json_as(cfg_path, ModelError, "a GPT-NeoX model config")
     if not isinstance(raw, dict):
         raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a GPT-NeoX model config object")
@@ -106,20 +129,26 @@ def _check_weight_files(path: str) -> None:
     """A weight file (or every shard of a sharded index) is present in the checkpoint directory ``path``."""
     present = [f for f in WEIGHT_FILES if os.path.isfile(os.path.join(path, f))]
     if not present:
-        raise ModelError(f"model directory {path!r} has config.json but no weight file; expected one of "
-                         f"{', '.join(WEIGHT_FILES)} (the checkpoint is incomplete: copy or re-save it)")
+        raise ModelError(
+            f"model directory {path!r} has config.json but no weight file; expected one of "
+            f"{', '.join(WEIGHT_FILES)} (the checkpoint is incomplete: copy or re-save it)"
+        )
     if all(f.endswith(".index.json") for f in present):  # sharded: every listed shard must be there
         index = os.path.join(path, present[0])
         try:
             with open(index, encoding="utf-8") as fh:
                 shards = sorted(set(json.load(fh)["weight_map"].values()))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ModelError(f"{index} is not a readable shard index ({one_line(e)}); expected "
-                             "{\"weight_map\": {tensor: shard file}}") from None
+            raise ModelError(
+                f"{index} is not a readable shard index ({one_line(e)}); expected "
+                '{"weight_map": {tensor: shard file}}'
+            ) from None
         missing = [f for f in shards if not os.path.isfile(os.path.join(path, f))]
         if missing:
-            raise ModelError(f"model directory {path!r} lacks {len(missing)} of the {len(shards)} weight shards listed "
-                             f"in {present[0]} (first: {missing[0]}); expected every shard (the checkpoint is incomplete)")
+            raise ModelError(
+                f"model directory {path!r} lacks {len(missing)} of the {len(shards)} weight shards listed "
+                f"in {present[0]} (first: {missing[0]}); expected every shard (the checkpoint is incomplete)"
+            )
 
 
 def _local_config(name: str):
@@ -142,16 +171,20 @@ def _hub_config(name: str, revision: str | None):
     try:
         validate_repo_id(name)
     except HFValidationError as e:
-        raise ModelError(f"model {name!r} is neither a local directory nor a valid Hugging Face model id "
-                         f"({one_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m") from None
+        raise ModelError(
+            f"model {name!r} is neither a local directory nor a valid Hugging Face model id "
+            f"({one_line(e)}); expected a directory or an id such as EleutherAI/pythia-14m"
+        ) from None
     kwargs = {"revision": revision} if revision is not None else {}
     try:
         config = AutoConfig.from_pretrained(name, **kwargs)
     except OSError as e:
         raise _unreachable(name, revision, e) from None
     except (ValueError, _ConfigInvalid) as e:  # a config transformers cannot parse
-        raise ModelError(f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
-                         "such as EleutherAI/pythia-14m") from None
+        raise ModelError(
+            f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
+            "such as EleutherAI/pythia-14m"
+        ) from None
     return config, adapter_for_type(getattr(config, "model_type", None), where), where
 
 
@@ -163,18 +196,24 @@ def _read_config(name_or_path: str, revision: str | None):
     if os.path.isdir(name):
         config, adapter, where = _local_config(name)
     elif os.path.exists(name):
-        raise ModelError(f"model path {name!r} is a file; expected a checkpoint directory (config.json + weights) "
-                         "or a Hugging Face model id such as EleutherAI/pythia-14m")
+        raise ModelError(
+            f"model path {name!r} is a file; expected a checkpoint directory (config.json + weights) "
+            "or a Hugging Face model id such as EleutherAI/pythia-14m"
+        )
     elif _looks_like_path(name):
-        raise ModelError(f"model directory {name!r} does not exist; expected a save_pretrained checkpoint directory "
-                         "or a Hugging Face model id such as EleutherAI/pythia-14m")
+        raise ModelError(
+            f"model directory {name!r} does not exist; expected a save_pretrained checkpoint directory "
+            "or a Hugging Face model id such as EleutherAI/pythia-14m"
+        )
     else:
         config, adapter, where = _hub_config(name, revision)
     try:
         adapter.config_shape(config)
         if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"hidden_size {config.hidden_size} is not a multiple of "
-                             f"num_attention_heads {config.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size {config.hidden_size} is not a multiple of "
+                f"num_attention_heads {config.num_attention_heads}"
+            )
     except (ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
         raise ModelError(f"{where}: unsupported GPT-NeoX config ({one_line(e)})") from None
     return config, adapter
@@ -203,15 +242,19 @@ def _from_pretrained(cls, name: str, revision: str | None, kwargs: dict, dtype: 
     except OSError as e:
         if not local:
             raise _unreachable(name, revision, e) from None
-        raise ModelError(f"cannot read the weights in {name!r} ({one_line(e)}); expected an intact "
-                         f"{' or '.join(WEIGHT_FILES[::2])} (the checkpoint is damaged: copy or re-save it)") from None
+        raise ModelError(
+            f"cannot read the weights in {name!r} ({one_line(e)}); expected an intact "
+            f"{' or '.join(WEIGHT_FILES[::2])} (the checkpoint is damaged: copy or re-save it)"
+        ) from None
     except torch.cuda.OutOfMemoryError:
         raise
     except (SafetensorError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
         # a damaged safetensors / torch.load file, or tensor sizes that do not match config.json
         where = repr(name) if local else f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
-        raise ModelError(f"cannot load the weights of {where} ({type(e).__name__}: {one_line(e)}); expected "
-                         "weights that match its config.json (the checkpoint is damaged or mixed up)") from None
+        raise ModelError(
+            f"cannot load the weights of {where} ({type(e).__name__}: {one_line(e)}); expected "
+            "weights that match its config.json (the checkpoint is damaged or mixed up)"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -222,17 +265,26 @@ def _check_loading_info(name: str, info: dict) -> None:
     if mismatched:
         key, *shapes = mismatched[0]
         got, want = (list(shapes[0]), list(shapes[1])) if len(shapes) == 2 else ("?", "?")
-        raise ModelError(f"the weights of {name!r} do not match its config.json: {len(mismatched)} tensors differ "
-                         f"(first: {key} is {got} in the checkpoint, {want} per config.json); expected a config.json "
-                         "and weights from the same checkpoint")
+        raise ModelError(
+            f"the weights of {name!r} do not match its config.json: {len(mismatched)} tensors differ "
+            f"(first: {key} is {got} in the checkpoint, {want} per config.json); expected a config.json "
+            "and weights from the same checkpoint"
+        )
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise ModelError(f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "
-                         "expected a complete GPT-NeoX checkpoint (they would be left randomly initialised)")
+        raise ModelError(
+            f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "
+            "expected a complete GPT-NeoX checkpoint (they would be left randomly initialised)"
+        )
 
 
-def load_pythia(name_or_path: str, revision: str | None = None, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu", attn_implementation: str | None = None):
+def load_pythia(
+    name_or_path: str,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = None,
+):
     """Load a Pythia / GPT-NeoX checkpoint with ``GPTNeoXForCausalLM.from_pretrained`` (the adapter's model class).
 
     ``revision`` selects a training checkpoint on the hub (e.g. ``"step1000"``); it is ignored for local paths.

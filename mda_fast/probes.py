@@ -19,6 +19,7 @@ Register your own with :func:`register_probe`.
 Objectives keep a float64 model's precision (float64 throughout); lower-precision models compute the softmax
 reductions in float32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def prefix_matching_pairs(L: int) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class Probe:
     """Base probe on repeated random tokens. Subclasses implement :meth:`objective`."""
+
     L: int = 32
     n: int = 200
     seed: int = 0
@@ -96,7 +98,9 @@ class Probe:
     def inputs(self, model) -> torch.Tensor:
         s = model_shape(model)
         if 2 * self.L > s.max_positions:
-            raise ValueError(f"probe length L={self.L} needs 2L={2 * self.L} positions but the model's context is {s.max_positions}")
+            raise ValueError(
+                f"probe length L={self.L} needs 2L={2 * self.L} positions but the model's context is {s.max_positions}"
+            )
         high = self.high if self.high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
         if high > s.vocab_size:
             raise ValueError(f"probe token range high={high} exceeds the vocabulary size {s.vocab_size}")
@@ -119,6 +123,7 @@ class InductionProbe(Probe):
     earlier copy of x_t), read from logit row t. ``target="authors"``: the same token scored at logit row t−1 —
     off by one; it reproduces the reference implementation's default for comparison only.
     """
+
     name = "induction"
     targets = INDUCTION_TARGETS
 

@@ -17,6 +17,7 @@
   predicted tokens, 1-based, each averaged over ``±band`` tokens, default ``T // 64``), the same as the
   interventions' ``icl`` figure.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,14 @@ from .errors import ConfigError, DataError
 from .model import neox_shape
 from .probes import Probe, _float_acc, register_probe
 
-__all__ = ["induction_text_targets", "batch_induction_targets", "TextInductionProbe", "token_losses",
-           "icl_score_text", "icl_window"]
+__all__ = [
+    "induction_text_targets",
+    "batch_induction_targets",
+    "TextInductionProbe",
+    "token_losses",
+    "icl_score_text",
+    "icl_window",
+]
 
 
 def _as_long(tokens) -> torch.Tensor:
@@ -91,6 +98,7 @@ class TextInductionProbe(Probe):
         exclude: token ids whose positions are not scored (e.g. ``(0,)``: no target after an EOD).
         n: rows read from ``path`` when ``indices`` is not given (default 16).
     """
+
     name = "induction_text"
     n: int = 16
     rows: Optional[object] = None
@@ -103,11 +111,14 @@ class TextInductionProbe(Probe):
     def __post_init__(self):
         super().__post_init__()
         if (self.rows is None) == (not self.path):
-            raise ConfigError("probe 'induction_text': expected exactly one of rows= (a LongTensor [n, T]) or "
-                              "path= (a Megatron dataset with indices= and seq_len=)")
+            raise ConfigError(
+                "probe 'induction_text': expected exactly one of rows= (a LongTensor [n, T]) or "
+                "path= (a Megatron dataset with indices= and seq_len=)"
+            )
         if not isinstance(self.length, int) or self.length < 0 or self.length == 1:
-            raise ConfigError(f"probe 'induction_text': length={self.length!r}: expected 0 (the model's context) or "
-                              f"an int >= 2")
+            raise ConfigError(
+                f"probe 'induction_text': length={self.length!r}: expected 0 (the model's context) or an int >= 2"
+            )
         self.exclude = tuple(int(e) for e in self.exclude)
         self._rows: Optional[torch.Tensor] = None
 
@@ -137,11 +148,15 @@ class TextInductionProbe(Probe):
             raise ValueError(f"probe 'induction_text': length={T} exceeds the model's context {s.max_positions}")
         r = r[:, :T]
         if int(r.min()) < 0 or int(r.max()) >= s.vocab_size:
-            raise DataError(f"probe 'induction_text': token ids in [{int(r.min())}, {int(r.max())}] outside the "
-                            f"model's vocabulary [0, {s.vocab_size})")
+            raise DataError(
+                f"probe 'induction_text': token ids in [{int(r.min())}, {int(r.max())}] outside the "
+                f"model's vocabulary [0, {s.vocab_size})"
+            )
         if batch_induction_targets(r, self.exclude)[0].numel() == 0:
-            raise DataError("probe 'induction_text': no position of the probe rows repeats an earlier token; "
-                            "expected rows of real text")
+            raise DataError(
+                "probe 'induction_text': no position of the probe rows repeats an earlier token; "
+                "expected rows of real text"
+            )
         return r.to(next(model.parameters()).device)
 
     def objective(self, model, spec, input_ids, logits, hooks):
@@ -156,6 +171,7 @@ register_probe(TextInductionProbe.name, TextInductionProbe)
 
 
 # ------------------------------------------------------------------------------------------------ ICL score
+
 
 def _logits_fn(model) -> Callable[[torch.Tensor], torch.Tensor]:
     if isinstance(model, torch.nn.Module):
@@ -177,15 +193,17 @@ def token_losses(model, rows, batch_size: int = 8) -> torch.Tensor:
     dev = next(model.parameters()).device if isinstance(model, torch.nn.Module) else rows.device
     out = torch.empty(rows.shape[0], rows.shape[1] - 1, dtype=torch.float64)
     for lo in range(0, rows.shape[0], batch_size):
-        b = rows[lo:lo + batch_size].to(dev)
+        b = rows[lo : lo + batch_size].to(dev)
         logits = f(b[:, :-1]).float()
-        out[lo:lo + b.shape[0]] = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), b[:, 1:], reduction="none").double().cpu()
+        out[lo : lo + b.shape[0]] = (
+            torch.nn.functional.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none").double().cpu()
+        )
     return out
 
 
-def icl_window(T: int, early: Optional[int] = None, late: Optional[int] = None,
-               band: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def icl_window(
+    T: int, early: Optional[int] = None, late: Optional[int] = None, band: Optional[int] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """(early, late) 0-based indices into a ``[n, T]`` loss array (entry ``p`` is the loss of 1-based predicted
     token ``p + 1``): ``early``/``late`` default to :func:`mda_fast.interventions.icl_positions` ``(T)``, each
     widened by ``±band`` (default ``T // 64``)."""
@@ -196,14 +214,22 @@ def icl_window(T: int, early: Optional[int] = None, late: Optional[int] = None,
     late = l0 if late is None else int(late)
     band = T // 64 if band is None else int(band)
     if not (band >= 0 and 1 <= early - band and early < late and late + band <= T):
-        raise ValueError(f"icl positions early={early}, late={late} with band {band}: expected 1 <= early-band, "
-                         f"early < late, late+band <= T={T}")
+        raise ValueError(
+            f"icl positions early={early}, late={late} with band {band}: expected 1 <= early-band, "
+            f"early < late, late+band <= T={T}"
+        )
     return torch.arange(early - 1 - band, early + band), torch.arange(late - 1 - band, late + band)
 
 
-def icl_score_text(model, rows, early: Optional[int] = None, late: Optional[int] = None,
-                   band: Optional[int] = None, batch_size: int = 8, per_row: bool = False
-                   ) -> Union[float, torch.Tensor]:
+def icl_score_text(
+    model,
+    rows,
+    early: Optional[int] = None,
+    late: Optional[int] = None,
+    band: Optional[int] = None,
+    batch_size: int = 8,
+    per_row: bool = False,
+) -> Union[float, torch.Tensor]:
     """Mean loss at the late positions minus mean loss at the early positions of real-text ``rows [n, T+1]``
     (negative: the model predicts later tokens better, in-context learning). Positions: :func:`icl_window`
     (1-based predicted tokens; the interventions' defaults). ``per_row``: the ``[n]`` scores instead of their mean."""

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny GPT-NeoX models with random weights built from a config (no hub access)."""
+
 import os
-import sys
 
 import pytest
 import torch
@@ -9,14 +9,34 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 
 
-def make_tiny(n_layers=2, d_model=32, n_heads=4, vocab=64, ctx=64, rotary_pct=0.25, attn="eager",
-              dtype=torch.float64, seed=0, bias=True, parallel=True):
+def make_tiny(
+    n_layers=2,
+    d_model=32,
+    n_heads=4,
+    vocab=64,
+    ctx=64,
+    rotary_pct=0.25,
+    attn="eager",
+    dtype=torch.float64,
+    seed=0,
+    bias=True,
+    parallel=True,
+):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    kw = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-              intermediate_size=4 * d_model, rotary_pct=rotary_pct, max_position_embeddings=ctx,
-              use_parallel_residual=parallel, tie_word_embeddings=False, attention_bias=bias)
+    kw = dict(
+        vocab_size=vocab,
+        hidden_size=d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        intermediate_size=4 * d_model,
+        rotary_pct=rotary_pct,
+        max_position_embeddings=ctx,
+        use_parallel_residual=parallel,
+        tie_word_embeddings=False,
+        attention_bias=bias,
+    )
     cfg = GPTNeoXConfig(**kw)
     cfg._attn_implementation = attn
     model = GPTNeoXForCausalLM(cfg)
@@ -50,4 +70,5 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     import mda_fast
+
     return f"mda_fast imported from {os.path.dirname(mda_fast.__file__)}; torch {torch.__version__}"

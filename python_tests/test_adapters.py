@@ -1,11 +1,19 @@
 """Model adapters: dispatch on config.model_type, a registered second adapter is used everywhere, clear errors."""
+
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast import HeadSpec, ModelError, head_blocks, per_sample_head_grads
-from mda_fast.adapters import (GPTNeoXAdapter, ModelShape, UnsupportedModelError, adapter_for, adapter_for_type,
-                               register_adapter, unregister_adapter)
+from mda_fast.adapters import (
+    GPTNeoXAdapter,
+    ModelShape,
+    UnsupportedModelError,
+    adapter_for,
+    adapter_for_type,
+    register_adapter,
+    unregister_adapter,
+)
 from mda_fast.attention import attention_pattern
 from mda_fast.capture import hf_forward
 from mda_fast.model import NeoXShape, model_shape, neox_shape
@@ -13,6 +21,7 @@ from mda_fast.model import NeoXShape, model_shape, neox_shape
 
 class CountingNeoX(GPTNeoXAdapter):
     """A 'second architecture' in one class: GPT-NeoX under another model_type, counting what the core asks."""
+
     model_type = "counting_neox"
     family = "counting GPT-NeoX"
 
@@ -63,10 +72,10 @@ def test_registered_adapter_is_used_by_the_core(counting_model):
     assert head_blocks(model, HeadSpec(1, 2)) == head_blocks(neox, HeadSpec(1, 2))
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(0, 64, (3, 13), generator=g)
-    got = per_sample_head_grads(model, rows, HeadSpec(1, 2))[0]      # the lean forward, through the adapter
+    got = per_sample_head_grads(model, rows, HeadSpec(1, 2))[0]  # the lean forward, through the adapter
     want = per_sample_head_grads(neox, rows, HeadSpec(1, 2))[0]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
-    with hf_forward():                                                 # HF's forward, hooks placed by the adapter
+    with hf_forward():  # HF's forward, hooks placed by the adapter
         hooked = per_sample_head_grads(model, rows, HeadSpec(1, 2))[0]
     assert all(torch.allclose(hooked[k], want[k], rtol=1e-10, atol=1e-12) for k in got)
     qkv = torch.randn(2, 5, 96, dtype=torch.float64, generator=g)
@@ -81,8 +90,10 @@ def test_unknown_model_type_is_one_line_model_error():
         with pytest.raises(ModelError) as e:
             fn(model)
         assert isinstance(e.value, (UnsupportedModelError, TypeError)) and "\n" not in str(e.value)
-        assert str(e.value) == ("GPTNeoXForCausalLM has model_type 'gpt2'; expected 'gpt_neox' "
-                                "(mda-fast supports Pythia / GPT-NeoX checkpoints only)")
+        assert str(e.value) == (
+            "GPTNeoXForCausalLM has model_type 'gpt2'; expected 'gpt_neox' "
+            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+        )
     with pytest.raises(ModelError, match="model_type 'llama'"):
         adapter_for_type("llama")
     with pytest.raises(TypeError, match="GPT-NeoX"):

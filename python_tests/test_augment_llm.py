@@ -1,4 +1,5 @@
 """The chat-completions client against a local server on 127.0.0.1, and the LLM generator with its fallback."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -9,7 +10,7 @@ import pytest
 from mda_fast.augment.llm import ChatClient, LLMError, extract_code, llm_generator_rows
 from mda_fast.augment.motifs import mine_motifs
 
-CODE = '''import random, string
+CODE = """import random, string
 def generate(seed, n):
     r = random.Random(seed)
     out = []
@@ -17,7 +18,7 @@ def generate(seed, n):
         chunk = "".join(r.choice(string.ascii_letters + string.punctuation) for _ in range(r.randint(12, 20)))
         out.append(" ".join([chunk, "river stone", chunk, "old tree", chunk]))
     return out
-'''
+"""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -61,6 +62,7 @@ def enc(s):
 def motif():
     import random
     import string
+
     r = random.Random(0)
     rows = []
     for _ in range(20):
@@ -108,15 +110,20 @@ def test_llm_generator_accepted(server, motif):
     assert "copy_frac" in prompt and "example" in prompt
 
 
-@pytest.mark.parametrize("reply,why", [
-    ("```python\ndef generate(seed, n):\n    while True:\n        pass\n```", "limit"),
-    ("```python\ndef generate(seed, n):\n    return ['aaaa bbbb cccc'] * n\n```", "do not match"),
-    ("I cannot help with that.", "no Python code"),
-])
+@pytest.mark.parametrize(
+    "reply,why",
+    [
+        ("```python\ndef generate(seed, n):\n    while True:\n        pass\n```", "limit"),
+        ("```python\ndef generate(seed, n):\n    return ['aaaa bbbb cccc'] * n\n```", "do not match"),
+        ("I cannot help with that.", "no Python code"),
+    ],
+)
 def test_llm_generator_falls_back(server, motif, reply, why):
     from mda_fast.augment.sandbox import SandboxLimits
+
     Handler.reply = reply
-    res = llm_generator_rows(motif, ["example"], ChatClient(server), n_rows=8, seed=0,
-                             limits=SandboxLimits(cpu_s=1, wall_s=3))
+    res = llm_generator_rows(
+        motif, ["example"], ChatClient(server), n_rows=8, seed=0, limits=SandboxLimits(cpu_s=1, wall_s=3)
+    )
     assert res["source"] == "builtin" and why in res["message"] and "built-in" in res["message"]
     assert res["rows"].shape == (8, 129)

@@ -1,9 +1,9 @@
 """Motif measures, the deterministic clustering, and the generator round trip (generate, re-measure, compare)."""
+
 import numpy as np
 import pytest
 
-from mda_fast.augment.generators import (MixtureGenerator, MotifGenerator, copy_baseline_rows, pack_texts,
-                                         roundtrip)
+from mda_fast.augment.generators import MixtureGenerator, MotifGenerator, copy_baseline_rows, pack_texts, roundtrip
 from mda_fast.augment.insertion import budget_rows, insertion_log, plan_duplicates, plan_insertions, spread
 from mda_fast.augment.motifs import FEATURES, Motif, kmeans, measure_row, mine_motifs, parse_copies
 from mda_fast.data.synthetic import CATEGORIES, SyntheticConfig, pack_rows
@@ -46,9 +46,12 @@ def test_kmeans_is_deterministic_and_orders_by_size():
 
 @pytest.fixture(scope="module")
 def corpus():
-    cfg = SyntheticConfig(n_sequences=500, seq_len=129, packing="rows",
-                          mix=dict(repeat=0.6, xml=0.15, prose=0.1, latex=0.05, code=0.04, hexlog=0.02,
-                                   base64=0.02, csv=0.02))
+    cfg = SyntheticConfig(
+        n_sequences=500,
+        seq_len=129,
+        packing="rows",
+        mix=dict(repeat=0.6, xml=0.15, prose=0.1, latex=0.05, code=0.04, hexlog=0.02, base64=0.02, csv=0.02),
+    )
     tok, lab = pack_rows(cfg)
     return tok.astype(np.int64), lab[:, 0]
 

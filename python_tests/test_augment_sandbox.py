@@ -1,5 +1,4 @@
 """The sandbox stops infinite loops, memory bombs, sockets, process creation, file writes and huge output."""
-import os
 
 import pytest
 
@@ -14,18 +13,21 @@ def test_good_code_runs_and_is_deterministic():
     assert a == run_generator(GOOD, 1, 4, LIM) and len(a) == 4 and all(set(d) <= {"a", "b"} for d in a)
 
 
-@pytest.mark.parametrize("name,code,why", [
-    ("loop", "def generate(s, n):\n    while True:\n        pass\n", "limit"),
-    ("sleep", "import time\ndef generate(s, n):\n    time.sleep(60)\n", "wall-clock"),
-    ("memory", "def generate(s, n):\n    x = 'a' * (2 * 10**9)\n    return [x]\n", "memory"),
-    ("socket", "import socket\ndef generate(s, n):\n    return []\n", "socket"),
-    ("raw_socket", "def generate(s, n):\n    return [str(__import__('_socket').socket())]\n", "_socket"),
-    ("output", "def generate(s, n):\n    return ['x' * 100000]\n", "output"),
-    ("system", "import os\ndef generate(s, n):\n    os.system('true')\n    return []\n", "os.system"),
-    ("subprocess", "def generate(s, n):\n    import subprocess\n    return []\n", "subprocess"),
-    ("bad_return", "def generate(s, n):\n    return 5\n", "list of str"),
-    ("no_function", "x = 1\n", "generate"),
-])
+@pytest.mark.parametrize(
+    "name,code,why",
+    [
+        ("loop", "def generate(s, n):\n    while True:\n        pass\n", "limit"),
+        ("sleep", "import time\ndef generate(s, n):\n    time.sleep(60)\n", "wall-clock"),
+        ("memory", "def generate(s, n):\n    x = 'a' * (2 * 10**9)\n    return [x]\n", "memory"),
+        ("socket", "import socket\ndef generate(s, n):\n    return []\n", "socket"),
+        ("raw_socket", "def generate(s, n):\n    return [str(__import__('_socket').socket())]\n", "_socket"),
+        ("output", "def generate(s, n):\n    return ['x' * 100000]\n", "output"),
+        ("system", "import os\ndef generate(s, n):\n    os.system('true')\n    return []\n", "os.system"),
+        ("subprocess", "def generate(s, n):\n    import subprocess\n    return []\n", "subprocess"),
+        ("bad_return", "def generate(s, n):\n    return 5\n", "list of str"),
+        ("no_function", "x = 1\n", "generate"),
+    ],
+)
 def test_bad_code_is_stopped(name, code, why):
     with pytest.raises(SandboxError, match=why):
         run_generator(code, 0, 2, LIM)

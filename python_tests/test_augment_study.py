@@ -1,4 +1,5 @@
 """The augment study end to end (--quick), its outputs, resuming, and its config checks."""
+
 import json
 import os
 
@@ -52,15 +53,18 @@ def test_rerun_reuses_and_other_config_is_refused(study):
         run_augment(out, ["augment.seeds=[5, 6]"], quick=True, progress=False)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("augment.arms=['none', 'bogus']", "augment.arms"),
-    ("augment.arms=['copy']", "augment.arms"),
-    ("augment.sizes=['no-such']", "augment.sizes"),
-    ("augment.window_steps=15", "multiple"),
-    ("augment.budget_frac=0", "budget_frac"),
-    ("augment.seeds=[]", "augment.seeds"),
-    ("augment.llm_url=ftp://x", "llm_url"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("augment.arms=['none', 'bogus']", "augment.arms"),
+        ("augment.arms=['copy']", "augment.arms"),
+        ("augment.sizes=['no-such']", "augment.sizes"),
+        ("augment.window_steps=15", "multiple"),
+        ("augment.budget_frac=0", "budget_frac"),
+        ("augment.seeds=[]", "augment.seeds"),
+        ("augment.llm_url=ftp://x", "llm_url"),
+    ],
+)
 def test_bad_config(override, key):
     with pytest.raises(ConfigError, match=key):
         load_augment_config(None, [override], quick=True)

@@ -1,4 +1,5 @@
 """Smoke test of the end-to-end benchmark script: it runs, (a) and (c) agree, and every requested row is written."""
+
 import importlib.util
 import os
 
@@ -15,11 +16,34 @@ def load(name):
 def test_end_to_end_benchmark_runs_and_agrees(tmp_path):
     e2e = load("end_to_end")
     md = tmp_path / "out.md"
-    rc = e2e.main(["--model", "demo", "--n", "12", "--n-fit", "8", "--batch-size", "4", "--rounds", "2",
-                   "--skip-kronfluence", "--also-hf", "--device", "cpu", "--markdown", str(md)])
+    rc = e2e.main(
+        [
+            "--model",
+            "demo",
+            "--n",
+            "12",
+            "--n-fit",
+            "8",
+            "--batch-size",
+            "4",
+            "--rounds",
+            "2",
+            "--skip-kronfluence",
+            "--also-hf",
+            "--device",
+            "cpu",
+            "--markdown",
+            str(md),
+        ]
+    )
     assert rc == 0  # Pearson(a, c) > 0.999
     text = md.read_text()
-    for row in ("(a) authors", "(c) mda-fast InfluenceScorer.score", "without the lean forward", "Pearson(a, c) = 1.0000"):
+    for row in (
+        "(a) authors",
+        "(c) mda-fast InfluenceScorer.score",
+        "without the lean forward",
+        "Pearson(a, c) = 1.0000",
+    ):
         assert row in text, row
 
 
@@ -37,8 +61,28 @@ def test_kernel_op_benchmarks_write_json_and_render(tmp_path, capsys):
     for op in ("score", "covariance", "eigen_sq"):
         path = tmp_path / f"{op}.json"
         bench = load(f"bench_op_{op}")
-        bench.main(op, bench.methods, ["--device", "cpu", "--N", "2", "--T", "16", "--models", "demo-64",
-                                       "--blocks", "V", "--dtypes", "fp32", "--min-time", "0", "--json", str(path)])
+        bench.main(
+            op,
+            bench.methods,
+            [
+                "--device",
+                "cpu",
+                "--N",
+                "2",
+                "--T",
+                "16",
+                "--models",
+                "demo-64",
+                "--blocks",
+                "V",
+                "--dtypes",
+                "fp32",
+                "--min-time",
+                "0",
+                "--json",
+                str(path),
+            ],
+        )
         data = json.loads(path.read_text())
         assert data["op"] == op and data["rows"]
         for row in data["rows"]:

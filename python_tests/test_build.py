@@ -1,4 +1,5 @@
 """The compiled module mda_fast._C: build_info, and CUDA compiled whenever nvcc was there (unless OFF)."""
+
 import os
 import shutil
 
@@ -9,8 +10,15 @@ C = pytest.importorskip("mda_fast._C", reason="mda_fast._C not built (scripts/de
 
 def test_build_info_fields():
     info = C.build_info()
-    for key in ("cuda", "cuda_option", "cuda_archs", "cxx_compiler", "cuda_compiler", "nvcc_version",
-                "openmp_max_threads"):
+    for key in (
+        "cuda",
+        "cuda_option",
+        "cuda_archs",
+        "cxx_compiler",
+        "cuda_compiler",
+        "nvcc_version",
+        "openmp_max_threads",
+    ):
         assert key in info, key
     assert info["cuda_option"] in ("AUTO", "ON", "OFF")
     assert isinstance(info["openmp_max_threads"], int) and info["openmp_max_threads"] >= 1

@@ -1,14 +1,15 @@
 """Per-sample head gradients, truncated backward, attention patterns, probe alignment, bad input."""
+
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast import HeadSpec, ModuleSpec, head_blocks, per_sample_head_grads
 from mda_fast.attention import attention_pattern
 from mda_fast.capture import capture, loss_objective, sequence_loss, split_rows
 from mda_fast.heads import block_weight
 from mda_fast.model import neox_shape
-from mda_fast.probes import InductionProbe, induction_targets, prefix_matching_pairs, get_probe
+from mda_fast.probes import InductionProbe, get_probe, induction_targets, prefix_matching_pairs
 
 
 def autograd_block_grads(model, rows, specs, mask=None):
@@ -20,10 +21,12 @@ def autograd_block_grads(model, rows, specs, mask=None):
     try:
         for n in range(rows.shape[0]):
             model.zero_grad(set_to_none=True)
-            logits = model(input_ids=inputs[n:n + 1]).logits
-            m = None if mask is None else mask[n:n + 1]
-            sequence_loss(logits, labels[n:n + 1], m).sum().backward()
-            out.append([{b.name: block_weight(model, b, grad=True).clone() for b in head_blocks(model, s)} for s in specs])
+            logits = model(input_ids=inputs[n : n + 1]).logits
+            m = None if mask is None else mask[n : n + 1]
+            sequence_loss(logits, labels[n : n + 1], m).sum().backward()
+            out.append(
+                [{b.name: block_weight(model, b, grad=True).clone() for b in head_blocks(model, s)} for s in specs]
+            )
     finally:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -43,8 +46,14 @@ def test_per_sample_grads_match_autograd(attn):
     mask = torch.ones(3, 16, dtype=torch.float64)
     mask[1, 10:] = 0
     mask[2, :3] = 0
-    specs = [HeadSpec(1, 2, "qkvo"), HeadSpec(2, 0, "qk"), HeadSpec(0, 3, "qkvo", bias=True),
-             HeadSpec(2, 1, "qk", bias=True), ModuleSpec(1, "dense"), ModuleSpec(0, "query_key_value")]
+    specs = [
+        HeadSpec(1, 2, "qkvo"),
+        HeadSpec(2, 0, "qk"),
+        HeadSpec(0, 3, "qkvo", bias=True),
+        HeadSpec(2, 1, "qk", bias=True),
+        ModuleSpec(1, "dense"),
+        ModuleSpec(0, "query_key_value"),
+    ]
     for m in (None, mask):
         ours = per_sample_head_grads(model, rows, specs, mask=m)
         ref = autograd_block_grads(model, rows, specs, mask=m)
@@ -56,7 +65,11 @@ def test_per_sample_grads_match_autograd(attn):
                     assert rel(got, r) < 1e-10, (spec, name, n, rel(got, r))
     # shapes follow the HF weight slices, bias column last
     blocks = head_blocks(model, HeadSpec(0, 3, "qkvo", bias=True))
-    assert [(b.name, b.d_out, b.d_in_total) for b in blocks] == [("L0H3.b.qk", 16, 33), ("L0H3.b.v", 8, 33), ("L0H3.b.o", 32, 8)]
+    assert [(b.name, b.d_out, b.d_in_total) for b in blocks] == [
+        ("L0H3.b.qk", 16, 33),
+        ("L0H3.b.v", 8, 33),
+        ("L0H3.b.o", 32, 8),
+    ]
 
 
 def test_block_slices_pick_the_right_rows():
@@ -69,7 +82,7 @@ def test_block_slices_pick_the_right_rows():
     assert torch.equal(block_weight(model, qk), torch.cat([per_head[2, 0], per_head[2, 1]]))
     assert torch.equal(block_weight(model, v), per_head[2, 2])
     D = model.gpt_neox.layers[1].attention.dense.weight
-    assert torch.equal(block_weight(model, o), D[:, 2 * s.d_head:3 * s.d_head])
+    assert torch.equal(block_weight(model, o), D[:, 2 * s.d_head : 3 * s.d_head])
 
 
 def test_labels_argument_equals_row_split():
@@ -97,9 +110,11 @@ def test_truncated_parameter_free_backward_equals_full_backward():
     for L in (1, 2):
         att = model.gpt_neox.layers[L].attention
         for name in ("query_key_value", "dense"):
+
             def hook(mod, args, out, key=(L, name)):
                 out.retain_grad()
                 outs[key] = out
+
             hooks.append(getattr(att, name).register_forward_hook(hook))
     for p in model.parameters():
         p.requires_grad_(True)
@@ -124,8 +139,10 @@ def test_attention_patterns_equal_hf_eager():
     assert s.rotary_ndims == 4
     ids = torch.randint(0, 64, (3, 20), generator=torch.Generator().manual_seed(5))
     qkv = {}
-    hs = [l.attention.query_key_value.register_forward_hook(lambda m, a, o, L=L: qkv.__setitem__(L, o))
-          for L, l in enumerate(model.gpt_neox.layers)]
+    hs = [
+        l.attention.query_key_value.register_forward_hook(lambda m, a, o, L=L: qkv.__setitem__(L, o))
+        for L, l in enumerate(model.gpt_neox.layers)
+    ]
     with torch.no_grad():
         ref = model(input_ids=ids, output_attentions=True).attentions
     for h in hs:
@@ -142,7 +159,7 @@ def test_induction_targets_are_aligned():
     L = 4
     row = torch.tensor([[10, 11, 12, 13, 10, 11, 12, 13]])
     pos, src = induction_targets(L)
-    assert pos.tolist() == [4, 5, 6]          # positions in the second copy that can predict a next token
+    assert pos.tolist() == [4, 5, 6]  # positions in the second copy that can predict a next token
     assert row[0, src].tolist() == [11, 12, 13]  # at t=4 (token 10) the model must predict 11, ...
     assert row[0, pos + 1].tolist() == row[0, src].tolist()  # equals the actual next token x_{t+1}
     q, k = prefix_matching_pairs(L)
@@ -188,6 +205,7 @@ def test_bad_input_errors():
 def test_module_spec_on_a_model_without_attention_bias():
     """A ModuleSpec tracks the module as it is: no bias column when the model has no attention bias."""
     from conftest import make_tiny
+
     from mda_fast import ModuleSpec, head_blocks
 
     model = make_tiny(bias=False)

@@ -1,5 +1,6 @@
 """End to end through the `mda-fast` CLI on a very small config: every subcommand, summary.json, the report,
 resume after an interruption mid-`score`, and bad-config errors before any work."""
+
 import json
 import os
 
@@ -11,10 +12,23 @@ from mda_fast import pipeline as P
 from mda_fast.cli import main
 
 SMALL = [
-    "data.batch_size=8", "corpus.seq_len=33", "corpus.heldout_sequences=64", "train.total_steps=40",
-    "train.schedule_steps=40", "train.checkpoint_every=10", "train.window_steps=10", "localize.seq_len=8",
-    "localize.n=8", "targets.probe_L=8", "targets.probe_n=8", "fit.n_sequences=32", "fit.batch_size=16",
-    "score.batch_size=8", "score.chunk=16", "intervene.train_after=10", "intervene.eval_every=5",
+    "data.batch_size=8",
+    "corpus.seq_len=33",
+    "corpus.heldout_sequences=64",
+    "train.total_steps=40",
+    "train.schedule_steps=40",
+    "train.checkpoint_every=10",
+    "train.window_steps=10",
+    "localize.seq_len=8",
+    "localize.n=8",
+    "targets.probe_L=8",
+    "targets.probe_n=8",
+    "fit.n_sequences=32",
+    "fit.batch_size=16",
+    "score.batch_size=8",
+    "score.chunk=16",
+    "intervene.train_after=10",
+    "intervene.eval_every=5",
 ]
 
 
@@ -29,8 +43,18 @@ def demo_run(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_summary_and_report(demo_run):
     s = json.load(open(os.path.join(demo_run, "summary.json")))
-    for key in ("induction_heads", "emergence_step", "n_scored", "top_share", "top_frac", "category_enrichment",
-                "scoring_seq_per_s", "elapsed_s", "report", "interventions"):
+    for key in (
+        "induction_heads",
+        "emergence_step",
+        "n_scored",
+        "top_share",
+        "top_frac",
+        "category_enrichment",
+        "scoring_seq_per_s",
+        "elapsed_s",
+        "report",
+        "interventions",
+    ):
         assert key in s, key
     assert s["n_scored"] == (s["window"][1] - s["window"][0]) * 8 > 0
     assert 0 < s["top_share"] <= 1 and s["top_frac"] == 0.1 and s["scoring_seq_per_s"] > 0
@@ -38,8 +62,15 @@ def test_demo_summary_and_report(demo_run):
     html = open(s["report"]).read()
     assert "data:image/png;base64," in html and "Interventions" in html
     iv = json.load(open(os.path.join(demo_run, "interventions", "interventions.json")))
-    assert set(iv["arms"]) == {"baseline", "delete-top", "delete-random", "delete-matched", "augment-top",
-                               "augment-random", "augment-matched"}
+    assert set(iv["arms"]) == {
+        "baseline",
+        "delete-top",
+        "delete-random",
+        "delete-matched",
+        "augment-top",
+        "augment-random",
+        "augment-matched",
+    }
     assert set(s["interventions"]) == set(iv["arms"])
     for arm, a in s["interventions"].items():  # one findings line per arm, with its numbers
         if arm != "baseline":
@@ -47,7 +78,9 @@ def test_demo_summary_and_report(demo_run):
             assert f"area vs baseline {a['area_vs_baseline']['mean']:+.1f}" in line
     # the matched control copies the top set's category counts
     comp = iv["sets"]["matched_composition"]
-    assert sum(comp.values()) == iv["sets"]["k"] and all(len(m) == iv["sets"]["k"] for m in iv["sets"]["matched"].values())
+    assert sum(comp.values()) == iv["sets"]["k"] and all(
+        len(m) == iv["sets"]["k"] for m in iv["sets"]["matched"].values()
+    )
     scores = np.load(os.path.join(demo_run, "score", "scores.npy"))
     assert scores.shape == (s["n_scored"], 2) and np.isfinite(scores).all() and scores.std() > 0
 
@@ -87,7 +120,7 @@ def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch, capsys):
         assert main([cmd] + base) == 0
     assert os.path.exists(os.path.join(out, "analyze", "top.csv")) and os.path.exists(os.path.join(out, "report.html"))
     # resuming with a different config is refused
-    assert main(["score", "--resume", "--set", "targets.mode=\"qk\""] + base) == 2
+    assert main(["score", "--resume", "--set", 'targets.mode="qk"'] + base) == 2
 
 
 def test_bad_configs_fail_before_any_work(tmp_path, capsys):
@@ -101,7 +134,7 @@ def test_bad_configs_fail_before_any_work(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     assert main(["fit", "--config", str(tmp_path / "missing.toml"), "--out", out]) == 2
     assert "config file not found" in capsys.readouterr().err
-    assert main(["fit", "--config", str(cfg), "--out", out, "--set", "window.end_step=\"x\""]) == 2
+    assert main(["fit", "--config", str(cfg), "--out", out, "--set", 'window.end_step="x"']) == 2
     assert "must be int" in capsys.readouterr().err
     assert main(["demo", "--out", out, "--set", 'intervene.arms=["baseline", "delete-everything"]']) == 2
     assert "intervene.arms" in capsys.readouterr().err
@@ -118,7 +151,7 @@ def test_window_beyond_data_and_head_out_of_range(demo_run, tmp_path, capsys):
     assert "beyond the data" in capsys.readouterr().err
     assert main(["fit", "--config", cfg_path, "--out", out, "--set", "targets.heads=[[0, 9]]"]) == 2
     assert "out of range" in capsys.readouterr().err
-    assert main(["fit", "--config", cfg_path, "--out", out, "--set", "targets.probes=[\"induktion\"]"]) == 2
+    assert main(["fit", "--config", cfg_path, "--out", out, "--set", 'targets.probes=["induktion"]']) == 2
     assert "unknown probe" in capsys.readouterr().err
     assert not os.path.exists(out)
 
@@ -139,8 +172,9 @@ def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
     assert steps[-1] == 20 and D.latest_checkpoint(run) == 20
     ev = read_jsonl(os.path.join(run, "eval.jsonl"))
     assert [r["step"] for r in ev] == steps
-    assert all(len(r["prefix_matching"]) == 2 and r["max_prefix_matching"] == max(map(max, r["prefix_matching"]))
-               for r in ev)
+    assert all(
+        len(r["prefix_matching"]) == 2 and r["max_prefix_matching"] == max(map(max, r["prefix_matching"])) for r in ev
+    )
     assert D.stop_step(run, 0.0, 20) == 20 and D.stop_step(run, 2.0, 20) is None
     n_metrics = len(read_jsonl(os.path.join(run, "metrics.jsonl")))
     D.train_base(cfg, out, False)
@@ -157,7 +191,6 @@ def test_sharded_scoring_equals_a_single_run(demo_run, tmp_path):
     """`score --shard i/k` by hand, then `--merge k`; and `--devices cpu,cpu` (two child processes + merge; two
     on cuda:0 where there is a GPU):
     both give the single run's scores; incomplete or foreign shards are refused."""
-    from mda_fast import shards
 
     clean = {k: np.load(os.path.join(demo_run, "score", f"{k}.npy")) for k in P.SCORE_ARRAYS}
     cfg_path = os.path.join(demo_run, "config.resolved.json")
@@ -181,7 +214,7 @@ def test_sharded_scoring_equals_a_single_run(demo_run, tmp_path):
     assert main(["score", "--shard", "0/3"] + base) == 0
     assert main(["score", "--merge", "3"] + base) == 2  # shards 1 and 2 have not run
     assert main(["score", "--shard", "2/3"] + base) == 0
-    assert main(["score", "--shard", "1/3", "--set", "targets.mode=\"qk\""] + base) == 0  # another config
+    assert main(["score", "--shard", "1/3", "--set", 'targets.mode="qk"'] + base) == 0  # another config
     assert main(["score", "--merge", "3"] + base) == 2
     assert main(["score", "--shard", "1/3"] + base) == 0
     assert main(["score", "--merge", "3"] + base) == 0
@@ -206,9 +239,13 @@ def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
 
     cfg_path = os.path.join(demo_run, "config.resolved.json")
     base = ["--config", cfg_path, "--out", str(tmp_path), "--no-progress"]
-    for bad, msg in ((["--shard", "3/3"], "need 0 <= I < K"), (["--shard", "x"], "expected I/K"),
-                     (["--devices", "gpu7"], "is not a device name"), (["--merge", "0"], "number of shards"),
-                     (["--shard", "0/100000"], "cannot split a window")):
+    for bad, msg in (
+        (["--shard", "3/3"], "need 0 <= I < K"),
+        (["--shard", "x"], "expected I/K"),
+        (["--devices", "gpu7"], "is not a device name"),
+        (["--merge", "0"], "number of shards"),
+        (["--shard", "0/100000"], "cannot split a window"),
+    ):
         assert main(["score"] + bad + base) == 2, bad
         assert msg in capsys.readouterr().err, bad
     if not torch.cuda.is_available():

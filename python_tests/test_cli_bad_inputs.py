@@ -5,6 +5,7 @@ The world is tiny and real: a Megatron data set, a mda-fast-style run directory 
 ``step<k>/`` (HF ``save_pretrained``), and a finished fit + score + analyze in ``done/`` for the cases about
 what an output directory holds.
 """
+
 import errno
 import json
 import os
@@ -15,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, make_tiny
+
 from mda_fast.cli import main
 from mda_fast.stages.io import OutputLock
 
@@ -41,8 +42,9 @@ def world(tmp_path_factory):
     write_megatron(str(root / "data" / "document"), rng.integers(0, 64, size=(B * STEPS, S)).astype(np.uint16))
     run = root / "run"
     for step in (0, 5, 10):
-        make_tiny(n_layers=2, d_model=32, n_heads=4, vocab=64, ctx=64, attn="sdpa", dtype=torch.float32,
-                  seed=step).save_pretrained(str(run / f"step{step}"))
+        make_tiny(
+            n_layers=2, d_model=32, n_heads=4, vocab=64, ctx=64, attn="sdpa", dtype=torch.float32, seed=step
+        ).save_pretrained(str(run / f"step{step}"))
     base = {
         "model": {"run_dir": str(run), "device": "cpu"},
         "data": {"path": str(root / "data" / "document"), "batch_size": B, "seq_len": S, "tokenizer": "bytes"},
@@ -151,45 +153,73 @@ def _cases():
 
     def gpt2(w, tmp):
         return ["--config", w["cfg"], "--set", f'model.name="{w["gpt2"]}"', "--set", 'model.run_dir=""'], None
+
     c.append(("gpt2-directory", "localize", gpt2, ["model_type", "gpt2", "GPT-NeoX"]))
 
     def offline(w, tmp):
-        return ["--config", "pythia-14m-induction", "--set", f'data.path="{w["base"]["data"]["path"]}"',
-                "--set", "data.batch_size=4", "--set", "data.seq_len=17", "--set", "window.start_step=0",
-                "--set", "window.end_step=2"], None
+        return [
+            "--config",
+            "pythia-14m-induction",
+            "--set",
+            f'data.path="{w["base"]["data"]["path"]}"',
+            "--set",
+            "data.batch_size=4",
+            "--set",
+            "data.seq_len=17",
+            "--set",
+            "window.start_step=0",
+            "--set",
+            "window.end_step=2",
+        ], None
+
     c.append(("hub-offline", "fit", offline, ["EleutherAI/pythia-14m", "Hugging Face cache", "hf download"]))
 
     def local_dir_revisions(w, tmp):
-        return ["--config", w["cfg"], "--set", f'model.name="{w["run"]}/step10"', "--set", 'model.run_dir=""',
-                "--set", 'localize.revisions=["step1", "step2"]'], None
+        return [
+            "--config",
+            w["cfg"],
+            "--set",
+            f'model.name="{w["run"]}/step10"',
+            "--set",
+            'model.run_dir=""',
+            "--set",
+            'localize.revisions=["step1", "step2"]',
+        ], None
+
     c.append(("local-dir-revisions", "localize", local_dir_revisions, ["localize.revisions", "local directory"]))
 
     def config_dir(w, tmp):
         return ["--config", str(tmp)], None
+
     c.append(("config-directory", "fit", config_dir, ["--config", "is a directory"]))
 
     def config_missing(w, tmp):
         return ["--config", str(tmp / "missing.toml")], None
+
     c.append(("config-missing", "fit", config_missing, ["config file not found", "missing.toml"]))
 
     def config_bad_toml(w, tmp):
         return ["--config", _write_cfg(w, tmp, "[model\nname = 1\n")], None
+
     c.append(("config-bad-toml", "fit", config_bad_toml, ["invalid TOML", "c.toml"]))
 
     def config_packaged_unknown(w, tmp):
         return ["--config", "pythia-99m-induction"], None
+
     c.append(("config-unknown-name", "fit", config_packaged_unknown, ["pythia-99m-induction", "available"]))
 
     def out_is_file(w, tmp):
         f = tmp / "afile"
         f.write_text("x")
         return ["--config", w["cfg"]], str(f)
+
     c.append(("out-is-file", "fit", out_is_file, ["--out", "is a file"]))
 
     def out_under_file(w, tmp):
         f = tmp / "afile"
         f.write_text("x")
         return ["--config", w["cfg"]], str(f / "sub")
+
     c.append(("out-under-file", "fit", out_under_file, ["afile", "is a file"]))
 
     def resume_after_refit(w, tmp):
@@ -200,6 +230,7 @@ def _cases():
         json.dump(p, open(prog, "w"))
         assert main(["fit", "--config", w["cfg"], "--out", out, "--no-progress", "--set", "fit.seed=1"]) == 0
         return ["--config", w["cfg"], "--resume"], out  # ... resumed after a refit with other factors
+
     c.append(("resume-after-refit", "score", resume_after_refit, ["--resume", "other factors", "fresh --out"]))
 
     def resume_other_batch(w, tmp):
@@ -209,6 +240,7 @@ def _cases():
         p["n_done"] = 8
         json.dump(p, open(prog, "w"))
         return ["--config", w["cfg"], "--resume", "--set", "score.batch_size=2"], out
+
     c.append(("resume-other-setting", "score", resume_other_batch, ["--resume", "fingerprint"]))
 
     def partial_scores(cmd):
@@ -219,7 +251,9 @@ def _cases():
             p["n_done"] = 8
             json.dump(p, open(prog, "w"))
             return ["--config", w["cfg"]], out
+
         return f
+
     c.append(("analyze-partial", "analyze", partial_scores("analyze"), ["incomplete", "--resume"]))
     c.append(("intervene-partial", "intervene", partial_scores("intervene"), ["incomplete", "--resume"]))
 
@@ -227,6 +261,7 @@ def _cases():
         out = _copy_done(w, tmp)
         os.remove(os.path.join(out, "score", "scores.npy"))
         return ["--config", w["cfg"]], out
+
     c.append(("deleted-scores", "analyze", deleted_scores, ["scores.npy", "missing"]))
 
     def damaged_factors(how):
@@ -241,7 +276,9 @@ def _cases():
             else:
                 open(os.path.join(out, "factors", "factors.json"), "w").write("{not json")
             return ["--config", w["cfg"]], out
+
         return f
+
     for how in ("truncated", "garbage", "json"):
         c.append((f"factors-{how}", "score", damaged_factors(how), ["factors"]))
 
@@ -252,6 +289,7 @@ def _cases():
             if f.endswith((".safetensors", ".bin")):
                 os.remove(run / "step10" / f)
         return ["--config", w["cfg"], "--set", f'model.run_dir="{run}"'], None
+
     c.append(("missing-weights", "fit", missing_weights, ["step10"]))
 
     def nan_weights(w, tmp):
@@ -264,6 +302,7 @@ def _cases():
             m.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
         m.save_pretrained(str(run / "step10"))
         return ["--config", w["cfg"], "--set", f'model.run_dir="{run}"'], None
+
     c.append(("nan-weights-fit", "fit", nan_weights, ["NaN"]))
 
     def demo_changed_corpus(w, tmp):
@@ -274,6 +313,7 @@ def _cases():
         os.makedirs(out)
         write_json(os.path.join(out, "demo.json"), {"config": load_config(packaged_config("demo")).to_dict()})
         return ["--set", "corpus.seed=1"], out
+
     c.append(("demo-other-corpus", "demo", demo_changed_corpus, ["corpus.seed", "fresh --out"]))
     plain("demo-packing", "demo", _set('corpus.packing="docs"'), ["corpus.packing"])
     plain("demo-preset", "demo", _set('train.preset="tiny-99l"'), ["train.preset"])
@@ -366,8 +406,9 @@ def test_ctrl_c_during_score_says_how_to_resume(world, tmp_path, capsys, monkeyp
     assert "mda-fast score --resume" in err and "Traceback" not in err
     monkeypatch.setattr(P.InfluenceScorer, "score", real)
     assert main(["score", "--resume", "--config", world["cfg"], "--out", out, "--no-progress"]) == 0
-    np.testing.assert_array_equal(np.load(os.path.join(out, "score", "scores.npy")),
-                                  np.load(os.path.join(world["done"], "score", "scores.npy")))
+    np.testing.assert_array_equal(
+        np.load(os.path.join(out, "score", "scores.npy")), np.load(os.path.join(world["done"], "score", "scores.npy"))
+    )
 
 
 def test_two_fits_then_resume_is_refused_but_a_fresh_score_is_consistent(world, tmp_path):
@@ -385,16 +426,33 @@ def test_no_traceback_from_a_real_process(world, tmp_path):
     """The console entry point itself: exit code 2, one line on stderr, no traceback."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
     env.pop("MDA_FAST_DEBUG", None)
-    r = subprocess.run([sys.executable, "-m", "mda_fast.cli", "score", "--config", world["cfg"], "--out",
-                        str(tmp_path / "o"), "--set", "score.batch_size=-4"], capture_output=True, text=True,
-                       env=env, cwd=str(tmp_path), timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mda_fast.cli",
+            "score",
+            "--config",
+            world["cfg"],
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "score.batch_size=-4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=120,
+    )
     assert r.returncode == 2 and "score.batch_size" in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "o")
 
 
 def test_config_show_prints_every_key_with_its_doc(capsys):
-    from mda_fast.config import Config
     import dataclasses
+
+    from mda_fast.config import Config
 
     assert main(["config", "show", "--config", "demo", "--set", "score.batch_size=3"]) == 0
     text = capsys.readouterr().out
@@ -409,8 +467,18 @@ def test_config_show_prints_every_key_with_its_doc(capsys):
 def test_localize_of_one_local_directory_is_one_checkpoint(world, tmp_path, capsys):
     """A local model directory has no revisions: localize scores it once instead of inventing a history."""
     out = str(tmp_path / "o")
-    args = ["localize", "--config", world["cfg"], "--out", out, "--no-progress",
-            "--set", f'model.name="{world["run"]}/step10"', "--set", 'model.run_dir=""']
+    args = [
+        "localize",
+        "--config",
+        world["cfg"],
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        f'model.name="{world["run"]}/step10"',
+        "--set",
+        'model.run_dir=""',
+    ]
     assert main(args) == 0
     loc = json.load(open(os.path.join(out, "localize", "localize.json")))
     assert loc["steps"] == [10] and loc["single_checkpoint"] is True and len(loc["checkpoints"]) == 1
@@ -448,16 +516,28 @@ def test_top_fraction_is_reported_as_set_and_sized_once(world, tmp_path, capsys)
     from mda_fast.interventions import InterventionConfig
 
     out = _copy_done(world, tmp_path)
-    assert main(["analyze", "--config", world["cfg"], "--out", out, "--no-progress", "--set", "analyze.top_frac=0.05"]) == 0
+    assert (
+        main(["analyze", "--config", world["cfg"], "--out", out, "--no-progress", "--set", "analyze.top_frac=0.05"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "The top 5% of window sequences" in text and "10%" not in text.split("(the paper")[0]
     a = json.load(open(os.path.join(out, "analyze", "analysis.json")))
     assert a["top_fraction"] == 0.05 and "top_share" in a and "top10_share" not in a
     assert a["k_top"] == top_count(20, 0.05) == 1
     for n_steps, bs, frac in ((14, 1, 0.1), (3, 5, 0.1), (12, 3, 0.05), (40, 1, 0.1), (7, 1, 0.5)):
-        ic = InterventionConfig(run_dir="x", data=world["base"]["data"]["path"], batch_size=bs, seq_len=S,
-                                start_step=0, end_step=n_steps, train_until=n_steps, heads=[(0, 0)], out_dir="x",
-                                top_frac=frac)
+        ic = InterventionConfig(
+            run_dir="x",
+            data=world["base"]["data"]["path"],
+            batch_size=bs,
+            seq_len=S,
+            start_step=0,
+            end_step=n_steps,
+            train_until=n_steps,
+            heads=[(0, 0)],
+            out_dir="x",
+            top_frac=frac,
+        )
         assert ic.k == top_count(n_steps * bs, frac), (n_steps, bs, frac)
     assert top_count(14, 0.1) == 2  # ceil(1.4): round-half-up would give 1
 
@@ -476,7 +556,8 @@ def test_intervene_trains_on_the_configured_device(world, tmp_path, monkeypatch)
 
     monkeypatch.setattr(I, "run_interventions", fake)
     out = _copy_done(world, tmp_path)
-    cfg = load_config(world["cfg"], ["model.device=cpu", "window.end_step=8", "corpus.heldout_sequences=4",
-                                     "intervene.train_after=0"])
+    cfg = load_config(
+        world["cfg"], ["model.device=cpu", "window.end_step=8", "corpus.heldout_sequences=4", "intervene.train_after=0"]
+    )
     P.run_intervene(cfg, out, progress=False)
     assert seen["device"] == "cpu"

@@ -1,4 +1,5 @@
 """torch.compile on the lean capture forward (opt-in): the same scores as the eager lean forward, to fp32 rounding."""
+
 import pytest
 import torch
 
@@ -7,8 +8,12 @@ from mda_fast import lean_forward
 from mda_fast.capture import capture, loss_objective, resolve_blocks, split_rows
 from mda_fast.train import make_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not lean_forward.claims_transformers(), reason="the lean forward does not claim this transformers release")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not lean_forward.claims_transformers(), reason="the lean forward does not claim this transformers release"
+    ),
+]
 
 
 def test_compiled_scores_equal_eager_fp32():

@@ -1,6 +1,7 @@
 """``mda-fast corpus``: a temp tree with a file of every category, the manifest, determinism, rows read back through
 PythiaBatches (bytes exactly; GPT-NeoX with the shared tokenizer.json), the sidecar, both packings, overrides,
 atomic writes, and the CLI's bad inputs (exit 2, one line naming the offending thing, nothing written)."""
+
 import hashlib
 import json
 import os
@@ -17,12 +18,18 @@ from mda_fast.errors import ConfigError, DataError
 
 TOKENIZER = os.environ.get("MDA_FAST_NEOX_TOKENIZER") or os.path.join(SHARED, "data", "gpt-neox-20b-tokenizer.json")
 
-PEM = ("-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ0Zl0Yh3b8ZyQ2k5tQx1wq0xHn8wCgYIKoZIzj0EAwIw\n"
-       "DzENMAsGA1UEAwwEdGVzdDAeFw0yNDAxMDEwMDAwMDBaFw0yNTAxMDEwMDAwMDBa\n-----END CERTIFICATE-----\n")
-B64 = ("U28gbG9uZyBhbmQgdGhhbmtzIGZvciBhbGwgdGhlIGZpc2guIFNvIGxvbmcgYW5kIHRoYW5rcw==\n"
-       "Zm9yIGFsbCB0aGUgZmlzaC4gU28gbG9uZyBhbmQgdGhhbmtzIGZvciBhbGwgdGhlIGZpc2gu\n")
-LOG = ("2024-05-01 12:00:01 INFO server started on port 8080\n2024-05-01 12:00:02 WARN cache miss for key=42\n"
-       "2024-05-01 12:00:03 ERROR connection reset by peer\n")
+PEM = (
+    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ0Zl0Yh3b8ZyQ2k5tQx1wq0xHn8wCgYIKoZIzj0EAwIw\n"
+    "DzENMAsGA1UEAwwEdGVzdDAeFw0yNDAxMDEwMDAwMDBaFw0yNTAxMDEwMDAwMDBa\n-----END CERTIFICATE-----\n"
+)
+B64 = (
+    "U28gbG9uZyBhbmQgdGhhbmtzIGZvciBhbGwgdGhlIGZpc2guIFNvIGxvbmcgYW5kIHRoYW5rcw==\n"
+    "Zm9yIGFsbCB0aGUgZmlzaC4gU28gbG9uZyBhbmQgdGhhbmtzIGZvciBhbGwgdGhlIGZpc2gu\n"
+)
+LOG = (
+    "2024-05-01 12:00:01 INFO server started on port 8080\n2024-05-01 12:00:02 WARN cache miss for key=42\n"
+    "2024-05-01 12:00:03 ERROR connection reset by peer\n"
+)
 
 # relative path -> (content, expected category or None for skipped, expected rule prefix / skip reason)
 TREE = {
@@ -33,8 +40,11 @@ TREE = {
     "web/d.xml": ('<?xml version="1.0"?>\n<root><item id="1">one</item></root>\n', "xml", "extension"),
     "web/e.html": ("<!DOCTYPE html>\n<html><body><p>Hello</p></body></html>\n", "xml", "extension"),
     "web/f.svg": ('<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>\n', "xml", "extension"),
-    "paper/g.tex": ("\\documentclass{article}\n\\begin{document}\nHello $x^2$.\n\\end{document}\n", "latex",
-                    "extension"),
+    "paper/g.tex": (
+        "\\documentclass{article}\n\\begin{document}\nHello $x^2$.\n\\end{document}\n",
+        "latex",
+        "extension",
+    ),
     "data/h.json": ('{"a": [1, 2, 3], "b": {"c": "d"}}\n', "json", "extension"),
     "data/i.csv": ("name,age,city\nAda,36,London\nAlan,41,Wilmslow\n", "csv", "extension"),
     "keys/k.pem": (PEM, "base64", "extension"),
@@ -89,6 +99,7 @@ def _bytes_of(prefix):
 
 # ------------------------------------------------------------------------------------------------ classification
 
+
 def test_every_category_and_skip(tree, tmp_path):
     m = build_corpus([tree], str(tmp_path / "doc"), CorpusConfig(seq_len=32))
     files = {f["path"]: f for f in m["files"]}
@@ -103,7 +114,7 @@ def test_every_category_and_skip(tree, tmp_path):
         data = content.encode("utf-8")
         assert f["sha256"] == hashlib.sha256(data).hexdigest() and f["bytes"] == len(data)
         assert f["tokens"] == len(data)  # bytes tokenizer: one token per byte
-    assert set(m["categories"]) == set(CATEGORIES) and m["categories"][:len(CATEGORIES)] == CATEGORIES
+    assert set(m["categories"]) == set(CATEGORIES) and m["categories"][: len(CATEGORIES)] == CATEGORIES
     assert {f["category"] for f in m["files"]} == set(CATEGORIES)  # the tree covers them all
     # order: files by relative path (byte order)
     paths = [f["path"] for f in m["files"]]
@@ -154,6 +165,7 @@ def test_overrides_in_a_build(tree, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ rows and sidecar
 
+
 def _expected_stream(m, tree, tok):
     parts = []
     for f in m["files"]:
@@ -164,7 +176,7 @@ def _expected_stream(m, tree, tok):
 
 def _labels_stream(m, S):
     lab = np.concatenate([np.full(f["tokens"] + 1, m["categories"].index(f["category"])) for f in m["files"]])
-    return lab[:m["n_rows"] * S]
+    return lab[: m["n_rows"] * S]
 
 
 @pytest.mark.parametrize("S", [16, 64])
@@ -177,7 +189,7 @@ def test_stream_rows_equal_tokenization(tree, tmp_path, S):
     b = PythiaBatches(prefix, batch_size=1, seq_len=S)
     assert b.n_rows == n and b.dtype == np.uint16
     got = b.rows(np.arange(n)).astype(np.int64)
-    np.testing.assert_array_equal(got.reshape(-1), stream[:n * S])
+    np.testing.assert_array_equal(got.reshape(-1), stream[: n * S])
     # the sidecar: per row the category fractions (an EOD counts toward its document), each row sums to 1
     fr, names = load_category_sidecar(prefix)
     assert fr.dtype == np.float32 and fr.shape == (n, len(names))
@@ -193,7 +205,7 @@ def test_stream_rows_equal_tokenization(tree, tmp_path, S):
             flat = got.reshape(-1)
             k = min(f["tokens"], n * S - f["start"])
             text = open(os.path.join(tree, *f["path"].split("/")), encoding="utf-8").read()
-            np.testing.assert_array_equal(flat[f["start"]:f["start"] + k], ByteTokenizer().encode(text)[:k])
+            np.testing.assert_array_equal(flat[f["start"] : f["start"] + k], ByteTokenizer().encode(text)[:k])
 
 
 def test_rows_packing_starts_each_document(tree, tmp_path):
@@ -209,11 +221,11 @@ def test_rows_packing_starts_each_document(tree, tmp_path):
         ids = np.append(tok.encode(text), tok.eod_id)
         k = -(-ids.size // S)
         assert f["rows"] == [row, row + k - 1] and f["start"] == row * S
-        flat = got[row:row + k].reshape(-1)
-        np.testing.assert_array_equal(flat[:ids.size], ids)
-        assert (flat[ids.size:] == tok.eod_id).all()  # padded with EOD
+        flat = got[row : row + k].reshape(-1)
+        np.testing.assert_array_equal(flat[: ids.size], ids)
+        assert (flat[ids.size :] == tok.eod_id).all()  # padded with EOD
         col = names.index(f["category"])
-        np.testing.assert_allclose(fr[row:row + k, col], 1.0)  # one document per row: the padding is its category
+        np.testing.assert_allclose(fr[row : row + k, col], 1.0)  # one document per row: the padding is its category
         pad += k * S - ids.size
         row += k
     assert m["n_rows"] == row and m["pad_tokens"] == pad and m["dropped_tokens"] == 0
@@ -231,7 +243,7 @@ def test_neox_tokenizer_rows(tree, tmp_path):
     stream = _expected_stream(m, tree, tok)
     n = len(stream) // S
     got = PythiaBatches(prefix, batch_size=1, seq_len=S).rows(np.arange(n)).astype(np.int64)
-    np.testing.assert_array_equal(got.reshape(-1), stream[:n * S])
+    np.testing.assert_array_equal(got.reshape(-1), stream[: n * S])
     for f in m["files"]:
         text = open(os.path.join(tree, *f["path"].split("/")), encoding="utf-8").read()
         assert f["tokens"] == len(tok.encode(text))
@@ -240,6 +252,7 @@ def test_neox_tokenizer_rows(tree, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ determinism, atomicity
+
 
 def test_deterministic_and_own_outputs_ignored(tree, tmp_path):
     cfg = CorpusConfig(seq_len=16)
@@ -275,6 +288,7 @@ def test_failed_build_leaves_nothing(tree, tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(corpus, "write_category_sidecar", boom)
     out = tmp_path / "out"
     out.mkdir()
@@ -295,18 +309,19 @@ def test_library_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the CLI
 
+
 def test_cli_builds(tree, tmp_path, capsys):
     prefix = str(tmp_path / "doc")
-    assert main(["corpus", "--from", tree, "--out", prefix, "--seq-len", "16", "--packing", "rows",
-                 "--no-progress"]) == 0
+    assert (
+        main(["corpus", "--from", tree, "--out", prefix, "--seq-len", "16", "--packing", "rows", "--no-progress"]) == 0
+    )
     out = capsys.readouterr().out
     assert "rows of 16 tokens" in out and "skipped" in out
     m = json.load(open(prefix + ".manifest.json"))
     assert m["packing"] == "rows" and m["seq_len"] == 16
     mp = tmp_path / "map.toml"
     mp.write_text('"*.md" = "markdown"\n".log" = "skip"\n')
-    assert main(["corpus", "--from", tree, "--out", prefix, "--seq-len", "16", "--map", str(mp),
-                 "--no-progress"]) == 0
+    assert main(["corpus", "--from", tree, "--out", prefix, "--seq-len", "16", "--map", str(mp), "--no-progress"]) == 0
     m = json.load(open(prefix + ".manifest.json"))
     assert "markdown" in m["categories"] and all(not f["path"].endswith(".log") for f in m["files"])
 
@@ -318,6 +333,7 @@ def _bad_cases(tmp_path):
         for k, v in files.items():
             (p / k).write_bytes(v)
         return str(p)
+
     good = d("good", {"a.txt": b"hello world, " * 20})
     (tmp_path / "afile").write_text("x")
     (tmp_path / "bad_tok.json").write_text("{not a tokenizer")
@@ -329,30 +345,53 @@ def _bad_cases(tmp_path):
     return [
         ("missing-dir", ["--from", str(tmp_path / "nope"), "--out", out], ["nope", "no such directory"]),
         ("empty-tree", ["--from", d("empty", {}), "--out", out], ["empty", "no usable text files"]),
-        ("only-binaries", ["--from", d("bins", {"a.bin": b"\x00\x01", "b.txt": b"\xff\xfe"}), "--out", out],
-         ["no usable text files", "binary"]),
-        ("tokenizer-missing", ["--from", good, "--out", out, "--tokenizer", str(tmp_path / "none.json")],
-         ["--tokenizer", "none.json"]),
-        ("tokenizer-unreadable", ["--from", good, "--out", out, "--tokenizer", str(tmp_path / "bad_tok.json")],
-         ["--tokenizer", "bad_tok.json", "not a readable tokenizer.json"]),
+        (
+            "only-binaries",
+            ["--from", d("bins", {"a.bin": b"\x00\x01", "b.txt": b"\xff\xfe"}), "--out", out],
+            ["no usable text files", "binary"],
+        ),
+        (
+            "tokenizer-missing",
+            ["--from", good, "--out", out, "--tokenizer", str(tmp_path / "none.json")],
+            ["--tokenizer", "none.json"],
+        ),
+        (
+            "tokenizer-unreadable",
+            ["--from", good, "--out", out, "--tokenizer", str(tmp_path / "bad_tok.json")],
+            ["--tokenizer", "bad_tok.json", "not a readable tokenizer.json"],
+        ),
         ("seq-len-1", ["--from", good, "--out", out, "--seq-len", "1"], ["--seq-len", ">= 2"]),
         ("seq-len-too-long", ["--from", good, "--out", out, "--seq-len", "100000"], ["seq_len=100000"]),
         ("out-dir-missing", ["--from", good, "--out", str(tmp_path / "nodir" / "doc")], ["nodir", "does not exist"]),
         ("out-under-file", ["--from", good, "--out", str(tmp_path / "afile" / "doc")], ["afile", "is a file"]),
         ("out-is-dir", ["--from", good, "--out", str(tmp_path / "outdir")], ["outdir", "is a directory"]),
         ("map-missing", ["--from", good, "--out", out, "--map", str(tmp_path / "nomap.json")], ["--map", "nomap"]),
-        ("map-bad-json", ["--from", good, "--out", out, "--map", str(tmp_path / "bad_map.json")],
-         ["--map", "bad_map.json", "JSON"]),
-        ("map-not-table", ["--from", good, "--out", out, "--map", str(tmp_path / "list_map.json")],
-         ["--map", "table"]),
-        ("map-bad-value", ["--from", good, "--out", out, "--map", str(tmp_path / "int_map.json")],
-         ["--map", "*.py"]),
+        (
+            "map-bad-json",
+            ["--from", good, "--out", out, "--map", str(tmp_path / "bad_map.json")],
+            ["--map", "bad_map.json", "JSON"],
+        ),
+        ("map-not-table", ["--from", good, "--out", out, "--map", str(tmp_path / "list_map.json")], ["--map", "table"]),
+        ("map-bad-value", ["--from", good, "--out", out, "--map", str(tmp_path / "int_map.json")], ["--map", "*.py"]),
     ]
 
 
-CASE_IDS = ["missing-dir", "empty-tree", "only-binaries", "tokenizer-missing", "tokenizer-unreadable", "seq-len-1",
-            "seq-len-too-long", "out-dir-missing", "out-under-file", "out-is-dir", "map-missing", "map-bad-json",
-            "map-not-table", "map-bad-value"]
+CASE_IDS = [
+    "missing-dir",
+    "empty-tree",
+    "only-binaries",
+    "tokenizer-missing",
+    "tokenizer-unreadable",
+    "seq-len-1",
+    "seq-len-too-long",
+    "out-dir-missing",
+    "out-under-file",
+    "out-is-dir",
+    "map-missing",
+    "map-bad-json",
+    "map-not-table",
+    "map-bad-value",
+]
 
 
 def _snapshot(root):
@@ -413,8 +452,18 @@ def test_neox_from_the_hf_cache(tree, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MDA_FAST_DEBUG", raising=False)
     out = tmp_path / "o"
     out.mkdir()
-    args = ["corpus", "--from", tree, "--out", str(out / "doc"), "--tokenizer", "neox", "--seq-len", "8",
-            "--no-progress"]
+    args = [
+        "corpus",
+        "--from",
+        tree,
+        "--out",
+        str(out / "doc"),
+        "--tokenizer",
+        "neox",
+        "--seq-len",
+        "8",
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tokenizer neox" in err[0] and "cache" in err[0] and os.listdir(out) == []

@@ -1,4 +1,5 @@
 """The category sidecar format (mda_fast.data.categories): round trip, validation, the synthetic corpus's."""
+
 import json
 
 import numpy as np
@@ -55,7 +56,9 @@ def test_real_data_path_does_not_load_the_generator():
     import subprocess
     import sys
 
-    code = ("import sys, mda_fast.study.analyze, mda_fast.study.report, mda_fast.study.interventions, "
-            "mda_fast.data.categories; print('mda_fast.data.synthetic' in sys.modules)")
+    code = (
+        "import sys, mda_fast.study.analyze, mda_fast.study.report, mda_fast.study.interventions, "
+        "mda_fast.data.categories; print('mda_fast.data.synthetic' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -124,6 +124,7 @@ def test_writer_rejects_bad_input(tmp_path):
 
 # -- corruption -------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def good(tmp_path):
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ def test_step_arithmetic(fake):
     for k in range(3):
         got = pb.step(k)
         assert got.shape == (B, L) and got.dtype == np.uint16 and got.flags.writeable
-        np.testing.assert_array_equal(got, rows[k * B:(k + 1) * B])
+        np.testing.assert_array_equal(got, rows[k * B : (k + 1) * B])
         assert got[0, 0] == k * B * 100  # first row of step k is global row k*B
     for bad in (-1, 3):
         with pytest.raises(ValueError, match="step"):
@@ -56,7 +56,7 @@ def test_window(fake, chunk):
     np.testing.assert_array_equal(np.concatenate([w[1] for w in got]), np.arange(B, 3 * B) // B)
     np.testing.assert_array_equal(np.concatenate([w[2] for w in got]), np.arange(B, 3 * B) % B)
     toks = np.concatenate([w[3] for w in got])
-    np.testing.assert_array_equal(toks, rows[B:3 * B])
+    np.testing.assert_array_equal(toks, rows[B : 3 * B])
     np.testing.assert_array_equal(toks[:, 0] // 100, g)  # tokens belong to their global index
     c = B if chunk is None else chunk
     assert [len(w[0]) for w in got][:-1] == [c] * (len(got) - 1)
@@ -111,7 +111,7 @@ def test_stream_packing(tmp_path):
     n_rows = len(stream) // L2
     assert pb.n_rows == n_rows and pb.n_steps == n_rows // B2
     ref = stream[: n_rows * L2].reshape(n_rows, L2)
-    np.testing.assert_array_equal(pb.step(1), ref[B2:2 * B2])
+    np.testing.assert_array_equal(pb.step(1), ref[B2 : 2 * B2])
     np.testing.assert_array_equal(pb.rows([n_rows - 1, 0]), ref[[n_rows - 1, 0]])
     with pytest.raises(ValueError, match="seq_len"):
         PythiaBatches(str(tmp_path / "v"), batch_size=B2, seq_len=L2)

@@ -25,9 +25,13 @@ def _idx_bytes(sizes, dtype_code=8, itemsize=2):
     i64 byte pointers, i64 doc_idx (one document per sequence, as in Pythia's preshuffled files)."""
     n = len(sizes)
     pointers = np.concatenate([[0], np.cumsum(np.asarray(sizes, np.int64) * itemsize)[:-1]]) if n else []
-    return (b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, dtype_code, n, n + 1)
-            + struct.pack(f"<{n}i", *sizes) + struct.pack(f"<{n}q", *map(int, pointers))
-            + struct.pack(f"<{n + 1}q", *range(n + 1)))
+    return (
+        b"MMIDIDX\x00\x00"
+        + struct.pack("<QBQQ", 1, dtype_code, n, n + 1)
+        + struct.pack(f"<{n}i", *sizes)
+        + struct.pack(f"<{n}q", *map(int, pointers))
+        + struct.pack(f"<{n + 1}q", *range(n + 1))
+    )
 
 
 def _write_set(directory, rows, shard_bytes=None, base="document", last_index=None):
@@ -43,7 +47,7 @@ def _write_set(directory, rows, shard_bytes=None, base="document", last_index=No
         with open(prefix + ".bin", "wb") as f:
             f.write(stream)
         return prefix, []
-    chunks = [stream[i:i + shard_bytes] for i in range(0, len(stream), shard_bytes)]
+    chunks = [stream[i : i + shard_bytes] for i in range(0, len(stream), shard_bytes)]
     last = len(chunks) - 1 if last_index is None else last_index
     for i, c in enumerate(chunks):
         with open(f"{prefix}-{i:05d}-of-{last:05d}.bin", "wb") as f:
@@ -61,11 +65,11 @@ def _check_reads(path, rows, seq_len=L, batch=B):
     n_steps = len(rows) // batch
     assert (pb.n_rows, pb.n_steps) == (len(rows), n_steps)
     for k in range(n_steps):
-        np.testing.assert_array_equal(pb.step(k), rows[k * batch:(k + 1) * batch])
+        np.testing.assert_array_equal(pb.step(k), rows[k * batch : (k + 1) * batch])
     perm = np.random.default_rng(1).permutation(len(rows))
     np.testing.assert_array_equal(pb.rows(perm), rows[perm])
     got = np.concatenate([w[3] for w in pb.window(0, n_steps, chunk=5)])
-    np.testing.assert_array_equal(got, rows[:n_steps * batch])
+    np.testing.assert_array_equal(got, rows[: n_steps * batch])
     ds = MMapIndexedDataset(path)
     for i in range(len(rows)):
         np.testing.assert_array_equal(ds[i], rows[i])
@@ -73,6 +77,7 @@ def _check_reads(path, rows, seq_len=L, batch=B):
 
 
 # -- layouts that must open ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shard_bytes", [44, 43], ids=["even-split", "odd-split"])
 def test_real_21_shard_set(tmp_path, shard_bytes):
@@ -137,6 +142,7 @@ def test_writer_follows_the_real_convention(tmp_path):
 
 
 # -- sets that must be refused ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def real(tmp_path):
@@ -216,8 +222,13 @@ def test_sizes_not_summing_to_the_index(real, shard, delta, kind):
     else:
         with open(path, "ab") as f:
             f.write(b"\0" * delta)
-    msg = _refused(prefix, f"{kind} token stream 21 shards", f"{rows.nbytes + delta} bytes",
-                   f"describes {rows.nbytes} bytes", CONVENTION)
+    msg = _refused(
+        prefix,
+        f"{kind} token stream 21 shards",
+        f"{rows.nbytes + delta} bytes",
+        f"describes {rows.nbytes} bytes",
+        CONVENTION,
+    )
     odd = f"shards whose size differs from shard 0's 44 bytes: ['document-{shard:05d}-of-00020.bin']"
     assert (odd in msg) == (shard != 20) and ("differs" in msg) == (shard != 20)
 

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from mda_fast.data import ByteTokenizer, MMapIndexedDataset, PythiaBatches
-from mda_fast.data.synthetic import (CATEGORIES, DEFAULT_MIX, SyntheticConfig, generate_corpus,
-                                     generate_documents, load_category_sidecar, pack_documents)
+from mda_fast.data.synthetic import (
+    CATEGORIES,
+    DEFAULT_MIX,
+    SyntheticConfig,
+    generate_corpus,
+    generate_documents,
+    load_category_sidecar,
+    pack_documents,
+)
 
 
 def _digest(prefix):
@@ -23,8 +30,7 @@ def test_categories_and_defaults():
     assert set(DEFAULT_MIX) == set(CATEGORIES) and abs(sum(DEFAULT_MIX.values()) - 1) < 1e-9
     cfg = SyntheticConfig(10)
     assert cfg.seq_len == 129 and cfg.seed == 0
-    np.testing.assert_allclose(SyntheticConfig(5, mix={"xml": 3, "csv": 1}).weights(),
-                               [0, 0.75, 0, 0, 0, 0, 0.25, 0])
+    np.testing.assert_allclose(SyntheticConfig(5, mix={"xml": 3, "csv": 1}).weights(), [0, 0.75, 0, 0, 0, 0, 0.25, 0])
 
 
 def test_config_validation():

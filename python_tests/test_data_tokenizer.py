@@ -7,8 +7,9 @@ import pytest
 
 from mda_fast.data import ByteTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
-NEOX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                    "gpt-neox-20b-tokenizer.json")
+NEOX = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "gpt-neox-20b-tokenizer.json"
+)
 needs_neox = pytest.mark.skipif(not os.path.isfile(NEOX), reason=f"GPT-NeoX-20B tokenizer not found at {NEOX}")
 
 
@@ -74,6 +75,8 @@ def test_load_tokenizer_hub_failure_is_clear(monkeypatch):
         raise RuntimeError("Name or service not known")
 
     monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", staticmethod(boom))
-    with pytest.raises(ValueError, match="could not load tokenizer 'EleutherAI/gpt-neox-20b' from the Hugging Face hub"):
+    with pytest.raises(
+        ValueError, match="could not load tokenizer 'EleutherAI/gpt-neox-20b' from the Hugging Face hub"
+    ):
         load_tokenizer("EleutherAI/gpt-neox-20b")
     assert calls == ["EleutherAI/gpt-neox-20b"]

@@ -1,8 +1,9 @@
 """EK-FAC / K-FAC against dense constructions, influence against the damped exact Fisher, factors I/O."""
+
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast import Factors, HeadSpec, InfluenceScorer, ModuleSpec, fit_ekfac, head_blocks, per_sample_head_grads
 from mda_fast.capture import capture, loss_objective, split_rows
 
@@ -60,8 +61,8 @@ def test_eigenvalue_correction_equals_diag_of_rotated_empirical_fisher():
     G = per_sample_head_grads(model, rows, spec)[0]
     for name, g in G.items():
         f = fac.blocks[name]
-        vecs = g.flatten(1)                               # [N, d_out·D_in] row-major
-        F = vecs.T @ vecs / vecs.shape[0]                 # dense empirical Fisher
+        vecs = g.flatten(1)  # [N, d_out·D_in] row-major
+        F = vecs.T @ vecs / vecs.shape[0]  # dense empirical Fisher
         Q = torch.kron(f.Q_S, f.Q_A)
         want = torch.diagonal(Q.T @ F @ Q).view_as(f.eig)
         assert rel(f.eig, want) < 1e-10, name
@@ -171,6 +172,10 @@ def test_tf32_scores_on_cuda_against_float64(tmp_path):
     pk = dict(L=16, n=8, low=0, high=64)
     ref = InfluenceScorer(model64, [spec], fac, probe_kwargs=pk).score(rows)
     fac.save(str(tmp_path / "f"))
-    got = InfluenceScorer(model, [spec], Factors.load(str(tmp_path / "f"), device="cuda"), probe_kwargs=pk,
-                          tf32=True).score(rows.cuda()).double().cpu()
+    got = (
+        InfluenceScorer(model, [spec], Factors.load(str(tmp_path / "f"), device="cuda"), probe_kwargs=pk, tf32=True)
+        .score(rows.cuda())
+        .double()
+        .cpu()
+    )
     assert float((got - ref).abs().max() / ref.abs().max()) < 3e-3

@@ -1,4 +1,5 @@
 """Interventions: arm sets, exact deletion through the arm's Interventions, augmentation batch log, a small run."""
+
 import json
 import os
 
@@ -19,10 +20,10 @@ from mda_fast.interventions import (
 )
 from mda_fast.train import TrainConfig, Trainer, branch_from_checkpoint, lm_loss, read_jsonl
 
-B, S = 8, 33          # batch size, seq_len (T = 32)
+B, S = 8, 33  # batch size, seq_len (T = 32)
 T = S - 1
 START, END, UNTIL = 10, 20, 30
-N_ROWS = 44 * B       # steps 0..43; the last 16 rows (steps 42, 43) are held out
+N_ROWS = 44 * B  # steps 0..43; the last 16 rows (steps 42, 43) are held out
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,17 +40,39 @@ def run(tmp_path_factory):
     d = tmp_path_factory.mktemp("iv")
     generate_corpus(str(d / "corpus"), SyntheticConfig(n_sequences=N_ROWS, seq_len=S, seed=3), progress=False)
     data = PythiaBatches(str(d / "corpus"), batch_size=B, seq_len=S)
-    cfg = TrainConfig(preset="tiny-2l", total_steps=40, lr=3e-3, seed=1, checkpoint_every=START, device="cpu",
-                      out_dir=str(d / "base"), progress=False)
+    cfg = TrainConfig(
+        preset="tiny-2l",
+        total_steps=40,
+        lr=3e-3,
+        seed=1,
+        checkpoint_every=START,
+        device="cpu",
+        out_dir=str(d / "base"),
+        progress=False,
+    )
     Trainer(cfg, data).train(end_step=START)
     return d, data
 
 
 def make_config(run, out="out", **kw):
     d, data = run
-    base = dict(run_dir=str(d / "base"), data=data, start_step=START, end_step=END, train_until=UNTIL,
-                heads=[(1, 0), (1, 2)], out_dir=str(d / out), eval_every=5, top_frac=0.1,
-                localize_seq_len=8, localize_n=8, probe_L=8, probe_n=8, n_heldout=16, eval_batch_size=16)
+    base = dict(
+        run_dir=str(d / "base"),
+        data=data,
+        start_step=START,
+        end_step=END,
+        train_until=UNTIL,
+        heads=[(1, 0), (1, 2)],
+        out_dir=str(d / out),
+        eval_every=5,
+        top_frac=0.1,
+        localize_seq_len=8,
+        localize_n=8,
+        probe_L=8,
+        probe_n=8,
+        n_heldout=16,
+        eval_batch_size=16,
+    )
     base.update(kw)
     return InterventionConfig(**base)
 
@@ -68,8 +91,11 @@ def window_scores(seed=0, cols=None):
 
 
 def test_sets_top_bottom_random_and_arm_plans(run):
-    cfg = make_config(run, arms=("baseline", "delete-top", "delete-random", "augment-top", "augment-random",
-                                 "delete-bottom"), seeds=(0, 1))
+    cfg = make_config(
+        run,
+        arms=("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom"),
+        seeds=(0, 1),
+    )
     s_perm, g_perm, s, g = window_scores(1)
     k = cfg.k
     assert k == 8  # round(0.1 * 80)
@@ -90,8 +116,12 @@ def test_sets_top_bottom_random_and_arm_plans(run):
         assert plans[("delete-bottom", seed)].interventions.delete == frozenset(sets["bottom"].tolist())
         assert plans[("baseline", seed)].interventions.empty
     assert set(sets["random"][0].tolist()) != set(sets["random"][1].tolist())
-    assert {a for (a, s_), p in plans.items() if p.deterministic} == {"baseline", "delete-top", "augment-top",
-                                                                      "delete-bottom"}
+    assert {a for (a, s_), p in plans.items() if p.deterministic} == {
+        "baseline",
+        "delete-top",
+        "augment-top",
+        "delete-bottom",
+    }
     # score_column / mean over columns
     s2p, g2p, s2, g2 = window_scores(2, cols=3)
     mean_top = select_sets(make_config(run), s2p, g2p)["top"]
@@ -126,7 +156,9 @@ def test_matched_arms_copy_the_top_sets_category_counts(run):
         assert not plans[("delete-matched", seed)].deterministic
         assert np.array_equal(select_sets(cfg, s, g)["matched"][seed], m)  # reproducible
     assert set(sets["matched"][0].tolist()) != set(sets["matched"][1].tolist())
-    assert sets["matched_composition"] == {names[c]: int(n) for c, n in enumerate(np.bincount(dom[top], minlength=8)) if n}
+    assert sets["matched_composition"] == {
+        names[c]: int(n) for c, n in enumerate(np.bincount(dom[top], minlength=8)) if n
+    }
     # categories= overrides the sidecar: all rows one category -> matched = any non-top rows
     one = np.zeros_like(fr)
     one[:, 2] = 1.0
@@ -137,7 +169,9 @@ def test_matched_arms_copy_the_top_sets_category_counts(run):
     rare[:, 0] = 1.0
     rare[top, 0], rare[top, 1] = 0.0, 1.0
     rare[g[~np.isin(g, top)][:3], :] = [0, 1, 0, 0, 0, 0, 0, 0]
-    with pytest.raises(ValueError, match="matched arms: the top set holds 8 'xml' rows but the rest of the window only 3"):
+    with pytest.raises(
+        ValueError, match="matched arms: the top set holds 8 'xml' rows but the rest of the window only 3"
+    ):
         select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=rare), s, g)
     with pytest.raises(ValueError, match="categories"):
         select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=np.zeros((5, 8))), s, g)
@@ -150,13 +184,25 @@ def test_icl_positions_and_derived_figures(run):
     steps = [10, 15, 20, 25, 30]
 
     def seed_curve(score, icl):
-        return {"steps": steps, "head_score": score, "target_scores": [[v, 0.6] for v in score], "icl": icl,
-                "loss": [1.0] * 5, "probe_f": [0.0] * 5}
+        return {
+            "steps": steps,
+            "head_score": score,
+            "target_scores": [[v, 0.6] for v in score],
+            "icl": icl,
+            "loss": [1.0] * 5,
+            "probe_f": [0.0] * 5,
+        }
 
-    arms = {"baseline": {"n_selected": 0, "seeds": {"0": seed_curve([0.1, 0.2, 0.5, 0.8, 0.9],
-                                                                    [0.0, 0.0, -0.1, -0.3, -0.4])}},
-            "delete-top": {"n_selected": 8, "seeds": {"0": seed_curve([0.1, 0.2, 0.3, 0.49, 0.7],
-                                                                      [0.0, 0.0, 0.0, -0.1, -0.2])}}}
+    arms = {
+        "baseline": {
+            "n_selected": 0,
+            "seeds": {"0": seed_curve([0.1, 0.2, 0.5, 0.8, 0.9], [0.0, 0.0, -0.1, -0.3, -0.4])},
+        },
+        "delete-top": {
+            "n_selected": 8,
+            "seeds": {"0": seed_curve([0.1, 0.2, 0.3, 0.49, 0.7], [0.0, 0.0, 0.0, -0.1, -0.2])},
+        },
+    }
     summary = derive(arms, cfg)
     b, d = arms["baseline"]["seeds"]["0"], arms["delete-top"]["seeds"]["0"]
     assert b["emergence_step"] == 20 and d["emergence_step"] == 30  # >= threshold; 0.49 does not cross
@@ -203,7 +249,7 @@ def test_delete_top_step_equals_masked_loss_step(run):
         if START * B + p in deleted_here:
             continue
         ref.model.zero_grad()
-        lm_loss(ref.model, full[p:p + 1], B * T).backward()
+        lm_loss(ref.model, full[p : p + 1], B * T).backward()
         gp = grads(ref.model)
         acc = gp if acc is None else {n: acc[n] + gp[n] for n in acc}
     for n in g_arm:
@@ -247,8 +293,14 @@ def test_augment_inserts_intended_rows_at_intended_steps(run):
             for j, idx in enumerate(copies):  # round-robin in rank / draw order
                 expect.setdefault(steps[j % len(steps)], []).append(idx)
             out = str(d / f"aug_{arm}_{len(kw)}")
-            tr = branch_from_checkpoint(cfg.checkpoint(), data, out, interventions=plans[(arm, 0)].interventions,
-                                        progress=False, save_optimizer=False)
+            tr = branch_from_checkpoint(
+                cfg.checkpoint(),
+                data,
+                out,
+                interventions=plans[(arm, 0)].interventions,
+                progress=False,
+                save_optimizer=False,
+            )
             tr.train(end_step=19)
             log = read_jsonl(os.path.join(out, "batches.jsonl"))
             assert [r["step"] for r in log] == list(range(START, 19))
@@ -312,6 +364,7 @@ def test_small_run_writes_every_arm_and_resumes(run):
     s = summarize_interventions(on_disk)
     # one summary: what the file stores is what the report shows is what the curves give
     from mda_fast.study.interventions.summary import intervention_summary
+
     stored = intervention_summary(on_disk)
     assert stored["arms"] == on_disk["summary"] == s["arms"]
     assert stored["score_icl_pearson"] == s["score_icl_pearson"] and stored["n_points"] == s["n_points"]
@@ -373,14 +426,27 @@ def test_one_summary_of_intervention_results(run):
     steps = [10, 15, 20, 25, 30]
 
     def curve(score, icl):
-        return {"steps": steps, "head_score": score, "target_scores": [[v, 0.6] for v in score], "icl": icl,
-                "loss": [1.0] * 5, "probe_f": [0.0] * 5}
+        return {
+            "steps": steps,
+            "head_score": score,
+            "target_scores": [[v, 0.6] for v in score],
+            "icl": icl,
+            "loss": [1.0] * 5,
+            "probe_f": [0.0] * 5,
+        }
 
     base = ([0.1, 0.2, 0.5, 0.8, 0.9], [0.0, 0.0, -0.1, -0.3, -0.4])
-    arms = {"baseline": {"n_selected": 0, "deterministic": True, "seeds": {"0": curve(*base), "1": curve(*base)}},
-            "delete-random": {"n_selected": 8, "deterministic": False,
-                              "seeds": {"0": curve([0.1, 0.2, 0.3, 0.49, 0.7], [0.0, 0.0, 0.0, -0.1, -0.2]),
-                                        "1": curve([0.1, 0.3, 0.6, 0.7, 0.8], [0.0, -0.1, -0.2, -0.2, -0.3])}}}
+    arms = {
+        "baseline": {"n_selected": 0, "deterministic": True, "seeds": {"0": curve(*base), "1": curve(*base)}},
+        "delete-random": {
+            "n_selected": 8,
+            "deterministic": False,
+            "seeds": {
+                "0": curve([0.1, 0.2, 0.3, 0.49, 0.7], [0.0, 0.0, 0.0, -0.1, -0.2]),
+                "1": curve([0.1, 0.3, 0.6, 0.7, 0.8], [0.0, -0.1, -0.2, -0.2, -0.3]),
+            },
+        },
+    }
     per_arm = derive(arms, cfg)
     s = summarize({"arms": arms, "threshold": cfg.threshold})
     assert per_arm == s["arms"]
@@ -389,13 +455,19 @@ def test_one_summary_of_intervention_results(run):
     assert a["emergence_mean"] == 25.0 and a["emergence_delta"] == 5.0 and a["n_selected"] == 8
     assert set(a["icl_change"]) == {"20", "30"} and a["area_vs_baseline"]["n"] == 2
     # as run_interventions stores it: the report reads the stored figures, not a recomputation
-    data = {"arms": arms, "threshold": 0.5, "baseline": "baseline", "summary": per_arm,
-            "score_icl_pearson": s["score_icl_pearson"], "n_points": s["n_points"]}
+    data = {
+        "arms": arms,
+        "threshold": 0.5,
+        "baseline": "baseline",
+        "summary": per_arm,
+        "score_icl_pearson": s["score_icl_pearson"],
+        "n_points": s["n_points"],
+    }
     assert intervention_summary(data) == s
     data["summary"] = {k: dict(v) for k, v in per_arm.items()}
     data["summary"]["delete-random"]["final_head_score"] = 0.123456
     html = report.render_report(title="t", config={}, provenance={}, interventions=data)
     assert "0.1235" in html
-    assert "0.1235" not in report.render_report(title="t", config={}, provenance={},
-                                                interventions={"arms": arms, "threshold": 0.5})
-
+    assert "0.1235" not in report.render_report(
+        title="t", config={}, provenance={}, interventions={"arms": arms, "threshold": 0.5}
+    )

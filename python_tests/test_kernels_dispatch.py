@@ -1,10 +1,10 @@
 """Dispatch layer: backend selection (argument, env var, automatic rule), validation errors, float64 path."""
+
 import pytest
 import torch
-
 from test_kernels_reference import TOL, Cfg, make_inputs, oracle_cov, oracle_eigen_sq, oracle_score, rel_err
+
 from mda_fast import kernels
-from mda_fast.kernels import dispatch
 from mda_fast.kernels.validate import BlockInput
 
 HAVE_C = "cpu" in kernels.available_backends()
@@ -163,19 +163,25 @@ def test_ekfac_and_scorer_identical_across_backends():
     """The EK-FAC fitter and the influence scorer route through dispatch: the C++ CPU backend gives the torch
     reference's factors and scores within fp32 tolerance (fp32 model)."""
     from conftest import make_tiny
+
     from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac
 
     model = make_tiny(n_layers=2, d_model=32, n_heads=2, dtype=torch.float32)
     rows = torch.randint(0, 64, (12, 17), generator=torch.Generator().manual_seed(5))
     spec = HeadSpec(1, 0, "qkvo", bias=True)
-    fac = {b: fit_ekfac(model, [spec], [rows[:6], rows[6:]], fisher="empirical", backend=b, progress=False)
-           for b in ("torch", "cpu")}
+    fac = {
+        b: fit_ekfac(model, [spec], [rows[:6], rows[6:]], fisher="empirical", backend=b, progress=False)
+        for b in ("torch", "cpu")
+    }
     for name, f in fac["torch"].blocks.items():
         g = fac["cpu"].blocks[name]
         assert rel_err(g.lam_A, f.lam_A) < 1e-5 and rel_err(g.lam_S, f.lam_S) < 1e-5, name
         assert rel_err(g.eig, f.eig) < 1e-3, name
     train = torch.randint(0, 64, (5, 17), generator=torch.Generator().manual_seed(6))
-    scores = {b: InfluenceScorer(model, [spec], fac["torch"], probe="induction",
-                                 probe_kwargs=dict(L=6, n=4, seed=0), backend=b).score(train)
-              for b in ("torch", "cpu")}
+    scores = {
+        b: InfluenceScorer(
+            model, [spec], fac["torch"], probe="induction", probe_kwargs=dict(L=6, n=4, seed=0), backend=b
+        ).score(train)
+        for b in ("torch", "cpu")
+    }
     assert rel_err(scores["cpu"], scores["torch"]) < 1e-4

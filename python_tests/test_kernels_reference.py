@@ -7,11 +7,11 @@ Without a GPU the Triton backend runs in interpreter mode on CPU tensors: ``TRIT
 before anything imports triton (triton fixes its standard library's mode at import). With a GPU it runs compiled
 on CUDA tensors.
 """
+
 import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 import pytest
 import torch
@@ -42,37 +42,41 @@ class Cfg:
         return self.d_in + int(self.bias)
 
     def __str__(self):
-        return (f"N{self.N}-T{self.T}-din{self.d_in}{'+b' if self.bias else ''}-dout{self.d_out}-K{self.K}-"
-                f"{self.mask}-{self.dtype}-s{self.seed}")
+        return (
+            f"N{self.N}-T{self.T}-din{self.d_in}{'+b' if self.bias else ''}-dout{self.d_out}-K{self.K}-"
+            f"{self.mask}-{self.dtype}-s{self.seed}"
+        )
 
 
 def _draw_configs(n_random: int = 14, seed: int = 20261122):
     """Anchor configs covering every required case, plus randomly drawn ones (seeded, so test ids are stable)."""
     anchors = [
-        Cfg(1, 1, 129, 96, 1, True, "none", "fp32", 1),        # N=1, T=1
+        Cfg(1, 1, 129, 96, 1, True, "none", "fp32", 1),  # N=1, T=1
         Cfg(1, 200, 129, 384, 7, True, "partial", "bf16", 2),  # d_in=129 + bias, d_out=384, K=7
-        Cfg(5, 37, 129, 192, 7, True, "float", "fp32", 3),     # N, T not tile multiples, float mask
-        Cfg(3, 65, 64, 96, 1, False, "zero", "bf16", 4),       # all-zero mask
+        Cfg(5, 37, 129, 192, 7, True, "float", "fp32", 3),  # N, T not tile multiples, float mask
+        Cfg(3, 65, 64, 96, 1, False, "zero", "bf16", 4),  # all-zero mask
         Cfg(9, 129, 33, 192, 7, False, "partial", "fp32", 5),
-        Cfg(4, 16, 129, 384, 1, True, "zero", "fp32", 6),      # all-zero mask, fp32
-        Cfg(2, 33, 96, 96, 7, False, "none", "fp16", 7),       # square G: catches a transposed G
-        Cfg(7, 1, 129, 96, 7, True, "partial", "bf16", 8),     # T=1
-        Cfg(3, 23, 95, 96, 7, True, "float", "fp32", 9),       # square G with the bias column (D_in = d_out)
+        Cfg(4, 16, 129, 384, 1, True, "zero", "fp32", 6),  # all-zero mask, fp32
+        Cfg(2, 33, 96, 96, 7, False, "none", "fp16", 7),  # square G: catches a transposed G
+        Cfg(7, 1, 129, 96, 7, True, "partial", "bf16", 8),  # T=1
+        Cfg(3, 23, 95, 96, 7, True, "float", "fp32", 9),  # square G with the bias column (D_in = d_out)
     ]
     rng = random.Random(seed)
     out = list(anchors)
     for i in range(n_random):
-        out.append(Cfg(
-            N=rng.choice([1, 2, 3, 5, 8, 13]),
-            T=rng.choice([1, 7, 31, 64, 100, 129, 160]),
-            d_in=rng.choice([32, 64, 96, 129, 130]),
-            d_out=rng.choice([96, 192, 384]),
-            K=rng.choice([1, 2, 7]),
-            bias=rng.random() < 0.5,
-            mask=rng.choice(["none", "zero", "partial", "partial", "float"]),
-            dtype=rng.choice(["fp32", "bf16", "bf16", "fp16"]),
-            seed=100 + i,
-        ))
+        out.append(
+            Cfg(
+                N=rng.choice([1, 2, 3, 5, 8, 13]),
+                T=rng.choice([1, 7, 31, 64, 100, 129, 160]),
+                d_in=rng.choice([32, 64, 96, 129, 130]),
+                d_out=rng.choice([96, 192, 384]),
+                K=rng.choice([1, 2, 7]),
+                bias=rng.random() < 0.5,
+                mask=rng.choice(["none", "zero", "partial", "partial", "float"]),
+                dtype=rng.choice(["fp32", "bf16", "bf16", "fp16"]),
+                seed=100 + i,
+            )
+        )
     return out
 
 
@@ -108,6 +112,7 @@ def make_inputs(cfg: Cfg, device="cpu"):
 
 
 # ---- independent float64 oracle (einsum over explicit tokens, no bmm) ----------------------------------------
+
 
 def _f64(t):
     return None if t is None else t.detach().to("cpu", torch.float64)
@@ -156,6 +161,7 @@ def rel_err(out, ref) -> float:
 
 
 # ---- tests of the reference path -----------------------------------------------------------------------------
+
 
 def test_at_least_twenty_configs_cover_the_required_cases():
     assert len(CONFIGS) >= 20
@@ -210,10 +216,10 @@ def test_oracle_discriminates_common_bugs():
 
 def test_eigen_sq_route_rule():
     f = reference.eigen_sq_flops(N=64, T=2048, d_out=128, D=768)
-    assert f["A"] == 2 * 64 * 2048 * (768 ** 2 + 128 ** 2) + 2 * 64 * 2048 * 128 * 768
-    assert f["B"] == 2 * 64 * 2048 * 128 * 768 + 2 * 64 * (128 ** 2 * 768 + 128 * 768 ** 2)
-    assert reference.eigen_sq_route(64, 2048, 128, 768) == "B"   # long sequences: rotate G
-    assert reference.eigen_sq_route(64, 4, 128, 768) == "A"      # very short sequences: rotate the tokens
+    assert f["A"] == 2 * 64 * 2048 * (768**2 + 128**2) + 2 * 64 * 2048 * 128 * 768
+    assert f["B"] == 2 * 64 * 2048 * 128 * 768 + 2 * 64 * (128**2 * 768 + 128 * 768**2)
+    assert reference.eigen_sq_route(64, 2048, 128, 768) == "B"  # long sequences: rotate G
+    assert reference.eigen_sq_route(64, 4, 128, 768) == "A"  # very short sequences: rotate the tokens
     # boundary: A cheaper exactly when T (D² + d_out²) < d_out D (d_out + D)
     d_out, D = 96, 129
     t_star = d_out * D * (d_out + D) / (D * D + d_out * d_out)
@@ -235,18 +241,27 @@ def test_eigen_sq_routed_with_torch_kernels(route):
         G = reference.per_sample_grads(Xr, Yr, m, False)
         acc += (G * G).sum(0)
 
-    acc = reference.eigen_sq_routed(torch.zeros(24, 41), X, Y, Q_S, Q_A, mask, True, store_g=store_g,
-                                    square_sum=square_sum, workspace_bytes=2 * 24 * 41 * 4, route=route)
+    acc = reference.eigen_sq_routed(
+        torch.zeros(24, 41),
+        X,
+        Y,
+        Q_S,
+        Q_A,
+        mask,
+        True,
+        store_g=store_g,
+        square_sum=square_sum,
+        workspace_bytes=2 * 24 * 41 * 4,
+        route=route,
+    )
     assert rel_err(acc, oracle_eigen_sq(X, Y, Q_S, Q_A, mask, True)) < 1e-5
 
 
 # ---- backends under test -------------------------------------------------------------------------------------
 
 #: (backend, device) pairs; the CUDA ones carry the ``cuda`` marker (skipped without a GPU by conftest.py)
-_PAIRS = [("torch", "cpu"), ("cpu", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda"),
-          ("torch", "cuda")]
-BACKEND_CASES = [pytest.param(b, d, id=f"{b}-{d}", marks=[pytest.mark.cuda] if d == "cuda" else [])
-                 for b, d in _PAIRS]
+_PAIRS = [("torch", "cpu"), ("cpu", "cpu"), ("triton", "cpu"), ("cuda", "cuda"), ("triton", "cuda"), ("torch", "cuda")]
+BACKEND_CASES = [pytest.param(b, d, id=f"{b}-{d}", marks=[pytest.mark.cuda] if d == "cuda" else []) for b, d in _PAIRS]
 #: backends that run on CPU tensors (where torch.library.opcheck runs)
 CPU_BACKEND_CASES = [c for c in BACKEND_CASES if c.values[1] == "cpu"]
 
@@ -256,8 +271,9 @@ def need(backend: str, device: str) -> None:
     from mda_fast import kernels
 
     if backend not in kernels.available_backends(device):
-        pytest.skip(f"backend {backend!r} not available on {device} here "
-                    f"(available: {kernels.available_backends(device)})")
+        pytest.skip(
+            f"backend {backend!r} not available on {device} here (available: {kernels.available_backends(device)})"
+        )
 
 
 def tol_for(backend: str, device: str, dtype: str) -> float:

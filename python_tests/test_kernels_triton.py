@@ -3,6 +3,7 @@
 The ops themselves are tested on every backend by ``test_op_*.py`` (interpreter mode on CPU without a GPU,
 compiled kernels on CUDA tensors with one; see test_kernels_reference.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import test_kernels_reference  # noqa: F401  (sets TRITON_INTERPRET=1 without a GPU, before triton is imported)
 import pytest
+import test_kernels_reference  # noqa: F401  (sets TRITON_INTERPRET=1 without a GPU, before triton is imported)
 import torch
 
 pytest.importorskip("triton")
@@ -38,8 +39,16 @@ def test_eigen_sq_route_choice():
             assert choose_route(5, T, d_in, d_out, bias) == {"A": "tokens", "B": "grads"}[want]
     assert [reference.normalize_route(r) for r in (None, "A", "tokens", "B", "grads")] == [None, "A", "A", "B", "B"]
     with pytest.raises(ValueError, match="route"):
-        tb.eigen_sq_accumulate(torch.zeros(2, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.eye(2),
-                               torch.eye(2), None, False, route="bogus")
+        tb.eigen_sq_accumulate(
+            torch.zeros(2, 2),
+            torch.zeros(1, 1, 2),
+            torch.zeros(1, 1, 2),
+            torch.eye(2),
+            torch.eye(2),
+            None,
+            False,
+            route="bogus",
+        )
 
 
 def _compiled_env():
@@ -51,9 +60,12 @@ def _compiled_env():
 @pytest.mark.slow
 def test_kernels_compile_for_sm80_and_sm90():
     """Compiled mode (no GPU needed: triton's ptxas) in a fresh process, since this one may run the interpreter."""
-    code = ("from mda_fast.kernels import triton_backend as tb\n"
-            "for line in tb.compile_check(archs=(80, 90), dtypes=('bf16', 'fp32')): print(line)\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_compiled_env(), capture_output=True, text=True,
-                         timeout=900)
+    code = (
+        "from mda_fast.kernels import triton_backend as tb\n"
+        "for line in tb.compile_check(archs=(80, 90), dtypes=('bf16', 'fp32')): print(line)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_compiled_env(), capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     assert res.stdout.count("sm_90") == res.stdout.count("sm_80") == 8  # 4 kernels x 2 dtypes

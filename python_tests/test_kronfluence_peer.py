@@ -1,8 +1,9 @@
 """Peer check: whole-module EK-FAC scores against kronfluence's EK-FAC pairwise scores (same model and data)."""
+
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast import InfluenceScorer, ModuleSpec, fit_ekfac
 from mda_fast.capture import sequence_loss
 from mda_fast.probes import InductionProbe
@@ -64,20 +65,36 @@ def test_scores_match_kronfluence(tmp_path, capsys):
     kmodel = prepare_model(model, task)
     analyzer = Analyzer("peer", kmodel, task, cpu=True, disable_tqdm=True, output_dir=str(tmp_path))
     f64 = torch.float64
-    fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=True, activation_covariance_dtype=f64,
-                            gradient_covariance_dtype=f64, per_sample_gradient_dtype=f64, lambda_dtype=f64,
-                            eigendecomposition_dtype=f64)
-    analyzer.fit_all_factors("f", dataset=RowsDataset(fit), per_device_batch_size=16, factor_args=fargs,
-                             overwrite_output_dir=True)
+    fargs = FactorArguments(
+        strategy="ekfac",
+        use_empirical_fisher=True,
+        activation_covariance_dtype=f64,
+        gradient_covariance_dtype=f64,
+        per_sample_gradient_dtype=f64,
+        lambda_dtype=f64,
+        eigendecomposition_dtype=f64,
+    )
+    analyzer.fit_all_factors(
+        "f", dataset=RowsDataset(fit), per_device_batch_size=16, factor_args=fargs, overwrite_output_dir=True
+    )
     sargs = ScoreArguments(damping_factor=None, per_sample_gradient_dtype=f64, precondition_dtype=f64, score_dtype=f64)
-    analyzer.compute_pairwise_scores("s", factors_name="f", query_dataset=ProbeSet(), train_dataset=RowsDataset(train),
-                                     per_device_query_batch_size=len(probe_ids), per_device_train_batch_size=16,
-                                     score_args=sargs, overwrite_output_dir=True)
+    analyzer.compute_pairwise_scores(
+        "s",
+        factors_name="f",
+        query_dataset=ProbeSet(),
+        train_dataset=RowsDataset(train),
+        per_device_query_batch_size=len(probe_ids),
+        per_device_train_batch_size=16,
+        score_args=sargs,
+        overwrite_output_dir=True,
+    )
     kf = analyzer.load_pairwise_scores("s")["all_modules"].sum(dim=0).double()  # Σ over probe sequences = f
     # kronfluence scores are <∇f, H⁻¹∇L(z)>; ours carry the influence-function minus sign
     r = float(torch.corrcoef(torch.stack([ours.double(), -kf]))[0, 1])
     diff = float((ours.double() + kf).norm() / kf.norm())
     with capsys.disabled():
-        print(f"\n[kronfluence] Pearson(mda-fast, kronfluence EK-FAC) = {r:.6f}, relative difference {diff:.2e}, "
-              f"on {len(train)} sequences")
+        print(
+            f"\n[kronfluence] Pearson(mda-fast, kronfluence EK-FAC) = {r:.6f}, relative difference {diff:.2e}, "
+            f"on {len(train)} sequences"
+        )
     assert r >= 0.99

@@ -1,17 +1,17 @@
 """lean_forward: the capture forward that differentiates only tracked heads equals HF's forward with hooks."""
+
 import pytest
 import torch
+from conftest import make_tiny
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
-import mda_fast.capture as C
-from conftest import make_tiny
-from mda_fast import HeadSpec, ModuleSpec
-from mda_fast import lean_forward
+from mda_fast import HeadSpec, ModuleSpec, lean_forward
 from mda_fast.capture import LossObjective, capture, resolve_blocks
 
 needs_lean = pytest.mark.skipif(
     not lean_forward.claims_transformers(),
-    reason="the lean forward does not claim this transformers release (see lean_forward.CLAIMED_TRANSFORMERS)")
+    reason="the lean forward does not claim this transformers release (see lean_forward.CLAIMED_TRANSFORMERS)",
+)
 
 SPEC_SETS = {
     "one head, middle layer": [HeadSpec(1, 2, "qkvo")],
@@ -90,9 +90,9 @@ def test_untracked_heads_get_no_backward(monkeypatch):
     key = (1, "query_key_value")
     own = slice(2 * w, 3 * w)
     torch.testing.assert_close(lean.grads[key][..., own], hf.grads[key][..., own], rtol=1e-10, atol=1e-14)
-    outside = torch.cat([lean.grads[key][..., :2 * w], lean.grads[key][..., 3 * w:]], dim=-1)
+    outside = torch.cat([lean.grads[key][..., : 2 * w], lean.grads[key][..., 3 * w :]], dim=-1)
     assert torch.count_nonzero(outside) == 0
-    assert torch.count_nonzero(hf.grads[key][..., :2 * w]) > 0
+    assert torch.count_nonzero(hf.grads[key][..., : 2 * w]) > 0
 
 
 @pytest.mark.parametrize("d_head,r", [(8, 2), (16, 4), (8, 8), (8, 0)])
@@ -180,8 +180,9 @@ def test_declines_unclaimed_transformers_and_too_wide_rotary(monkeypatch):
     """Only the claimed transformers releases, and only where HF's rotary width (2·⌈r/2⌉) fits in a head."""
     import transformers
 
-    assert [lean_forward.claims_transformers(v) for v in ("4.40.2", "4.48.3", "4.49.0", "5.0.0", "5.24.0", "6.0.0")] \
-        == [False, False, True, True, True, False]
+    assert [
+        lean_forward.claims_transformers(v) for v in ("4.40.2", "4.48.3", "4.49.0", "5.0.0", "5.24.0", "6.0.0")
+    ] == [False, False, True, True, True, False]
     model = make_tiny(attn="sdpa")
     assert lean_forward.supports(model) == lean_forward.claims_transformers()
     with monkeypatch.context() as m:

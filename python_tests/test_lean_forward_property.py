@@ -14,22 +14,37 @@ float64:
 
 Where HF's own forward cannot run a config (odd d_head with ``rotary_pct = 1``), capture must raise too.
 """
+
 import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, example, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
-from mda_fast import HeadSpec, InfluenceScorer, ModuleSpec, fit_ekfac, head_blocks, per_sample_head_grads  # noqa: E402
-from mda_fast import ModelError, lean_forward  # noqa: E402
+from mda_fast import (  # noqa: E402
+    HeadSpec,
+    InfluenceScorer,
+    ModelError,
+    ModuleSpec,
+    fit_ekfac,
+    head_blocks,
+    lean_forward,
+    per_sample_head_grads,
+)
 from mda_fast.attention import attention_pattern, rotary_width  # noqa: E402
 from mda_fast.capture import hf_forward, loss_objective, sequence_loss, split_rows, uses_lean_forward  # noqa: E402
 from mda_fast.heads import block_weight  # noqa: E402
 from mda_fast.model import neox_shape  # noqa: E402
 
 VOCAB, CTX = 48, 65
-SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def build(d_head, n_heads, n_layers, rotary_pct, base, eps, parallel, bias, attn, seed):
@@ -38,10 +53,20 @@ def build(d_head, n_heads, n_layers, rotary_pct, base, eps, parallel, bias, attn
 
     torch.manual_seed(seed)
     d = d_head * n_heads
-    cfg = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-                        intermediate_size=2 * d, rotary_pct=rotary_pct, rotary_emb_base=base, layer_norm_eps=eps,
-                        max_position_embeddings=CTX, use_parallel_residual=parallel, tie_word_embeddings=False,
-                        attention_bias=bias)
+    cfg = GPTNeoXConfig(
+        vocab_size=VOCAB,
+        hidden_size=d,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        intermediate_size=2 * d,
+        rotary_pct=rotary_pct,
+        rotary_emb_base=base,
+        layer_norm_eps=eps,
+        max_position_embeddings=CTX,
+        use_parallel_residual=parallel,
+        tie_word_embeddings=False,
+        attention_bias=bias,
+    )
     cfg._attn_implementation = attn
     model = GPTNeoXForCausalLM(cfg)
     with torch.no_grad():
@@ -71,12 +96,24 @@ def configs(draw):
     n_heads = draw(st.integers(1, 4))
     # hidden ≥ 4: a LayerNorm over 1 channel outputs its bias only, and every head gradient is 0
     d_head = draw(st.integers(-(-4 // n_heads), min(16, 64 // n_heads)))
-    pct = draw(st.one_of(st.sampled_from([0.25, 0.5, 1.0]),
-                         st.floats(0.0, 1.0, exclude_min=True, allow_nan=False, allow_infinity=False)))
-    return dict(d_head=d_head, n_heads=n_heads, n_layers=draw(st.integers(1, 2)), rotary_pct=pct,
-                base=draw(st.sampled_from([10000.0, 100.0, 1e6, 2.5])), eps=draw(st.sampled_from([1e-5, 1e-2])),
-                parallel=draw(st.booleans()), bias=draw(st.booleans()), attn=draw(st.sampled_from(["sdpa", "eager"])),
-                seed=draw(st.integers(0, 2 ** 16)))
+    pct = draw(
+        st.one_of(
+            st.sampled_from([0.25, 0.5, 1.0]),
+            st.floats(0.0, 1.0, exclude_min=True, allow_nan=False, allow_infinity=False),
+        )
+    )
+    return dict(
+        d_head=d_head,
+        n_heads=n_heads,
+        n_layers=draw(st.integers(1, 2)),
+        rotary_pct=pct,
+        base=draw(st.sampled_from([10000.0, 100.0, 1e6, 2.5])),
+        eps=draw(st.sampled_from([1e-5, 1e-2])),
+        parallel=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        attn=draw(st.sampled_from(["sdpa", "eager"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 @st.composite
@@ -86,11 +123,14 @@ def specs_for(draw, cfg):
     kind = draw(st.sampled_from(["head", "head", "two heads"] + ["module"] * cfg["bias"]))
     if kind == "module":
         return [ModuleSpec(layer, draw(st.sampled_from(["query_key_value", "dense"])))]
-    heads = draw(st.lists(st.integers(0, cfg["n_heads"] - 1), min_size=1, max_size=1 if kind == "head" else 2,
-                          unique=True))
+    heads = draw(
+        st.lists(st.integers(0, cfg["n_heads"] - 1), min_size=1, max_size=1 if kind == "head" else 2, unique=True)
+    )
     layers = [layer] + [draw(st.integers(0, cfg["n_layers"] - 1)) for _ in heads[1:]]
-    return [HeadSpec(L, h, draw(st.sampled_from(["qkvo", "qk"])), bias=cfg["bias"] and draw(st.booleans()))
-            for L, h in zip(layers, heads)]
+    return [
+        HeadSpec(L, h, draw(st.sampled_from(["qkvo", "qk"])), bias=cfg["bias"] and draw(st.booleans()))
+        for L, h in zip(layers, heads)
+    ]
 
 
 @st.composite
@@ -128,12 +168,16 @@ def autograd_grads(model, rows, specs, mask):
     try:
         for n in range(rows.shape[0]):
             model.zero_grad(set_to_none=True)
-            logits = model(input_ids=inputs[n:n + 1]).logits
-            sequence_loss(logits, labels[n:n + 1], None if mask is None else mask[n:n + 1]).sum().backward()
+            logits = model(input_ids=inputs[n : n + 1]).logits
+            sequence_loss(logits, labels[n : n + 1], None if mask is None else mask[n : n + 1]).sum().backward()
             blocks = [b for s in specs for b in head_blocks(model, s)]
             out.append({b.name: block_weight(model, b, grad=True).clone() for b in blocks})
-            scales.append({b.name: float(getattr(model.gpt_neox.layers[b.layer].attention, b.module).weight.grad.norm())
-                           for b in blocks})
+            scales.append(
+                {
+                    b.name: float(getattr(model.gpt_neox.layers[b.layer].attention, b.module).weight.grad.norm())
+                    for b in blocks
+                }
+            )
     finally:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -176,27 +220,98 @@ def check_grads(cfg, specs, T, N, masked):
 
 @settings(max_examples=300, **SETTINGS)
 @given(cases())
-@example((dict(d_head=12, n_heads=4, n_layers=2, rotary_pct=0.25, base=10000.0, eps=1e-5, parallel=True, bias=True,
-               attn="sdpa", seed=0), [HeadSpec(1, 1, "qkvo", bias=True)], 17, 3, True))
-@example((dict(d_head=1, n_heads=4, n_layers=1, rotary_pct=1.0, base=10000.0, eps=1e-5, parallel=False, bias=False,
-               attn="sdpa", seed=1), [HeadSpec(0, 2, "qkvo")], 9, 2, False))
-@example((dict(d_head=9, n_heads=3, n_layers=1, rotary_pct=1.0, base=10000.0, eps=1e-5, parallel=True, bias=False,
-               attn="sdpa", seed=2), [HeadSpec(0, 0, "qk")], 5, 1, False))
+@example(
+    (
+        dict(
+            d_head=12,
+            n_heads=4,
+            n_layers=2,
+            rotary_pct=0.25,
+            base=10000.0,
+            eps=1e-5,
+            parallel=True,
+            bias=True,
+            attn="sdpa",
+            seed=0,
+        ),
+        [HeadSpec(1, 1, "qkvo", bias=True)],
+        17,
+        3,
+        True,
+    )
+)
+@example(
+    (
+        dict(
+            d_head=1,
+            n_heads=4,
+            n_layers=1,
+            rotary_pct=1.0,
+            base=10000.0,
+            eps=1e-5,
+            parallel=False,
+            bias=False,
+            attn="sdpa",
+            seed=1,
+        ),
+        [HeadSpec(0, 2, "qkvo")],
+        9,
+        2,
+        False,
+    )
+)
+@example(
+    (
+        dict(
+            d_head=9,
+            n_heads=3,
+            n_layers=1,
+            rotary_pct=1.0,
+            base=10000.0,
+            eps=1e-5,
+            parallel=True,
+            bias=False,
+            attn="sdpa",
+            seed=2,
+        ),
+        [HeadSpec(0, 0, "qk")],
+        5,
+        1,
+        False,
+    )
+)
 def test_per_sample_head_grads_equal_autograd_on_hf_weights(case):
     torch.set_num_threads(1)
     cfg = case[0]
-    event("lean forward" if lean_claimed(cfg["attn"], cfg["d_head"], cfg["rotary_pct"]) else f"HF forward ({cfg['attn']})")
+    event(
+        "lean forward" if lean_claimed(cfg["attn"], cfg["d_head"], cfg["rotary_pct"]) else f"HF forward ({cfg['attn']})"
+    )
     r = int(cfg["d_head"] * cfg["rotary_pct"])
-    event("rotary width > d_head" if hf_rotary_width(cfg["d_head"], cfg["rotary_pct"]) > cfg["d_head"]
-          else "odd rotary_ndims" if r % 2 else "even rotary_ndims")
+    event(
+        "rotary width > d_head"
+        if hf_rotary_width(cfg["d_head"], cfg["rotary_pct"]) > cfg["d_head"]
+        else "odd rotary_ndims"
+        if r % 2
+        else "even rotary_ndims"
+    )
     check_grads(*case)
 
 
 def test_odd_rotary_regression_hidden48_heads4_pct025():
     """The reported case: 3 rotary dims per head, HF rotates 4; the lean forward is used and exact."""
     torch.set_num_threads(1)
-    cfg = dict(d_head=12, n_heads=4, n_layers=2, rotary_pct=0.25, base=10000.0, eps=1e-5, parallel=True, bias=False,
-               attn="sdpa", seed=0)
+    cfg = dict(
+        d_head=12,
+        n_heads=4,
+        n_layers=2,
+        rotary_pct=0.25,
+        base=10000.0,
+        eps=1e-5,
+        parallel=True,
+        bias=False,
+        attn="sdpa",
+        seed=0,
+    )
     model = build(**cfg)
     assert model.gpt_neox.layers[0].attention.rotary_ndims == 3 and model.gpt_neox.rotary_emb.inv_freq.numel() == 2
     assert lean_forward.supports(model) == lean_forward.claims_transformers()
@@ -206,8 +321,14 @@ def test_odd_rotary_regression_hidden48_heads4_pct025():
 @st.composite
 def ekfac_cases(draw):
     cfg = draw(configs().filter(lambda c: hf_rotary_width(c["d_head"], c["rotary_pct"]) <= c["d_head"]))
-    return (cfg, draw(specs_for(cfg)), draw(st.integers(2, 24)), draw(st.booleans()),
-            draw(st.sampled_from(["empirical", "true"])), draw(st.sampled_from(["ekfac", "kfac"])))
+    return (
+        cfg,
+        draw(specs_for(cfg)),
+        draw(st.integers(2, 24)),
+        draw(st.booleans()),
+        draw(st.sampled_from(["empirical", "true"])),
+        draw(st.sampled_from(["ekfac", "kfac"])),
+    )
 
 
 def fit_and_score(model, specs, batches, train, mask, fisher, method):
@@ -218,8 +339,27 @@ def fit_and_score(model, specs, batches, train, mask, fisher, method):
 
 @settings(max_examples=100, **SETTINGS)
 @given(ekfac_cases())
-@example((dict(d_head=12, n_heads=4, n_layers=2, rotary_pct=0.25, base=10000.0, eps=1e-5, parallel=True, bias=True,
-               attn="sdpa", seed=0), [HeadSpec(1, 1, "qkvo", bias=True)], 16, True, "empirical", "ekfac"))
+@example(
+    (
+        dict(
+            d_head=12,
+            n_heads=4,
+            n_layers=2,
+            rotary_pct=0.25,
+            base=10000.0,
+            eps=1e-5,
+            parallel=True,
+            bias=True,
+            attn="sdpa",
+            seed=0,
+        ),
+        [HeadSpec(1, 1, "qkvo", bias=True)],
+        16,
+        True,
+        "empirical",
+        "ekfac",
+    )
+)
 def test_fit_ekfac_and_scores_equal_the_hf_forward_path(case):
     torch.set_num_threads(1)
     cfg, specs, T, masked, fisher, method = case
@@ -228,9 +368,14 @@ def test_fit_ekfac_and_scores_equal_the_hf_forward_path(case):
     # leaves out, near-null eigenvectors of S become rounding-dependent and EK-FAC's eig with them
     rows, mask = rows_and_mask(T, 6, masked, cfg["seed"] + 2, padding=True)
     train, tmask = rows_and_mask(T, 4, masked, cfg["seed"] + 3)
-    batches = [rows[:3], rows[3:]] if mask is None else [
-        {"input_ids": rows[:3, :-1], "labels": rows[:3, 1:], "mask": mask[:3]},
-        {"input_ids": rows[3:, :-1], "labels": rows[3:, 1:], "mask": mask[3:]}]
+    batches = (
+        [rows[:3], rows[3:]]
+        if mask is None
+        else [
+            {"input_ids": rows[:3, :-1], "labels": rows[:3, 1:], "mask": mask[:3]},
+            {"input_ids": rows[3:, :-1], "labels": rows[3:, 1:], "mask": mask[3:]},
+        ]
+    )
     event("lean forward" if lean_claimed(cfg["attn"], cfg["d_head"], cfg["rotary_pct"]) else "HF forward")
     fac, scores = fit_and_score(model, specs, batches, train, tmask, fisher, method)
     with hf_forward():
@@ -249,8 +394,21 @@ def test_fit_ekfac_and_scores_equal_the_hf_forward_path(case):
 
 @settings(max_examples=60, **SETTINGS)
 @given(configs(), st.integers(1, 64))
-@example(dict(d_head=12, n_heads=4, n_layers=2, rotary_pct=0.25, base=10000.0, eps=1e-5, parallel=True, bias=True,
-              attn="eager", seed=0), 20)
+@example(
+    dict(
+        d_head=12,
+        n_heads=4,
+        n_layers=2,
+        rotary_pct=0.25,
+        base=10000.0,
+        eps=1e-5,
+        parallel=True,
+        bias=True,
+        attn="eager",
+        seed=0,
+    ),
+    20,
+)
 def test_attention_patterns_equal_hf_eager(cfg, T):
     """``attention_pattern`` from the captured qkv equals HF's eager attention probabilities (float32 math), or
     raises ``ModelError`` where HF's rotary width exceeds d_head."""
@@ -260,8 +418,10 @@ def test_attention_patterns_equal_hf_eager(cfg, T):
     assert rotary_width(s.rotary_ndims) == hf_rotary_width(cfg["d_head"], cfg["rotary_pct"])
     ids = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(cfg["seed"]))
     qkv = {}
-    hooks = [layer.attention.query_key_value.register_forward_hook(
-        lambda mod, args, out, L=L: qkv.__setitem__(L, out)) for L, layer in enumerate(model.gpt_neox.layers)]
+    hooks = [
+        layer.attention.query_key_value.register_forward_hook(lambda mod, args, out, L=L: qkv.__setitem__(L, out))
+        for L, layer in enumerate(model.gpt_neox.layers)
+    ]
     try:
         if hf_rotary_width(cfg["d_head"], cfg["rotary_pct"]) > cfg["d_head"]:
             with pytest.raises(ModelError, match="rotary"):

@@ -1,8 +1,9 @@
 """Fused chunked LM head + cross-entropy against the unfused float64 reference, and capture with and without it."""
+
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast.capture import LossObjective, capture, resolve_blocks, sequence_loss
 from mda_fast.heads import HeadSpec
 from mda_fast.lm_head import chunk_tokens, linear_cross_entropy

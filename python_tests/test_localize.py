@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import make_tiny
+
 from mda_fast import localize, localize_all
 from mda_fast.attention import attention_pattern
 from mda_fast.model import neox_shape
@@ -15,8 +15,10 @@ def test_localize_matches_per_head_loop():
     assert out["prefix_matching"].shape == (2, 4) and out["prev_token"].shape == (2, 4)
     ids = repeated_random_tokens(5, 6, 4, 64, 2)
     qkv = {}
-    hs = [l.attention.query_key_value.register_forward_hook(lambda m, a, o, L=L: qkv.__setitem__(L, o))
-          for L, l in enumerate(model.gpt_neox.layers)]
+    hs = [
+        l.attention.query_key_value.register_forward_hook(lambda m, a, o, L=L: qkv.__setitem__(L, o))
+        for L, l in enumerate(model.gpt_neox.layers)
+    ]
     with torch.no_grad():
         model(input_ids=ids)
     for h in hs:

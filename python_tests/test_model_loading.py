@@ -1,5 +1,6 @@
 """load_pythia / read_model_config: the config is read and checked before any model is built, and every bad
 checkpoint (not GPT-NeoX, no weights, damaged weights, missing tensors, not cached offline) is one ModelError."""
+
 import json
 import os
 import re
@@ -7,9 +8,9 @@ import time
 
 import pytest
 import torch
+from conftest import make_tiny
 from safetensors.torch import load_file, save_file
 
-from conftest import make_tiny
 from mda_fast import ModelError, load_pythia
 from mda_fast.model import neox_shape, read_model_config
 
@@ -61,8 +62,10 @@ def test_gpt2_directory_is_refused_fast_without_building(tmp_path, no_build):
     t0 = time.perf_counter()
     for fn in (load_pythia, read_model_config):
         msg = err(fn, str(tmp_path))
-        assert msg == (f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' "
-                       "(mda-fast supports Pythia / GPT-NeoX checkpoints only)")
+        assert msg == (
+            f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' "
+            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+        )
     assert time.perf_counter() - t0 < 2.0
 
 
@@ -72,20 +75,26 @@ def test_directory_without_weight_file(saved_tiny, weights, no_build):
     os.remove(d / weights)
     for fn in (load_pythia, read_model_config):
         msg = err(fn, str(d))
-        assert msg.startswith(f"model directory {str(d)!r} has config.json but no weight file; expected one of "
-                              "model.safetensors, model.safetensors.index.json, pytorch_model.bin")
+        assert msg.startswith(
+            f"model directory {str(d)!r} has config.json but no weight file; expected one of "
+            "model.safetensors, model.safetensors.index.json, pytorch_model.bin"
+        )
 
 
 def test_sharded_index_with_a_missing_shard(saved_tiny, no_build):
     _, d = saved_tiny
     os.remove(d / "model.safetensors")
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
-                                            "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (d / "model.safetensors.index.json").write_text(json.dumps(index))
     (d / "model-00001-of-00002.safetensors").write_bytes(b"")
     msg = err(load_pythia, str(d))
-    assert msg.startswith(f"model directory {str(d)!r} lacks 1 of the 2 weight shards listed in "
-                          "model.safetensors.index.json (first: model-00002-of-00002.safetensors)")
+    assert msg.startswith(
+        f"model directory {str(d)!r} lacks 1 of the 2 weight shards listed in "
+        "model.safetensors.index.json (first: model-00002-of-00002.safetensors)"
+    )
 
 
 def test_directory_without_config_or_with_broken_config(tmp_path, no_build):
@@ -117,11 +126,16 @@ def test_weight_file_missing_a_tensor_is_not_randomly_initialised(saved_tiny):
 
 
 def test_paths_that_do_not_exist_or_are_files(tmp_path, no_build):
-    assert err(load_pythia, str(tmp_path / "nope")).startswith(f"model directory {str(tmp_path / 'nope')!r} does not exist")
+    assert err(load_pythia, str(tmp_path / "nope")).startswith(
+        f"model directory {str(tmp_path / 'nope')!r} does not exist"
+    )
     (tmp_path / "f.bin").write_bytes(b"x")
-    assert err(read_model_config, str(tmp_path / "f.bin")).startswith(f"model path {str(tmp_path / 'f.bin')!r} is a file")
+    assert err(read_model_config, str(tmp_path / "f.bin")).startswith(
+        f"model path {str(tmp_path / 'f.bin')!r} is a file"
+    )
     assert err(read_model_config, "bad id with spaces").startswith(
-        "model 'bad id with spaces' is neither a local directory nor a valid Hugging Face model id")
+        "model 'bad id with spaces' is neither a local directory nor a valid Hugging Face model id"
+    )
 
 
 def test_hub_model_not_in_the_cache_offline(tmp_path, monkeypatch, no_build):
@@ -132,12 +146,14 @@ def test_hub_model_not_in_the_cache_offline(tmp_path, monkeypatch, no_build):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)   # read at import time by huggingface_hub
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # read at import time by huggingface_hub
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(home / "hub"))
     for fn in (load_pythia, read_model_config):
         msg = err(fn, "EleutherAI/pythia-14m", revision="step2000")
-        assert msg.startswith("model 'EleutherAI/pythia-14m' at revision 'step2000' is not in the local Hugging Face "
-                              f"cache ({home / 'hub'}) and could not be downloaded (")
+        assert msg.startswith(
+            "model 'EleutherAI/pythia-14m' at revision 'step2000' is not in the local Hugging Face "
+            f"cache ({home / 'hub'}) and could not be downloaded ("
+        )
         assert "`hf download EleutherAI/pythia-14m --revision step2000`" in msg and "HF_HUB_OFFLINE=1" in msg
 
 

@@ -1,14 +1,15 @@
 """NaN / inf guards: check_finite, fit_ekfac, Factors.load, InfluenceScorer and localize stop with a one-line
 error naming where the non-finite values are, and finite inputs pass through unchanged."""
+
 import json
 import os
 from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import make_tiny
 from safetensors.torch import load_file, save_file
 
-from conftest import make_tiny
 from mda_fast import Factors, HeadSpec, InfluenceScorer, NonFiniteError, StateError, fit_ekfac, localize
 from mda_fast.finite import check_finite
 from mda_fast.probes import PrefixMatchingProbe
@@ -59,12 +60,15 @@ def test_fit_refuses_non_finite_weights_before_any_work(kind, monkeypatch):
     with pytest.raises(NonFiniteError) as e:
         fit_ekfac(model, [SPEC], [rows_()], progress=False)
     counts = "1 NaN, 0 inf" if kind == "nan" else "0 NaN, 1 inf"
-    assert one_line(e) == ("non-finite values in the model's parameters: gpt_neox.layers.0.mlp.dense_h_to_4h.weight "
-                           f"({counts}); expected finite weights; the checkpoint is damaged or its training diverged")
+    assert one_line(e) == (
+        "non-finite values in the model's parameters: gpt_neox.layers.0.mlp.dense_h_to_4h.weight "
+        f"({counts}); expected finite weights; the checkpoint is damaged or its training diverged"
+    )
 
 
-@pytest.mark.parametrize("kernel,factor", [("covariance_accumulate", "A"), ("covariance_accumulate", "S"),
-                                           ("eigen_sq_accumulate", "Λ")])
+@pytest.mark.parametrize(
+    "kernel,factor", [("covariance_accumulate", "A"), ("covariance_accumulate", "S"), ("eigen_sq_accumulate", "Λ")]
+)
 def test_fit_names_the_non_finite_factor_before_eigh(kernel, factor, monkeypatch):
     """A, S or Λ turning non-finite (an overflow) is reported by block and factor, never as a LinAlgError."""
     import mda_fast.ekfac as ekfac
@@ -91,8 +95,10 @@ def test_fit_turns_a_linalg_error_into_a_named_error(monkeypatch):
     model = make_tiny(n_layers=2, d_model=16, n_heads=2)
 
     def fail(M):
-        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge because the input matrix is "
-                                       "ill-conditioned or has too many repeated eigenvalues (error code: 3).")
+        raise torch.linalg.LinAlgError(
+            "linalg.eigh: The algorithm failed to converge because the input matrix is "
+            "ill-conditioned or has too many repeated eigenvalues (error code: 3)."
+        )
 
     monkeypatch.setattr(torch.linalg, "eigh", fail)
     with pytest.raises(NonFiniteError) as e:
@@ -120,14 +126,17 @@ def test_scorer_refuses_non_finite_weights_at_construction(fitted, kind):
     finally:
         with torch.no_grad():
             w[0, 0] = saved
-    assert one_line(e).startswith("non-finite values in the model's parameters: "
-                                  f"gpt_neox.layers.1.attention.query_key_value.weight ({int(kind == 'nan')} NaN, "
-                                  f"{int(kind == 'inf')} inf)")
+    assert one_line(e).startswith(
+        "non-finite values in the model's parameters: "
+        f"gpt_neox.layers.1.attention.query_key_value.weight ({int(kind == 'nan')} NaN, "
+        f"{int(kind == 'inf')} inf)"
+    )
 
 
 @dataclass
 class NaNProbe(PrefixMatchingProbe):
     """sqrt of a negative number: a NaN objective with NaN gradients on a finite model."""
+
     name = "nan_probe"
 
     def objective(self, model, spec, input_ids, logits, hooks):
@@ -146,10 +155,19 @@ def test_scorer_names_the_probe_with_non_finite_gradients(fitted):
 def test_scorer_names_non_finite_preconditioned_gradients(fitted):
     model, fac = fitted
     f = fac.blocks["L1H0.qk.qk"]
-    zero = Factors(fac.method, fac.fisher, fac.specs, fac.block_info,
-                   {"L1H0.qk.qk": type(f)(f.Q_A, f.Q_S, f.lam_A, f.lam_S, torch.zeros_like(f.eig), 0.0)}, fac.meta)
-    with pytest.raises(NonFiniteError, match=r"^non-finite values in the preconditioned gradient -H⁻¹∇f of "
-                                             r"L1H0\.qk:induction: L1H0\.qk\.qk \("):
+    zero = Factors(
+        fac.method,
+        fac.fisher,
+        fac.specs,
+        fac.block_info,
+        {"L1H0.qk.qk": type(f)(f.Q_A, f.Q_S, f.lam_A, f.lam_S, torch.zeros_like(f.eig), 0.0)},
+        fac.meta,
+    )
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^non-finite values in the preconditioned gradient -H⁻¹∇f of "
+        r"L1H0\.qk:induction: L1H0\.qk\.qk \(",
+    ):
         InfluenceScorer(model, [SPEC], zero, probe_kwargs=PK)
 
 
@@ -169,7 +187,9 @@ def test_score_names_the_rows_with_non_finite_scores(fitted, kind):
     try:
         with pytest.raises(NonFiniteError) as e:
             scorer.score(rows, rows=list(range(100, 108)))
-        with pytest.raises(NonFiniteError, match=r"^non-finite values in the influence scores of this batch: rows 2, 5 "):
+        with pytest.raises(
+            NonFiniteError, match=r"^non-finite values in the influence scores of this batch: rows 2, 5 "
+        ):
             scorer.score(rows)
     finally:
         with torch.no_grad():
@@ -198,7 +218,9 @@ def test_localize_refuses_non_finite_weights():
     model = make_tiny(n_layers=2, d_model=16, n_heads=2, dtype=torch.float32)
     with torch.no_grad():
         model.gpt_neox.embed_in.weight[4, 0] = float("nan")
-    with pytest.raises(NonFiniteError, match=r"^non-finite values in the model's parameters: gpt_neox\.embed_in\.weight"):
+    with pytest.raises(
+        NonFiniteError, match=r"^non-finite values in the model's parameters: gpt_neox\.embed_in\.weight"
+    ):
         localize(model, seq_len=8, n=4)
 
 
@@ -268,7 +290,9 @@ def test_load_shape_mismatch_with_json(saved):
     meta["blocks"]["L1H0.qk.qk"]["out_stop"] += 1  # the JSON now says d_out is one larger
     j.write_text(json.dumps(meta))
     msg = _load_err(d)
-    assert msg.startswith(f"{t}: L1H0.qk.qk/Q_S is torch.float64 [16, 16], but factors.json needs a float tensor [17, 17]")
+    assert msg.startswith(
+        f"{t}: L1H0.qk.qk/Q_S is torch.float64 [16, 16], but factors.json needs a float tensor [17, 17]"
+    )
 
 
 @pytest.mark.parametrize("kind", ["nan", "inf"])

@@ -1,9 +1,22 @@
 """covariance_accumulate (``torch.ops.mda_fast.covariance_accumulate``, mutates acc) on every backend."""
+
 import pytest
 import torch
+from test_kernels_reference import (
+    BACKEND_CASES,
+    CONFIGS,
+    CPU_BACKEND_CASES,
+    TOL,
+    Cfg,
+    f64,
+    make_inputs,
+    need,
+    oracle_cov,  # noqa: F401
+    poison_empty,  # noqa: F401 (a fixture)
+    rel_err,
+    tol_for,
+)
 
-from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, f64, make_inputs, need,
-                                    oracle_cov, poison_empty, rel_err, tol_for)  # noqa: F401
 from mda_fast import kernels
 
 pytestmark = pytest.mark.usefixtures("poison_empty")
@@ -46,8 +59,8 @@ def test_covariance_strided_and_misaligned_tokens(backend, device, col_offset):
         cfg = Cfg(4, 30, 50, 96, 2, True, "partial", dtype, 23)
         X, _, mask, _, _, _ = make_inputs(cfg, device)
         Xw = torch.randn(4, 60, 80, device=device).to(X.dtype)
-        Xw[:, ::2, col_offset:col_offset + 50] = X
-        Xs = Xw[:, ::2, col_offset:col_offset + 50]
+        Xw[:, ::2, col_offset : col_offset + 50] = X
+        Xs = Xw[:, ::2, col_offset : col_offset + 50]
         acc = kernels.covariance_accumulate(torch.zeros(51, 51, device=device), Xs, mask, True, backend=backend)
         assert rel_err(acc, oracle_cov(X, mask, True)) < tol_for(backend, device, dtype)
 
@@ -78,8 +91,9 @@ def test_triton_covariance_row_splits(dtype, monkeypatch):
 def test_covariance_opcheck(backend, device):
     need(backend, device)
     X, _, mask, _, _, _ = make_inputs(Cfg(2, 9, 17, 8, 1, True, "float", "fp32", 83))
-    torch.library.opcheck(torch.ops.mda_fast.covariance_accumulate.default,
-                          (torch.randn(18, 18), X, mask, True, backend))
+    torch.library.opcheck(
+        torch.ops.mda_fast.covariance_accumulate.default, (torch.randn(18, 18), X, mask, True, backend)
+    )
 
 
 def test_covariance_traces_under_torch_compile():

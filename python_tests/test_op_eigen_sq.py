@@ -1,10 +1,24 @@
 """eigen_sq_accumulate and per_sample_grads (``torch.ops.mda_fast.eigen_sq_accumulate`` / ``per_sample_grads``)
 on every backend, both routes (A: rotate the tokens, B: rotate G), against the float64 oracle."""
+
 import pytest
 import torch
+from test_kernels_reference import (
+    BACKEND_CASES,
+    CONFIGS,
+    CPU_BACKEND_CASES,
+    TOL,
+    Cfg,
+    f64,
+    make_inputs,
+    need,
+    oracle_eigen_sq,  # noqa: F401
+    oracle_G,
+    poison_empty,  # noqa: F401 (a fixture)
+    rel_err,
+    tol_for,
+)
 
-from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, f64, make_inputs, need,
-                                    oracle_eigen_sq, oracle_G, poison_empty, rel_err, tol_for)  # noqa: F401
 from mda_fast import kernels
 
 pytestmark = pytest.mark.usefixtures("poison_empty")
@@ -91,9 +105,17 @@ def test_larger_shapes_on_gpu(backend, shape):
 def test_eigen_sq_route_argument(backend, device):
     need(backend, device)
     with pytest.raises(ValueError, match="route"):
-        torch.ops.mda_fast.eigen_sq_accumulate(torch.zeros(2, 2, device=device), torch.zeros(1, 1, 2, device=device),
-                                               torch.zeros(1, 1, 2, device=device), torch.eye(2, device=device),
-                                               torch.eye(2, device=device), None, False, backend, "bogus")
+        torch.ops.mda_fast.eigen_sq_accumulate(
+            torch.zeros(2, 2, device=device),
+            torch.zeros(1, 1, 2, device=device),
+            torch.zeros(1, 1, 2, device=device),
+            torch.eye(2, device=device),
+            torch.eye(2, device=device),
+            None,
+            False,
+            backend,
+            "bogus",
+        )
 
 
 @pytest.mark.parametrize("route", ["A", "B"])
@@ -101,8 +123,9 @@ def test_eigen_sq_route_argument(backend, device):
 def test_eigen_sq_opcheck(backend, device, route):
     need(backend, device)
     X, Y, mask, _, Q_S, Q_A = make_inputs(Cfg(2, 9, 17, 8, 1, True, "float", "fp32", 85))
-    torch.library.opcheck(torch.ops.mda_fast.eigen_sq_accumulate.default,
-                          (torch.rand(8, 18), X, Y, Q_S, Q_A, mask, True, backend, route))
+    torch.library.opcheck(
+        torch.ops.mda_fast.eigen_sq_accumulate.default, (torch.rand(8, 18), X, Y, Q_S, Q_A, mask, True, backend, route)
+    )
 
 
 @pytest.mark.parametrize("backend,device", CPU_BACKEND_CASES)

@@ -1,9 +1,22 @@
 """score / score_blocks (``torch.ops.mda_fast.score_blocks``) on every backend against the float64 oracle."""
+
 import pytest
 import torch
+from test_kernels_reference import (
+    BACKEND_CASES,
+    CONFIGS,
+    CPU_BACKEND_CASES,
+    TOL,
+    Cfg,
+    make_inputs,
+    need,
+    oracle_G,  # noqa: F401
+    oracle_score,
+    poison_empty,  # noqa: F401 (a fixture)
+    rel_err,
+    tol_for,
+)
 
-from test_kernels_reference import (BACKEND_CASES, CONFIGS, CPU_BACKEND_CASES, TOL, Cfg, make_inputs, need,
-                                    oracle_G, oracle_score, poison_empty, rel_err, tol_for)  # noqa: F401
 from mda_fast import kernels
 from mda_fast.kernels import BlockInput
 
@@ -26,8 +39,11 @@ def test_score_matches_float64(backend, device, cfg):
 @pytest.mark.parametrize("backend,device", BACKEND_CASES)
 def test_score_blocks_sums_blocks_of_different_shapes(backend, device, dtype):
     need(backend, device)
-    cfgs = [Cfg(3, 29, 129, 96, 7, True, "partial", dtype, 21), Cfg(3, 29, 32, 64, 7, False, "partial", dtype, 22),
-            Cfg(3, 29, 40, 33, 7, True, "partial", dtype, 25)]
+    cfgs = [
+        Cfg(3, 29, 129, 96, 7, True, "partial", dtype, 21),
+        Cfg(3, 29, 32, 64, 7, False, "partial", dtype, 22),
+        Cfg(3, 29, 40, 33, 7, True, "partial", dtype, 25),
+    ]
     ins = [make_inputs(c, device) for c in cfgs]
     mask = ins[0][2]
     blocks = [BlockInput(X, Y, P, c.bias) for c, (X, Y, _, P, _, _) in zip(cfgs, ins)]
@@ -67,8 +83,8 @@ def test_score_strided_and_misaligned_tokens(backend, device, col_offset):
         cfg = Cfg(3, 35, 50, 96, 2, True, "partial", dtype, 23)
         X, Y, mask, P, _, _ = make_inputs(cfg, device)
         Xw = torch.randn(3, 70, 80, device=device).to(X.dtype)
-        Xw[:, ::2, col_offset:col_offset + 50] = X
-        Xs = Xw[:, ::2, col_offset:col_offset + 50]
+        Xw[:, ::2, col_offset : col_offset + 50] = X
+        Xs = Xw[:, ::2, col_offset : col_offset + 50]
         assert not Xs.is_contiguous() and Xs.stride(-1) == 1
         S = kernels.score(Xs, Y, P, mask, bias=True, backend=backend)
         assert rel_err(S, oracle_score(X, Y, P, mask, True)) < tol_for(backend, device, dtype)
@@ -103,7 +119,10 @@ def test_score_wrong_answers_are_detected(backend, device):
 def test_score_empty_sizes(backend, device):
     need(backend, device)
     X, Y = torch.randn(0, 5, 8, device=device), torch.randn(0, 5, 4, device=device)
-    assert kernels.score_blocks([BlockInput(X, Y, torch.randn(2, 4, 8, device=device))], backend=backend).shape == (0, 2)
+    assert kernels.score_blocks([BlockInput(X, Y, torch.randn(2, 4, 8, device=device))], backend=backend).shape == (
+        0,
+        2,
+    )
     X, Y = torch.randn(3, 0, 8, device=device), torch.randn(3, 0, 4, device=device)
     S = kernels.score_blocks([BlockInput(X, Y, torch.randn(2, 4, 9, device=device), True)], backend=backend)
     assert torch.equal(S.cpu(), torch.zeros(3, 2))
@@ -131,13 +150,17 @@ def test_score_opcheck(backend, device):
     cfg = Cfg(2, 9, 17, 8, 3, True, "float", "fp32", 80)
     X, Y, mask, P, _, _ = make_inputs(cfg)
     X2, Y2, _, P2, _, _ = make_inputs(Cfg(2, 9, 6, 5, 3, False, "none", "fp32", 81))
-    torch.library.opcheck(torch.ops.mda_fast.score_blocks.default, ([X, X2], [Y, Y2], [P, P2], [True, False], mask,
-                                                                    backend))
+    torch.library.opcheck(
+        torch.ops.mda_fast.score_blocks.default, ([X, X2], [Y, Y2], [P, P2], [True, False], mask, backend)
+    )
 
 
 def test_score_traces_under_torch_compile():
     cfg = Cfg(2, 9, 17, 8, 3, True, "float", "fp32", 82)
     X, Y, mask, P, _, _ = make_inputs(cfg)
-    fn = torch.compile(lambda X, Y, P, m: torch.ops.mda_fast.score_blocks([X], [Y], [P], [True], m, "torch") * 2,
-                       backend="aot_eager", fullgraph=True)
+    fn = torch.compile(
+        lambda X, Y, P, m: torch.ops.mda_fast.score_blocks([X], [Y], [P], [True], m, "torch") * 2,
+        backend="aot_eager",
+        fullgraph=True,
+    )
     assert rel_err(fn(X, Y, P, mask), 2 * oracle_score(X, Y, P, mask, True)) < TOL["fp32"]

@@ -3,11 +3,12 @@
 References are independent: full autograd of the HF model w.r.t. its weights (sliced per block), with objectives
 written here from HF's own rotary code and the actual next tokens, never from mda_fast.probes.
 """
+
 import pytest
 import torch
+from conftest import make_tiny
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
-from conftest import make_tiny
 from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac, head_blocks
 from mda_fast.errors import ConfigError
 from mda_fast.heads import block_weight
@@ -22,11 +23,14 @@ def rel(a, b):
 
 # ---------------------------------------------------------------- independent reference objectives
 
+
 def ref_induction(L):
     """Σ_t log p(x_{t+1}) over positions t = L..2L−2 of the second copy, from the actual next tokens."""
+
     def f(model, ids, logits, qkv):
         logp = torch.log_softmax(logits.double(), dim=-1)
         return sum(logp[torch.arange(ids.shape[0]), t, ids[:, t + 1]].sum() for t in range(L, 2 * L - 1))
+
     return f
 
 
@@ -40,7 +44,7 @@ def hf_pattern(model, qkv, head):
     q, k, _ = x.chunk(3, dim=-1)
     cos, sin = model.gpt_neox.rotary_emb(qkv, torch.arange(T)[None])
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
-    scores = (q[:, head] @ k[:, head].transpose(-1, -2)) * dh ** -0.5
+    scores = (q[:, head] @ k[:, head].transpose(-1, -2)) * dh**-0.5
     scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
     return torch.softmax(scores, dim=-1)
 
@@ -50,6 +54,7 @@ def ref_prev_token(spec):
         pat = hf_pattern(model, qkv[spec.layer], spec.head)
         t = torch.arange(1, ids.shape[1])
         return pat[:, t, t - 1].mean(dim=1).sum() / ids.shape[0]
+
     return f
 
 
@@ -58,6 +63,7 @@ def ref_prefix_matching(spec, L):
         pat = hf_pattern(model, qkv[spec.layer], spec.head)
         i = torch.arange(L, 2 * L)
         return pat[:, i, i - L + 1].mean(dim=1).sum() / ids.shape[0]
+
     return f
 
 
@@ -68,16 +74,18 @@ def autograd_grads(model, spec, ids, f, detach_others: bool = False):
     qkv, handles = {}, []
     dh = model.config.hidden_size // model.config.num_attention_heads
     for L, layer in enumerate(model.gpt_neox.layers):
-        handles.append(layer.attention.query_key_value.register_forward_hook(
-            lambda m, a, o, L=L: qkv.__setitem__(L, o)))
+        handles.append(
+            layer.attention.query_key_value.register_forward_hook(lambda m, a, o, L=L: qkv.__setitem__(L, o))
+        )
         if detach_others:
             keep = torch.zeros(model.config.hidden_size, dtype=torch.bool)
             if L == spec.layer:
-                keep[spec.head * dh:(spec.head + 1) * dh] = True
+                keep[spec.head * dh : (spec.head + 1) * dh] = True
 
             def pre(m, args, keep=keep):
                 z = args[0]
                 return (torch.where(keep, z, z.detach()),)
+
             handles.append(layer.attention.dense.register_forward_pre_hook(pre))
     params = list(model.parameters())
     for p in params:
@@ -105,19 +113,23 @@ def scorer_grads(model, spec, probe):
 
 # ---------------------------------------------------------------- 1. dtype: float64 kept
 
+
 @pytest.mark.parametrize("name", ["induction", "prev_token", "prefix_matching"])
 def test_probe_gradients_float64_exact(name):
     """A float64 model's probe gradients equal independent float64 autograd to 1e-10 (a float32 cast: ~1e-7)."""
     model = make_tiny(n_layers=3, attn="sdpa", dtype=torch.float64)
     spec = HeadSpec(1, 2, bias=True)
     probe = get_probe(name, L=6, n=4, seed=3)
-    ref_f = {"induction": ref_induction(6), "prev_token": ref_prev_token(spec),
-             "prefix_matching": ref_prefix_matching(spec, 6)}[name]
+    ref_f = {
+        "induction": ref_induction(6),
+        "prev_token": ref_prev_token(spec),
+        "prefix_matching": ref_prefix_matching(spec, 6),
+    }[name]
     ours, scorer = scorer_grads(model, spec, probe)
     ref = autograd_grads(model, spec, probe.inputs(model), ref_f)
     for b in head_blocks(model, spec):
         assert ours[b.name].dtype == torch.float64
-        if ref[b.name].abs().max() == 0:   # W_V, W_O cannot change an attention pattern: exactly zero in both
+        if ref[b.name].abs().max() == 0:  # W_V, W_O cannot change an attention pattern: exactly zero in both
             assert name != "induction" and ours[b.name].abs().max() == 0, b.name
         else:
             assert rel(ours[b.name], ref[b.name]) < 1e-10, (b.name, rel(ours[b.name], ref[b.name]))
@@ -129,6 +141,7 @@ def test_probe_gradients_low_precision_models():
     """float32: the probe gradients match float64 ones on the same weights to 1e-4. bf16: its own forward/backward
     is off by ~9e-2 from float64 here (HF autograd alike), so ours must match HF's bf16 autograd to bf16 tolerance."""
     import copy
+
     spec = HeadSpec(1, 2)
     refs = {"induction": ref_induction(6), "prev_token": ref_prev_token(spec)}
     for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 1e-2)):
@@ -149,12 +162,13 @@ def test_probe_gradients_low_precision_models():
 
 # ---------------------------------------------------------------- 2. induction target
 
+
 def test_induction_targets_next_and_authors():
     L = 4
     row = torch.tensor([10, 11, 12, 13, 10, 11, 12, 13])
-    rows, src = induction_targets(L)                       # default "next"
+    rows, src = induction_targets(L)  # default "next"
     assert rows.tolist() == [4, 5, 6] and src.tolist() == [1, 2, 3]
-    assert row[rows + 1].tolist() == row[src].tolist()    # row t predicts x_{t+1}, the token after x_t's earlier copy
+    assert row[rows + 1].tolist() == row[src].tolist()  # row t predicts x_{t+1}, the token after x_t's earlier copy
     a_rows, a_src = induction_targets(L, "authors")
     assert a_rows.tolist() == [3, 4, 5] and a_src.tolist() == src.tolist()  # one position off, same tokens
     assert row[a_rows + 1].tolist() != row[a_src].tolist()  # row t−1 predicts x_t, not the induction token
@@ -175,7 +189,7 @@ def test_induction_objective_known_answer_and_shift():
     assert abs(float(nxt.objective(model, None, ids, perfect, None).sum())) < 1e-10
     assert float(auth.objective(model, None, ids, perfect, None).sum()) < -100
     logits = torch.randn(3, 10, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    shifted = torch.roll(logits, shifts=1, dims=1)        # shifted[:, t] = logits[:, t − 1]
+    shifted = torch.roll(logits, shifts=1, dims=1)  # shifted[:, t] = logits[:, t − 1]
     a = auth.objective(model, None, ids, logits, None)
     assert torch.equal(a, nxt.objective(model, None, ids, shifted, None))
     assert (a - nxt.objective(model, None, ids, logits, None)).abs().min() > 1e-3
@@ -184,7 +198,7 @@ def test_induction_objective_known_answer_and_shift():
 
 def test_probe_target_validation():
     assert get_probe("induction", target="authors").target == "authors"
-    assert get_probe("prev_token", target="next").target == "next"     # the default is accepted everywhere
+    assert get_probe("prev_token", target="next").target == "next"  # the default is accepted everywhere
     with pytest.raises(ConfigError, match=r"target='prev' is not one of \('next', 'authors'\)"):
         get_probe("induction", target="prev")
     for name in ("prev_token", "prefix_matching"):
@@ -211,6 +225,7 @@ def test_scorer_probe_kwargs_target():
 
 
 # ---------------------------------------------------------------- 3. gradients through all heads
+
 
 def detach_defect(n_layers=6, layer=3, head=1, seed=0):
     """(exact, other-heads-detached, scorer) induction gradients of one head on a tiny float64 GPT-NeoX."""

@@ -110,8 +110,13 @@ def build_inputs(tmp_path, seed=0):
     return dict(
         title="MDA demo <test>",
         config={"model": {"name": "tiny-neox", "layers": 3}, "window": [1000, 1099], "mode": "qkvo"},
-        provenance={"mda_fast": "0.1.0", "torch": "2.13.0+cpu", "device": "cpu", "command": "mda-fast demo --out x",
-                    "date": "2025-01-01"},  # fmt: skip
+        provenance={
+            "mda_fast": "0.1.0",
+            "torch": "2.13.0+cpu",
+            "device": "cpu",
+            "command": "mda-fast demo --out x",
+            "date": "2025-01-01",
+        },  # fmt: skip
         emergence=fake_emergence(rng),
         analysis=an,
         top_samples=top,
@@ -255,12 +260,13 @@ def test_save_png(tmp_path):
     assert open(p, "rb").read(8) == PNG_SIG
 
 
-
 def test_arm_styles_separate_kind_and_sample_set():
     from mda_fast.plots import arm_style
 
     assert arm_style("baseline", 0) == ("#222222", "-")
     assert arm_style("delete-top", 1)[0] == arm_style("delete-matched", 2)[0] != arm_style("augment-top", 3)[0]
-    styles = {arm_style(a, i)[1] for i, a in enumerate(["delete-top", "delete-random", "delete-matched", "delete-bottom"])}
+    styles = {
+        arm_style(a, i)[1] for i, a in enumerate(["delete-top", "delete-random", "delete-matched", "delete-bottom"])
+    }
     assert styles == {"-", "--", ":", "-."}
     assert arm_style("my-arm", 4)[1] == "-"

@@ -1,5 +1,6 @@
 """Real-text probes: the induction target's alignment (a shifted target fails), float64 gradients through
 InfluenceScorer equal independent autograd, rows from a Megatron file, and the ICL score's sign."""
+
 import os
 
 import numpy as np
@@ -126,6 +127,7 @@ def test_objective_scores_logit_row_t():
 
 # ------------------------------------------------------------------------------------------------ gradients
 
+
 def _autograd(model, spec, ids, f):
     params = list(model.parameters())
     for p in params:
@@ -146,6 +148,7 @@ def _ref_objective(ids):
     def f(logits):
         logp = torch.log_softmax(logits.double(), dim=-1)
         return sum(logp[i, t, y] for i, t, y in items) / len(items)
+
     return f
 
 
@@ -206,15 +209,18 @@ def test_text_probe_on_real_tokenized_text():
 
 # ------------------------------------------------------------------------------------------------ ICL score
 
+
 def _logits_fn(better_late: bool, V=32):
     """A hand-made 'model': at position p it puts confidence c(p) on the true next token (known from ROWS)."""
+
     def f(ids):
         n, T = ids.shape
         out = torch.zeros(n, T, V)
         conf = torch.linspace(0.0, 8.0, T) if better_late else torch.linspace(8.0, 0.0, T)
-        nxt = ROWS[:n, 1:T + 1]
+        nxt = ROWS[:n, 1 : T + 1]
         out.scatter_(2, nxt.unsqueeze(-1), conf.expand(n, T).unsqueeze(-1).contiguous())
         return out
+
     return f
 
 

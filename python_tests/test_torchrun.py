@@ -7,6 +7,7 @@ optimizer state, for ``intervene``), and the one-process fit + score + analyze e
 with. Everything runs with one intra-op thread per process (torchrun's default), so one process and two compute
 the same float32 numbers.
 """
+
 import json
 import os
 import shutil
@@ -42,8 +43,19 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("trun")
     generate_corpus(str(root / "corpus"), SyntheticConfig(n_sequences=24 * B, seq_len=S, seed=3), progress=False)
     data = PythiaBatches(str(root / "corpus"), batch_size=B, seq_len=S)
-    Trainer(TrainConfig(preset="tiny-2l", total_steps=24, lr=3e-3, seed=1, checkpoint_every=5, device="cpu",
-                        out_dir=str(root / "run"), progress=False), data).train(end_step=10)
+    Trainer(
+        TrainConfig(
+            preset="tiny-2l",
+            total_steps=24,
+            lr=3e-3,
+            seed=1,
+            checkpoint_every=5,
+            device="cpu",
+            out_dir=str(root / "run"),
+            progress=False,
+        ),
+        data,
+    ).train(end_step=10)
     base = {
         "model": {"run_dir": str(root / "run"), "device": "cpu"},
         "data": {"path": str(root / "corpus"), "batch_size": B, "seq_len": S, "tokenizer": "bytes"},
@@ -54,8 +66,12 @@ def world(tmp_path_factory):
         "fit": {"n_sequences": 32, "batch_size": 8},
         "score": {"batch_size": 8, "chunk": 8},
         "analyze": {"top_frac": 0.1, "table_k": 4, "snippet_tokens": 8},
-        "intervene": {"arms": ["baseline", "delete-top", "delete-random"], "seeds": [0, 1], "train_after": 5,
-                      "eval_every": 5},
+        "intervene": {
+            "arms": ["baseline", "delete-top", "delete-random"],
+            "seeds": [0, 1],
+            "train_after": 5,
+            "eval_every": 5,
+        },
     }
     cfg = root / "cfg.toml"
     cfg.write_text(_toml(base))
@@ -71,8 +87,17 @@ def _torchrun(args, nproc=2, restarts=0, env=None, timeout=600):
     e = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     e.pop("MDA_FAST_DEBUG", None)
     e.update(env or {})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           f"--max-restarts={restarts}", "--monitor-interval=0.2", "-m", "mda_fast"] + list(args)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        f"--max-restarts={restarts}",
+        "--monitor-interval=0.2",
+        "-m",
+        "mda_fast",
+    ] + list(args)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e, timeout=timeout)
     return p.returncode, p.stdout
 
@@ -173,16 +198,20 @@ def test_torchrun_fit_equals_one_process(world):
     assert ja["n_tokens"] == jb["n_tokens"] and ja["n_sequences"] == jb["n_sequences"] == 32
     for n, v in ja["damping"].items():
         assert abs(v - jb["damping"][n]) <= 1e-6 * abs(v)
-    assert json.load(open(os.path.join(out, "targets.json"))) == json.load(open(os.path.join(world["one"],
-                                                                                              "targets.json")))
+    assert json.load(open(os.path.join(out, "targets.json"))) == json.load(
+        open(os.path.join(world["one"], "targets.json"))
+    )
 
 
 @pytest.mark.slow
 def test_torchrun_restarts_a_killed_rank_and_resumes(world):
     """Rank 1 is SIGKILLed after its first chunk; torchrun restarts both ranks, which resume from their chunks."""
     out = _scored_out(world, "killed")
-    rc, log = _torchrun(["score", "--config", world["cfg"], "--out", out, "--no-progress"], restarts=2,
-                        env={"MDA_FAST_TEST_DIE_AFTER_CHUNKS": "1", "MDA_FAST_TEST_DIE_RANK": "1"})
+    rc, log = _torchrun(
+        ["score", "--config", world["cfg"], "--out", out, "--no-progress"],
+        restarts=2,
+        env={"MDA_FAST_TEST_DIE_AFTER_CHUNKS": "1", "MDA_FAST_TEST_DIE_RANK": "1"},
+    )
     assert rc == 0, log
     assert "exitcode: -9" in log and "local_rank: 1" in log  # the kill happened, and the job still finished
     _same_scores(world["one"], out)
@@ -205,8 +234,11 @@ def test_a_rank_that_fails_stops_every_rank_with_its_name(world):
     assert not os.path.exists(os.path.join(out, "score", "progress.json"))  # nothing was merged
 
     out = _scored_out(world, "killed-for-good")
-    rc, log = _torchrun(["score", "--config", world["cfg"], "--out", out, "--no-progress"], timeout=300,
-                        env={"MDA_FAST_TEST_DIE_AFTER_CHUNKS": "1"})
+    rc, log = _torchrun(
+        ["score", "--config", world["cfg"], "--out", out, "--no-progress"],
+        timeout=300,
+        env={"MDA_FAST_TEST_DIE_AFTER_CHUNKS": "1"},
+    )
     assert rc != 0 and "exitcode  : -9" in log and "rank      : 1" in log
     assert not os.path.exists(os.path.join(out, "score", "progress.json"))
 
@@ -229,8 +261,10 @@ def test_devices_launcher_is_the_torchrun_machinery(world, capsys):
     err = capsys.readouterr().err
     assert "rank 1" in err and "failed (exit -9)" in err and "1-of-2/log.txt" in err and "--resume" in err
     assert len(err.strip().splitlines()) == 1
-    assert main(["score", "--devices", "cpu,cpu", "--resume", "--config", world["cfg"], "--out", out,
-                 "--no-progress"]) == 0
+    assert (
+        main(["score", "--devices", "cpu,cpu", "--resume", "--config", world["cfg"], "--out", out, "--no-progress"])
+        == 0
+    )
     _same_scores(world["one"], out)
 
 
@@ -261,7 +295,9 @@ def test_two_ranks_on_one_gpu(world):
     within rounding; fit's nccl all-reduce is tried (NCCL may refuse two ranks on one GPU; then gloo is used)."""
     env = {"MDA_FAST_DEVICES": "cuda:0,cuda:0", "MDA_FAST_DIST_BACKEND": "nccl"}
     gpu1 = _scored_out(world, "gpu1")
-    assert main(["score", "--config", world["cfg"], "--out", gpu1, "--no-progress", "--set", 'model.device="cuda"']) == 0
+    assert (
+        main(["score", "--config", world["cfg"], "--out", gpu1, "--no-progress", "--set", 'model.device="cuda"']) == 0
+    )
     gpu2 = _scored_out(world, "gpu2")
     rc, log = _torchrun(["score", "--config", world["cfg"], "--out", gpu2, "--no-progress"], env=env)
     assert rc == 0, log

@@ -1,4 +1,5 @@
 """Trainer: presets, schedule, loss, recipe, per-sample interventions, checkpoints and exact resumption."""
+
 import copy
 import json
 import math
@@ -40,13 +41,21 @@ def data(tmp_path_factory):
     seqs = rng.integers(0, 64, size=(B * N_STEPS + 3, S))  # learnable unigram; 3 rows of a partial batch
     write_megatron(str(d / "toy"), seqs, dtype=np.uint16, n_shards=2)
     batches = PythiaBatches(str(d / "toy"), batch_size=B, seq_len=S)
-    assert np.array_equal(batches.step(2), seqs[2 * B: 3 * B])
+    assert np.array_equal(batches.step(2), seqs[2 * B : 3 * B])
     return batches
 
 
 def cfg(tmp_path, name="run", **kw):
-    base = dict(preset="tiny-2l", total_steps=N_STEPS, lr=3e-3, seed=7, checkpoint_every=5, device="cpu",
-                out_dir=str(tmp_path / name), progress=False)
+    base = dict(
+        preset="tiny-2l",
+        total_steps=N_STEPS,
+        lr=3e-3,
+        seed=7,
+        checkpoint_every=5,
+        device="cpu",
+        out_dir=str(tmp_path / name),
+        progress=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -75,9 +84,15 @@ def max_rel_diff(a, b):
 # presets
 
 
-@pytest.mark.parametrize("name,layers,d,heads", [
-    ("pythia-14m", 6, 128, 4), ("pythia-31m", 6, 256, 8), ("pythia-70m", 6, 512, 8), ("pythia-160m", 12, 768, 12),
-])
+@pytest.mark.parametrize(
+    "name,layers,d,heads",
+    [
+        ("pythia-14m", 6, 128, 4),
+        ("pythia-31m", 6, 256, 8),
+        ("pythia-70m", 6, 512, 8),
+        ("pythia-160m", 12, 768, 12),
+    ],
+)
 def test_pythia_presets_match_table(name, layers, d, heads):
     c = model_config(name)
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size) == (layers, d, heads, 50304)
@@ -154,8 +169,23 @@ def test_cosine_schedule_values():
 
 def test_checkpoint_steps_pythia_schedule():
     assert checkpoint_steps(3000, every=1000) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000]
-    assert checkpoint_steps(2500, every=1000, extra=[700]) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 700,
-                                                               1000, 2000, 2500]
+    assert checkpoint_steps(2500, every=1000, extra=[700]) == [
+        0,
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        700,
+        1000,
+        2000,
+        2500,
+    ]
     assert checkpoint_steps(10, every=5) == [0, 1, 2, 4, 5, 8, 10]
     with pytest.raises(ValueError, match="extra checkpoint step 11"):
         checkpoint_steps(10, every=5, extra=[11])
@@ -177,7 +207,7 @@ def test_lm_loss_matches_float64_reference():
         ref = 0.0
         for n in range(3):
             for t in range(8):  # predict tok[n, t+1] from tok[n, :t+1]
-                logits = model(input_ids=tok[n:n + 1, :t + 1]).logits[0, -1].double()
+                logits = model(input_ids=tok[n : n + 1, : t + 1]).logits[0, -1].double()
                 ref += float(w[n, t]) * -float(torch.log_softmax(logits, -1)[tok[n, t + 1]])
     assert float(got.detach()) == pytest.approx(ref / 17.0, rel=1e-5)
     # default: mean over N*T tokens
@@ -214,8 +244,11 @@ def test_two_steps_match_manual_adamw_reference(tmp_path, data):
     tr = Trainer(c, data)
     tr.init_model()
     ref_model = copy.deepcopy(tr.model)
-    decay_names = {n for n, p in ref_model.named_parameters()
-                   if id(p) in {id(q) for q in param_groups(ref_model, 0.1)[0]["params"]}}
+    decay_names = {
+        n
+        for n, p in ref_model.named_parameters()
+        if id(p) in {id(q) for q in param_groups(ref_model, 0.1)[0]["params"]}
+    }
     p64 = {n: p.detach().double().clone() for n, p in ref_model.named_parameters()}
     m = {n: torch.zeros_like(v) for n, v in p64.items()}
     v = {n: torch.zeros_like(x) for n, x in p64.items()}
@@ -279,7 +312,7 @@ def test_delete_equals_zero_loss_weight_and_keeps_other_gradients(tmp_path, data
         if n == pos:
             continue
         tr.model.zero_grad()
-        lm_loss(tr.model, full[n:n + 1], B * T).backward()
+        lm_loss(tr.model, full[n : n + 1], B * T).backward()
         gn = grads(tr.model)
         acc = gn if acc is None else {q: acc[q] + gn[q] for q in acc}
     assert_close_dicts(g_del, acc, rtol=1e-5, atol=1e-8)
@@ -296,8 +329,9 @@ def test_delete_equals_zero_loss_weight_and_keeps_other_gradients(tmp_path, data
 
 def test_insert_append_rows_log_and_gradient(tmp_path, data):
     raw = np.arange(S) % 260
-    iv = Interventions(insert=[Insertion(step=2, index=13), Insertion(step=2, tokens=raw, name="mine"),
-                               Insertion(step=4, index=70)])
+    iv = Interventions(
+        insert=[Insertion(step=2, index=13), Insertion(step=2, tokens=raw, name="mine"), Insertion(step=4, index=70)]
+    )
     tr = Trainer(cfg(tmp_path), data, iv)
     tr.init_model()
     b = tr.compose(2)
@@ -305,8 +339,10 @@ def test_insert_append_rows_log_and_gradient(tmp_path, data):
     assert np.array_equal(b.tokens[:B].numpy(), data.step(2).astype(np.int64))
     assert np.array_equal(b.tokens[B].numpy(), data.rows(np.array([13]))[0])
     assert np.array_equal(b.tokens[B + 1].numpy(), raw)
-    assert b.record["inserted"] == [{"id": "idx13", "index": 13, "slot": None, "row": B},
-                                    {"id": "mine", "index": None, "slot": None, "row": B + 1}]
+    assert b.record["inserted"] == [
+        {"id": "idx13", "index": 13, "slot": None, "row": B},
+        {"id": "mine", "index": None, "slot": None, "row": B + 1},
+    ]
     # gradient = unmodified gradient + inserted samples' gradients / (B*T)
     tr.model.zero_grad()
     tr.forward_backward(b)
@@ -337,7 +373,9 @@ def test_insert_replace_positions_seeded_and_logged(tmp_path, data):
         return Interventions(
             delete={5 * B + 1},
             insert=[Insertion(step=5, index=3), Insertion(step=5, index=4, position=6), Insertion(step=5, index=9)],
-            insert_mode="replace", seed=seed)
+            insert_mode="replace",
+            seed=seed,
+        )
 
     tr = Trainer(cfg(tmp_path), data, make(0))
     b = tr.compose(5)
@@ -371,8 +409,9 @@ def test_intervention_validation(tmp_path, data):
     with pytest.raises(TypeError, match=r"insert\[0\]"):
         Interventions(insert=[(1, 2)])
     with pytest.raises(ValueError, match="same position"):
-        Interventions(insert=[Insertion(1, index=0, position=2), Insertion(1, index=1, position=2)],
-                      insert_mode="replace")
+        Interventions(
+            insert=[Insertion(1, index=0, position=2), Insertion(1, index=1, position=2)], insert_mode="replace"
+        )
     with pytest.raises(ValueError, match="raw tokens have length 5"):
         Trainer(cfg(tmp_path), data, Interventions(insert=[Insertion(1, tokens=np.zeros(5, np.int64))]))
     with pytest.raises(ValueError, match="index 100000 outside"):
@@ -412,7 +451,9 @@ def test_checkpoints_schedule_loadable_and_eval_hook(tmp_path, data):
     ev = read_jsonl(os.path.join(tr.out_dir, "eval.jsonl"))
     assert [r["step"] for r in ev] == expect
     m0 = GPTNeoXForCausalLM.from_pretrained(tr.checkpoint_dir(0))
-    assert all(torch.equal(a, b) for a, b in zip(m0.state_dict().values(), make_model("tiny-2l", 7).state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(m0.state_dict().values(), make_model("tiny-2l", 7).state_dict().values())
+    )
     m10 = load_checkpoint_model(tr.checkpoint_dir(10))
     assert_close_dicts(params(m10), params(tr.model), rtol=0, atol=0)
     assert ev[-1]["w0"] == float(m10.gpt_neox.embed_in.weight[0, 0].detach())
@@ -470,8 +511,12 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, data):
         strip = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "time_s")}  # noqa: E731
         assert [strip(r) for r in a] == [strip(r) for r in b]
     # the saved final checkpoints agree too
-    assert_close_dicts(params(load_checkpoint_model(full.checkpoint_dir(10))),
-                       params(load_checkpoint_model(resumed.checkpoint_dir(10))), rtol=0, atol=0)
+    assert_close_dicts(
+        params(load_checkpoint_model(full.checkpoint_dir(10))),
+        params(load_checkpoint_model(resumed.checkpoint_dir(10))),
+        rtol=0,
+        atol=0,
+    )
     # continuing in memory (train twice on one trainer) gives the same result
     cont = Trainer(cfg(tmp_path, "cont", checkpoint_extra=(3,)), data, iv)
     cont.train(end_step=4)
@@ -482,8 +527,9 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, data):
 def test_branch_from_checkpoint_shares_state_and_differs_only_by_intervention(tmp_path, data):
     calls = []
     base = Trainer(cfg(tmp_path, "base"), data).train()
-    arm0 = branch_from_checkpoint(base.checkpoint_dir(4), data, str(tmp_path / "arm0"),
-                                  eval_fn=lambda m, s: calls.append(s) or {"s": s})
+    arm0 = branch_from_checkpoint(
+        base.checkpoint_dir(4), data, str(tmp_path / "arm0"), eval_fn=lambda m, s: calls.append(s) or {"s": s}
+    )
     assert arm0.step == 4 and arm0.config.lr == 3e-3 and arm0.config.out_dir == str(tmp_path / "arm0")
     arm0.train()
     assert_close_dicts(params(arm0.model), params(base.model), rtol=0, atol=0)  # no intervention: same run
@@ -491,16 +537,26 @@ def test_branch_from_checkpoint_shares_state_and_differs_only_by_intervention(tm
     assert read_jsonl(str(tmp_path / "arm0" / "batches.jsonl"))[0]["step"] == 4
     assert os.path.exists(tmp_path / "arm0" / "step4" / STATE_FILE)
 
-    arm1 = branch_from_checkpoint(base.checkpoint_dir(4), data, str(tmp_path / "arm1"),
-                                  Interventions(delete={4 * B + 2}))
+    arm1 = branch_from_checkpoint(
+        base.checkpoint_dir(4), data, str(tmp_path / "arm1"), Interventions(delete={4 * B + 2})
+    )
     arm1.train(end_step=5)
     one = Trainer(cfg(tmp_path, "one"), data)
     one.train(resume_from=base.checkpoint_dir(4), end_step=5)
     d = max_rel_diff(params(arm1.model), params(one.model))
     assert 0 < d, "deleting a sample must change the weights"
     log = read_jsonl(str(tmp_path / "arm1" / "batches.jsonl"))
-    assert log == [{"step": 4, "indices": [4 * B + p for p in range(B) if p != 2], "deleted": [4 * B + 2],
-                    "inserted": [], "replaced": [], "n_rows": B - 1, "denominator": B * T}]
+    assert log == [
+        {
+            "step": 4,
+            "indices": [4 * B + p for p in range(B) if p != 2],
+            "deleted": [4 * B + 2],
+            "inserted": [],
+            "replaced": [],
+            "n_rows": B - 1,
+            "denominator": B * T,
+        }
+    ]
     with pytest.raises(ValueError, match="start_step=3"):
         branch_from_checkpoint(base.checkpoint_dir(4), data, str(tmp_path / "arm2")).train(start_step=3)
 

@@ -1,4 +1,5 @@
 """The pure ``compose``: a step's rows and batch-log record after deletions and insertions (no model, no data file)."""
+
 import numpy as np
 import pytest
 
@@ -22,8 +23,15 @@ def test_no_interventions_is_the_batch():
     base = base_rows()
     c = compose(STEP, base, Interventions(), [])
     assert c.rows.dtype == np.int64 and np.array_equal(c.rows, base)
-    assert c.record == {"step": STEP, "indices": list(range(G0, G0 + B)), "deleted": [], "inserted": [],
-                        "replaced": [], "n_rows": B, "denominator": B * T}
+    assert c.record == {
+        "step": STEP,
+        "indices": list(range(G0, G0 + B)),
+        "deleted": [],
+        "inserted": [],
+        "replaced": [],
+        "n_rows": B,
+        "denominator": B * T,
+    }
 
 
 def test_delete_drops_rows_and_keeps_the_denominator():
@@ -38,38 +46,50 @@ def test_delete_drops_rows_and_keeps_the_denominator():
 
 def test_append_adds_rows_after_the_batch_and_ignores_delete():
     base = base_rows()
-    iv = Interventions(delete={G0}, insert=[Insertion(STEP, index=G0), Insertion(STEP, tokens=raw(7), name="x"),
-                                            Insertion(STEP + 1, index=1)])
+    iv = Interventions(
+        delete={G0},
+        insert=[Insertion(STEP, index=G0), Insertion(STEP, tokens=raw(7), name="x"), Insertion(STEP + 1, index=1)],
+    )
     c = compose(STEP, base, iv, [base[0], raw(7)])
     assert c.rows.shape == (B - 1 + 2, S)
-    assert np.array_equal(c.rows[:B - 1], base[1:])
+    assert np.array_equal(c.rows[: B - 1], base[1:])
     assert np.array_equal(c.rows[B - 1], base[0]) and np.array_equal(c.rows[B], raw(7))  # a deleted sample re-inserted
-    assert c.record["inserted"] == [{"id": f"idx{G0}", "index": G0, "slot": None, "row": B - 1},
-                                    {"id": "x", "index": None, "slot": None, "row": B}]
+    assert c.record["inserted"] == [
+        {"id": f"idx{G0}", "index": G0, "slot": None, "row": B - 1},
+        {"id": "x", "index": None, "slot": None, "row": B},
+    ]
     assert c.record["deleted"] == [G0] and c.record["replaced"] == []
 
 
 def test_replace_at_a_position_and_into_a_deleted_slot():
     base = base_rows()
-    iv = Interventions(delete={G0 + 2},
-                       insert=[Insertion(STEP, tokens=raw(1), position=4), Insertion(STEP, tokens=raw(2), position=2)],
-                       insert_mode="replace")
+    iv = Interventions(
+        delete={G0 + 2},
+        insert=[Insertion(STEP, tokens=raw(1), position=4), Insertion(STEP, tokens=raw(2), position=2)],
+        insert_mode="replace",
+    )
     c = compose(STEP, base, iv, [raw(1), raw(2)])
     assert c.rows.shape == (B, S)  # the deleted slot is filled again
     assert np.array_equal(c.rows[4], raw(1)) and np.array_equal(c.rows[2], raw(2))
     assert c.record["replaced"] == [G0 + 4]  # a deleted sample is not "replaced"
     assert c.record["deleted"] == [G0 + 2]
     assert c.record["indices"] == [G0, G0 + 1, G0 + 3, G0 + 5]
-    assert c.record["inserted"] == [{"id": "raw1", "index": None, "slot": 2, "row": 2},
-                                    {"id": "raw0", "index": None, "slot": 4, "row": 4}]
+    assert c.record["inserted"] == [
+        {"id": "raw1", "index": None, "slot": 2, "row": 2},
+        {"id": "raw0", "index": None, "slot": 4, "row": 4},
+    ]
 
 
 def test_replace_draws_free_slots_seeded_by_seed_and_step():
     base = base_rows()
 
     def make(seed):
-        return Interventions(delete={G0 + 0}, insert=[Insertion(STEP, tokens=raw(9)), Insertion(STEP, tokens=raw(8),
-                             position=3)], insert_mode="replace", seed=seed)
+        return Interventions(
+            delete={G0 + 0},
+            insert=[Insertion(STEP, tokens=raw(9)), Insertion(STEP, tokens=raw(8), position=3)],
+            insert_mode="replace",
+            seed=seed,
+        )
 
     rows = [raw(9), raw(8)]
     rec = compose(STEP, base, make(0), rows).record

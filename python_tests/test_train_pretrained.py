@@ -1,5 +1,6 @@
 """Training from a HF checkpoint that ships no optimizer state (published Pythia checkpoints): AdamW restarts
 from zero moments at the checkpoint's step and LR; intervention arms branch from it; `mda-fast train`."""
+
 import json
 import os
 
@@ -59,11 +60,28 @@ def test_interventions_from_a_checkpoint_without_optimizer_state(hf_world, tmp_p
     from mda_fast.study.interventions import InterventionConfig, run_interventions
 
     data = hf_world["data"]
-    icfg = InterventionConfig(run_dir="", checkpoint_dir=hf_world["ck"], data=data, start_step=5, end_step=8,
-                              train_until=9, heads=[(1, 0)], out_dir=str(tmp_path / "iv"), eval_every=2,
-                              arms=["baseline", "delete-top"], seeds=[0], localize_seq_len=6, localize_n=4,
-                              probe_L=6, probe_n=4, low=4, high=200, n_heldout=4, device="cpu",
-                              pretrained={"preset": "tiny-2l", "total_steps": 1000, "save_optimizer": False})
+    icfg = InterventionConfig(
+        run_dir="",
+        checkpoint_dir=hf_world["ck"],
+        data=data,
+        start_step=5,
+        end_step=8,
+        train_until=9,
+        heads=[(1, 0)],
+        out_dir=str(tmp_path / "iv"),
+        eval_every=2,
+        arms=["baseline", "delete-top"],
+        seeds=[0],
+        localize_seq_len=6,
+        localize_n=4,
+        probe_L=6,
+        probe_n=4,
+        low=4,
+        high=200,
+        n_heldout=4,
+        device="cpu",
+        pretrained={"preset": "tiny-2l", "total_steps": 1000, "save_optimizer": False},
+    )
     n = (8 - 5) * B
     scores = np.random.default_rng(0).normal(size=(n, 1)).astype(np.float32)
     res = run_interventions(icfg, scores, np.arange(5 * B, 8 * B), progress=False)
@@ -88,12 +106,35 @@ def test_hub_checkpoint_not_in_cache_is_one_clear_error(tmp_path, monkeypatch):
 def test_train_command_writes_a_resumable_run(tmp_path, capsys):
     from mda_fast.cli import main
 
-    write_megatron(str(tmp_path / "d" / "document"),
-                   np.random.default_rng(2).integers(4, 200, size=(8 * 6, 9)).astype(np.uint16))
-    args = ["train", "--out", str(tmp_path / "o"), "--no-progress", "--set", f'data.path="{tmp_path}/d/document"',
-            "--set", "data.batch_size=8", "--set", "data.seq_len=9", "--set", "train.total_steps=4",
-            "--set", "train.checkpoint_every=2", "--set", "train.after_emergence=-1", "--set", "localize.seq_len=4",
-            "--set", "localize.n=4", "--set", "localize.high=200", "--set", "model.device=cpu"]
+    write_megatron(
+        str(tmp_path / "d" / "document"), np.random.default_rng(2).integers(4, 200, size=(8 * 6, 9)).astype(np.uint16)
+    )
+    args = [
+        "train",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        "--set",
+        f'data.path="{tmp_path}/d/document"',
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "data.seq_len=9",
+        "--set",
+        "train.total_steps=4",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.after_emergence=-1",
+        "--set",
+        "localize.seq_len=4",
+        "--set",
+        "localize.n=4",
+        "--set",
+        "localize.high=200",
+        "--set",
+        "model.device=cpu",
+    ]
     assert main(args) == 0
     run = tmp_path / "o" / "run"
     assert {"step0", "step2", "step4"} <= set(os.listdir(run))

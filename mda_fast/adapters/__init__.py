@@ -3,6 +3,7 @@
 ``adapter_for(model)`` picks the adapter of ``model.config.model_type``; ``register_adapter`` adds one. A second
 architecture is one new file implementing :class:`ModelAdapter`, plus a ``register_adapter`` call.
 """
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,18 @@ import torch
 from .base import HeadPart, ModelAdapter, ModelShape, UnsupportedModelError
 from .gpt_neox import GPTNeoXAdapter
 
-__all__ = ["GPTNeoXAdapter", "HeadPart", "ModelAdapter", "ModelShape", "UnsupportedModelError", "adapter_for",
-           "adapter_for_type", "register_adapter", "registered_model_types", "unregister_adapter"]
+__all__ = [
+    "GPTNeoXAdapter",
+    "HeadPart",
+    "ModelAdapter",
+    "ModelShape",
+    "UnsupportedModelError",
+    "adapter_for",
+    "adapter_for_type",
+    "register_adapter",
+    "registered_model_types",
+    "unregister_adapter",
+]
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
 
@@ -40,7 +51,8 @@ def adapter_for_type(model_type, where: str = "the model") -> ModelAdapter:
         families = " / ".join(a.family for a in _ADAPTERS.values())
         raise UnsupportedModelError(
             f"{where} has model_type {model_type!r}; expected {' or '.join(map(repr, registered_model_types()))} "
-            f"(mda-fast supports {families} checkpoints only)")
+            f"(mda-fast supports {families} checkpoints only)"
+        )
     return adapter
 
 

@@ -22,6 +22,7 @@ A second architecture (GPT-2, Llama, ...) is one new file: a subclass of :class:
 methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) is the only
 adapter for now.
 """
+
 from __future__ import annotations
 
 import abc
@@ -40,6 +41,7 @@ class UnsupportedModelError(ModelError, TypeError):
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes the core needs: layers, heads, widths, rotary, vocabulary, context (and which adapter)."""
+
     n_layers: int
     n_heads: int
     d_model: int
@@ -57,6 +59,7 @@ class HeadPart:
 
     ``head_bias``: the module's bias rows ``out_start:out_stop`` belong to this head alone (so a
     ``HeadSpec(bias=True)`` tracks them); False for a bias shared by all heads (an output projection's)."""
+
     module: str
     out_start: int
     out_stop: int
@@ -72,10 +75,10 @@ Tap = Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]
 class ModelAdapter(abc.ABC):
     """One architecture's answers to the core's questions (see the module docstring)."""
 
-    model_type: ClassVar[str]                 # config.model_type this adapter serves
-    family: ClassVar[str]                     # human name for messages, e.g. "Pythia / GPT-NeoX"
-    modules: ClassVar[tuple[str, ...]]        # attention module names a Block may live in
-    qkv_module: ClassVar[str]                 # the module whose output split_qkv reads
+    model_type: ClassVar[str]  # config.model_type this adapter serves
+    family: ClassVar[str]  # human name for messages, e.g. "Pythia / GPT-NeoX"
+    modules: ClassVar[tuple[str, ...]]  # attention module names a Block may live in
+    qkv_module: ClassVar[str]  # the module whose output split_qkv reads
 
     # ---- what the model is -----------------------------------------------------------------------------------
     @abc.abstractmethod

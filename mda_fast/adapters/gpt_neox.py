@@ -17,6 +17,7 @@ numbers differ in the last digits), the default rotary embedding rotating no mor
 width is taken from the model's own rotary embedding, so it rotates exactly HF's channels), a bias-free linear LM
 head, and no padding mask.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def split_qkv(qkv: torch.Tensor, shape: ModelShape, heads=None):
         x = x[:, :, heads]
     x = x.transpose(1, 2)
     dh = shape.d_head
-    return x[..., :dh], x[..., dh:2 * dh], x[..., 2 * dh:]
+    return x[..., :dh], x[..., dh : 2 * dh], x[..., 2 * dh :]
 
 
 class RotateHalf:
@@ -110,18 +111,20 @@ class RotateHalf:
     def __init__(self, cos: torch.Tensor, sin: torch.Tensor, d_head: int):
         T, r = cos.shape[-2], cos.shape[-1]
         if r % 2 or r > d_head:
-            raise ModelError(f"rotary width {r} must be even and at most d_head={d_head}; supports() declines this model")
+            raise ModelError(
+                f"rotary width {r} must be even and at most d_head={d_head}; supports() declines this model"
+            )
         cos, sin = cos.reshape(T, r), sin.reshape(T, r)
         half = r // 2
         self.C = torch.ones(T, 2 * d_head, dtype=cos.dtype, device=cos.device)
         self.S = torch.zeros_like(self.C)
         perm = torch.arange(2 * d_head, device=cos.device)
         for base in (0, d_head):  # q, then k
-            self.C[:, base:base + r] = cos
-            self.S[:, base:base + half] = -sin[:, :half]
-            self.S[:, base + half:base + r] = sin[:, half:]
-            perm[base:base + half] += half
-            perm[base + half:base + r] -= half
+            self.C[:, base : base + r] = cos
+            self.S[:, base : base + half] = -sin[:, :half]
+            self.S[:, base + half : base + r] = sin[:, half:]
+            perm[base : base + half] += half
+            perm[base + half : base + r] -= half
         # the half swap as a permutation matrix: a GEMM against it is exact and far faster on CPU than indexing
         self.swap = torch.eye(2 * d_head, dtype=cos.dtype, device=cos.device)[:, perm]
         self.identity = r == 0
@@ -136,9 +139,10 @@ class RotateHalf:
 def attend(heads: torch.Tensor, rope: RotateHalf, scale: float) -> torch.Tensor:
     """Causal attention of ``heads [N, h, T, 3·d_head]`` (per-head ``[q, k, v]``) → ``[N, T, h, d_head]``."""
     d_head = heads.shape[-1] // 3
-    qk = rope(heads[..., :2 * d_head])
-    out = F.scaled_dot_product_attention(qk[..., :d_head], qk[..., d_head:], heads[..., 2 * d_head:],
-                                         is_causal=True, scale=scale)
+    qk = rope(heads[..., : 2 * d_head])
+    out = F.scaled_dot_product_attention(
+        qk[..., :d_head], qk[..., d_head:], heads[..., 2 * d_head :], is_causal=True, scale=scale
+    )
     return out.transpose(1, 2)
 
 
@@ -154,8 +158,9 @@ def head_runs(n_heads: int, grad_heads: set[int]) -> list[tuple[int, int, bool]]
     return runs
 
 
-def attention(qkv: torch.Tensor, n_heads: int, grad_heads: set[int] | None, rope: RotateHalf, scale: float,
-              attend_fn=attend) -> torch.Tensor:
+def attention(
+    qkv: torch.Tensor, n_heads: int, grad_heads: set[int] | None, rope: RotateHalf, scale: float, attend_fn=attend
+) -> torch.Tensor:
     """Attention output ``[N, T, d_model]`` from the ``query_key_value`` output ``qkv [N, T, 3·d_model]``.
 
     With ``grad_heads``, only those heads are attended with autograd; the others run without it.
@@ -180,7 +185,11 @@ class GPTNeoXAdapter(ModelAdapter):
 
     def check(self, model) -> None:
         config = getattr(model, "config", None)
-        if not isinstance(model, torch.nn.Module) or config is None or getattr(config, "model_type", None) != self.model_type:
+        if (
+            not isinstance(model, torch.nn.Module)
+            or config is None
+            or getattr(config, "model_type", None) != self.model_type
+        ):
             got = type(model).__name__
             mtype = getattr(config, "model_type", None)
             raise TypeError(
@@ -206,10 +215,12 @@ class GPTNeoXAdapter(ModelAdapter):
 
     def config_class(self):
         from transformers import GPTNeoXConfig
+
         return GPTNeoXConfig
 
     def model_class(self):
         from transformers import GPTNeoXForCausalLM
+
         return GPTNeoXForCausalLM
 
     def backbone(self, model):
@@ -239,9 +250,11 @@ class GPTNeoXAdapter(ModelAdapter):
     def check_attention(self, shape: ModelShape) -> None:
         width = rotary_width(shape.rotary_ndims)
         if width > shape.d_head:
-            raise ModelError(f"the model's rotary embedding covers {width} channels of a {shape.d_head}-channel head "
-                             f"(rotary_ndims={shape.rotary_ndims}); HF's attention has no well-defined pattern there, "
-                             "expected at most d_head rotated channels (rotary_pct < 1 or an even d_head)")
+            raise ModelError(
+                f"the model's rotary embedding covers {width} channels of a {shape.d_head}-channel head "
+                f"(rotary_ndims={shape.rotary_ndims}); HF's attention has no well-defined pattern there, "
+                "expected at most d_head rotated channels (rotary_pct < 1 or an even d_head)"
+            )
 
     def rotate_qk(self, q, k, shape):
         cos, sin = rotary_cos_sin(q.shape[-2], shape.rotary_ndims, shape.rotary_base, q.device, q.dtype)
@@ -258,15 +271,22 @@ class GPTNeoXAdapter(ModelAdapter):
         if type(head).forward is not torch.nn.Linear.forward:
             return False
         rope = getattr(nx, "rotary_emb", None)
-        if rope is None or getattr(rope, "rope_type", "default") != "default" or getattr(rope, "attention_scaling", 1.0) != 1.0:
+        if (
+            rope is None
+            or getattr(rope, "rope_type", "default") != "default"
+            or getattr(rope, "attention_scaling", 1.0) != 1.0
+        ):
             return False
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             return False
         if not claims_transformers():
             return False
         # the attributes read below exist in transformers 5.x
-        if not all(hasattr(layer, "use_parallel_residual") and all(hasattr(layer.attention, a) for a in
-                   ("head_size", "scaling", "query_key_value", "dense")) for layer in nx.layers):
+        if not all(
+            hasattr(layer, "use_parallel_residual")
+            and all(hasattr(layer.attention, a) for a in ("head_size", "scaling", "query_key_value", "dense"))
+            for layer in nx.layers
+        ):
             return False
         inv_freq = getattr(rope, "inv_freq", None)
         head_sizes = {layer.attention.head_size for layer in nx.layers}
@@ -309,6 +329,7 @@ def residual(block, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
 class LeanState:
     """What the layers of one lean forward share: the rotary tables and the attend / residual functions (eager,
     or their ``torch.compile`` versions)."""
+
     rope: RotateHalf
     attend: Callable
     residual: Callable

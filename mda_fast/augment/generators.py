@@ -15,6 +15,7 @@
 
 Everything is a pure function of its seed (``numpy.random.default_rng``).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence
@@ -23,12 +24,28 @@ import numpy as np
 
 from .motifs import FEATURES, Motif, measure_rows, summarize
 
-__all__ = ["MotifGenerator", "MixtureGenerator", "copy_baseline_rows", "pack_texts", "byte_encode", "roundtrip",
-           "compare_stats", "ROUNDTRIP_FEATURES"]
+__all__ = [
+    "MotifGenerator",
+    "MixtureGenerator",
+    "copy_baseline_rows",
+    "pack_texts",
+    "byte_encode",
+    "roundtrip",
+    "compare_stats",
+    "ROUNDTRIP_FEATURES",
+]
 
 #: the features a generator must reproduce (the round-trip test and the LLM-output validation)
-ROUNDTRIP_FEATURES = ("copy_frac", "span_len", "copy_dist", "frac_alpha", "frac_space", "frac_punct", "entropy",
-                      "n_docs")
+ROUNDTRIP_FEATURES = (
+    "copy_frac",
+    "span_len",
+    "copy_dist",
+    "frac_alpha",
+    "frac_space",
+    "frac_punct",
+    "entropy",
+    "n_docs",
+)
 
 
 def byte_encode(text: str | bytes) -> np.ndarray:
@@ -94,7 +111,7 @@ class MotifGenerator:
             n = int(max(self.min_span, rng.choice(self.doc_len)))
             row += self.document(rng, min(n, self.seq_len - len(row)))
             row.append(self.eod)
-        return np.asarray(row[:self.seq_len], np.int64)
+        return np.asarray(row[: self.seq_len], np.int64)
 
     def rows(self, n: int, seed: int = 0) -> np.ndarray:
         """``[n, seq_len]`` int64 rows, a pure function of ``seed``."""
@@ -124,8 +141,9 @@ class MixtureGenerator:
         return out
 
 
-def copy_baseline_rows(n: int, seq_len: int, seed: int = 0, low: int = 36, high: int = 131,
-                       span=(8, 32), eod: int = 0) -> np.ndarray:
+def copy_baseline_rows(
+    n: int, seq_len: int, seed: int = 0, low: int = 36, high: int = 131, span=(8, 32), eod: int = 0
+) -> np.ndarray:
     """The generic copy baseline: rows of documents ``S ‖ S`` (``S`` uniform random tokens in ``[low, high)``,
     ``len(S)`` uniform in ``span``), each followed by EOD."""
     rng = np.random.default_rng([int(seed), 0xB1])
@@ -139,8 +157,9 @@ def copy_baseline_rows(n: int, seq_len: int, seed: int = 0, low: int = 36, high:
     return out
 
 
-def pack_texts(texts: Sequence[str], seq_len: int, n_rows: int, encode: Callable = byte_encode,
-               eod: int = 0) -> np.ndarray:
+def pack_texts(
+    texts: Sequence[str], seq_len: int, n_rows: int, encode: Callable = byte_encode, eod: int = 0
+) -> np.ndarray:
     """Pack text documents into ``n_rows`` rows of ``seq_len`` (each document then EOD; a row ends mid-document;
     the documents are cycled if they run out). Raises ValueError when no document has a token."""
     docs = [np.asarray(encode(t), np.int64) for t in texts]
@@ -158,9 +177,14 @@ def pack_texts(texts: Sequence[str], seq_len: int, n_rows: int, encode: Callable
     return out
 
 
-def compare_stats(target: Dict[str, Dict[str, float]], got: Dict[str, Dict[str, float]],
-                  features: Sequence[str] = ROUNDTRIP_FEATURES, tol_sd: float = 0.5, tol_rel: float = 0.25,
-                  tol_abs: float = 0.05) -> Dict[str, object]:
+def compare_stats(
+    target: Dict[str, Dict[str, float]],
+    got: Dict[str, Dict[str, float]],
+    features: Sequence[str] = ROUNDTRIP_FEATURES,
+    tol_sd: float = 0.5,
+    tol_rel: float = 0.25,
+    tol_abs: float = 0.05,
+) -> Dict[str, object]:
     """Per feature: the target and generated means and whether they agree, i.e.
     ``|got - target| <= max(tol_sd * target_std, tol_rel * |target|, tol_abs)``; ``ok`` when all agree."""
     rows, ok = {}, True

@@ -8,6 +8,7 @@ keeps its weight). ``plan_duplicates(indices, steps)`` does the same for copies 
 The trainer logs each step's composition in ``batches.jsonl`` (``inserted`` names every extra row);
 ``insertion_log`` gives the per-step counts and tokens for the study's record.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,15 +40,21 @@ def plan_insertions(rows, steps: Sequence[int], name: str = "synthetic", seed: i
     """``Interventions`` appending each of ``rows`` (``[n, seq_len]`` token rows) once, spread over ``steps``."""
     rows = np.asarray(rows, np.int64)
     at = spread(rows.shape[0], steps)
-    return Interventions(insert=[Insertion(step=s, tokens=rows[j], name=f"{name}-{j}") for j, s in enumerate(at)],
-                         insert_mode="append", seed=seed)
+    return Interventions(
+        insert=[Insertion(step=s, tokens=rows[j], name=f"{name}-{j}") for j, s in enumerate(at)],
+        insert_mode="append",
+        seed=seed,
+    )
 
 
 def plan_duplicates(indices: Sequence[int], steps: Sequence[int], name: str = "dup", seed: int = 0) -> Interventions:
     """``Interventions`` appending a copy of each dataset row in ``indices``, spread over ``steps``."""
     at = spread(len(indices), steps)
-    return Interventions(insert=[Insertion(step=s, index=int(i), name=f"{name}-{int(i)}")
-                                 for s, i in zip(at, indices)], insert_mode="append", seed=seed)
+    return Interventions(
+        insert=[Insertion(step=s, index=int(i), name=f"{name}-{int(i)}") for s, i in zip(at, indices)],
+        insert_mode="append",
+        seed=seed,
+    )
 
 
 def insertion_log(iv: Interventions, seq_len: int) -> Dict[str, object]:
@@ -55,5 +62,8 @@ def insertion_log(iv: Interventions, seq_len: int) -> Dict[str, object]:
     per: Dict[int, int] = {}
     for it in iv.insert:
         per[int(it.step)] = per.get(int(it.step), 0) + 1
-    return {"n_rows": len(iv.insert), "n_tokens": len(iv.insert) * int(seq_len),
-            "per_step": {str(k): v for k, v in sorted(per.items())}}
+    return {
+        "n_rows": len(iv.insert),
+        "n_tokens": len(iv.insert) * int(seq_len),
+        "per_step": {str(k): v for k, v in sorted(per.items())},
+    }

@@ -13,6 +13,7 @@ message content.
 reply, sandbox limit, wrong statistics) falls back to the built-in ``MotifGenerator`` and says why in
 ``result["message"]``.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,6 @@ import re
 import urllib.error
 import urllib.request
 from typing import Dict, List, Optional, Sequence
-
-import numpy as np
 
 from ..errors import MdaFastError
 from .generators import MotifGenerator, byte_encode, pack_texts, roundtrip
@@ -39,8 +38,15 @@ class LLMError(MdaFastError, RuntimeError):
 class ChatClient:
     """A minimal OpenAI-compatible chat-completions client (stdlib only)."""
 
-    def __init__(self, url: str, model: str = "default", api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
-                 temperature: float = 0.0, max_tokens: int = 2048):
+    def __init__(
+        self,
+        url: str,
+        model: str = "default",
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 120.0,
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+    ):
         if not url or not url.startswith(("http://", "https://")):
             raise ValueError(f"llm url: expected http(s)://host[:port]/v1, got {url!r}")
         url = url.rstrip("/")
@@ -49,8 +55,9 @@ class ChatClient:
         self.temperature, self.max_tokens = float(temperature), int(max_tokens)
 
     def complete(self, messages: List[Dict[str, str]]) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens}).encode()
+        body = json.dumps(
+            {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        ).encode()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         if key:
@@ -88,23 +95,39 @@ def generator_prompt(motif: Motif, examples: Sequence[str]) -> List[Dict[str, st
     """The chat messages asking for a generator of ``motif`` (summary + example texts)."""
     ex = "\n\n".join(f"--- example {i + 1} ---\n{t}" for i, t in enumerate(examples))
     return [
-        {"role": "system", "content": "You write small, deterministic Python data generators. Reply with one "
-                                      "```python``` code block only."},
-        {"role": "user", "content": (
-            "These training samples most strongly built an induction head in a language model (mechanistic data "
-            "attribution). Their common structure, measured:\n"
-            f"{json.dumps(motif.summary(), indent=1)}\n\nExamples:\n{ex}\n\n"
-            "Write `def generate(seed: int, n: int) -> list[str]` returning n new documents with the same "
-            "structure (repeated spans of similar length and distance, the same character classes and nesting), "
-            "each about as long as an example. Use only the standard library (`random`, `string`, `math`, "
-            "`itertools`), seed a `random.Random(seed)`, no I/O, no network.")},
+        {
+            "role": "system",
+            "content": "You write small, deterministic Python data generators. Reply with one "
+            "```python``` code block only.",
+        },
+        {
+            "role": "user",
+            "content": (
+                "These training samples most strongly built an induction head in a language model (mechanistic data "
+                "attribution). Their common structure, measured:\n"
+                f"{json.dumps(motif.summary(), indent=1)}\n\nExamples:\n{ex}\n\n"
+                "Write `def generate(seed: int, n: int) -> list[str]` returning n new documents with the same "
+                "structure (repeated spans of similar length and distance, the same character classes and nesting), "
+                "each about as long as an example. Use only the standard library (`random`, `string`, `math`, "
+                "`itertools`), seed a `random.Random(seed)`, no I/O, no network."
+            ),
+        },
     ]
 
 
-def llm_generator_rows(motif: Motif, examples: Sequence[str], client: ChatClient, n_rows: int, seed: int = 0,
-                       seq_len: Optional[int] = None, encode=byte_encode, decode=None,
-                       limits: Optional[SandboxLimits] = None, n_docs: int = 64,
-                       tol: Optional[dict] = None) -> Dict[str, object]:
+def llm_generator_rows(
+    motif: Motif,
+    examples: Sequence[str],
+    client: ChatClient,
+    n_rows: int,
+    seed: int = 0,
+    seq_len: Optional[int] = None,
+    encode=byte_encode,
+    decode=None,
+    limits: Optional[SandboxLimits] = None,
+    n_docs: int = 64,
+    tol: Optional[dict] = None,
+) -> Dict[str, object]:
     """Rows from an LLM-written generator of ``motif``, validated, else from the built-in one.
 
     Returns ``{"rows", "source": "llm" | "builtin", "message", "code", "validation"}``.
@@ -118,10 +141,14 @@ def llm_generator_rows(motif: Motif, examples: Sequence[str], client: ChatClient
         validation = roundtrip(motif, rows, decode, **(tol or {"tol_sd": 1.0, "tol_rel": 0.5, "tol_abs": 0.1}))
         if not validation["ok"]:
             raise LLMError(f"its documents do not match the motif ({', '.join(validation['failed'])})")
-        return {"rows": rows[:int(n_rows)], "source": "llm", "message": f"{motif.id}: LLM generator accepted",
-                "code": code, "validation": validation}
+        return {
+            "rows": rows[: int(n_rows)],
+            "source": "llm",
+            "message": f"{motif.id}: LLM generator accepted",
+            "code": code,
+            "validation": validation,
+        }
     except (LLMError, SandboxError, ValueError) as e:
         msg = f"{motif.id}: LLM generator rejected ({' '.join(str(e).split())}); using the built-in generator"
         rows = MotifGenerator(motif, seq_len).rows(int(n_rows), seed)
         return {"rows": rows, "source": "builtin", "message": msg, "code": code, "validation": validation}
-

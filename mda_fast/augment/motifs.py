@@ -23,6 +23,7 @@ with a seeded k-means (k-means++ init, fixed iterations): each ``Motif`` holds i
 and spread of every feature, the empirical distributions a generator draws from (span lengths, copy distances,
 fresh-run lengths, document lengths, token frequencies) and its contrast with the bottom and random sets.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,16 +33,44 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["FEATURES", "RowMeasure", "Motif", "byte_decode", "parse_copies", "measure_row", "measure_rows",
-           "feature_matrix", "kmeans", "mine_motifs", "summarize"]
+__all__ = [
+    "FEATURES",
+    "RowMeasure",
+    "Motif",
+    "byte_decode",
+    "parse_copies",
+    "measure_row",
+    "measure_rows",
+    "feature_matrix",
+    "kmeans",
+    "mine_motifs",
+    "summarize",
+]
 
 EOD = 0
 BYTE_OFFSET = 4
 
 #: the features clustered and compared (all scalars per row)
-FEATURES = ("copy_frac", "span_len", "copy_dist", "n_spans", "max_repeats", "period", "period_strength",
-            "frac_alpha", "frac_digit", "frac_space", "frac_punct", "frac_bracket", "bracket_depth", "tag_depth",
-            "n_tags", "entropy", "compress", "n_docs")
+FEATURES = (
+    "copy_frac",
+    "span_len",
+    "copy_dist",
+    "n_spans",
+    "max_repeats",
+    "period",
+    "period_strength",
+    "frac_alpha",
+    "frac_digit",
+    "frac_space",
+    "frac_punct",
+    "frac_bracket",
+    "bracket_depth",
+    "tag_depth",
+    "n_tags",
+    "entropy",
+    "compress",
+    "n_docs",
+)
 
 _BRACKETS = {ord(c) for c in "()[]{}<>"}
 _OPEN, _CLOSE = {ord("("): ord(")"), ord("["): ord("]"), ord("{"): ord("}")}, {ord(")"), ord("]"), ord("}")}
@@ -77,12 +106,12 @@ def parse_copies(tokens: Sequence[int], min_span: int = 4) -> List[tuple]:
     def index_upto(p):
         nonlocal pending
         while pending < p and pending + min_span <= n:
-            where.setdefault(tuple(x[pending:pending + min_span]), []).append(pending)
+            where.setdefault(tuple(x[pending : pending + min_span]), []).append(pending)
             pending += 1
 
     while i + min_span <= n:
         index_upto(i)
-        cands = where.get(tuple(x[i:i + min_span]))
+        cands = where.get(tuple(x[i : i + min_span]))
         best_len, best_j = 0, -1
         if cands:
             for j in reversed(cands):  # nearest first: ties keep the nearest
@@ -143,7 +172,7 @@ def measure_row(tokens, text: Optional[bytes] = None, min_span: int = 4, eod: in
     spans = parse_copies(x, min_span)
     covered = np.zeros(n, bool)
     for s, _, m in spans:
-        covered[s:s + m] = True
+        covered[s : s + m] = True
     fresh_runs, run = [], 0
     for c in covered:
         if c:
@@ -157,7 +186,7 @@ def measure_row(tokens, text: Optional[bytes] = None, min_span: int = 4, eod: in
     # repeats: occurrences of one source segment (the segment and its copies)
     groups: Dict[tuple, int] = {}
     for s, _, m in spans:
-        key = tuple(x[s:s + m].tolist())
+        key = tuple(x[s : s + m].tolist())
         groups[key] = groups.get(key, 1) + 1
     ends = np.flatnonzero(x == eod)
     bounds = np.concatenate([[-1], ends, [n]])
@@ -183,9 +212,14 @@ def measure_row(tokens, text: Optional[bytes] = None, min_span: int = 4, eod: in
         "max_repeats": float(max(groups.values())) if groups else 1.0,
         "period": float(period),
         "period_strength": float(pstrength),
-        "frac_alpha": float(alpha / L), "frac_digit": float(digit / L), "frac_space": float(space / L),
-        "frac_punct": float(punct / L), "frac_bracket": float(bracket / L),
-        "bracket_depth": float(bd), "tag_depth": float(td), "n_tags": float(ntags),
+        "frac_alpha": float(alpha / L),
+        "frac_digit": float(digit / L),
+        "frac_space": float(space / L),
+        "frac_punct": float(punct / L),
+        "frac_bracket": float(bracket / L),
+        "bracket_depth": float(bd),
+        "tag_depth": float(td),
+        "n_tags": float(ntags),
         "entropy": float(-(p * np.log2(p)).sum()),
         "compress": float(len(zlib.compress(text, 9)) / max(1, len(text))) if text else 1.0,
         "n_docs": float(max(1, n_docs)),
@@ -260,28 +294,48 @@ class Motif:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Motif":
-        return cls(**{k: d[k] for k in ("id", "support", "share", "features", "contrast", "dist", "description",
-                                        "examples") if k in d})
+    def from_dict(cls, d: dict) -> Motif:
+        return cls(
+            **{
+                k: d[k]
+                for k in ("id", "support", "share", "features", "contrast", "dist", "description", "examples")
+                if k in d
+            }
+        )
 
     def summary(self) -> dict:
         """The compact summary given to an LLM (no raw distributions, no token ids)."""
         f = self.features
-        return {"id": self.id, "share_of_top_set": round(self.share, 3), "description": self.description,
-                "features": {k: {s: round(v, 3) for s, v in f[k].items()} for k in FEATURES}}
+        return {
+            "id": self.id,
+            "share_of_top_set": round(self.share, 3),
+            "description": self.description,
+            "features": {k: {s: round(v, 3) for s, v in f[k].items()} for k in FEATURES},
+        }
 
 
 def _stats(v: np.ndarray) -> Dict[str, float]:
-    return {"mean": float(v.mean()), "std": float(v.std()), "q10": float(np.quantile(v, 0.1)),
-            "q90": float(np.quantile(v, 0.9))}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "q10": float(np.quantile(v, 0.1)),
+        "q90": float(np.quantile(v, 0.9)),
+    }
 
 
 def _describe(f: Dict[str, Dict[str, float]]) -> str:
     m = {k: v["mean"] for k, v in f.items()}
-    parts = [f"{100 * m['copy_frac']:.0f}% of tokens copied in {m['n_spans']:.1f} spans of ~{m['span_len']:.0f} "
-             f"tokens at distance ~{m['copy_dist']:.0f}, up to {m['max_repeats']:.1f} occurrences of a segment"]
-    cls = max(("letters", m["frac_alpha"]), ("digits", m["frac_digit"]), ("punctuation", m["frac_punct"]),
-              ("brackets", m["frac_bracket"]), key=lambda t: t[1])
+    parts = [
+        f"{100 * m['copy_frac']:.0f}% of tokens copied in {m['n_spans']:.1f} spans of ~{m['span_len']:.0f} "
+        f"tokens at distance ~{m['copy_dist']:.0f}, up to {m['max_repeats']:.1f} occurrences of a segment"
+    ]
+    cls = max(
+        ("letters", m["frac_alpha"]),
+        ("digits", m["frac_digit"]),
+        ("punctuation", m["frac_punct"]),
+        ("brackets", m["frac_bracket"]),
+        key=lambda t: t[1],
+    )
     parts.append(f"mostly {cls[0]} ({100 * cls[1]:.0f}%), {100 * m['frac_space']:.0f}% whitespace")
     if m["tag_depth"] >= 1:
         parts.append(f"tag nesting ~{m['tag_depth']:.1f}")
@@ -291,9 +345,18 @@ def _describe(f: Dict[str, Dict[str, float]]) -> str:
     return "; ".join(parts)
 
 
-def mine_motifs(top_rows, top_ids, bottom_rows=None, random_rows=None, n_motifs: int = 3, seed: int = 0,
-                decode: Optional[Callable] = None, min_span: int = 4, eod: int = EOD,
-                min_support: int = 2) -> Dict[str, object]:
+def mine_motifs(
+    top_rows,
+    top_ids,
+    bottom_rows=None,
+    random_rows=None,
+    n_motifs: int = 3,
+    seed: int = 0,
+    decode: Optional[Callable] = None,
+    min_span: int = 4,
+    eod: int = EOD,
+    min_support: int = 2,
+) -> Dict[str, object]:
     """Cluster the top set into at most ``n_motifs`` motifs (see the module docstring).
 
     ``top_rows`` ``[k, seq_len]`` in descending score order with their global ids ``top_ids``; ``bottom_rows`` and
@@ -303,12 +366,14 @@ def mine_motifs(top_rows, top_ids, bottom_rows=None, random_rows=None, n_motifs:
     top_rows = np.asarray(top_rows)
     top_ids = [int(i) for i in top_ids]
     if top_rows.ndim != 2 or top_rows.shape[0] != len(top_ids) or not len(top_ids):
-        raise ValueError(f"top_rows: expected [k, seq_len] with k = len(top_ids) >= 1, got {top_rows.shape} and "
-                         f"{len(top_ids)} ids")
+        raise ValueError(
+            f"top_rows: expected [k, seq_len] with k = len(top_ids) >= 1, got {top_rows.shape} and {len(top_ids)} ids"
+        )
     mt = measure_rows(top_rows, decode, min_span, eod)
     Xt = feature_matrix(mt)
-    contrast_sets = {name: r for name, r in (("bottom", bottom_rows), ("random", random_rows)) if r is not None
-                     and len(r)}
+    contrast_sets = {
+        name: r for name, r in (("bottom", bottom_rows), ("random", random_rows)) if r is not None and len(r)
+    }
     Xc = {name: feature_matrix(measure_rows(r, decode, min_span, eod)) for name, r in contrast_sets.items()}
     pool = np.concatenate([Xt, *Xc.values()], 0)
     mu, sd = pool.mean(0), pool.std(0)
@@ -347,10 +412,25 @@ def mine_motifs(top_rows, top_ids, bottom_rows=None, random_rows=None, n_motifs:
             "min_span": int(min_span),
         }
         ex = [{"id": top_ids[i], "spans": [list(s) for s in mt[i].spans]} for i in idx[:3]]
-        motifs.append(Motif(f"motif{c}", [top_ids[i] for i in idx], float(idx.size / len(top_ids)), feats,
-                            contrast, dist, _describe(feats), ex))
-    return {"motifs": motifs, "sets": set_means, "labels": lab.tolist(), "features": list(FEATURES),
-            "n": {"top": len(top_ids), **{k: int(len(v)) for k, v in contrast_sets.items()}}}
+        motifs.append(
+            Motif(
+                f"motif{c}",
+                [top_ids[i] for i in idx],
+                float(idx.size / len(top_ids)),
+                feats,
+                contrast,
+                dist,
+                _describe(feats),
+                ex,
+            )
+        )
+    return {
+        "motifs": motifs,
+        "sets": set_means,
+        "labels": lab.tolist(),
+        "features": list(FEATURES),
+        "n": {"top": len(top_ids), **{k: int(len(v)) for k, v in contrast_sets.items()}},
+    }
 
 
 def kmeans_relabel(lab: np.ndarray) -> np.ndarray:

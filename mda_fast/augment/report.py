@@ -5,6 +5,7 @@ std over seeds per arm), per-size score curves, the per size × arm table, and t
 of example texts highlighted (``texts``: sample id -> token row, for the examples). ``write_augment_report`` writes
 it as a stand-alone page; the main report can embed ``augment_section_html``'s string as is.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,13 +21,21 @@ from .motifs import byte_decode
 
 __all__ = ["gain_by_size_png", "curves_png", "highlight_spans", "augment_section_html", "write_augment_report"]
 
-_COLORS = {"none": "#7f7f7f", "random": "#1f77b4", "copy": "#ff7f0e", "top": "#2ca02c", "mechanistic": "#d62728",
-           "mechanistic-large": "#9467bd"}
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-        "pre.s{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:6px;font-size:12px}"
-        "mark.c{background:#ffd54f}mark.c1{background:#80deea}mark.c2{background:#c5e1a5}")
+_COLORS = {
+    "none": "#7f7f7f",
+    "random": "#1f77b4",
+    "copy": "#ff7f0e",
+    "top": "#2ca02c",
+    "mechanistic": "#d62728",
+    "mechanistic-large": "#9467bd",
+}
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+    "th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+    "pre.s{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:6px;font-size:12px}"
+    "mark.c{background:#ffd54f}mark.c1{background:#80deea}mark.c2{background:#c5e1a5}"
+)
 
 
 def _png(fig: Figure) -> str:
@@ -94,9 +103,9 @@ def highlight_spans(tokens, spans, decode=byte_decode) -> str:
     toks = np.asarray(tokens, np.int64)
     mark = np.zeros(toks.size, np.int64)
     for k, (s, j, m) in enumerate(spans):
-        seg = mark[j:min(j + m, s)]  # the source (up to where the copy starts)
+        seg = mark[j : min(j + m, s)]  # the source (up to where the copy starts)
         seg[seg == 0] = 10 + k % 3
-        mark[s:s + m] = 1 + k % 3
+        mark[s : s + m] = 1 + k % 3
     out, cur, buf = [], 0, []
 
     def flush():
@@ -136,49 +145,115 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
     e = html.escape
     parts = ['<section id="augment"><h2>Mechanistic data augmentation</h2>']
     parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in res.get("findings", [])) + "</ul>")
-    parts.append(f'<p>{e(res.get("gain_definition", ""))}. Seeds {res.get("seeds")}; seed-free arms (none, top) '
-                 f'are trained once (std 0).</p>')
+    parts.append(
+        f"<p>{e(res.get('gain_definition', ''))}. Seeds {res.get('seeds')}; seed-free arms (none, top) "
+        f"are trained once (std 0).</p>"
+    )
     parts.append(f'<figure><img alt="gain by size" src="data:image/png;base64,{gain_by_size_png(res)}"></figure>')
     parts.append(f'<figure><img alt="score curves" src="data:image/png;base64,{curves_png(res)}"></figure>')
-    head = ["size", "arm", "gain", "score at gain step", "emergence step", "ICL at gain step", "held-out loss",
-            "Δ held-out loss"]
+    head = [
+        "size",
+        "arm",
+        "gain",
+        "score at gain step",
+        "emergence step",
+        "ICL at gain step",
+        "held-out loss",
+        "Δ held-out loss",
+    ]
     rows = []
     for p, sz in res["sizes"].items():
         for a, v in sz["arms"].items():
             s = v["summary"]
             em = s["emergence_step"]
-            rows.append([p, a, _ms(s["gain"], True), _ms(s["score_at_gain_step"]),
-                         _ms(em, d=0) if em["n"] else "never", _ms(s["icl_at_gain_step"]),
-                         _ms(s["heldout_loss_final"], d=4), _ms(s["heldout_loss_change"], d=4)])
-    parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>" + "".join(
-        "<tr>" + "".join(f'<td{" class=n" if i > 1 else ""}>{e(str(c))}</td>' for i, c in enumerate(r)) + "</tr>"
-        for r in rows) + "</table>")
-    sz_rows = [[p, sz["emergence_step"], f'{sz["window"][0]}..{sz["window"][1]}', sz["train_until"],
-                sz["budget_rows"], sz["budget_tokens"]] for p, sz in res["sizes"].items()]
-    parts.append("<h3>Sizes</h3><table><tr>" + "".join(
-        f"<th>{h}</th>" for h in ["size", "base emergence", "window", "trained to", "rows per arm", "tokens per arm"])
-        + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in sz_rows)
-        + "</table>")
+            rows.append(
+                [
+                    p,
+                    a,
+                    _ms(s["gain"], True),
+                    _ms(s["score_at_gain_step"]),
+                    _ms(em, d=0) if em["n"] else "never",
+                    _ms(s["icl_at_gain_step"]),
+                    _ms(s["heldout_loss_final"], d=4),
+                    _ms(s["heldout_loss_change"], d=4),
+                ]
+            )
+    parts.append(
+        "<table><tr>"
+        + "".join(f"<th>{e(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(
+            "<tr>" + "".join(f"<td{' class=n' if i > 1 else ''}>{e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>"
+            for r in rows
+        )
+        + "</table>"
+    )
+    sz_rows = [
+        [
+            p,
+            sz["emergence_step"],
+            f"{sz['window'][0]}..{sz['window'][1]}",
+            sz["train_until"],
+            sz["budget_rows"],
+            sz["budget_tokens"],
+        ]
+        for p, sz in res["sizes"].items()
+    ]
+    parts.append(
+        "<h3>Sizes</h3><table><tr>"
+        + "".join(
+            f"<th>{h}</th>"
+            for h in ["size", "base emergence", "window", "trained to", "rows per arm", "tokens per arm"]
+        )
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in sz_rows)
+        + "</table>"
+    )
     for key, m in res.get("motifs", {}).items():
-        parts.append(f'<h3>Motifs mined on {e(m["mined_on"])} (head L{m["head"]["layer"]}H{m["head"]["head"]}; '
-                     f'top {m["n"]["top"]}: {e(str(m.get("top_categories")))}; bottom: '
-                     f'{e(str(m.get("bottom_categories")))})</h3>')
+        parts.append(
+            f"<h3>Motifs mined on {e(m['mined_on'])} (head L{m['head']['layer']}H{m['head']['head']}; "
+            f"top {m['n']['top']}: {e(str(m.get('top_categories')))}; bottom: "
+            f"{e(str(m.get('bottom_categories')))})</h3>"
+        )
         for mo in m["motifs"]:
-            parts.append(f'<h4>{e(mo["id"])}: {len(mo["support"])} samples ({100 * mo["share"]:.0f}% of the top '
-                         f'set)</h4><p>{e(mo["description"])}</p>')
+            parts.append(
+                f"<h4>{e(mo['id'])}: {len(mo['support'])} samples ({100 * mo['share']:.0f}% of the top "
+                f"set)</h4><p>{e(mo['description'])}</p>"
+            )
             f, c = mo["features"], mo["contrast"]
-            keys = ["copy_frac", "span_len", "copy_dist", "max_repeats", "period_strength", "frac_alpha",
-                    "frac_punct", "tag_depth", "entropy", "compress"]
-            parts.append("<table><tr><th>feature</th><th>motif mean ± std</th>" + "".join(
-                f"<th>{n}</th>" for n in next(iter(c.values()), {})) + "</tr>" + "".join(
-                f"<tr><td>{k}</td><td class=n>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>" + "".join(
-                    f"<td class=n>{v:.3f}</td>" for v in c[k].values()) + "</tr>" for k in keys) + "</table>")
+            keys = [
+                "copy_frac",
+                "span_len",
+                "copy_dist",
+                "max_repeats",
+                "period_strength",
+                "frac_alpha",
+                "frac_punct",
+                "tag_depth",
+                "entropy",
+                "compress",
+            ]
+            parts.append(
+                "<table><tr><th>feature</th><th>motif mean ± std</th>"
+                + "".join(f"<th>{n}</th>" for n in next(iter(c.values()), {}))
+                + "</tr>"
+                + "".join(
+                    f"<tr><td>{k}</td><td class=n>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>"
+                    + "".join(f"<td class=n>{v:.3f}</td>" for v in c[k].values())
+                    + "</tr>"
+                    for k in keys
+                )
+                + "</table>"
+            )
             for ex in mo["examples"]:
                 if ex["id"] in texts:
-                    parts.append(f'<p>sample {ex["id"]}:</p><pre class="s">'
-                                 f'{highlight_spans(texts[ex["id"]], ex["spans"])}</pre>')
-            parts.append(f'<p style="font-size:12px">supporting sample ids: {e(str(mo["support"][:40]))}'
-                         f'{" …" if len(mo["support"]) > 40 else ""}</p>')
+                    parts.append(
+                        f'<p>sample {ex["id"]}:</p><pre class="s">{highlight_spans(texts[ex["id"]], ex["spans"])}</pre>'
+                    )
+            parts.append(
+                f'<p style="font-size:12px">supporting sample ids: {e(str(mo["support"][:40]))}'
+                f"{' …' if len(mo['support']) > 40 else ''}</p>"
+            )
     for msg in res.get("llm", []):
         parts.append(f"<p>LLM: {e(msg['message'])}</p>")
     parts.append("</section>")
@@ -188,8 +263,10 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
 def write_augment_report(res: Mapping, path: str, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
     from ..stages.io import atomic_file
 
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>mda-fast augment</title><style>{_CSS}</style>"
-            f"</head><body>{augment_section_html(res, texts)}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>mda-fast augment</title><style>{_CSS}</style>"
+        f"</head><body>{augment_section_html(res, texts)}</body></html>"
+    )
     with atomic_file(path) as fh:
         fh.write(page)
     return path

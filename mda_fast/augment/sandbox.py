@@ -16,6 +16,7 @@ Limits (``SandboxLimits``):
 
 The child prints one JSON list of strings; anything else is an error.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,25 @@ from ..errors import MdaFastError
 
 __all__ = ["SandboxError", "SandboxLimits", "run_generator", "network_isolation", "ALLOWED_IMPORTS"]
 
-ALLOWED_IMPORTS = ("random", "math", "string", "itertools", "functools", "collections", "re", "json", "textwrap",
-                   "bisect", "heapq", "operator", "statistics", "typing", "dataclasses", "enum", "copy")
+ALLOWED_IMPORTS = (
+    "random",
+    "math",
+    "string",
+    "itertools",
+    "functools",
+    "collections",
+    "re",
+    "json",
+    "textwrap",
+    "bisect",
+    "heapq",
+    "operator",
+    "statistics",
+    "typing",
+    "dataclasses",
+    "enum",
+    "copy",
+)
 
 
 class SandboxError(MdaFastError, RuntimeError):
@@ -55,7 +73,7 @@ class SandboxLimits:
     open_files: int = 32
 
 
-_CHILD = r'''
+_CHILD = r"""
 import sys, os, json
 _code = open(sys.argv[1]).read()
 _seed, _n = int(sys.argv[2]), int(sys.argv[3])
@@ -91,7 +109,7 @@ if not isinstance(_out, (list, tuple)) or not all(isinstance(d, str) for d in _o
     raise SystemExit("sandbox: generate(seed, n) must return a list of str")
 sys.stdout.write(json.dumps(list(_out)))
 sys.stdout.flush()
-'''
+"""
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,8 +154,9 @@ def _kill(proc) -> None:
         pass
 
 
-def run_generator(code: str, seed: int = 0, n: int = 16, limits: Optional[SandboxLimits] = None,
-                  isolate_network: bool = True) -> List[str]:
+def run_generator(
+    code: str, seed: int = 0, n: int = 16, limits: Optional[SandboxLimits] = None, isolate_network: bool = True
+) -> List[str]:
     """Run ``generate(seed, n)`` from ``code`` in the sandbox (see the module docstring); its list of documents."""
     lim = limits or SandboxLimits()
     work = tempfile.mkdtemp(prefix="mda-sandbox-")
@@ -149,11 +168,28 @@ def run_generator(code: str, seed: int = 0, n: int = 16, limits: Optional[Sandbo
         with open(child, "w") as fh:
             fh.write(_CHILD)
         prefix = (network_isolation() or []) if isolate_network else []
-        cmd = prefix + [sys.executable, "-I", "-S", "-B", child, src, str(int(seed)), str(int(n)),
-                        json.dumps(list(ALLOWED_IMPORTS))]
+        cmd = prefix + [
+            sys.executable,
+            "-I",
+            "-S",
+            "-B",
+            child,
+            src,
+            str(int(seed)),
+            str(int(n)),
+            json.dumps(list(ALLOWED_IMPORTS)),
+        ]
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=work, env=env, preexec_fn=_limits(lim), close_fds=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=work,
+            env=env,
+            preexec_fn=_limits(lim),
+            close_fds=True,
+        )
         out, err, over = bytearray(), bytearray(), [False]
 
         def pump(stream, buf, cap):
@@ -162,14 +198,16 @@ def run_generator(code: str, seed: int = 0, n: int = 16, limits: Optional[Sandbo
                 if not block:
                     return
                 if len(buf) + len(block) > cap:
-                    buf += block[:cap - len(buf)]
+                    buf += block[: cap - len(buf)]
                     over[0] = stream is proc.stdout or over[0]
                     _kill(proc)
                     return
                 buf += block
 
-        threads = [threading.Thread(target=pump, args=(proc.stdout, out, lim.max_output), daemon=True),
-                   threading.Thread(target=pump, args=(proc.stderr, err, 1 << 16), daemon=True)]
+        threads = [
+            threading.Thread(target=pump, args=(proc.stdout, out, lim.max_output), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, err, 1 << 16), daemon=True),
+        ]
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -178,7 +216,9 @@ def run_generator(code: str, seed: int = 0, n: int = 16, limits: Optional[Sandbo
         except subprocess.TimeoutExpired:
             _kill(proc)
             proc.wait()
-            raise SandboxError(f"generated code ran past the {lim.wall_s:g} s wall-clock limit and was killed") from None
+            raise SandboxError(
+                f"generated code ran past the {lim.wall_s:g} s wall-clock limit and was killed"
+            ) from None
         finally:
             for t in threads:
                 t.join(timeout=2)
@@ -188,8 +228,11 @@ def run_generator(code: str, seed: int = 0, n: int = 16, limits: Optional[Sandbo
         if rc != 0:
             lines = [x.strip() for x in err.decode("utf-8", "replace").splitlines() if x.strip()]
             tail = (lines[-1] if lines else "")[-300:]
-            why = {-signal.SIGXCPU: f"CPU-time limit ({lim.cpu_s} s)", -signal.SIGKILL: "killed",
-                   -signal.SIGXFSZ: "file-size limit"}.get(rc, f"exit code {rc}")
+            why = {
+                -signal.SIGXCPU: f"CPU-time limit ({lim.cpu_s} s)",
+                -signal.SIGKILL: "killed",
+                -signal.SIGXFSZ: "file-size limit",
+            }.get(rc, f"exit code {rc}")
             if "MemoryError" in tail or (lines and lines[-1] == "MemoryError"):
                 why = f"memory limit ({lim.memory_mb} MiB)"
             raise SandboxError(f"generated code failed ({why}, {time.monotonic() - t0:.1f} s): {tail or 'no message'}")

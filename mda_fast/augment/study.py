@@ -36,6 +36,7 @@ command continues an interrupted study):
 Seed-free arms are trained once and recorded under every seed (std 0); the spread of the seeded arms is the seed
 noise the downstream check compares with.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -88,19 +89,31 @@ def make_eval(cfg, heldout_any: np.ndarray, heldout_prose: np.ndarray):
     def ce(model, rows):
         out = []
         for lo in range(0, rows.shape[0], 64):
-            b = rows[lo:lo + 64]
+            b = rows[lo : lo + 64]
             logits = model(input_ids=b[:, :-1], use_cache=False).logits.float()
             out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none"))
         return torch.cat(out).double()
 
     @torch.no_grad()
     def evaluate(model, step):
-        pm = localize_all(model, ("prefix_matching",), seq_len=loc.seq_len, n=loc.n, seed=loc.seed,
-                          batch_size=loc.batch_size, low=loc.low, high=loc.high or None)["prefix_matching"]
+        pm = localize_all(
+            model,
+            ("prefix_matching",),
+            seq_len=loc.seq_len,
+            n=loc.n,
+            seed=loc.seed,
+            batch_size=loc.batch_size,
+            low=loc.low,
+            high=loc.high or None,
+        )["prefix_matching"]
         c_any = ce(model, any_rows)
         icl = float((c_any[:, late_pos].mean(1) - c_any[:, early_pos].mean(1)).mean())
-        return {"max_prefix_matching": float(pm.max()), "prefix_matching": pm.tolist(), "icl": icl,
-                "heldout_loss": float(ce(model, prose_rows).mean()) if prose_rows.shape[0] else None}
+        return {
+            "max_prefix_matching": float(pm.max()),
+            "prefix_matching": pm.tolist(),
+            "icl": icl,
+            "heldout_loss": float(ce(model, prose_rows).mean()) if prose_rows.shape[0] else None,
+        }
 
     return evaluate
 
@@ -116,9 +129,10 @@ def heldout_rows(cfg, data, prefix: str) -> tuple:
     n = cfg.augment.n_heldout
     side = load_category_sidecar(prefix)
     prose = idx[np.argmax(side[0][idx], 1) == CATEGORIES.index("prose")] if side is not None else idx[:0]
-    return (np.asarray(data.rows(idx[:n])).astype(np.int64),
-            np.asarray(data.rows(prose[:n])).astype(np.int64) if prose.size else np.zeros((0, data.seq_len),
-                                                                                            np.int64))
+    return (
+        np.asarray(data.rows(idx[:n])).astype(np.int64),
+        np.asarray(data.rows(prose[:n])).astype(np.int64) if prose.size else np.zeros((0, data.seq_len), np.int64),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,8 +147,16 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
     a, tr = cfg.augment, cfg.train
     run_dir = os.path.join(out, "run")
     eval_path = os.path.join(run_dir, "eval.jsonl")
-    tc = TrainConfig(preset=preset, total_steps=max(tr.schedule_steps, tr.total_steps), lr=tr.lr, seed=tr.seed,
-                     checkpoint_every=a.eval_every, device="cpu", out_dir=run_dir, progress=progress)
+    tc = TrainConfig(
+        preset=preset,
+        total_steps=max(tr.schedule_steps, tr.total_steps),
+        lr=tr.lr,
+        seed=tr.seed,
+        checkpoint_every=a.eval_every,
+        device="cpu",
+        out_dir=run_dir,
+        progress=progress,
+    )
     trainer = Trainer(tc, data, eval_fn=eval_fn)
 
     def emerged():
@@ -145,8 +167,15 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
         e = emerged()
         return e is not None and step >= e + a.train_after
 
-    steps = sorted(int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()
-                   and has_state(os.path.join(run_dir, d))) if os.path.isdir(run_dir) else []
+    steps = (
+        sorted(
+            int(d[4:])
+            for d in os.listdir(run_dir)
+            if d.startswith("step") and d[4:].isdigit() and has_state(os.path.join(run_dir, d))
+        )
+        if os.path.isdir(run_dir)
+        else []
+    )
     if steps:
         trainer.load_checkpoint(os.path.join(run_dir, f"step{steps[-1]}"))
     t0 = time.perf_counter()
@@ -164,9 +193,15 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
     start = max(0, end - a.window_steps)
     start -= start % a.eval_every
     until = min(last, end + a.train_after)
-    return {"preset": preset, "run_dir": run_dir, "emergence_step": em, "window": [int(start), int(end)],
-            "train_until": int(until), "train_s": round(time.perf_counter() - t0, 1),
-            "evals": {int(s): recs[s] for s in sorted(recs) if start <= s <= until}}
+    return {
+        "preset": preset,
+        "run_dir": run_dir,
+        "emergence_step": em,
+        "window": [int(start), int(end)],
+        "train_until": int(until),
+        "train_s": round(time.perf_counter() - t0, 1),
+        "evals": {int(s): recs[s] for s in sorted(recs) if start <= s <= until},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -185,8 +220,15 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     c.targets.heads, c.targets.n_induction, c.targets.n_control = "auto", 1, 0
     done = os.path.join(out, "score", "scores.npy")
     meta = os.path.join(out, "attribution.json")
-    key = _fp({"window": base["window"], "run": base["run_dir"], "fit": dataclasses.asdict(c.fit),
-               "targets": dataclasses.asdict(c.targets), "score": dataclasses.asdict(c.score)})
+    key = _fp(
+        {
+            "window": base["window"],
+            "run": base["run_dir"],
+            "fit": dataclasses.asdict(c.fit),
+            "targets": dataclasses.asdict(c.targets),
+            "score": dataclasses.asdict(c.score),
+        }
+    )
     if not (os.path.exists(done) and os.path.exists(meta) and json.load(open(meta)).get("key") == key):
         shutil.rmtree(os.path.join(out, "score"), ignore_errors=True)
         t0 = time.perf_counter()
@@ -197,8 +239,7 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     sc = np.load(os.path.join(out, "score", "scores.npy"))[:, 0].astype(np.float64)
     g = np.load(os.path.join(out, "score", "global_index.npy"))
     targets = json.load(open(os.path.join(out, "targets.json")))
-    return {"global_index": g, "scores": sc, "head": targets["heads"][0],
-            "seconds": json.load(open(meta))["seconds"]}
+    return {"global_index": g, "scores": sc, "head": targets["heads"][0], "seconds": json.load(open(meta))["seconds"]}
 
 
 def motifs_from_scores(cfg, data, attr: Dict[str, Any]) -> Dict[str, Any]:
@@ -232,13 +273,20 @@ def category_mix(prefix: str, ids) -> Dict[str, int]:
 # synthetic data and arms
 
 
-def synthetic_rows(cfg, arm: str, seed: int, n: int, seq_len: int, motifs: Dict[str, List[Motif]],
-                   top: List[int], data, llm_log: list) -> tuple:
+def synthetic_rows(
+    cfg, arm: str, seed: int, n: int, seq_len: int, motifs: Dict[str, List[Motif]], top: List[int], data, llm_log: list
+) -> tuple:
     """(rows or None, dataset indices or None) of one arm and seed (``None`` arms insert nothing)."""
     a, loc = cfg.augment, cfg.localize
     if arm == "copy":
-        return copy_baseline_rows(n, seq_len, seed, low=a.copy_low or loc.low, high=a.copy_high or loc.high or 131,
-                                  span=(a.copy_span_min, a.copy_span_max)), None
+        return copy_baseline_rows(
+            n,
+            seq_len,
+            seed,
+            low=a.copy_low or loc.low,
+            high=a.copy_high or loc.high or 131,
+            span=(a.copy_span_min, a.copy_span_max),
+        ), None
     if arm == "top":
         return None, [top[j % len(top)] for j in range(n)]
     if arm in ("mechanistic", "mechanistic-large"):
@@ -261,8 +309,9 @@ def _llm_rows(cfg, ms: List[Motif], seed: int, n: int, seq_len: int, data, llm_l
     for m, c in zip(ms, counts):
         if c <= 0:
             continue
-        ex = [byte_decode(np.asarray(data.rows(np.array([e["id"]], np.int64)))[0]).decode("latin-1")
-              for e in m.examples]
+        ex = [
+            byte_decode(np.asarray(data.rows(np.array([e["id"]], np.int64)))[0]).decode("latin-1") for e in m.examples
+        ]
         r = llm_generator_rows(m, ex, client, int(c), seed, seq_len)
         llm_log.append({"motif": m.id, "seed": seed, "source": r["source"], "message": r["message"]})
         logger.info(r["message"])
@@ -277,9 +326,17 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
     start, end = base["window"]
     until = base["train_until"]
     steps = sorted(base["evals"])
-    key = _fp({"base": base["run_dir"], "window": base["window"], "until": until, "arm": arm, "seed": seed,
-               "iv": iv.to_dict(), "rows": _fp([it.tokens.tolist() if it.tokens is not None else int(it.index)
-                                                for it in iv.insert])})
+    key = _fp(
+        {
+            "base": base["run_dir"],
+            "window": base["window"],
+            "until": until,
+            "arm": arm,
+            "seed": seed,
+            "iv": iv.to_dict(),
+            "rows": _fp([it.tokens.tolist() if it.tokens is not None else int(it.index) for it in iv.insert]),
+        }
+    )
     res_path = os.path.join(out, "result.json")
     if os.path.exists(res_path):
         with open(res_path) as f:
@@ -288,9 +345,17 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
             return res
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    tr = branch_from_checkpoint(os.path.join(base["run_dir"], f"step{start}"), data, out, interventions=iv,
-                                eval_fn=eval_fn, checkpoint_every=10 ** 9, checkpoint_extra=tuple(steps),
-                                save_optimizer=False, progress=progress)
+    tr = branch_from_checkpoint(
+        os.path.join(base["run_dir"], f"step{start}"),
+        data,
+        out,
+        interventions=iv,
+        eval_fn=eval_fn,
+        checkpoint_every=10**9,
+        checkpoint_extra=tuple(steps),
+        save_optimizer=False,
+        progress=progress,
+    )
     tr.train(end_step=until)
     recs = {r["step"]: r for r in read_jsonl(tr.eval_path) if "max_prefix_matching" in r}
     recs[start] = base["evals"][start]
@@ -311,14 +376,17 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
 def _curve(evals: dict) -> dict:
     steps = sorted(int(s) for s in evals)
     e = {int(k): v for k, v in evals.items()}
-    return {"steps": steps, "score": [e[s]["max_prefix_matching"] for s in steps],
-            "icl": [e[s]["icl"] for s in steps], "heldout_loss": [e[s]["heldout_loss"] for s in steps]}
+    return {
+        "steps": steps,
+        "score": [e[s]["max_prefix_matching"] for s in steps],
+        "icl": [e[s]["icl"] for s in steps],
+        "heldout_loss": [e[s]["heldout_loss"] for s in steps],
+    }
 
 
 def _ms(v) -> dict:
     v = [x for x in v if x is not None]
-    return {"mean": float(np.mean(v)) if v else None, "std": float(np.std(v)) if v else None, "n": len(v),
-            "values": v}
+    return {"mean": float(np.mean(v)) if v else None, "std": float(np.std(v)) if v else None, "n": len(v), "values": v}
 
 
 def derive(size: dict, threshold: float) -> None:
@@ -334,12 +402,23 @@ def derive(size: dict, threshold: float) -> None:
             d["emergence_step"] = next((s for s, v in zip(d["steps"], d["score"]) if v >= threshold), None)
             d["icl_at_gain_step"] = d["icl"][i]
             d["heldout_loss_final"] = d["heldout_loss"][-1]
-            d["heldout_loss_change"] = (None if d["heldout_loss"][-1] is None or b["heldout_loss"][-1] is None
-                                        else d["heldout_loss"][-1] - b["heldout_loss"][-1])
+            d["heldout_loss_change"] = (
+                None
+                if d["heldout_loss"][-1] is None or b["heldout_loss"][-1] is None
+                else d["heldout_loss"][-1] - b["heldout_loss"][-1]
+            )
         runs = list(a["seeds"].values())[:1] if a["deterministic"] else list(a["seeds"].values())
-        a["summary"] = {k: _ms([d[k] for d in runs]) for k in ("gain", "score_at_gain_step", "emergence_step",
-                                                               "icl_at_gain_step", "heldout_loss_final",
-                                                               "heldout_loss_change")}
+        a["summary"] = {
+            k: _ms([d[k] for d in runs])
+            for k in (
+                "gain",
+                "score_at_gain_step",
+                "emergence_step",
+                "icl_at_gain_step",
+                "heldout_loss_final",
+                "heldout_loss_change",
+            )
+        }
 
 
 def findings(res: dict) -> List[str]:
@@ -349,36 +428,51 @@ def findings(res: dict) -> List[str]:
     for p, sz in res["sizes"].items():
         arms = sz["arms"]
         if sz["emergence_step"] is None:
-            out.append(f"{p}: no head reached {res['threshold']} in the base run; gains are measured at step "
-                       f"{sz['gain_step']} anyway.")
+            out.append(
+                f"{p}: no head reached {res['threshold']} in the base run; gains are measured at step "
+                f"{sz['gain_step']} anyway."
+            )
         g = {a: arms[a]["summary"]["gain"] for a in arms}
-        txt = ", ".join(f"{a} {100 * v['mean']:+.1f}% ± {100 * v['std']:.1f}" for a, v in g.items()
-                        if v["mean"] is not None and a != "none")
+        txt = ", ".join(
+            f"{a} {100 * v['mean']:+.1f}% ± {100 * v['std']:.1f}"
+            for a, v in g.items()
+            if v["mean"] is not None and a != "none"
+        )
         out.append(f"{p} (gain at step {sz['gain_step']}): {txt}.")
         if "mechanistic" in g and "copy" in g and g["mechanistic"]["mean"] is not None:
             m, c = g["mechanistic"], g["copy"]
             if m["mean"] > c["mean"] + max(m["std"], c["std"]):
                 out.append(f"{p}: the mechanistic data beat the generic copy baseline beyond seed spread.")
             elif m["mean"] > c["mean"]:
-                out.append(f"{p}: the mechanistic data did not beat the copy baseline beyond seed spread "
-                           f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%).")
+                out.append(
+                    f"{p}: the mechanistic data did not beat the copy baseline beyond seed spread "
+                    f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%)."
+                )
             else:
-                out.append(f"{p}: the mechanistic data did NOT beat the generic copy baseline "
-                           f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%).")
+                out.append(
+                    f"{p}: the mechanistic data did NOT beat the generic copy baseline "
+                    f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%)."
+                )
         for a in arms:
             if a in SEEDED_ARMS and arms[a]["summary"]["heldout_loss_final"]["std"] is not None:
                 seeded_noise.append(arms[a]["summary"]["heldout_loss_final"]["std"])
         hl = {a: arms[a]["summary"]["heldout_loss_change"]["mean"] for a in arms if a != "none"}
         noise = max([arms[a]["summary"]["heldout_loss_final"]["std"] or 0 for a in arms] + [1e-9])
         worse = [a for a, v in hl.items() if v is not None and v > 2 * noise]
-        out.append(f"{p}: held-out prose loss change vs none: " + ", ".join(
-            f"{a} {v:+.4f}" for a, v in hl.items() if v is not None) + f" (seed spread up to {noise:.4f}); "
-            + (f"worse beyond 2x seed spread: {worse}." if worse else "none worse beyond 2x seed spread."))
+        out.append(
+            f"{p}: held-out prose loss change vs none: "
+            + ", ".join(f"{a} {v:+.4f}" for a, v in hl.items() if v is not None)
+            + f" (seed spread up to {noise:.4f}); "
+            + (f"worse beyond 2x seed spread: {worse}." if worse else "none worse beyond 2x seed spread.")
+        )
         if "mechanistic-large" in g and g["mechanistic-large"]["mean"] is not None:
             s, l = g["mechanistic"]["mean"], g["mechanistic-large"]["mean"]
-            out.append(f"{p}: motifs mined on the smallest model gave {100 * s:+.1f}%, motifs mined on {p} itself "
-                       f"{100 * l:+.1f}% (" + ("the transfer claim holds here" if s > l else
-                                               "the transfer claim does not hold here") + ").")
+            out.append(
+                f"{p}: motifs mined on the smallest model gave {100 * s:+.1f}%, motifs mined on {p} itself "
+                f"{100 * l:+.1f}% ("
+                + ("the transfer claim holds here" if s > l else "the transfer claim does not hold here")
+                + ")."
+            )
     return out
 
 
@@ -407,8 +501,9 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         logger.info("\n== base run %s ==", p)
         bases[p] = train_base(cfg, p, data, os.path.join(out, "sizes", p), eval_fn, progress)
         b = bases[p]
-        logger.info(f"{p}: emergence {b['emergence_step']}, window {b['window']}, until {b['train_until']} "
-                    f"({b['train_s']} s)")
+        logger.info(
+            f"{p}: emergence {b['emergence_step']}, window {b['window']}, until {b['train_until']} ({b['train_s']} s)"
+        )
     timings["base_runs"] = round(sum(b["train_s"] for b in bases.values()), 1)
     t0 = time.perf_counter()
     attr = {"small": attribute(cfg, bases[sizes[0]], prefix, os.path.join(out, "mda", sizes[0]), progress)}
@@ -432,9 +527,17 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         arms = [x for x in a.arms]
         if transfer and p == sizes[-1]:
             arms.append("mechanistic-large")
-        size = {"preset": p, "emergence_step": b["emergence_step"], "window": b["window"],
-                "train_until": b["train_until"], "gain_step": end, "budget_rows": n, "budget_tokens": n * S,
-                "base_train_s": b["train_s"], "arms": {}}
+        size = {
+            "preset": p,
+            "emergence_step": b["emergence_step"],
+            "window": b["window"],
+            "train_until": b["train_until"],
+            "gain_step": end,
+            "budget_rows": n,
+            "budget_tokens": n * S,
+            "base_train_s": b["train_s"],
+            "arms": {},
+        }
         none = _curve({str(s): r for s, r in b["evals"].items()})
         for arm in arms:
             det = arm in ("none", "top")
@@ -452,11 +555,23 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
                     iv = plan_duplicates(idx.tolist(), win_steps, name="random", seed=seed)
                 else:
                     rows, idx = synthetic_rows(cfg, arm, seed, n, S, motifs, mined["small"]["top"], data, llm_log)
-                    iv = (plan_insertions(rows, win_steps, name=arm, seed=seed) if rows is not None
-                          else plan_duplicates(idx, win_steps, name=arm, seed=seed))
+                    iv = (
+                        plan_insertions(rows, win_steps, name=arm, seed=seed)
+                        if rows is not None
+                        else plan_duplicates(idx, win_steps, name=arm, seed=seed)
+                    )
                 logger.info(f"{p} {arm} seed {seed}: {len(iv.insert)} rows inserted over steps {start}..{end - 1}")
-                r = run_arm(cfg, b, data, arm, seed, iv, os.path.join(out, "sizes", p, "arms", arm, f"seed{seed}"),
-                            eval_fn, progress)
+                r = run_arm(
+                    cfg,
+                    b,
+                    data,
+                    arm,
+                    seed,
+                    iv,
+                    os.path.join(out, "sizes", p, "arms", arm, f"seed{seed}"),
+                    eval_fn,
+                    progress,
+                )
                 d = _curve(r["evals"])
                 d["train_s"] = r["seconds"]
                 d["insertion"] = insertion_log(iv, S)
@@ -470,17 +585,29 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "threshold": cfg.localize.threshold,
         "seeds": list(a.seeds),
         "gain_definition": "(score - score_none) / score_none at the gain step: the window end, the evaluation "
-                           "where the base run's best head first reached the threshold; score = max prefix "
-                           "matching over all heads",
-        "motifs": {k: {"mined_on": sizes[0] if k == "small" else sizes[-1],
-                       "motifs": [m.to_dict() for m in v["motifs"]], "sets": v["sets"], "n": v["n"],
-                       "top": v["top"], "top_scores": v["top_scores"],
-                       "top_categories": category_mix(prefix, v["top"]),
-                       "bottom_categories": category_mix(prefix, v["bottom"]),
-                       "head": attr[k]["head"]} for k, v in mined.items()},
+        "where the base run's best head first reached the threshold; score = max prefix "
+        "matching over all heads",
+        "motifs": {
+            k: {
+                "mined_on": sizes[0] if k == "small" else sizes[-1],
+                "motifs": [m.to_dict() for m in v["motifs"]],
+                "sets": v["sets"],
+                "n": v["n"],
+                "top": v["top"],
+                "top_scores": v["top_scores"],
+                "top_categories": category_mix(prefix, v["top"]),
+                "bottom_categories": category_mix(prefix, v["bottom"]),
+                "head": attr[k]["head"],
+            }
+            for k, v in mined.items()
+        },
         "llm": llm_log,
-        "settings": {"augment": dataclasses.asdict(a), "train": dataclasses.asdict(cfg.train),
-                     "data": {"batch_size": B, "seq_len": S}, "corpus": dataclasses.asdict(cfg.corpus)},
+        "settings": {
+            "augment": dataclasses.asdict(a),
+            "train": dataclasses.asdict(cfg.train),
+            "data": {"batch_size": B, "seq_len": S},
+            "corpus": dataclasses.asdict(cfg.corpus),
+        },
         "stage_seconds": timings,
         "elapsed_s": round(time.perf_counter() - t_all, 1),
         "torch_threads": torch.get_num_threads(),

@@ -1,5 +1,6 @@
 """Loading a run config: defaults ← a base dict ← a TOML/JSON file ← ``--set`` overrides, validated in full;
 packaged configs by name; ``describe`` for ``mda-fast config show``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,10 @@ def parse_override(item: str) -> dict:
 def read_config_file(path: str) -> dict:
     """The nested dict of a TOML or JSON config file (one clear error for a missing, unreadable or bad file)."""
     if os.path.isdir(path):
-        raise ConfigError(f"--config {path}: is a directory; expected a TOML or JSON config file "
-                          f"(or a packaged config name: {packaged_names()})")
+        raise ConfigError(
+            f"--config {path}: is a directory; expected a TOML or JSON config file "
+            f"(or a packaged config name: {packaged_names()})"
+        )
     if not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -115,10 +118,14 @@ def describe(cfg: Config) -> str:
         for f in dataclasses.fields(sec):
             m = f.metadata
             allowed = f" (one of {list(m['choices'])})" if m.get("choices") else ""
-            rng = " ".join(f"{sym} {m[k]}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                           if m.get(k) is not None)
-            lines.append(f"{f.name} = {_toml(getattr(sec, f.name))}  # {m['doc']}{allowed}"
-                         + (f" [{rng}]" if rng else ""))
+            rng = " ".join(
+                f"{sym} {m[k]}"
+                for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                if m.get(k) is not None
+            )
+            lines.append(
+                f"{f.name} = {_toml(getattr(sec, f.name))}  # {m['doc']}{allowed}" + (f" [{rng}]" if rng else "")
+            )
     return "\n".join(lines).lstrip("\n")
 
 

@@ -3,8 +3,15 @@ synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
 
 from .categories import load_category_sidecar, write_category_sidecar
 from .corpus import CorpusConfig, build_corpus
-from .megatron import (DTYPE_CODES, SHARD_CONVENTION, MissingDataError, MMapIndexedDataset, resolve_prefix,
-                       shard_bin_paths, write_megatron)
+from .megatron import (
+    DTYPE_CODES,
+    SHARD_CONVENTION,
+    MissingDataError,
+    MMapIndexedDataset,
+    resolve_prefix,
+    shard_bin_paths,
+    write_megatron,
+)
 from .pythia import PythiaBatches
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 

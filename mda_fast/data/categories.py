@@ -10,6 +10,7 @@ Format, beside a Megatron dataset ``<prefix>.bin/.idx``:
 Attribution never reads the sidecar; the analysis (category enrichment) and the matched intervention arms do.
 Any corpus can carry one: write it with :func:`write_category_sidecar`.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,6 +66,7 @@ def load_category_sidecar(prefix) -> Optional[Tuple[np.ndarray, List[str]]]:
     fr = np.load(npy)
     names = list(meta["categories"])
     if fr.shape != (meta["n_rows"], len(names)):
-        raise ValueError(f"{npy!r}: shape {fr.shape} disagrees with {js!r} (n_rows={meta['n_rows']}, "
-                         f"{len(names)} categories)")
+        raise ValueError(
+            f"{npy!r}: shape {fr.shape} disagrees with {js!r} (n_rows={meta['n_rows']}, {len(names)} categories)"
+        )
     return fr, names

@@ -28,6 +28,7 @@ against its base name (``"vendor/*"``, ``"*.min.js"``, ``"LICENSE"``). The first
 order wins. The category may be a new name (a new sidecar column) or ``"skip"`` (leave the file out; the manifest
 lists it as skipped).
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -45,10 +46,12 @@ SKIP = "skip"
 
 _EXT = {
     "python": ".py .pyi .pyx .pxd",
-    "code": (".c .h .cc .cpp .cxx .hh .hpp .hxx .cu .cuh .rs .go .java .kt .kts .scala .swift .m .mm .js .mjs .cjs "
-             ".jsx .ts .tsx .sh .bash .zsh .fish .ps1 .bat .rb .pl .pm .php .lua .r .jl .hs .ml .mli .fs .cs .vb "
-             ".sql .dart .zig .nim .ex .exs .erl .clj .el .vim .f .f90 .asm .s .cmake .mk .gradle .proto .thrift "
-             ".yaml .yml .toml .ini .cfg .conf .properties .dockerfile .tf .nix .css .scss .less"),
+    "code": (
+        ".c .h .cc .cpp .cxx .hh .hpp .hxx .cu .cuh .rs .go .java .kt .kts .scala .swift .m .mm .js .mjs .cjs "
+        ".jsx .ts .tsx .sh .bash .zsh .fish .ps1 .bat .rb .pl .pm .php .lua .r .jl .hs .ml .mli .fs .cs .vb "
+        ".sql .dart .zig .nim .ex .exs .erl .clj .el .vim .f .f90 .asm .s .cmake .mk .gradle .proto .thrift "
+        ".yaml .yml .toml .ini .cfg .conf .properties .dockerfile .tf .nix .css .scss .less"
+    ),
     "prose": ".md .markdown .mdx .rst .rest .adoc .asciidoc .org",
     "xml": ".xml .html .htm .xhtml .svg .xsd .xsl .xslt .rss .atom .kml .gpx .plist .vue .wsdl",
     "latex": ".tex .sty .cls .bib .ltx .dtx",
@@ -61,16 +64,34 @@ _EXT = {
 #: extension (lower case, with the dot) -> category
 EXTENSIONS = {e: c for c, es in _EXT.items() for e in es.split()}
 #: file base names with a category of their own
-NAMES = {n: "code" for n in ("Makefile", "GNUmakefile", "makefile", "Dockerfile", "Containerfile", "CMakeLists.txt",
-                             "Jenkinsfile", "Vagrantfile", "Rakefile", "Gemfile", "BUILD", "WORKSPACE",
-                             "meson.build", "SConstruct", "Snakefile")}
+NAMES = {
+    n: "code"
+    for n in (
+        "Makefile",
+        "GNUmakefile",
+        "makefile",
+        "Dockerfile",
+        "Containerfile",
+        "CMakeLists.txt",
+        "Jenkinsfile",
+        "Vagrantfile",
+        "Rakefile",
+        "Gemfile",
+        "BUILD",
+        "WORKSPACE",
+        "meson.build",
+        "SConstruct",
+        "Snakefile",
+    )
+}
 
 _PEM = re.compile(r"^-----BEGIN [A-Z0-9 ]+-----$", re.M)
 _B64_LINE = re.compile(r"^[A-Za-z0-9+/]{16,}={0,2}$")
 _TIMESTAMP = re.compile(
     r"^\s*[\[(]?(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}|\d{2}:\d{2}:\d{2}|"
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d{2}:\d{2}|"
-    r"(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|CRITICAL|FATAL)\b)")
+    r"(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|CRITICAL|FATAL)\b)"
+)
 _PY_LINE = re.compile(r"^(def \w+\(|class \w+[(:]|import \w|from [\w.]+ import |if __name__ == |@\w+)")
 _MD_LINE = re.compile(r"^(#{1,6} \S|```|\* \S|- \S|\d+\. \S|> \S|\[[^\]]+\]\([^)]+\))")
 _LATEX = re.compile(r"\\(documentclass|begin\{[a-zA-Z*]+\}|section\*?\{|usepackage)")
@@ -86,8 +107,9 @@ def check_overrides(overrides: Optional[Mapping[str, str]], where: str = "overri
     out = {}
     for k, v in overrides.items():
         if not isinstance(k, str) or not k or not isinstance(v, str):
-            raise ConfigError(f"{where}: {k!r} = {v!r}: expected a non-empty pattern (a .ext or a glob) mapped to "
-                              f"a category name")
+            raise ConfigError(
+                f"{where}: {k!r} = {v!r}: expected a non-empty pattern (a .ext or a glob) mapped to a category name"
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
             raise ConfigError(f"{where}: {k!r} = {v!r}: expected a category name of letters, digits, _ - .")
         out[k] = v

@@ -32,6 +32,7 @@ at the same prefix inside a walked tree) are neither read nor listed.
 The outputs are written under temporary names beside ``PREFIX`` and renamed at the end (the ``.idx`` last), so a
 failed build leaves no partial dataset.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,16 +48,24 @@ import numpy as np
 from ..config.schema import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
-from .packing import pack_documents, row_fractions
 from .classify import CATEGORIES, SKIP, check_overrides, classify
+from .corpus_tokenizer import NEOX_REPOS, resolve_tokenizer  # noqa: F401 (re-exported)
 from .megatron import write_megatron
 from .megatron_shards import shard_files, strip_prefix
-from .corpus_tokenizer import NEOX_REPOS, resolve_tokenizer  # noqa: F401 (re-exported)
+from .packing import pack_documents, row_fractions
 from .tokenizer import HFTokenizer
 from .walk import public_record, read_text_file, walk_files
 
-__all__ = ["CorpusConfig", "build_corpus", "resolve_tokenizer", "MANIFEST", "NEOX_REPOS", "corpus_outputs",
-           "manifest_path", "load_overrides"]
+__all__ = [
+    "CorpusConfig",
+    "build_corpus",
+    "resolve_tokenizer",
+    "MANIFEST",
+    "NEOX_REPOS",
+    "corpus_outputs",
+    "manifest_path",
+    "load_overrides",
+]
 
 MANIFEST = ".manifest.json"
 FORMAT = "mda-fast corpus"
@@ -67,14 +76,26 @@ VERSION = 1
 @dataclass
 class CorpusConfig:
     """How :func:`build_corpus` turns files into rows."""
-    tokenizer: str = opt("bytes", "bytes, neox (GPT-NeoX-20B's tokenizer.json from the local HF cache), or the path "
-                                  "of a tokenizer.json (or of a directory holding one)")
+
+    tokenizer: str = opt(
+        "bytes",
+        "bytes, neox (GPT-NeoX-20B's tokenizer.json from the local HF cache), or the path "
+        "of a tokenizer.json (or of a directory holding one)",
+    )
     seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
-    packing: str = opt("stream", "stream: documents + EOD concatenated and cut into rows (Pythia's way; the last "
-                                 "partial row dropped); rows: every document starts a row, its last row padded "
-                                 "with EOD", choices=("stream", "rows"))
-    overrides: dict = opt({}, "pattern -> category: a .ext or a glob on the relative path or base name; first "
-                              "match wins; category 'skip' leaves the file out", kind="overrides")
+    packing: str = opt(
+        "stream",
+        "stream: documents + EOD concatenated and cut into rows (Pythia's way; the last "
+        "partial row dropped); rows: every document starts a row, its last row padded "
+        "with EOD",
+        choices=("stream", "rows"),
+    )
+    overrides: dict = opt(
+        {},
+        "pattern -> category: a .ext or a glob on the relative path or base name; first "
+        "match wins; category 'skip' leaves the file out",
+        kind="overrides",
+    )
     include_hidden: bool = opt(False, "also read names starting with '.' (e.g. .git/, .env)")
     max_file_bytes: int = opt(0, "skip files larger than this many bytes; 0: no limit", ge=0)
 
@@ -95,6 +116,7 @@ class CorpusConfig:
 
 # ------------------------------------------------------------------------------------------------ outputs
 
+
 def manifest_path(prefix) -> str:
     return strip_prefix(prefix) + MANIFEST
 
@@ -110,7 +132,9 @@ def _check_out(prefix: str) -> str:
     if not os.path.basename(p):
         raise ConfigError(f"--out {prefix}: expected a path prefix such as DIR/document, not a directory")
     if os.path.isdir(p):
-        raise ConfigError(f"--out {prefix}: is a directory; expected a path prefix such as {os.path.join(p, 'document')}")
+        raise ConfigError(
+            f"--out {prefix}: is a directory; expected a path prefix such as {os.path.join(p, 'document')}"
+        )
     d = os.path.dirname(os.path.abspath(p))
     if not os.path.exists(d):
         raise ConfigError(f"--out {prefix}: directory {d} does not exist; expected an existing directory")
@@ -120,12 +144,15 @@ def _check_out(prefix: str) -> str:
         raise ConfigError(f"--out {prefix}: directory {d} is not writable; expected a writable directory")
     shards = shard_files(p)
     if shards:
-        raise ConfigError(f"--out {prefix}: {d} already holds sharded token files of this prefix "
-                          f"({shards[0][2]}, ...); delete them or choose another prefix")
+        raise ConfigError(
+            f"--out {prefix}: {d} already holds sharded token files of this prefix "
+            f"({shards[0][2]}, ...); delete them or choose another prefix"
+        )
     return p
 
 
 # ------------------------------------------------------------------------------------------------ build
+
 
 def _encode(tok, texts: List[str]) -> List[np.ndarray]:
     if isinstance(tok, HFTokenizer):
@@ -133,8 +160,9 @@ def _encode(tok, texts: List[str]) -> List[np.ndarray]:
     return [tok.encode(t) for t in texts]
 
 
-def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig] = None,
-                 progress: bool = False, tokenizer=None) -> dict:
+def build_corpus(
+    dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig] = None, progress: bool = False, tokenizer=None
+) -> dict:
     """Build the corpus of the files under ``dirs`` at ``out_prefix`` (see the module docstring); returns the manifest.
 
     ``tokenizer``: an already loaded tokenizer with its record (the pair :func:`resolve_tokenizer` returns);
@@ -160,29 +188,46 @@ def build_corpus(dirs: Sequence[str], out_prefix, config: Optional[CorpusConfig]
     extra = sorted({c for c in config.overrides.values() if c not in CATEGORIES and c != SKIP})
     categories = list(CATEGORIES) + extra
     dtype = np.uint16 if tok_rec["vocab_size"] <= 1 << 16 else np.int32
-    files, docs, cats = _read_all(cands, skipped, config, tok, dtype, {c: i for i, c in enumerate(categories)},
-                                  progress)
+    files, docs, cats = _read_all(
+        cands, skipped, config, tok, dtype, {c: i for i, c in enumerate(categories)}, progress
+    )
     skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
     if not files:
         why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
         raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
     for d in docs:
         if d.size and int(d.max()) >= tok_rec["vocab_size"]:
-            raise DataError(f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size "
-                            f"{tok_rec['vocab_size']}")
+            raise DataError(
+                f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size {tok_rec['vocab_size']}"
+            )
     S = config.seq_len
     rows, labels, starts, dropped, pad = pack_documents(docs, cats, S, config.packing, int(tok_rec["eod_id"]), dtype)
     n_rows = int(rows.shape[0])
     if n_rows == 0:
-        raise DataError(f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
-                        f"seq_len={S}; expected more text or a smaller --seq-len")
+        raise DataError(
+            f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
+            f"seq_len={S}; expected more text or a smaller --seq-len"
+        )
     _locate(files, starts, docs, n_rows * S, S)
     manifest = {
-        "format": FORMAT, "version": VERSION, "roots": roots, "tokenizer": tok_rec,
-        "seq_len": S, "packing": config.packing, "dtype": np.dtype(dtype).name, "n_rows": n_rows,
-        "n_tokens": n_rows * S, "dropped_tokens": int(dropped), "pad_tokens": int(pad), "n_files": len(files),
-        "n_skipped": len(skipped), "categories": categories, "config": config.to_dict(),
-        "totals": _totals(files, labels, categories, n_rows * S), "files": files, "skipped": skipped,
+        "format": FORMAT,
+        "version": VERSION,
+        "roots": roots,
+        "tokenizer": tok_rec,
+        "seq_len": S,
+        "packing": config.packing,
+        "dtype": np.dtype(dtype).name,
+        "n_rows": n_rows,
+        "n_tokens": n_rows * S,
+        "dropped_tokens": int(dropped),
+        "pad_tokens": int(pad),
+        "n_files": len(files),
+        "n_skipped": len(skipped),
+        "categories": categories,
+        "config": config.to_dict(),
+        "totals": _totals(files, labels, categories, n_rows * S),
+        "files": files,
+        "skipped": skipped,
     }
     _write(prefix, rows, dtype, row_fractions(labels, n_rows, S, len(categories)), categories, manifest)
     return manifest
@@ -202,8 +247,9 @@ def _check_roots(dirs) -> List[str]:
     return roots
 
 
-def _read_all(cands: List[dict], skipped: List[dict], config: CorpusConfig, tok, dtype, cat_index: dict,
-              progress: bool) -> Tuple[List[dict], List[np.ndarray], List[int]]:
+def _read_all(
+    cands: List[dict], skipped: List[dict], config: CorpusConfig, tok, dtype, cat_index: dict, progress: bool
+) -> Tuple[List[dict], List[np.ndarray], List[int]]:
     """Read, classify and tokenize every candidate (in order); unusable ones go to ``skipped``."""
     from tqdm.auto import tqdm
 
@@ -223,8 +269,9 @@ def _read_all(cands: List[dict], skipped: List[dict], config: CorpusConfig, tok,
         batch.clear()
 
     pending = 0
-    with tqdm(total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus",
-              disable=not progress) as bar:
+    with tqdm(
+        total=sum(r["size"] for r in cands), unit="B", unit_scale=True, desc="corpus", disable=not progress
+    ) as bar:
         for rec in cands:
             data, text, reason = read_text_file(rec, config)
             if reason is None:
@@ -233,8 +280,18 @@ def _read_all(cands: List[dict], skipped: List[dict], config: CorpusConfig, tok,
             if reason is not None:
                 skipped.append({**public_record(rec), "reason": reason})
             else:
-                batch.append(({**public_record(rec), "category": cat, "rule": rule,
-                               "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, text))
+                batch.append(
+                    (
+                        {
+                            **public_record(rec),
+                            "category": cat,
+                            "rule": rule,
+                            "sha256": hashlib.sha256(data).hexdigest(),
+                            "bytes": len(data),
+                        },
+                        text,
+                    )
+                )
                 pending += len(data)
                 if len(batch) >= 64 or pending >= 1 << 24:
                     flush()
@@ -257,8 +314,12 @@ def _totals(files: List[dict], labels: np.ndarray, categories: List[str], kept: 
     totals = {}
     for i, c in enumerate(categories):
         mine = [f for f in files if f["category"] == c]
-        totals[c] = {"files": len(mine), "bytes": sum(f["bytes"] for f in mine),
-                     "tokens": sum(f["tokens"] for f in mine), "share": float(counts[i] / kept)}
+        totals[c] = {
+            "files": len(mine),
+            "bytes": sum(f["bytes"] for f in mine),
+            "tokens": sum(f["tokens"] for f in mine),
+            "share": float(counts[i] / kept),
+        }
     return totals
 
 
@@ -276,10 +337,17 @@ def _write(prefix: str, rows: np.ndarray, dtype, fractions: np.ndarray, categori
     tmp_out, final = corpus_outputs(tmp), corpus_outputs(prefix)
     try:
         write_megatron(tmp, rows, dtype=dtype)
-        write_category_sidecar(tmp, fractions, categories, seq_len=manifest["seq_len"], packing=manifest["packing"],
-                               tokenizer=manifest["tokenizer"]["name"], eod_id=manifest["tokenizer"]["eod_id"],
-                               source=FORMAT,
-                               token_share={c: manifest["totals"][c]["share"] for c in categories})
+        write_category_sidecar(
+            tmp,
+            fractions,
+            categories,
+            seq_len=manifest["seq_len"],
+            packing=manifest["packing"],
+            tokenizer=manifest["tokenizer"]["name"],
+            eod_id=manifest["tokenizer"]["eod_id"],
+            source=FORMAT,
+            token_share={c: manifest["totals"][c]["share"] for c in categories},
+        )
         with open(tmp_out[-1], "w") as fh:
             json.dump(manifest, fh, indent=1)
             fh.write("\n")
@@ -309,9 +377,10 @@ def load_overrides(path: str) -> dict:
         else:
             doc = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--map {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
-                          f"({' '.join(str(e).split())[:120]}); expected a table of pattern = category") from None
+        raise ConfigError(
+            f"--map {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'} "
+            f"({' '.join(str(e).split())[:120]}); expected a table of pattern = category"
+        ) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"--map {path}: expected a table of pattern = category, got {type(doc).__name__}")
     return check_overrides(doc, f"--map {path}")
-

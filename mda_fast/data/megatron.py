@@ -24,15 +24,22 @@ from typing import List, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, MissingDataError
-
 from .megatron_format import CODE_OF, DTYPE_CODES, HEADER, MAGIC, VERSION, dtype_code  # noqa: F401
 from .megatron_shards import SHARD_CONVENTION, resolve_prefix, shard_bin_paths, shard_files
 from .megatron_writer import write_megatron
 
-__all__ = ["MMapIndexedDataset", "MissingDataError", "write_megatron", "DTYPE_CODES", "shard_bin_paths",
-           "resolve_prefix", "SHARD_CONVENTION"]
+__all__ = [
+    "MMapIndexedDataset",
+    "MissingDataError",
+    "write_megatron",
+    "DTYPE_CODES",
+    "shard_bin_paths",
+    "resolve_prefix",
+    "SHARD_CONVENTION",
+]
 
 _CHECK_CHUNK = 1 << 22  # entries per chunk when validating pointers (bounded memory on Pythia's 146M entries)
+
 
 def _starts_with(path: str, head: bytes) -> bool:
     with open(path, "rb") as f:
@@ -66,8 +73,9 @@ class MMapIndexedDataset:
         self._open_bin()
         self._validate_pointers()
         self._uniform = None
-        if self._n and all(bool((self.sizes[lo: lo + _CHECK_CHUNK] == self.sizes[0]).all())
-                           for lo in range(0, self._n, _CHECK_CHUNK)):
+        if self._n and all(
+            bool((self.sizes[lo : lo + _CHECK_CHUNK] == self.sizes[0]).all()) for lo in range(0, self._n, _CHECK_CHUNK)
+        ):
             self._uniform = int(self.sizes[0])
 
     # -- index -----------------------------------------------------------------------------------------------
@@ -110,8 +118,10 @@ class MMapIndexedDataset:
         if doc_count == 0:
             raise DataError(f"{path!r}: doc_count is 0; a Megatron index always holds doc_idx[0] = 0")
         d = self.doc_idx
-        decreasing = any(bool((np.diff(d[lo: lo + _CHECK_CHUNK + 1]) < 0).any())
-                         for lo in range(0, max(doc_count - 1, 0), _CHECK_CHUNK))
+        decreasing = any(
+            bool((np.diff(d[lo : lo + _CHECK_CHUNK + 1]) < 0).any())
+            for lo in range(0, max(doc_count - 1, 0), _CHECK_CHUNK)
+        )
         if d[0] != 0 or d[-1] != n or decreasing:
             raise DataError(
                 f"{path!r}: inconsistent doc_idx: expected non-decreasing from 0 to len={n}, "
@@ -244,6 +254,5 @@ class MMapIndexedDataset:
 
     def __repr__(self) -> str:
         return (
-            f"MMapIndexedDataset({self.path_prefix!r}, len={self._n}, dtype={self.dtype}, "
-            f"shards={len(self.bin_paths)})"
+            f"MMapIndexedDataset({self.path_prefix!r}, len={self._n}, dtype={self.dtype}, shards={len(self.bin_paths)})"
         )

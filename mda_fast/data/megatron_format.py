@@ -39,7 +39,6 @@ def dtype_code(dtype) -> int:
     dt = np.dtype(dtype).newbyteorder("<")
     if dt not in CODE_OF:
         raise TypeError(
-            f"dtype {np.dtype(dtype)} has no Megatron dtype code; expected one of "
-            f"{sorted(str(d) for d in CODE_OF)}"
+            f"dtype {np.dtype(dtype)} has no Megatron dtype code; expected one of {sorted(str(d) for d in CODE_OF)}"
         )
     return CODE_OF[dt]

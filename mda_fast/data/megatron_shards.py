@@ -17,7 +17,6 @@ SHARD_CONVENTION = (
 SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+")
 
 
-
 def strip_prefix(path_prefix: Union[str, os.PathLike]) -> str:
     p = os.fspath(path_prefix)
     for ext in (".idx", ".bin"):
@@ -42,8 +41,10 @@ def resolve_prefix(path: Union[str, os.PathLike]) -> str:
                 f"the shards document-IIIII-of-LLLLL.bin"
             )
         if len(idx) > 1:
-            raise DataError(f"directory {p!r} holds several Megatron indexes {idx}; name one prefix, e.g. "
-                            f"{os.path.join(p, idx[0][:-4])!r}")
+            raise DataError(
+                f"directory {p!r} holds several Megatron indexes {idx}; name one prefix, e.g. "
+                f"{os.path.join(p, idx[0][:-4])!r}"
+            )
         return os.path.join(p, idx[0][:-4])
     prefix = strip_prefix(p)
     m = SHARD_NAME.fullmatch(os.path.basename(prefix))

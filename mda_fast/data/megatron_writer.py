@@ -39,7 +39,9 @@ def write_megatron(
     sizes = np.array([s.size for s in seqs], dtype=np.int64)
     if sizes.size and sizes.max() > np.iinfo(np.int32).max:
         raise DataError(f"a sequence of {int(sizes.max())} tokens exceeds the i32 size field")
-    pointers = np.concatenate([[0], np.cumsum(sizes * dt.itemsize)[:-1]]).astype("<i8") if len(seqs) else np.zeros(0, "<i8")
+    pointers = (
+        np.concatenate([[0], np.cumsum(sizes * dt.itemsize)[:-1]]).astype("<i8") if len(seqs) else np.zeros(0, "<i8")
+    )
     doc_idx = np.asarray(np.arange(len(seqs) + 1) if doc_idx is None else doc_idx, dtype="<i8")
     paths, bounds = _stream_files(prefix, int(sizes.sum()) * dt.itemsize, n_shards)
     os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)

@@ -45,8 +45,9 @@ class PythiaBatches:
     reachable through :meth:`rows` but belong to no step.
     """
 
-    def __init__(self, path: Union[str, os.PathLike], batch_size: int = 1024, seq_len: int = 2049,
-                 packing: str = "rows"):
+    def __init__(
+        self, path: Union[str, os.PathLike], batch_size: int = 1024, seq_len: int = 2049, packing: str = "rows"
+    ):
         for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -99,7 +100,7 @@ class PythiaBatches:
             b = a + buf.size
             r0, r1 = -(-a // rb), min(b // rb, self.n_rows)
             if r1 > r0:
-                blocks.append((r0, r1, buf[r0 * rb - a: r1 * rb - a].view(ds.dtype).reshape(r1 - r0, L)))
+                blocks.append((r0, r1, buf[r0 * rb - a : r1 * rb - a].view(ds.dtype).reshape(r1 - r0, L)))
         return blocks
 
     # -- index arithmetic ------------------------------------------------------------------------------------
@@ -117,8 +118,10 @@ class PythiaBatches:
         """Inverse of :meth:`global_index`: ``(step, position_in_batch)``."""
         g = np.asarray(global_index)
         if np.any(g < 0) or np.any(g >= self.n_steps * self.batch_size):
-            raise ValueError(f"global index {global_index} outside the {self.n_steps} full steps "
-                             f"[0, {self.n_steps * self.batch_size})")
+            raise ValueError(
+                f"global index {global_index} outside the {self.n_steps} full steps "
+                f"[0, {self.n_steps * self.batch_size})"
+            )
         s, p = np.divmod(g.astype(np.int64), self.batch_size)
         return (int(s), int(p)) if g.ndim == 0 else (s, p)
 
@@ -175,8 +178,9 @@ class PythiaBatches:
         start = int(ds.pointers[i]) // ds.dtype.itemsize if self.packing == "rows" else i * self.seq_len
         return ds.read_tokens(start, self.seq_len)
 
-    def window(self, start_step: int, end_step: int, chunk: Optional[int] = None
-               ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def window(
+        self, start_step: int, end_step: int, chunk: Optional[int] = None
+    ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(global_index, step, position_in_batch, tokens)`` for steps ``[start_step, end_step)``.
 
         ``end_step`` is exclusive. Each tuple holds ``chunk`` rows (default ``batch_size``; the last may be
@@ -201,5 +205,7 @@ class PythiaBatches:
         return self.n_steps
 
     def __repr__(self) -> str:
-        return (f"PythiaBatches({self.path!r}, batch_size={self.batch_size}, seq_len={self.seq_len}, "
-                f"n_rows={self.n_rows}, n_steps={self.n_steps})")
+        return (
+            f"PythiaBatches({self.path!r}, batch_size={self.batch_size}, seq_len={self.seq_len}, "
+            f"n_rows={self.n_rows}, n_steps={self.n_steps})"
+        )

@@ -64,19 +64,25 @@ _OFFSET = 4
 
 # -- word lists ---------------------------------------------------------------------------------------------------
 _DET = "the a this that every some one each my our their his her no".split()
-_ADJ = ("old new small large quiet bright dark green red blue cold warm quick slow strange simple early late "
-        "heavy light young ancient silent gentle broken hidden open narrow wide deep soft hard clever").split()
-_NOUN = ("cat dog river stone tree house city road garden window door letter book song friend child teacher "
-         "farmer king queen ship island mountain forest bridge market tower clock lamp table field bird horse "
-         "village storm winter morning evening kitchen engine wheel signal story voice").split()
-_VERB = ("saw found took built opened closed carried followed watched heard painted crossed visited left "
-         "reached moved pushed pulled wrote read lost kept sold bought chose").split()
+_ADJ = (
+    "old new small large quiet bright dark green red blue cold warm quick slow strange simple early late "
+    "heavy light young ancient silent gentle broken hidden open narrow wide deep soft hard clever"
+).split()
+_NOUN = (
+    "cat dog river stone tree house city road garden window door letter book song friend child teacher "
+    "farmer king queen ship island mountain forest bridge market tower clock lamp table field bird horse "
+    "village storm winter morning evening kitchen engine wheel signal story voice"
+).split()
+_VERB = (
+    "saw found took built opened closed carried followed watched heard painted crossed visited left "
+    "reached moved pushed pulled wrote read lost kept sold bought chose"
+).split()
 _ADV = "slowly quickly quietly often never always suddenly carefully again soon".split()
 _PREP = "in on under near with across behind before after beside over into".split()
-_NAME = ("Alice Bruno Clara Dmitri Elena Farid Grace Hiro Ines Jonas Kiri Lena Marco Nadia Omar Priya "
-         "Quinn Rosa Sven Tomas").split()
-_CITY = ("Lisbon Oslo Cairo Lima Quito Hanoi Dakar Perth Riga Turin Kyoto Nairobi Porto Zagreb Austin "
-         "Bergen").split()
+_NAME = (
+    "Alice Bruno Clara Dmitri Elena Farid Grace Hiro Ines Jonas Kiri Lena Marco Nadia Omar Priya Quinn Rosa Sven Tomas"
+).split()
+_CITY = ("Lisbon Oslo Cairo Lima Quito Hanoi Dakar Perth Riga Turin Kyoto Nairobi Porto Zagreb Austin Bergen").split()
 _TAG = ("item name title price author city note entry value record field date id label group node").split()
 _ROOT = "catalog library inventory records config feed dataset list".split()
 _LEVEL = "INFO INFO INFO DEBUG WARN ERROR".split()
@@ -93,7 +99,7 @@ def _pick(r: int, words: List[str]) -> str:
 
 def _sentence(r: np.ndarray) -> str:
     """One sentence from a small grammar; ``r`` holds 12 random ints."""
-    subj = (f"{_pick(r[0], _DET)} {_pick(r[1], _ADJ)} {_pick(r[2], _NOUN)}" if r[11] % 3 else _pick(r[0], _NAME))
+    subj = f"{_pick(r[0], _DET)} {_pick(r[1], _ADJ)} {_pick(r[2], _NOUN)}" if r[11] % 3 else _pick(r[0], _NAME)
     obj = f"{_pick(r[3], _DET)} {_pick(r[4], _NOUN)}"
     s = f"{subj} {_pick(r[5], _VERB)} {obj}"
     if r[10] % 2:
@@ -135,7 +141,7 @@ def _gen_latex(rng: np.random.Generator, cfg) -> str:
     g = [_pick(int(r[3 + i]), _GREEK) for i in range(2)]
     env = _pick(int(r[5]), _LATEX_ENV)
     title = f"{_pick(int(r[6]), _ADJ).capitalize()} {_pick(int(r[7]), _NOUN)}s"
-    items = "\n".join(f"  \\item {_words(r[8 + 2 * i: 10 + 2 * i])}" for i in range(1 + int(r[20]) % 4))
+    items = "\n".join(f"  \\item {_words(r[8 + 2 * i : 10 + 2 * i])}" for i in range(1 + int(r[20]) % 4))
     return (
         f"\\section{{{title}}}\n"
         f"\\begin{{equation}}\n  {var[0]}_{{{var[1]}}} = \\frac{{{g[0]} {var[1]}}}{{{g[1]} + {var[2]}}}"
@@ -186,7 +192,7 @@ def _gen_hexlog(rng: np.random.Generator, cfg) -> str:
 
 def _gen_base64(rng: np.random.Generator, cfg) -> str:
     blob = base64.b64encode(rng.bytes(int(rng.integers(48, 360)))).decode("ascii")
-    return "data:application/octet-stream;base64," + "\n".join(blob[i: i + 76] for i in range(0, len(blob), 76)) + "\n"
+    return "data:application/octet-stream;base64," + "\n".join(blob[i : i + 76] for i in range(0, len(blob), 76)) + "\n"
 
 
 def _gen_csv(rng: np.random.Generator, cfg) -> str:
@@ -195,8 +201,10 @@ def _gen_csv(rng: np.random.Generator, cfg) -> str:
     lines = ["id,name,city,amount,date"]
     start = int(rng.integers(1, 9000))
     for i, row in enumerate(r):
-        lines.append(f"{start + i},{_pick(int(row[0]), _NAME)},{_pick(int(row[1]), _CITY)},"
-                     f"{int(row[2]) % 100000 / 100:.2f},2026-{1 + int(row[3]) % 12:02d}-{1 + int(row[3]) % 28:02d}")
+        lines.append(
+            f"{start + i},{_pick(int(row[0]), _NAME)},{_pick(int(row[1]), _CITY)},"
+            f"{int(row[2]) % 100000 / 100:.2f},2026-{1 + int(row[3]) % 12:02d}-{1 + int(row[3]) % 28:02d}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -400,6 +408,7 @@ def generate_corpus(out_prefix, config: SyntheticConfig, n_shards: int = 1, prog
         "eod_id": _EOD,
         "tokenizer": "bytes",
     }
-    side = write_category_sidecar(out_prefix, fractions, CATEGORIES,
-                                  **{k: v for k, v in meta.items() if k != "categories"})
+    side = write_category_sidecar(
+        out_prefix, fractions, CATEGORIES, **{k: v for k, v in meta.items() if k != "categories"}
+    )
     return {**meta, "paths": paths + side}

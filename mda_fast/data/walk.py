@@ -1,5 +1,6 @@
 """Walking the ``mda-fast corpus`` source trees: candidate files in a deterministic order, what is skipped and why
 (hidden, symlinked directories, unreadable, empty, binary, too large)."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,9 @@ def walk_files(roots: Sequence[str], config, exclude: set) -> Tuple[List[dict], 
                 if name.startswith(".") and not config.include_hidden:
                     skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "hidden"})
                 elif os.path.islink(full):
-                    skipped.append({"root": ri, "path": rel_d + name + "/", "reason": "symlinked directory (not followed)"})
+                    skipped.append(
+                        {"root": ri, "path": rel_d + name + "/", "reason": "symlinked directory (not followed)"}
+                    )
                 else:
                     keep.append(name)
             dirnames[:] = keep
@@ -42,8 +45,9 @@ def walk_files(roots: Sequence[str], config, exclude: set) -> Tuple[List[dict], 
         for e in errors:
             where = os.path.relpath(e.filename, root).replace(os.sep, "/") if e.filename else "."
             if where == ".":
-                raise DataError(f"--from {root}: cannot read the directory ({e.strerror or e}); expected a readable "
-                                f"directory")
+                raise DataError(
+                    f"--from {root}: cannot read the directory ({e.strerror or e}); expected a readable directory"
+                )
             skipped.append({"root": ri, "path": where + "/", "reason": f"unreadable ({e.strerror or e})"})
         here.sort(key=lambda r: r["path"].encode("utf-8", "surrogateescape"))
         files.extend(here)

@@ -4,6 +4,7 @@ Backends (``backend=`` argument or env ``MDA_FAST_BACKEND``): "cuda" (mda_fast._
 "cpu" (mda_fast._C, C++/OpenMP) and "torch" (reference; any device, float64 too). See ``dispatch.py``; the ops are
 registered with ``torch.library`` as ``torch.ops.mda_fast.*`` (``ops.py``).
 """
+
 from . import ops
 from .dispatch import (
     BACKENDS,

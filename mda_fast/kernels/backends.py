@@ -4,6 +4,7 @@ Every backend module exposes the same functions on validated inputs (see ``valid
 ``is_available()``, ``covariance_accumulate(acc, X, mask, bias)``, ``score_blocks(blocks, mask)``,
 ``eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, route=None)`` and ``per_sample_grads(X, Y, mask, bias)``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -52,5 +53,6 @@ def available_backends(device: Optional[torch.device | str] = None) -> List[str]
         return [n for n in names if n in ("cuda", "triton", "torch")]
     if dev.type == "cpu":
         return [n for n in names if n in ("cpu", "torch")] + (
-            ["triton"] if "triton" in names and os.environ.get("TRITON_INTERPRET") == "1" else [])
+            ["triton"] if "triton" in names and os.environ.get("TRITON_INTERPRET") == "1" else []
+        )
     return ["torch"]

@@ -7,6 +7,7 @@ the block table; the runner decides where the core runs:
 * ``cpu``  — ``_C.cpu_run`` (C++/OpenMP); its score epilogue writes every S entry;
 * ``cuda`` — ``_C.cuda_run`` on torch's current stream (tensor cores); its score epilogue adds into S.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -83,8 +84,7 @@ class CompiledBackend:
 
     def _run(self, mode: str, X: torch.Tensor, tab: list, mask, N: int, T: int, K: int = 0, S: int = 0) -> None:
         C = ext()
-        self._runner(getattr(C, "MODE_" + mode), dtype_code(X.dtype), tab, mask_as_float(mask), N, T, K, S,
-                     X.device)
+        self._runner(getattr(C, "MODE_" + mode), dtype_code(X.dtype), tab, mask_as_float(mask), N, T, K, S, X.device)
 
     def covariance_accumulate(self, acc, X, mask=None, bias=False):
         """acc [D, D] += Σ_n Σ_t m x̃ x̃ᵀ (the kSum epilogue with a = b = X̃); returns acc."""
@@ -129,8 +129,9 @@ class CompiledBackend:
         """acc += Σ_n (Q_Sᵀ G_n Q_A)², route "A"/"B" (None: ``reference.eigen_sq_route``, the FLOP count)."""
         if X.shape[0] * X.shape[1] == 0:
             return acc
-        return reference.eigen_sq_routed(acc, X, Y, Q_S, Q_A, mask, bias, store_g=self.per_sample_grads,
-                                         square_sum=self.square_sum, route=route)
+        return reference.eigen_sq_routed(
+            acc, X, Y, Q_S, Q_A, mask, bias, store_g=self.per_sample_grads, square_sum=self.square_sum, route=route
+        )
 
 
 cpu = CompiledBackend("cpu", run_cpu, _cpu_available, score_adds=False)

@@ -11,6 +11,7 @@ Backend selection, per call:
 The public functions validate, pick the backend and call the registered op (``ops.py``,
 ``torch.ops.mda_fast.*``); the accumulating ones return the ``acc`` they were given, mutated in place.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,17 @@ from .backends import BACKENDS, available_backends, is_available
 from .validate import BlockInput, validate_blocks, validate_covariance, validate_eigen_sq
 
 ENV_VAR = "MDA_FAST_BACKEND"
-__all__ = ["BACKENDS", "ENV_VAR", "available_backends", "covariance_accumulate", "cpu_prefers_cxx",
-           "eigen_sq_accumulate", "score", "score_blocks", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "available_backends",
+    "covariance_accumulate",
+    "cpu_prefers_cxx",
+    "eigen_sq_accumulate",
+    "score",
+    "score_blocks",
+    "select_backend",
+]
 
 
 # ---- CPU rule -------------------------------------------------------------------------------------------------
@@ -49,8 +59,9 @@ def _has_float64(*tensors) -> bool:
     return any(t is not None and t.dtype == torch.float64 for t in tensors)
 
 
-def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[torch.Tensor]],
-                   shape: dict, backend: Optional[str] = None) -> str:
+def select_backend(
+    op: str, device: torch.device, tensors: Sequence[Optional[torch.Tensor]], shape: dict, backend: Optional[str] = None
+) -> str:
     """Name of the backend that runs ``op`` (see module docstring for the rule)."""
     f64 = _has_float64(*tensors)
     forced, source = backend, "backend argument"
@@ -71,9 +82,10 @@ def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[tor
         if forced == "cpu" and device.type != "cpu":
             raise ValueError(f"{source}='cpu' needs CPU tensors, got tensors on {device}")
         if not is_available(forced):
-            raise RuntimeError(f"{source}={forced!r} is not available here (available: {available_backends()})"
-                               + ("; build mda_fast._C (scripts/dev_build.sh or pip install .)"
-                                  if forced in ("cpu", "cuda") else ""))
+            raise RuntimeError(
+                f"{source}={forced!r} is not available here (available: {available_backends()})"
+                + ("; build mda_fast._C (scripts/dev_build.sh or pip install .)" if forced in ("cpu", "cuda") else "")
+            )
         return forced
     if f64:
         return "torch"
@@ -91,8 +103,14 @@ def select_backend(op: str, device: torch.device, tensors: Sequence[Optional[tor
 
 # ---- public ops -----------------------------------------------------------------------------------------------
 
-def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                          bias: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+
+def covariance_accumulate(
+    acc: torch.Tensor,
+    X: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    bias: bool = False,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """acc [D, D] += Σ_n Σ_t m_{n,t} x̃_{n,t} x̃_{n,t}ᵀ with x̃ = [x, 1] when ``bias``; returns acc."""
     validate_covariance(acc, X, mask, bias)
     N, T, d = X.shape
@@ -102,8 +120,9 @@ def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[tor
     return acc
 
 
-def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None,
-                 backend: Optional[str] = None) -> torch.Tensor:
+def score_blocks(
+    blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None, backend: Optional[str] = None
+) -> torch.Tensor:
     """S [N, K] = Σ_b ⟨P_b[k], G_b,n⟩ with G_b,n = Σ_t m_t y_t x̃_tᵀ; fp32 (float64 on float64 inputs)."""
     blocks = validate_blocks(blocks, mask)
     X0 = blocks[0].X
@@ -113,19 +132,33 @@ def score_blocks(blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = No
     D = max(b.X.shape[2] + int(b.bias) for b in blocks)
     tensors = [t for b in blocks for t in (b.X, b.P)]
     name = select_backend("score", X0.device, tensors, dict(N=N, T=T, d_out=d_out, D=D, K=K), backend)
-    return ops.score_blocks([b.X for b in blocks], [b.Y for b in blocks], [b.P for b in blocks],
-                            [b.bias for b in blocks], mask, name)
+    return ops.score_blocks(
+        [b.X for b in blocks], [b.Y for b in blocks], [b.P for b in blocks], [b.bias for b in blocks], mask, name
+    )
 
 
-def score(X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, mask: Optional[torch.Tensor] = None,
-          bias: bool = False, backend: Optional[str] = None) -> torch.Tensor:
+def score(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    P: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    bias: bool = False,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """S [N, K], S[n, k] = ⟨P_k, G_n⟩ for one block (P [K, d_out, d_in + bias] fp32)."""
     return score_blocks([BlockInput(X, Y, P, bias)], mask, backend)
 
 
-def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
-                        Q_A: torch.Tensor, mask: Optional[torch.Tensor] = None, bias: bool = False,
-                        backend: Optional[str] = None) -> torch.Tensor:
+def eigen_sq_accumulate(
+    acc: torch.Tensor,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    Q_S: torch.Tensor,
+    Q_A: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    bias: bool = False,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)² (element-wise square); returns acc."""
     validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias)
     N, T, d_in = X.shape

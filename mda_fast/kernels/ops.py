@@ -6,6 +6,7 @@ the ops may be called directly. The accumulating ops mutate ``acc`` in place (``
 the fake (meta) functions give shapes and dtypes without computing, so the ops trace under ``torch.compile`` and
 pass ``torch.library.opcheck``. Blocks of ``score_blocks`` travel as parallel lists (X, Y, P, bias).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -18,8 +19,9 @@ from .validate import BlockInput, validate_blocks, validate_covariance, validate
 
 
 @torch.library.custom_op("mda_fast::covariance_accumulate", mutates_args=("acc",))
-def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: Optional[torch.Tensor], bias: bool,
-                          backend: str) -> None:
+def covariance_accumulate(
+    acc: torch.Tensor, X: torch.Tensor, mask: Optional[torch.Tensor], bias: bool, backend: str
+) -> None:
     """acc [D, D] += Σ_n Σ_t m x̃ x̃ᵀ in place."""
     validate_covariance(acc, X, mask, bias)
     backend_module(backend).covariance_accumulate(acc, X, mask, bias)
@@ -32,14 +34,22 @@ def _(acc, X, mask, bias, backend):
 
 def _blocks(X, Y, P, bias) -> List[BlockInput]:
     if not (len(X) == len(Y) == len(P) == len(bias)):
-        raise ValueError(f"score_blocks: X, Y, P and bias must have one entry per block, got lengths "
-                         f"{len(X)}, {len(Y)}, {len(P)}, {len(bias)}")
+        raise ValueError(
+            f"score_blocks: X, Y, P and bias must have one entry per block, got lengths "
+            f"{len(X)}, {len(Y)}, {len(P)}, {len(bias)}"
+        )
     return [BlockInput(x, y, p, b) for x, y, p, b in zip(X, Y, P, bias)]
 
 
 @torch.library.custom_op("mda_fast::score_blocks", mutates_args=())
-def score_blocks(X: List[torch.Tensor], Y: List[torch.Tensor], P: List[torch.Tensor], bias: List[bool],
-                 mask: Optional[torch.Tensor], backend: str) -> torch.Tensor:
+def score_blocks(
+    X: List[torch.Tensor],
+    Y: List[torch.Tensor],
+    P: List[torch.Tensor],
+    bias: List[bool],
+    mask: Optional[torch.Tensor],
+    backend: str,
+) -> torch.Tensor:
     """S [N, K] = Σ_b <P_b[k], G_b,n>; fp32 (float64 for float64 inputs, backend torch)."""
     blocks = validate_blocks(_blocks(X, Y, P, bias), mask)
     return backend_module(backend).score_blocks(blocks, mask)
@@ -51,8 +61,17 @@ def _(X, Y, P, bias, mask, backend):
 
 
 @torch.library.custom_op("mda_fast::eigen_sq_accumulate", mutates_args=("acc",))
-def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor, Q_A: torch.Tensor,
-                        mask: Optional[torch.Tensor], bias: bool, backend: str, route: Optional[str] = None) -> None:
+def eigen_sq_accumulate(
+    acc: torch.Tensor,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    Q_S: torch.Tensor,
+    Q_A: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    bias: bool,
+    backend: str,
+    route: Optional[str] = None,
+) -> None:
     """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)² in place; route None (FLOP rule), "A"/"tokens" or "B"/"grads"."""
     validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias)
     backend_module(backend).eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask, bias, route=normalize_route(route))
@@ -64,8 +83,9 @@ def _(acc, X, Y, Q_S, Q_A, mask, bias, backend, route=None):
 
 
 @torch.library.custom_op("mda_fast::per_sample_grads", mutates_args=())
-def per_sample_grads(X: torch.Tensor, Y: torch.Tensor, mask: Optional[torch.Tensor], bias: bool,
-                     backend: str) -> torch.Tensor:
+def per_sample_grads(
+    X: torch.Tensor, Y: torch.Tensor, mask: Optional[torch.Tensor], bias: bool, backend: str
+) -> torch.Tensor:
     """G [N, d_out, d_in + bias] with G_n = Σ_t m_t y_t x̃_tᵀ (route B's workspace; fp32, float64 for float64)."""
     validate_grads(X, Y, mask, bias)
     mod = backend_module(backend)

@@ -4,9 +4,10 @@ Works on any device and dtype; computes in fp32, or in float64 when any input is
 of the benchmarks and the float64 oracle of the tests. Also holds the FLOP-count route rule of
 ``eigen_sq_accumulate`` shared by the compiled backends.
 """
+
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -72,6 +73,7 @@ def eigen_sq_accumulate(acc, X, Y, Q_S, Q_A, mask=None, bias=False, route=None):
 
 # ---- route rule of eigen_sq_accumulate (shared by the C++ CPU and CUDA backends) ----------------------------
 
+
 def eigen_sq_flops(N: int, T: int, d_out: int, D: int) -> dict:
     """Multiply-add FLOPs (×2) of the two routes.
 
@@ -94,14 +96,26 @@ def normalize_route(route: Optional[str]) -> Optional[str]:
 
 
 def eigen_sq_route(N: int, T: int, d_out: int, D: int) -> str:
-    """"A" when rotating the tokens costs fewer FLOPs than rotating each G_n, i.e. T(D² + d_out²) <
+    """ "A" when rotating the tokens costs fewer FLOPs than rotating each G_n, i.e. T(D² + d_out²) <
     d_out·D(d_out + D) (short sequences); "B" otherwise (ties go to B, which streams less data)."""
     f = eigen_sq_flops(N, T, d_out, D)
     return "A" if f["A"] < f["B"] else "B"
 
 
-def eigen_sq_routed(acc, X, Y, Q_S, Q_A, mask, bias, *, store_g: Callable, square_sum: Callable,
-                    workspace_bytes: int = 256 << 20, route: Optional[str] = None):
+def eigen_sq_routed(
+    acc,
+    X,
+    Y,
+    Q_S,
+    Q_A,
+    mask,
+    bias,
+    *,
+    store_g: Callable,
+    square_sum: Callable,
+    workspace_bytes: int = 256 << 20,
+    route: Optional[str] = None,
+):
     """Runs eigen_sq_accumulate with a backend's two kernels.
 
     store_g(Xc, Yc, maskc, bias) -> G fp32 [n, d_out, D] for a chunk of samples (route B);

@@ -7,6 +7,7 @@ acc[i, j] and its transpose to acc[j, i] (once for diagonal tiles), so only half
 one row slice every element gets one add (deterministic); with several, fp32 addition order varies between runs
 (differences ~1e-7 relative).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,9 +23,21 @@ from .triton_tile import compile_configs, g_tile, precision
 ROW_QUANTUM = 256
 
 
-def _covariance_kernel(X, M, Acc, R, d_in, D, rows_per_split,
-                       HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                       BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
+def _covariance_kernel(
+    X,
+    M,
+    Acc,
+    R,
+    d_in,
+    D,
+    rows_per_split,
+    HAS_MASK: tl.constexpr,
+    BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
     n_tiles = (D + BLOCK_D - 1) // BLOCK_D
     tile = tl.program_id(0)
     pid_i = tile // n_tiles
@@ -34,8 +47,24 @@ def _covariance_kernel(X, M, Acc, R, d_in, D, rows_per_split,
         offs_j = pid_j * BLOCK_D + tl.arange(0, BLOCK_D)
         r_begin = tl.program_id(1).to(tl.int64) * rows_per_split
         r_end = tl.minimum(r_begin + rows_per_split, R)
-        acc = g_tile(tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32), X, X, M, r_begin, r_end, d_in, d_in,
-                     offs_i, offs_j, HAS_MASK, BIAS, BIAS, UPCAST, PRECISION, BLOCK_R)
+        acc = g_tile(
+            tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32),
+            X,
+            X,
+            M,
+            r_begin,
+            r_end,
+            d_in,
+            d_in,
+            offs_i,
+            offs_j,
+            HAS_MASK,
+            BIAS,
+            BIAS,
+            UPCAST,
+            PRECISION,
+            BLOCK_R,
+        )
         ij_ok = (offs_i < D)[:, None] & (offs_j < D)[None, :]
         tl.atomic_add(Acc + offs_i[:, None] * D + offs_j[None, :], acc, mask=ij_ok)
         if pid_j != pid_i:
@@ -48,15 +77,21 @@ def _configs(interpret: bool):
     return [
         triton.Config({"BLOCK_D": bd, "BLOCK_R": br}, num_warps=w, num_stages=s)
         for bd, br, w, s in [
-            (64, 64, 4, 4), (64, 128, 4, 3), (128, 32, 8, 4), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3),
+            (64, 64, 4, 4),
+            (64, 128, 4, 3),
+            (128, 32, 8, 4),
+            (128, 64, 8, 3),
+            (128, 64, 4, 3),
+            (128, 128, 8, 3),
         ]
     ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(interpret: bool):
-    return triton.autotune(_configs(interpret), key=["d_in", "rows_per_split", "BIAS", "HAS_MASK"],
-                           restore_value=["Acc"])(triton.jit(_covariance_kernel))
+    return triton.autotune(
+        _configs(interpret), key=["d_in", "rows_per_split", "BIAS", "HAS_MASK"], restore_value=["Acc"]
+    )(triton.jit(_covariance_kernel))
 
 
 def kernel():
@@ -75,8 +110,7 @@ def rows_per_split(R: int, D: int, device: torch.device) -> int:
     return triton.cdiv(triton.cdiv(R, splits), ROW_QUANTUM) * ROW_QUANTUM
 
 
-def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor | None,
-                          bias: bool) -> torch.Tensor:
+def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor | None, bias: bool) -> torch.Tensor:
     """acc [D, D] fp32 += Σ_n Σ_t m x̃ x̃ᵀ (X [N, T, d_in], mask None or [N, T]); returns acc."""
     interpret = interpret_mode()
     fn = kernel()
@@ -88,8 +122,19 @@ def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor
     rows = rows_per_split(R, D, X.device)
     m = mask if mask is not None else acc  # dummy pointer when HAS_MASK is False
     grid = lambda META: (triton.cdiv(D, META["BLOCK_D"]) ** 2, triton.cdiv(R, rows))
-    fn[grid](X, m, acc, R, d_in, D, rows,
-             HAS_MASK=mask is not None, BIAS=bool(bias), UPCAST=interpret, PRECISION=precision(X.dtype))
+    fn[grid](
+        X,
+        m,
+        acc,
+        R,
+        d_in,
+        D,
+        rows,
+        HAS_MASK=mask is not None,
+        BIAS=bool(bias),
+        UPCAST=interpret,
+        PRECISION=precision(X.dtype),
+    )
     return acc
 
 
@@ -97,8 +142,16 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
     for dt in dtypes:
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {"X": "*" + dt, "M": "*fp32", "Acc": "*fp32", "R": "i64", "d_in": "i32", "D": "i32",
-                   "rows_per_split": "i32"}
-            const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION="ieee" if dt == "fp32" else "tf32",
-                         **cfg.kwargs)
+            sig = {
+                "X": "*" + dt,
+                "M": "*fp32",
+                "Acc": "*fp32",
+                "R": "i64",
+                "d_in": "i32",
+                "D": "i32",
+                "rows_per_split": "i32",
+            }
+            const = dict(
+                HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION="ieee" if dt == "fp32" else "tf32", **cfg.kwargs
+            )
             yield f"covariance[{dt}]", _covariance_kernel, sig, const, cfg

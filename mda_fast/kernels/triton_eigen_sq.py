@@ -16,6 +16,7 @@ Two routes, picked by FLOP count (`choose_route`, which applies the shared rule 
 head blocks at T=2048 (d_out = d_head ≤ 256). The rotated tokens are rounded to the input dtype (bf16/fp16 keep
 tensor-core speed; fp32 stays fp32 with exact "ieee" dots); in interpreter mode everything is fp32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,35 +33,104 @@ from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_
 _CHUNK_BYTES = 512 * 2**20
 
 
-def _eigen_sq_kernel(Xr, Yr, M, Acc, N, T, d_out, D_in, samples_per_split,
-                     HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
+def _eigen_sq_kernel(
+    Xr,
+    Yr,
+    M,
+    Acc,
+    N,
+    T,
+    d_out,
+    D_in,
+    samples_per_split,
+    HAS_MASK: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     _, _, offs_o, offs_i = tile_offsets(tl.program_id(0), D_in, BLOCK_O, BLOCK_I)
     n_begin = tl.program_id(1).to(tl.int64) * samples_per_split
     n_end = tl.minimum(n_begin + samples_per_split, N)
     sq = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
     for n in range(n_begin, n_end):
-        g = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Yr, Xr, M, n * T, n * T + T, d_out, D_in,
-                   offs_o, offs_i, HAS_MASK, False, False, UPCAST, PRECISION, BLOCK_T)
+        g = g_tile(
+            tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
+            Yr,
+            Xr,
+            M,
+            n * T,
+            n * T + T,
+            d_out,
+            D_in,
+            offs_o,
+            offs_i,
+            HAS_MASK,
+            False,
+            False,
+            UPCAST,
+            PRECISION,
+            BLOCK_T,
+        )
         sq += g * g
-    tl.atomic_add(Acc + offs_o[:, None] * D_in + offs_i[None, :], sq,
-                  mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :])
+    tl.atomic_add(
+        Acc + offs_o[:, None] * D_in + offs_i[None, :], sq, mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :]
+    )
 
 
-def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in,
-                 HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                 BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr):
+def _grad_kernel(
+    X,
+    Y,
+    M,
+    G,
+    T,
+    d_in,
+    d_out,
+    D_in,
+    HAS_MASK: tl.constexpr,
+    BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     n = tl.program_id(0).to(tl.int64)
     _, _, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
-    g = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Y, X, M, n * T, n * T + T, d_out, d_in,
-               offs_o, offs_i, HAS_MASK, False, BIAS, UPCAST, PRECISION, BLOCK_T)
-    tl.store(G + (n * d_out + offs_o[:, None]) * D_in + offs_i[None, :], g,
-             mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :])
+    g = g_tile(
+        tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
+        Y,
+        X,
+        M,
+        n * T,
+        n * T + T,
+        d_out,
+        d_in,
+        offs_o,
+        offs_i,
+        HAS_MASK,
+        False,
+        BIAS,
+        UPCAST,
+        PRECISION,
+        BLOCK_T,
+    )
+    tl.store(
+        G + (n * d_out + offs_o[:, None]) * D_in + offs_i[None, :],
+        g,
+        mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :],
+    )
 
 
 _TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
-    (32, 64, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4), (64, 128, 64, 8, 3),
-    (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+    (32, 64, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3),
+    (128, 128, 32, 8, 3),
+    (128, 128, 64, 8, 3),
 ]
 
 
@@ -68,12 +138,14 @@ def _configs(interpret: bool):
     return tile_configs(interpret, _TABLE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(interpret: bool):
-    sq = triton.autotune(_configs(interpret), key=["T", "d_out", "D_in", "samples_per_split", "HAS_MASK"],
-                         restore_value=["Acc"])(triton.jit(_eigen_sq_kernel))
+    sq = triton.autotune(
+        _configs(interpret), key=["T", "d_out", "D_in", "samples_per_split", "HAS_MASK"], restore_value=["Acc"]
+    )(triton.jit(_eigen_sq_kernel))
     grad = triton.autotune(_configs(interpret), key=["T", "d_in", "d_out", "BIAS", "HAS_MASK"])(
-        triton.jit(_grad_kernel))
+        triton.jit(_grad_kernel)
+    )
     return sq, grad
 
 
@@ -103,10 +175,24 @@ def _tokens_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
         n = c1 - c0
         per_split = triton.cdiv(n, max(1, min(n, triton.cdiv(4 * _sms(X.device), tiles))))
         m = mask[c0:c1] if mask is not None else acc  # dummy pointer when HAS_MASK is False
-        grid = lambda META: (triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
-                             triton.cdiv(n, per_split))
-        sq_kernel[grid](Xr, Yr, m, acc, n, T, d_out, D_in, per_split,
-                        HAS_MASK=mask is not None, UPCAST=interpret, PRECISION=precision(Xr.dtype))
+        grid = lambda META: (
+            triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
+            triton.cdiv(n, per_split),
+        )
+        sq_kernel[grid](
+            Xr,
+            Yr,
+            m,
+            acc,
+            n,
+            T,
+            d_out,
+            D_in,
+            per_split,
+            HAS_MASK=mask is not None,
+            UPCAST=interpret,
+            PRECISION=precision(Xr.dtype),
+        )
     return acc
 
 
@@ -121,8 +207,20 @@ def per_sample_grads(X, Y, mask=None, bias=False):
     _, grad_kernel = _build(interpret)
     m = mask if mask is not None else G  # dummy pointer when HAS_MASK is False
     grid = lambda META: (N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
-    grad_kernel[grid](X, Y, m, G, T, d_in, d_out, D_in, HAS_MASK=mask is not None, BIAS=bool(bias),
-                      UPCAST=interpret, PRECISION=precision(X.dtype))
+    grad_kernel[grid](
+        X,
+        Y,
+        m,
+        G,
+        T,
+        d_in,
+        d_out,
+        D_in,
+        HAS_MASK=mask is not None,
+        BIAS=bool(bias),
+        UPCAST=interpret,
+        PRECISION=precision(X.dtype),
+    )
     return G
 
 
@@ -138,9 +236,16 @@ def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
     return acc
 
 
-def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor,
-                        Q_A: torch.Tensor, mask: torch.Tensor | None, bias: bool,
-                        route: str | None = None) -> torch.Tensor:
+def eigen_sq_accumulate(
+    acc: torch.Tensor,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    Q_S: torch.Tensor,
+    Q_A: torch.Tensor,
+    mask: torch.Tensor | None,
+    bias: bool,
+    route: str | None = None,
+) -> torch.Tensor:
     """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None | "tokens"/"A" | "grads"/"B"; returns acc."""
     interpret = interpret_mode()
     N, T, d_in = X.shape
@@ -158,11 +263,28 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     for dt in dtypes:
         prec = "ieee" if dt == "fp32" else "tf32"
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {"Xr": "*" + dt, "Yr": "*" + dt, "M": "*fp32", "Acc": "*fp32", "N": "i32", "T": "i32",
-                   "d_out": "i32", "D_in": "i32", "samples_per_split": "i32"}
+            sig = {
+                "Xr": "*" + dt,
+                "Yr": "*" + dt,
+                "M": "*fp32",
+                "Acc": "*fp32",
+                "N": "i32",
+                "T": "i32",
+                "d_out": "i32",
+                "D_in": "i32",
+                "samples_per_split": "i32",
+            }
             const = dict(HAS_MASK=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
             yield f"eigen_sq[{dt}]", _eigen_sq_kernel, sig, const, cfg
-            sig = {"X": "*" + dt, "Y": "*" + dt, "M": "*fp32", "G": "*fp32", "T": "i32", "d_in": "i32",
-                   "d_out": "i32", "D_in": "i32"}
+            sig = {
+                "X": "*" + dt,
+                "Y": "*" + dt,
+                "M": "*fp32",
+                "G": "*fp32",
+                "T": "i32",
+                "d_in": "i32",
+                "d_out": "i32",
+                "D_in": "i32",
+            }
             const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
             yield f"grad[{dt}]", _grad_kernel, sig, const, cfg

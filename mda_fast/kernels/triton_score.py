@@ -9,6 +9,7 @@ Kernels are jitted lazily (`_build`) so `TRITON_INTERPRET=1` is honoured wheneve
 Interpreter mode uses one config and upcasts bf16/fp16 to fp32 before `tl.dot` (the interpreter's bf16 dot is
 wrong). On the GPU fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,15 +26,49 @@ _FINE_O = 32
 _FINE_I = 32
 
 
-def _score_kernel(X, Y, P, M, Part,
-                  T, d_in, d_out, D_in, K, cell_offset, part_cells,
-                  HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr,
-                  FINE_O: tl.constexpr, FINE_I: tl.constexpr):
+def _score_kernel(
+    X,
+    Y,
+    P,
+    M,
+    Part,
+    T,
+    d_in,
+    d_out,
+    D_in,
+    K,
+    cell_offset,
+    part_cells,
+    HAS_MASK: tl.constexpr,
+    BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_O: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    FINE_O: tl.constexpr,
+    FINE_I: tl.constexpr,
+):
     n = tl.program_id(0).to(tl.int64)
     pid_o, pid_i, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
-    acc = g_tile(tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32), Y, X, M, n * T, n * T + T, d_out, d_in,
-                 offs_o, offs_i, HAS_MASK, False, BIAS, UPCAST, PRECISION, BLOCK_T)
+    acc = g_tile(
+        tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
+        Y,
+        X,
+        M,
+        n * T,
+        n * T + T,
+        d_out,
+        d_in,
+        offs_o,
+        offs_i,
+        HAS_MASK,
+        False,
+        BIAS,
+        UPCAST,
+        PRECISION,
+        BLOCK_T,
+    )
     # Partial sums live on a fixed grid of FINE_O x FINE_I cells (independent of the config): the program stores its
     # sum in the first cell of its tile and zeros in the other cells it covers, so every cell is written once.
     SUB_O: tl.constexpr = BLOCK_O // FINE_O
@@ -55,8 +90,14 @@ def _score_kernel(X, Y, P, M, Part,
 
 
 _TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
-    (32, 64, 64, 4, 4), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 32, 4, 4),
-    (64, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+    (32, 64, 64, 4, 4),
+    (32, 128, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3),
+    (128, 128, 32, 8, 3),
+    (128, 128, 64, 8, 3),
     (64, 256, 32, 8, 3),
 ]
 
@@ -65,10 +106,11 @@ def _configs(interpret: bool):
     return tile_configs(interpret, _TABLE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(interpret: bool):
     return triton.autotune(_configs(interpret), key=["T", "d_in", "d_out", "K", "BIAS", "HAS_MASK"])(
-        triton.jit(_score_kernel))
+        triton.jit(_score_kernel)
+    )
 
 
 def kernel():
@@ -98,10 +140,29 @@ def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
     for b, off in zip(blocks, offsets):
         d_in, d_out, D_in = b.X.shape[2], b.Y.shape[2], b.P.shape[2]
         grid = lambda META, d_out=d_out, D_in=D_in: (
-            N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
-        fn[grid](b.X, b.Y, b.P, m, part, T, d_in, d_out, D_in, K, off, total,
-                 HAS_MASK=mask is not None, BIAS=bool(b.bias), UPCAST=interpret, PRECISION=precision(b.X.dtype),
-                 FINE_O=_FINE_O, FINE_I=_FINE_I)
+            N,
+            triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
+        )
+        fn[grid](
+            b.X,
+            b.Y,
+            b.P,
+            m,
+            part,
+            T,
+            d_in,
+            d_out,
+            D_in,
+            K,
+            off,
+            total,
+            HAS_MASK=mask is not None,
+            BIAS=bool(b.bias),
+            UPCAST=interpret,
+            PRECISION=precision(b.X.dtype),
+            FINE_O=_FINE_O,
+            FINE_I=_FINE_I,
+        )
     return part.sum(1)
 
 
@@ -109,9 +170,27 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
     for dt in dtypes:
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {"X": "*" + dt, "Y": "*" + dt, "P": "*fp32", "M": "*fp32", "Part": "*fp32", "T": "i32",
-                   "d_in": "i32", "d_out": "i32", "D_in": "i32", "K": "i32", "cell_offset": "i32",
-                   "part_cells": "i32"}
-            const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION="ieee" if dt == "fp32" else "tf32",
-                         FINE_O=_FINE_O, FINE_I=_FINE_I, **cfg.kwargs)
+            sig = {
+                "X": "*" + dt,
+                "Y": "*" + dt,
+                "P": "*fp32",
+                "M": "*fp32",
+                "Part": "*fp32",
+                "T": "i32",
+                "d_in": "i32",
+                "d_out": "i32",
+                "D_in": "i32",
+                "K": "i32",
+                "cell_offset": "i32",
+                "part_cells": "i32",
+            }
+            const = dict(
+                HAS_MASK=True,
+                BIAS=True,
+                UPCAST=False,
+                PRECISION="ieee" if dt == "fp32" else "tf32",
+                FINE_O=_FINE_O,
+                FINE_I=_FINE_I,
+                **cfg.kwargs,
+            )
             yield f"score[{dt}]", _score_kernel, sig, const, cfg

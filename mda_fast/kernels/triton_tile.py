@@ -9,6 +9,7 @@ and `tl.dot` accumulates in fp32 (UPCAST: fp32 operands, for the interpreter who
 The helpers are `@triton.jit` at import, in the mode triton's standard library was imported in (the kernels
 check it, ``triton_backend.interpret_mode``).
 """
+
 from __future__ import annotations
 
 import triton
@@ -25,9 +26,24 @@ def tile_offsets(tile, n_cols, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
 
 
 @triton.jit
-def g_tile(acc, A, B, M, r_begin, r_end, a_width, b_width, offs_a, offs_b,
-           HAS_MASK: tl.constexpr, A_BIAS: tl.constexpr, B_BIAS: tl.constexpr, UPCAST: tl.constexpr,
-           PRECISION: tl.constexpr, BLOCK_T: tl.constexpr):
+def g_tile(
+    acc,
+    A,
+    B,
+    M,
+    r_begin,
+    r_end,
+    a_width,
+    b_width,
+    offs_a,
+    offs_b,
+    HAS_MASK: tl.constexpr,
+    A_BIAS: tl.constexpr,
+    B_BIAS: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     offs_t = tl.arange(0, BLOCK_T)
     a_ok = offs_a < a_width
     b_ok = offs_b < b_width
@@ -63,8 +79,10 @@ def tile_configs(interpret: bool, table):
     config in interpreter mode."""
     if interpret:
         return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-            for bo, bi, bt, w, s in table]
+    return [
+        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+        for bo, bi, bt, w, s in table
+    ]
 
 
 def compile_configs(configs, all_configs: bool):

@@ -4,6 +4,7 @@ the checked shapes to pick a backend, and by the registered ops, which may be ca
 Every check raises ``TypeError`` (wrong type/dtype) or ``ValueError`` (wrong shape/device/layout) naming the
 argument, what it got and what was expected.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,8 +80,9 @@ def check_mask(mask: Optional[torch.Tensor], N: int, T: int, device: torch.devic
         raise ValueError(f"mask must be on {device} (the tokens' device), got {mask.device}")
 
 
-def check_fp32_matrix(name: str, t: torch.Tensor, shape: Sequence[int], device: torch.device,
-                      float64_ok: bool, contiguous: bool = True) -> None:
+def check_fp32_matrix(
+    name: str, t: torch.Tensor, shape: Sequence[int], device: torch.device, float64_ok: bool, contiguous: bool = True
+) -> None:
     """An fp32 (or float64 when ``float64_ok``) tensor of exactly ``shape`` on ``device``, contiguous if asked."""
     _check_tensor(name, t)
     allowed = (torch.float32, torch.float64) if float64_ok else (torch.float32,)
@@ -120,22 +122,25 @@ def validate_blocks(blocks, mask) -> List[BlockInput]:
         _check_tensor(f"blocks[{i}].P", b.P)
         if b.P.dim() != 3:
             raise ValueError(f"blocks[{i}].P must be 3-D [K, d_out, d_in + bias], got shape {tuple(b.P.shape)}")
-        check_fp32_matrix(f"blocks[{i}].P", b.P, (b.P.shape[0], d_out, d_in + int(b.bias)), b.X.device,
-                          float64_ok=True)
+        check_fp32_matrix(f"blocks[{i}].P", b.P, (b.P.shape[0], d_out, d_in + int(b.bias)), b.X.device, float64_ok=True)
         if first is None:
             first = b
             continue
         if b.X.device != first.X.device:
-            raise ValueError(f"all blocks must be on one device: blocks[{i}] is on {b.X.device}, "
-                             f"blocks[0] on {first.X.device}")
+            raise ValueError(
+                f"all blocks must be on one device: blocks[{i}] is on {b.X.device}, blocks[0] on {first.X.device}"
+            )
         if b.X.dtype != first.X.dtype:
             raise TypeError(f"all blocks must share a dtype: blocks[{i}] is {b.X.dtype}, blocks[0] {first.X.dtype}")
         if b.X.shape[:2] != first.X.shape[:2]:
-            raise ValueError(f"all blocks must share N and T: blocks[{i}] has {tuple(b.X.shape[:2])}, "
-                             f"blocks[0] {tuple(first.X.shape[:2])}")
+            raise ValueError(
+                f"all blocks must share N and T: blocks[{i}] has {tuple(b.X.shape[:2])}, "
+                f"blocks[0] {tuple(first.X.shape[:2])}"
+            )
         if b.P.shape[0] != first.P.shape[0]:
-            raise ValueError(f"all blocks must share K: blocks[{i}].P has K={b.P.shape[0]}, "
-                             f"blocks[0].P K={first.P.shape[0]}")
+            raise ValueError(
+                f"all blocks must share K: blocks[{i}].P has K={b.P.shape[0]}, blocks[0].P K={first.P.shape[0]}"
+            )
     N, T = first.X.shape[:2]
     check_mask(mask, N, T, first.X.device)
     return list(blocks)

@@ -1,5 +1,6 @@
 """``mda-fast analyze``: influence statistics of the finished scores into ``out/analyze/`` (``analysis.json``,
 ``top.csv``)."""
+
 from __future__ import annotations
 
 import logging
@@ -42,11 +43,23 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
         decode = None
     a = cfg.analyze
     with atomic_dir(os.path.join(out, "analyze")) as tmp:
-        res = analyze(arr["scores"], names, global_index=arr["global_index"], step=arr["step"],
-                          position=arr["position"], loss=arr["loss"], category_fractions=cats,
-                          category_names=cat_names, top_fraction=a.top_frac, table_k=a.table_k,
-                          row_tokens=lambda gi: data.rows(np.array([gi]))[0], decode=decode,
-                          snippet_tokens=a.snippet_tokens, out_dir=tmp, progress=progress)
+        res = analyze(
+            arr["scores"],
+            names,
+            global_index=arr["global_index"],
+            step=arr["step"],
+            position=arr["position"],
+            loss=arr["loss"],
+            category_fractions=cats,
+            category_names=cat_names,
+            top_fraction=a.top_frac,
+            table_k=a.table_k,
+            row_tokens=lambda gi: data.rows(np.array([gi]))[0],
+            decode=decode,
+            snippet_tokens=a.snippet_tokens,
+            out_dir=tmp,
+            progress=progress,
+        )
     final = os.path.join(out, "analyze")
     res["files"] = {k: os.path.join(final, os.path.basename(v)) for k, v in res.get("files", {}).items()}
     return res

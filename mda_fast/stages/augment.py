@@ -5,6 +5,7 @@ Validates the whole config first (every key, then the augment section against th
 ``OUT/augment.json`` and ``OUT/augment.html`` atomically. ``--quick`` shrinks everything (two tiny sizes, short
 rows, a few dozen steps, two seeds) to exercise the whole path in well under a minute: its numbers mean nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,13 +20,33 @@ from .io import OutputLock, read_json, write_json
 logger = logging.getLogger(__name__)
 
 #: the --quick overrides (applied after the config file and before --set)
-QUICK = ["augment.sizes=['tiny-1l', 'tiny-2l']", "augment.seeds=[0, 1]", "augment.window_steps=10",
-         "augment.train_after=10", "augment.eval_every=10", "augment.n_heldout=16", "augment.n_motifs=2",
-         "augment.top_frac=0.1", "augment.budget_frac=0.1", "augment.copy_span_min=4",
-         "augment.copy_span_max=12", "corpus.seq_len=33", "data.seq_len=33",
-         "data.batch_size=8", "train.total_steps=40", "corpus.heldout_sequences=256", "localize.seq_len=8",
-         "localize.n=8", "localize.threshold=0.3", "targets.probe_L=8", "targets.probe_n=8",
-         "fit.n_sequences=64", "fit.batch_size=32", "score.batch_size=32", "score.chunk=1024"]
+QUICK = [
+    "augment.sizes=['tiny-1l', 'tiny-2l']",
+    "augment.seeds=[0, 1]",
+    "augment.window_steps=10",
+    "augment.train_after=10",
+    "augment.eval_every=10",
+    "augment.n_heldout=16",
+    "augment.n_motifs=2",
+    "augment.top_frac=0.1",
+    "augment.budget_frac=0.1",
+    "augment.copy_span_min=4",
+    "augment.copy_span_max=12",
+    "corpus.seq_len=33",
+    "data.seq_len=33",
+    "data.batch_size=8",
+    "train.total_steps=40",
+    "corpus.heldout_sequences=256",
+    "localize.seq_len=8",
+    "localize.n=8",
+    "localize.threshold=0.3",
+    "targets.probe_L=8",
+    "targets.probe_n=8",
+    "fit.n_sequences=64",
+    "fit.batch_size=32",
+    "score.batch_size=32",
+    "score.chunk=1024",
+]
 
 STATE = "augment.state.json"
 
@@ -51,16 +72,22 @@ def check_augment(cfg: Config) -> None:
     if not a.seeds or len(set(a.seeds)) != len(a.seeds):
         raise ConfigError(f"augment.seeds {a.seeds}: expected at least one distinct seed")
     if a.window_steps % a.eval_every:
-        raise ConfigError(f"augment.window_steps = {a.window_steps} must be a multiple of augment.eval_every = "
-                          f"{a.eval_every} (the window starts at a checkpoint)")
+        raise ConfigError(
+            f"augment.window_steps = {a.window_steps} must be a multiple of augment.eval_every = "
+            f"{a.eval_every} (the window starts at a checkpoint)"
+        )
     if a.copy_span_min > a.copy_span_max:
         raise ConfigError(f"augment.copy_span_min = {a.copy_span_min} exceeds copy_span_max = {a.copy_span_max}")
     if 2 * a.copy_span_max + 1 > cfg.corpus.seq_len:
-        raise ConfigError(f"augment.copy_span_max = {a.copy_span_max}: S || S does not fit rows of corpus.seq_len = "
-                          f"{cfg.corpus.seq_len}")
+        raise ConfigError(
+            f"augment.copy_span_max = {a.copy_span_max}: S || S does not fit rows of corpus.seq_len = "
+            f"{cfg.corpus.seq_len}"
+        )
     if a.window_steps + a.train_after >= cfg.train.total_steps:
-        raise ConfigError(f"augment.window_steps + train_after = {a.window_steps + a.train_after} must be below "
-                          f"train.total_steps = {cfg.train.total_steps}")
+        raise ConfigError(
+            f"augment.window_steps + train_after = {a.window_steps + a.train_after} must be below "
+            f"train.total_steps = {cfg.train.total_steps}"
+        )
     if cfg.data.seq_len != cfg.corpus.seq_len:
         raise ConfigError(f"data.seq_len = {cfg.data.seq_len} differs from corpus.seq_len = {cfg.corpus.seq_len}")
     if a.llm_url and not a.llm_url.startswith(("http://", "https://")):
@@ -77,8 +104,9 @@ def load_augment_config(config_path: str | None, overrides: list | None, quick: 
     return cfg
 
 
-def run_augment(out: str, overrides: list | None = None, config_path: str | None = None, quick: bool = False,
-                progress: bool = True) -> dict:
+def run_augment(
+    out: str, overrides: list | None = None, config_path: str | None = None, quick: bool = False, progress: bool = True
+) -> dict:
     """The study into ``out``; a rerun with the same config continues it, another config is refused."""
     from ..augment.report import write_augment_report
     from ..augment.study import run_study
@@ -87,8 +115,10 @@ def run_augment(out: str, overrides: list | None = None, config_path: str | None
     cfg = load_augment_config(config_path, overrides, quick)
     state = os.path.join(out, STATE)
     if os.path.exists(state) and read_json(state).get("config") != cfg.to_dict():
-        raise ConfigError(f"--out {out} holds an augment study made with another config; use a fresh --out, or the "
-                          f"same --config/--set/--quick to continue it")
+        raise ConfigError(
+            f"--out {out} holds an augment study made with another config; use a fresh --out, or the "
+            f"same --config/--set/--quick to continue it"
+        )
     with OutputLock(out):
         if not os.path.exists(state):
             write_json(state, {"config": cfg.to_dict()})

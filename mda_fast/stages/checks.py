@@ -4,6 +4,7 @@
 or returns the facts it read (the data's size, the model's shape), so that no stage starts on a config that
 would fail later, and no output is written by a command that cannot finish.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,6 +26,7 @@ NEEDS_MODEL = ("localize", "fit", "score", "intervene")
 @dataclass
 class Facts:
     """What validation read: the data (``PythiaBatches``) and the model config, where the command needs them."""
+
     data: Optional[object] = None
     model_config: Optional[object] = None  # mda_fast.adapters.ModelShape
 
@@ -35,8 +37,10 @@ def check_device(cfg: Config) -> None:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         idx = int(d.split(":")[1]) if ":" in d else 0
         if idx >= n:
-            raise ConfigError(f"model.device = {d!r}: no such CUDA device ({n} visible; torch.cuda.is_available() is "
-                              f"{torch.cuda.is_available()}); expected cpu, auto or one of cuda:0..cuda:{max(n - 1, 0)}")
+            raise ConfigError(
+                f"model.device = {d!r}: no such CUDA device ({n} visible; torch.cuda.is_available() is "
+                f"{torch.cuda.is_available()}); expected cpu, auto or one of cuda:0..cuda:{max(n - 1, 0)}"
+            )
     if d == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("model.device = 'mps': MPS is not available here; expected cpu, cuda or auto")
 
@@ -48,12 +52,16 @@ def check_model(cfg: Config, mc) -> None:
     if t.heads != "auto":
         for L, h in t.heads:
             if not (0 <= L < n_layers and 0 <= h < n_heads):
-                raise ConfigError(f"targets.heads: head [{L}, {h}] is out of range for a model with {n_layers} "
-                                  f"layers and {n_heads} heads")
+                raise ConfigError(
+                    f"targets.heads: head [{L}, {h}] is out of range for a model with {n_layers} "
+                    f"layers and {n_heads} heads"
+                )
     else:
         if t.n_induction + t.n_control > n_layers * n_heads:
-            raise ConfigError(f"targets.n_induction + n_control = {t.n_induction + t.n_control} exceeds the model's "
-                              f"{n_layers * n_heads} heads")
+            raise ConfigError(
+                f"targets.n_induction + n_control = {t.n_induction + t.n_control} exceeds the model's "
+                f"{n_layers * n_heads} heads"
+            )
     for key, L in (("targets.probe_L", t.probe_L), ("localize.seq_len", loc.seq_len)):
         if 2 * L > ctx:
             raise ConfigError(f"{key} = {L}: rows of 2L = {2 * L} tokens exceed the model's context of {ctx}")
@@ -67,11 +75,14 @@ def check_model(cfg: Config, mc) -> None:
 
 def check_data_fits_model(cfg: Config, data, mc) -> None:
     if data.seq_len - 1 > mc.max_positions:
-        raise ConfigError(f"data.seq_len = {data.seq_len}: {data.seq_len - 1} input tokens exceed the model's "
-                          f"context of {mc.max_positions}")
+        raise ConfigError(
+            f"data.seq_len = {data.seq_len}: {data.seq_len - 1} input tokens exceed the model's "
+            f"context of {mc.max_positions}"
+        )
     if getattr(data, "dtype", None) is not None and data.dtype.itemsize <= 2 and mc.vocab_size > 65536:
-        raise DataError(f"data.path {cfg.data.path!r}: {data.dtype} tokens cannot hold the model's vocabulary of "
-                        f"{mc.vocab_size}")
+        raise DataError(
+            f"data.path {cfg.data.path!r}: {data.dtype} tokens cannot hold the model's vocabulary of {mc.vocab_size}"
+        )
 
 
 def validate(cmd: str, cfg: Config, out: str) -> Facts:
@@ -86,7 +97,7 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
         except (ValueError, KeyError) as e:
             raise ConfigError(f"targets.probes: {e}") from None
     if not cfg.targets.probes:
-        raise ConfigError("targets.probes is empty: expected at least one probe, e.g. [\"induction\"]")
+        raise ConfigError('targets.probes is empty: expected at least one probe, e.g. ["induction"]')
     facts = Facts()
     if cmd in ("train", "demo"):
         check_preset(cfg)
@@ -105,8 +116,10 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
             for s in cfg.localize.steps:
                 checkpoint_ref(cfg, s)
         if cmd == "localize" and cfg.model.name and os.path.isdir(cfg.model.name) and cfg.localize.revisions:
-            raise ConfigError(f"localize.revisions is set but model.name {cfg.model.name!r} is a local directory "
-                              f"(one checkpoint, no revisions); use hub revisions or model.run_dir with step<k>/")
+            raise ConfigError(
+                f"localize.revisions is set but model.name {cfg.model.name!r} is a local directory "
+                f"(one checkpoint, no revisions); use hub revisions or model.run_dir with step<k>/"
+            )
     if cmd in ("score",):
         require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
         require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
@@ -117,8 +130,11 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
 
         pretrained_start(cfg)  # the window-start checkpoint is in the local HF cache and has a known preset
     if cmd == "report":
-        require(out, os.path.join("analyze", "analysis.json"),
-                "nothing has been analysed; run `mda-fast analyze` (after localize, fit and score) first")
+        require(
+            out,
+            os.path.join("analyze", "analysis.json"),
+            "nothing has been analysed; run `mda-fast analyze` (after localize, fit and score) first",
+        )
     return facts
 
 
@@ -142,9 +158,11 @@ def check_tokens_fit_preset(cfg: Config, data) -> None:
         raise DataError(f"data.path {cfg.data.path!r} holds fewer rows than one batch of {data.batch_size}")
     top = int(np.max(data.rows(np.arange(min(data.n_rows, data.batch_size)))))
     if top >= p.vocab_size:
-        raise ConfigError(f"train.preset = {p.name!r} has a vocabulary of {p.vocab_size} but data.path holds token "
-                          f"id {top}; expected a preset whose vocabulary covers the tokenizer (bytes: tiny-*, "
-                          f"GPT-NeoX: pythia-*)")
+        raise ConfigError(
+            f"train.preset = {p.name!r} has a vocabulary of {p.vocab_size} but data.path holds token "
+            f"id {top}; expected a preset whose vocabulary covers the tokenizer (bytes: tiny-*, "
+            f"GPT-NeoX: pythia-*)"
+        )
 
 
 def require(out: str, rel: str, hint: str) -> str:
@@ -164,11 +182,14 @@ def require_complete_scores(out: str) -> dict:
         raise StateError(f"{d} holds no scores: run `mda-fast score` first")
     prog = read_json(prog_path)
     if prog.get("n_done") != prog.get("n_total"):
-        raise StateError(f"{d}: scoring is incomplete ({prog.get('n_done')}/{prog.get('n_total')} sequences); "
-                         f"finish it with `mda-fast score --resume`")
+        raise StateError(
+            f"{d}: scoring is incomplete ({prog.get('n_done')}/{prog.get('n_total')} sequences); "
+            f"finish it with `mda-fast score --resume`"
+        )
     for k in SCORE_FILES:
         if not os.path.exists(os.path.join(d, f"{k}.npy")):
-            raise StateError(f"{os.path.join(d, k + '.npy')} is missing: the scores are damaged; re-run "
-                             f"`mda-fast score` into a fresh --out")
+            raise StateError(
+                f"{os.path.join(d, k + '.npy')} is missing: the scores are damaged; re-run "
+                f"`mda-fast score` into a fresh --out"
+            )
     return prog
-

@@ -1,5 +1,6 @@
 """``mda-fast corpus``: a Megatron corpus with its category sidecar and manifest from directories of files
 (:mod:`mda_fast.data.corpus`). Every input is checked before any file is read; a failed build writes nothing."""
+
 from __future__ import annotations
 
 import logging
@@ -11,19 +12,35 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def run_corpus(dirs: Sequence[str], out: str, tokenizer: str = "bytes", seq_len: int = 2049,
-               packing: str = "stream", map_path: Optional[str] = None, progress: bool = True,
-               include_hidden: bool = False, max_file_bytes: int = 0) -> dict:
+def run_corpus(
+    dirs: Sequence[str],
+    out: str,
+    tokenizer: str = "bytes",
+    seq_len: int = 2049,
+    packing: str = "stream",
+    map_path: Optional[str] = None,
+    progress: bool = True,
+    include_hidden: bool = False,
+    max_file_bytes: int = 0,
+) -> dict:
     """Build the corpus of ``dirs`` at prefix ``out``; returns the manifest (also at ``out.manifest.json``)."""
     if not isinstance(seq_len, int) or seq_len < 2:
         raise ConfigError(f"--seq-len {seq_len}: expected an int >= 2 (2049 in Pythia: 2048 inputs + 1 label)")
     overrides = load_overrides(map_path) if map_path else {}
-    config = CorpusConfig(tokenizer=tokenizer, seq_len=seq_len, packing=packing, overrides=overrides,
-                          include_hidden=include_hidden, max_file_bytes=max_file_bytes)
+    config = CorpusConfig(
+        tokenizer=tokenizer,
+        seq_len=seq_len,
+        packing=packing,
+        overrides=overrides,
+        include_hidden=include_hidden,
+        max_file_bytes=max_file_bytes,
+    )
     tok = resolve_tokenizer(config.tokenizer)
     m = build_corpus(dirs, out, config, progress=progress, tokenizer=tok)
     shares = ", ".join(f"{c} {t['share']:.1%}" for c, t in m["totals"].items() if t["share"] > 0)
-    logger.info(f"[corpus] {m['n_files']} files -> {m['n_rows']} rows of {m['seq_len']} tokens ({m['packing']}; "
-                f"{m['dropped_tokens']} dropped, {m['pad_tokens']} padding); {m['n_skipped']} skipped; {shares}")
+    logger.info(
+        f"[corpus] {m['n_files']} files -> {m['n_rows']} rows of {m['seq_len']} tokens ({m['packing']}; "
+        f"{m['dropped_tokens']} dropped, {m['pad_tokens']} padding); {m['n_skipped']} skipped; {shares}"
+    )
     logger.info(f"[corpus] wrote {out}.bin/.idx, the category sidecar and {manifest_path(out)}")
     return m

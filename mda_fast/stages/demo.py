@@ -9,12 +9,12 @@
 
 Every stage skips work whose output already exists, so an interrupted demo resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-
 
 from ..config import Config, fields_for, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
@@ -41,9 +41,11 @@ def prepare_corpus(cfg: Config, out: str, progress: bool) -> str:
     n_rows = c.n_sequences or tr.total_steps * B + c.heldout_sequences
     if not os.path.exists(prefix + ".categories.json"):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        generate_corpus(prefix, SyntheticConfig(**fields_for(SyntheticConfig, c, n_sequences=n_rows,
-                                                             mix=dict(c.mix) or dict(DEFAULT_MIX))),
-                        progress=progress)
+        generate_corpus(
+            prefix,
+            SyntheticConfig(**fields_for(SyntheticConfig, c, n_sequences=n_rows, mix=dict(c.mix) or dict(DEFAULT_MIX))),
+            progress=progress,
+        )
     cfg.data.path, cfg.data.seq_len = prefix, c.seq_len
     return prefix
 
@@ -82,15 +84,19 @@ def check_demo_out(cfg: Config, out: str) -> None:
     path = os.path.join(out, DEMO_STATE)
     if not os.path.exists(path):
         if os.path.isdir(out) and os.path.exists(os.path.join(out, "data", "corpus.categories.json")):
-            raise ConfigError(f"--out {out} holds a demo corpus but no {DEMO_STATE} (from another version); use a "
-                              f"fresh --out")
+            raise ConfigError(
+                f"--out {out} holds a demo corpus but no {DEMO_STATE} (from another version); use a fresh --out"
+            )
         return
     before = read_json(path)["config"]
     diff = _differences(before, cfg.to_dict())
     if diff:
-        raise ConfigError(f"--out {out} holds a demo run made with another config ({'; '.join(diff[:4])}"
-                          + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") + "); use a fresh --out, or the "
-                          "same --set values to continue it")
+        raise ConfigError(
+            f"--out {out} holds a demo run made with another config ({'; '.join(diff[:4])}"
+            + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
+            + "); use a fresh --out, or the "
+            "same --set values to continue it"
+        )
 
 
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
@@ -120,8 +126,10 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     stage("train", train_base, cfg, out, progress)
     loc = stage("localize", run_localize, cfg, out, progress)
     win = choose_window(cfg, loc)
-    logger.info(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
-          f"last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}..{win['window'][1]}")
+    logger.info(
+        f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
+        f"last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}..{win['window'][1]}"
+    )
     stage("fit", run_fit, cfg, out, progress)
     sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
     res = stage("analyze", run_analyze, cfg, out, progress)
@@ -141,7 +149,9 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
         "n_scored": sc["n_scored"],
         "top_share": found["top_share"],
         "top_frac": found["top_frac"],
-        "power_law": {k: found["power_law"][k] for k in ("exponent", "r2")} if found.get("power_law") and "exponent" in found["power_law"] else None,
+        "power_law": {k: found["power_law"][k] for k in ("exponent", "r2")}
+        if found.get("power_law") and "exponent" in found["power_law"]
+        else None,
         "category_enrichment": found.get("category_enrichment"),
         "overlap": found["overlap"],
         "findings": findings_text(found),
@@ -154,5 +164,7 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
         summary["interventions"] = interventions.get("summary", interventions)
         summary["findings"] += intervention_findings(interventions)
     write_json(os.path.join(out, "summary.json"), summary)
-    logger.info("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
+    logger.info(
+        "\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"])
+    )
     return summary

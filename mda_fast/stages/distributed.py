@@ -19,6 +19,7 @@ A worker that torchrun restarts (``--max-restarts``) resumes from the chunks on 
 its chunk in flight. ``launch`` is ``score --devices``: the same ranks, started by ``torch.distributed``'s own
 launcher on this machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,7 @@ def run_stage(cmd: str, cfg, out: str, dist: Dist, resume: bool = False, progres
                 from .score import score_window, shard_range
 
                 data = open_data(cfg)
-                shard_range(score_window(cfg, data.batch_size)[1] // data.batch_size, data.batch_size,
-                            (0, dist.world))
+                shard_range(score_window(cfg, data.batch_size)[1] // data.batch_size, data.batch_size, (0, dist.world))
             checks.validate(cmd, cfg, out)
         with dist.together(f"{cmd}: lock {out}"):
             if dist.is_main and not os.environ.get(LAUNCHER_LOCK_ENV):
@@ -81,8 +81,9 @@ def _score(cfg, out: str, dist: Dist, resume: bool, progress: bool) -> dict | No
     with dist.together("score: merge"):
         if dist.is_main:
             res = merge(cfg, out, dist.world)
-            res["topk_path"] = write_topk(out, combine([p["candidates"] for p in parts], k), k,
-                                          cfg.analyze.top_frac, n_window)
+            res["topk_path"] = write_topk(
+                out, combine([p["candidates"] for p in parts], k), k, cfg.analyze.top_frac, n_window
+            )
             res["seq_per_s"] = sum(p["n"] for p in parts) / max(max(p["seconds"] for p in parts), 1e-9)
             res["ranks"] = dist.world
     return res if dist.is_main else {"n_scored": r["n_scored"], "scores_path": r["scores_path"]}
@@ -103,8 +104,15 @@ def _intervene(cfg, out: str, dist: Dist, progress: bool):
 
 
 # ---------------------------------------------------------------------------------------------------------- launch
-def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bool = True, max_restarts: int = 0,
-           poll_s: float = 0.5) -> dict:
+def launch(
+    cfg,
+    out: str,
+    devices: list[str],
+    resume: bool = False,
+    progress: bool = True,
+    max_restarts: int = 0,
+    poll_s: float = 0.5,
+) -> dict:
     """``score --devices``: one rank per entry of ``devices`` on this machine, started by
     ``torch.distributed.launcher`` (torchrun's machinery), each logging to ``score/shards/r-of-K/log.txt``.
 
@@ -137,15 +145,27 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
         logs.append(os.path.join(sd, "log.txt"))
         open(logs[-1], "w").close()
     n_cpu = sum(torch.device(d).type == "cpu" for d in devices)
-    env = {DEVICES_ENV: ",".join(devices), LOG_ENV: os.path.join(root, "{rank}-of-" + str(k), "log.txt"),
-           LAUNCHER_LOCK_ENV: str(os.getpid())}  # this process holds the --out lock for the ranks
+    env = {
+        DEVICES_ENV: ",".join(devices),
+        LOG_ENV: os.path.join(root, "{rank}-of-" + str(k), "log.txt"),
+        LAUNCHER_LOCK_ENV: str(os.getpid()),
+    }  # this process holds the --out lock for the ranks
     if n_cpu:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_cpu))
-    lc = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=k, run_id=f"mda-fast-{uuid.uuid4().hex[:8]}",
-                      rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=max_restarts,
-                      monitor_interval=0.2, start_method="spawn")
+    lc = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=k,
+        run_id=f"mda-fast-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=max_restarts,
+        monitor_interval=0.2,
+        start_method="spawn",
+    )
     args = ["-m", "mda_fast", "score", "--config", cfg_path, "--out", out, "--no-progress"] + (
-        ["--resume"] if resume else [])
+        ["--resume"] if resume else []
+    )
     done0 = sum(_progress(out, (i, k)) for i in range(k)) if resume else 0
     stop = threading.Event()
 
@@ -158,24 +178,34 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
                 seen = now
 
     t0 = time.perf_counter()
-    with tqdm(total=n, initial=done0, desc=f"score on {k} devices", unit="seq", disable=not progress,
-              dynamic_ncols=True) as bar, _environ(env), _quiet_elastic():
+    with (
+        tqdm(
+            total=n, initial=done0, desc=f"score on {k} devices", unit="seq", disable=not progress, dynamic_ncols=True
+        ) as bar,
+        _environ(env),
+        _quiet_elastic(),
+    ):
         th = threading.Thread(target=watch, args=(bar,), daemon=True)
         th.start()
         try:
             elastic_launch(lc, sys.executable)(*args)
         except ChildFailedError as e:
             rank, code, last = _root_cause(e.failures, logs)
-            raise ShardFailed(f"rank {rank} (shard {rank}/{k} on {devices[rank]}) failed (exit {code}): {last} "
-                              f"(log: {logs[rank]}); finished chunks are kept: rerun with --resume") from None
+            raise ShardFailed(
+                f"rank {rank} (shard {rank}/{k} on {devices[rank]}) failed (exit {code}): {last} "
+                f"(log: {logs[rank]}); finished chunks are kept: rerun with --resume"
+            ) from None
         finally:
             stop.set()
             th.join()
     elapsed = max(time.perf_counter() - t0, 1e-9)
     d = score_dir(out)  # rank 0 of the ranks has merged the shards into it
-    res = {"n_scored": n, "scores_path": os.path.join(d, "scores.npy"),
-           "target_names": read_json(os.path.join(d, "targets.json"))["target_names"],
-           "seq_per_s": (n - done0) / elapsed}
+    res = {
+        "n_scored": n,
+        "scores_path": os.path.join(d, "scores.npy"),
+        "target_names": read_json(os.path.join(d, "targets.json"))["target_names"],
+        "seq_per_s": (n - done0) / elapsed,
+    }
     res["devices"] = devices
     return res
 
@@ -183,6 +213,7 @@ def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bo
 def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
     """(rank, exit code, last log line) of the rank that failed first: a rank killed by a signal, else one whose
     error is its own (not another rank's failure relayed by the status exchange or a dropped connection)."""
+
     def last_line(r):
         try:
             lines = [x.strip() for x in open(logs[r]).read().splitlines() if x.strip()]
@@ -192,7 +223,9 @@ def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
 
     def relayed(r):
         text = last_line(r)
-        return " failed: " in text and "rank " in text or "Connection closed by peer" in text or "Connection reset" in text
+        return (
+            " failed: " in text and "rank " in text or "Connection closed by peer" in text or "Connection reset" in text
+        )
 
     ranks = sorted(failures, key=lambda r: (failures[r].exitcode >= 0, relayed(r), failures[r].timestamp, r))
     r = ranks[0]

@@ -1,5 +1,6 @@
 """``mda-fast fit``: choose the target heads (``out/targets.json``) and fit their EK-FAC factors on a sample of
 the window (``out/factors/``)."""
+
 from __future__ import annotations
 
 import os
@@ -20,17 +21,35 @@ def resolve_targets(cfg: Config, model) -> dict:
     t, loc = cfg.targets, cfg.localize
     if t.heads == "auto":
         with torch.no_grad():
-            res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, low=loc.low,
-                               high=loc.high or None)
+            res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, low=loc.low, high=loc.high or None)
         pm, pt = res["prefix_matching"], res["prev_token"]
         H = pm.shape[1]
-        ind = [(int(i) // H, int(i) % H) for i in torch.argsort(pm.flatten(), descending=True)[:t.n_induction]]
-        ctrl = [(int(i) // H, int(i) % H) for i in torch.argsort(pt.flatten(), descending=True)
-                if (int(i) // H, int(i) % H) not in ind][:t.n_control]
-        heads = [{"layer": L, "head": h, "role": "induction", "prefix_matching": float(pm[L, h]),
-                  "prev_token": float(pt[L, h])} for L, h in ind]
-        heads += [{"layer": L, "head": h, "role": "control", "prefix_matching": float(pm[L, h]),
-                   "prev_token": float(pt[L, h])} for L, h in ctrl]
+        ind = [(int(i) // H, int(i) % H) for i in torch.argsort(pm.flatten(), descending=True)[: t.n_induction]]
+        ctrl = [
+            (int(i) // H, int(i) % H)
+            for i in torch.argsort(pt.flatten(), descending=True)
+            if (int(i) // H, int(i) % H) not in ind
+        ][: t.n_control]
+        heads = [
+            {
+                "layer": L,
+                "head": h,
+                "role": "induction",
+                "prefix_matching": float(pm[L, h]),
+                "prev_token": float(pt[L, h]),
+            }
+            for L, h in ind
+        ]
+        heads += [
+            {
+                "layer": L,
+                "head": h,
+                "role": "control",
+                "prefix_matching": float(pm[L, h]),
+                "prev_token": float(pt[L, h]),
+            }
+            for L, h in ctrl
+        ]
     else:
         heads = [{"layer": int(L), "head": int(h), "role": "given"} for L, h in t.heads]
     specs = [HeadSpec(x["layer"], x["head"], t.mode, t.bias) for x in heads]
@@ -53,19 +72,35 @@ def run_fit(cfg: Config, out: str, progress: bool = True, dist=None) -> Factors:
     f, w = cfg.fit, cfg.window
     n_window = (w.end_step - w.start_step) * data.batch_size
     rng = np.random.default_rng(f.seed)
-    pick = np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
+    pick = (
+        np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
+    )
     dev = next(model.parameters()).device
     starts = list(range(0, len(pick), f.batch_size))
     mine = range(len(starts)) if dist is None else range(*fit_part(len(starts), dist.rank, dist.world))
-    batches = [torch.from_numpy(data.rows(pick[starts[j]:starts[j] + f.batch_size]).astype(np.int64)).to(dev)
-               for j in mine]
+    batches = [
+        torch.from_numpy(data.rows(pick[starts[j] : starts[j] + f.batch_size]).astype(np.int64)).to(dev) for j in mine
+    ]
     name, rev = checkpoint_ref(cfg)
-    factors = fit_ekfac(model, specs, batches, fisher=f.fisher, method=f.method, damping=f.damping,
-                        seed=f.seed, progress=progress, model_name=name, revision=rev, batch_index=list(mine),
-                        comm=dist if dist is not None and dist.world > 1 else None)
+    factors = fit_ekfac(
+        model,
+        specs,
+        batches,
+        fisher=f.fisher,
+        method=f.method,
+        damping=f.damping,
+        seed=f.seed,
+        progress=progress,
+        model_name=name,
+        revision=rev,
+        batch_index=list(mine),
+        comm=dist if dist is not None and dist.world > 1 else None,
+    )
     if dist is not None and not dist.is_main:
         return factors
-    factors.meta["fit_indices"] = f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
+    factors.meta["fit_indices"] = (
+        f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
+    )
     factors.meta["targets"] = targets["heads"]
     with atomic_dir(os.path.join(out, "factors")) as d:
         factors.save(d)

@@ -1,4 +1,5 @@
 """What a stage reads, from its config: the data, the checkpoint, the device, the target heads, the probes."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,10 @@ def open_data(cfg: Config, check_window: bool = True):
     except (ValueError, OSError) as e:
         raise DataError(f"data.path {d.path!r}: {e}") from None
     if check_window and w.end_step > data.n_steps:
-        raise ConfigError(f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
-                          f"of {d.batch_size} sequences")
+        raise ConfigError(
+            f"window.end_step = {w.end_step} is beyond the data: {d.path} holds {data.n_steps} steps "
+            f"of {d.batch_size} sequences"
+        )
     return data
 
 
@@ -67,22 +70,31 @@ def hf_checkpoint_dir(cfg: Config, step: int) -> str:
     if not name:
         raise ConfigError("model: set model.run_dir (a mda-fast training run) or model.name (a Pythia hub name)")
     if os.path.isdir(name):
-        raise ConfigError(f"model.name {name!r} is a local directory (one checkpoint, step unknown); intervene "
-                          f"needs the window-start checkpoint: use model.run_dir (step<k>/ dirs) or a hub name")
+        raise ConfigError(
+            f"model.name {name!r} is a local directory (one checkpoint, step unknown); intervene "
+            f"needs the window-start checkpoint: use model.run_dir (step<k>/ dirs) or a hub name"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(name, revision=f"step{step}", local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
-        raise ModelError(f"model {name!r} at revision 'step{step}' (the window start) is not in the local Hugging "
-                         f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
-                         f"{name} --revision step{step}") from None
+        raise ModelError(
+            f"model {name!r} at revision 'step{step}' (the window start) is not in the local Hugging "
+            f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
+            f"{name} --revision step{step}"
+        ) from None
 
 
 def load_model(cfg: Config, step: int | None = None):
     name, rev = checkpoint_ref(cfg, step)
-    return load_pythia(name, revision=rev, dtype=DTYPES[cfg.model.dtype], device=device_of(cfg),
-                       attn_implementation=cfg.model.attn_implementation)
+    return load_pythia(
+        name,
+        revision=rev,
+        dtype=DTYPES[cfg.model.dtype],
+        device=device_of(cfg),
+        attn_implementation=cfg.model.attn_implementation,
+    )
 
 
 def load_targets(out: str) -> tuple[dict, list]:

@@ -1,5 +1,6 @@
 """``mda-fast intervene``: retrain the window with the top samples deleted or duplicated, against random and
 category-matched random sets (``mda_fast.interventions``), into ``out/interventions/``."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ def pretrained_start(cfg: Config) -> tuple[str, dict]:
         preset = preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
     except ValueError as e:
         raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
-    return ck, {"preset": preset.name, "total_steps": cfg.intervene.schedule_steps, "seed": 0,
-                "attn_implementation": cfg.model.attn_implementation, "save_optimizer": False}
+    return ck, {
+        "preset": preset.name,
+        "total_steps": cfg.intervene.schedule_steps,
+        "seed": 0,
+        "attn_implementation": cfg.model.attn_implementation,
+        "save_optimizer": False,
+    }
 
 
 def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:
@@ -43,13 +49,32 @@ def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> di
     data = open_data(cfg)
     train_until = min(w.end_step + iv.train_after, data.n_steps - -(-cfg.corpus.heldout_sequences // data.batch_size))
     icfg = InterventionConfig(
-        run_dir=m.run_dir, data=data, start_step=w.start_step, end_step=w.end_step, train_until=train_until,
-        heads=heads, out_dir=os.path.join(out, "interventions"), eval_every=iv.eval_every, top_frac=iv.top_frac,
-        arms=list(iv.arms), seeds=list(iv.seeds), score_column=0, threshold=loc.threshold,
-        localize_seq_len=loc.seq_len, localize_n=loc.n, localize_seed=loc.seed, probe_L=t.probe_L,
-        probe_n=t.probe_n, probe_seed=t.probe_seed, low=t.probe_low, high=t.probe_high or None,
-        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)), device=str(device_of(cfg)),
-        checkpoint_dir=checkpoint_dir, pretrained=pretrained)
+        run_dir=m.run_dir,
+        data=data,
+        start_step=w.start_step,
+        end_step=w.end_step,
+        train_until=train_until,
+        heads=heads,
+        out_dir=os.path.join(out, "interventions"),
+        eval_every=iv.eval_every,
+        top_frac=iv.top_frac,
+        arms=list(iv.arms),
+        seeds=list(iv.seeds),
+        score_column=0,
+        threshold=loc.threshold,
+        localize_seq_len=loc.seq_len,
+        localize_n=loc.n,
+        localize_seed=loc.seed,
+        probe_L=t.probe_L,
+        probe_n=t.probe_n,
+        probe_seed=t.probe_seed,
+        low=t.probe_low,
+        high=t.probe_high or None,
+        n_heldout=max(1, min(256, cfg.corpus.heldout_sequences)),
+        device=str(device_of(cfg)),
+        checkpoint_dir=checkpoint_dir,
+        pretrained=pretrained,
+    )
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")
     shared = {"dist": dist} if dist is not None else {}

@@ -6,6 +6,7 @@ Every file a stage writes appears whole or not at all: ``write_json`` and ``atom
 sibling and ``os.replace`` it; ``atomic_dir`` builds a whole directory beside its final name and swaps it in at
 the end, so a failed stage leaves the previous result (or nothing) behind, never a half-written one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,13 @@ from ..errors import OutputError, StateError
 LOCK_NAME = ".mda-fast.lock"
 
 #: ``out/score/``: one memmap per array, rows in window order (``scores`` is ``[n_samples, n_targets]``)
-SCORE_ARRAYS = {"scores": np.float32, "global_index": np.int64, "step": np.int64, "position": np.int64,
-                "loss": np.float32}
+SCORE_ARRAYS = {
+    "scores": np.float32,
+    "global_index": np.int64,
+    "step": np.int64,
+    "position": np.int64,
+    "loss": np.float32,
+}
 SCORE_FILES = tuple(SCORE_ARRAYS)
 
 
@@ -52,9 +58,13 @@ def jsonable(x: Any) -> Any:
 
 def os_error(e: OSError, what: str) -> OutputError:
     """One line for a failed write: read-only or full disk, a path that is a file, permissions."""
-    reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-              errno.EACCES: "permission denied", errno.ENOTDIR: "a parent path is a file, not a directory",
-              errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno, e.strerror or str(e))
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.ENOTDIR: "a parent path is a file, not a directory",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }.get(e.errno, e.strerror or str(e))
     return OutputError(f"cannot write {what}: {reason}; expected a writable directory with free space")
 
 
@@ -98,8 +108,10 @@ def load_json_as(path: str, error: type, expected: str, hint: str = ""):
             return json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         detail = " ".join(str(e).split())[:200]
-        raise error(f"{path} is not readable JSON ({type(e).__name__}: {detail}); expected {expected}"
-                    + (f": {hint}" if hint else "")) from None
+        raise error(
+            f"{path} is not readable JSON ({type(e).__name__}: {detail}); expected {expected}"
+            + (f": {hint}" if hint else "")
+        ) from None
 
 
 @contextlib.contextmanager
@@ -166,7 +178,7 @@ class OutputLock:
         self._fh = None
         self._path = os.path.join(self.lock_dir, LOCK_NAME)
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         import fcntl
 
         check_out_dir(self.out)
@@ -185,8 +197,10 @@ class OutputLock:
             holder = self._fh.read().strip() or "unknown"
             self._fh.close()
             self._fh = None
-            raise OutputError(f"{self.lock_dir} is in use by another mda-fast command (pid {holder}); wait for it "
-                              f"to finish or use another --out") from None
+            raise OutputError(
+                f"{self.lock_dir} is in use by another mda-fast command (pid {holder}); wait for it "
+                f"to finish or use another --out"
+            ) from None
         self._fh.seek(0)
         self._fh.truncate()
         self._fh.write(str(os.getpid()))

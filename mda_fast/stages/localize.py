@@ -1,9 +1,10 @@
 """``mda-fast localize``: every head's prefix-matching and previous-token score at every checkpoint, the
 emergence steps, ``out/localize/`` (``localize.json``, ``localize.csv``, ``emergence.png``)."""
+
 from __future__ import annotations
 
-import logging
 import glob
+import logging
 import os
 import re
 
@@ -30,14 +31,18 @@ def localize_checkpoints(cfg: Config) -> list:
     """
     m, loc = cfg.model, cfg.localize
     if m.run_dir:
-        steps = loc.steps or sorted(int(re.findall(r"step(\d+)$", p)[0])
-                                    for p in glob.glob(os.path.join(m.run_dir, "step*")) if re.search(r"step\d+$", p))
+        steps = loc.steps or sorted(
+            int(re.findall(r"step(\d+)$", p)[0])
+            for p in glob.glob(os.path.join(m.run_dir, "step*"))
+            if re.search(r"step\d+$", p)
+        )
         return [(s, *checkpoint_ref(cfg, s)) for s in steps]
     if os.path.isdir(m.name):
         mm = re.fullmatch(r"step(\d+)", m.revision or "")
         return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
-    revs = loc.revisions or [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-                             if s < cfg.window.end_step] + [f"step{cfg.window.end_step}"]
+    revs = loc.revisions or [
+        f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if s < cfg.window.end_step
+    ] + [f"step{cfg.window.end_step}"]
     return [(int(r[4:]), m.name, r) for r in revs]
 
 
@@ -61,26 +66,44 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
     steps, per = [], {"prefix_matching": [], "prev_token": []}
     for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
         model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
-        res = localize_all(model, seq_len=loc.seq_len, n=loc.n, seed=loc.seed, batch_size=loc.batch_size,
-                           low=loc.low, high=loc.high or None)
+        res = localize_all(
+            model,
+            seq_len=loc.seq_len,
+            n=loc.n,
+            seed=loc.seed,
+            batch_size=loc.batch_size,
+            low=loc.low,
+            high=loc.high or None,
+        )
         for k in per:
             v = res[k].numpy()
             if not np.isfinite(v).all():
-                raise NonFiniteError(f"localize: non-finite {k} scores at checkpoint {name}"
-                                     + (f"@{rev}" if rev else "") + "; expected finite weights")
+                raise NonFiniteError(
+                    f"localize: non-finite {k} scores at checkpoint {name}"
+                    + (f"@{rev}" if rev else "")
+                    + "; expected finite weights"
+                )
             per[k].append(v)
         steps.append(step)
     scores = {k: np.stack(v) for k, v in per.items()}
     em = emergence_steps(steps, scores[loc.metric], loc.threshold)
-    result = {"steps": steps, "scores": scores, "threshold": loc.threshold, "metric": loc.metric,
-              "emergence_step": em, "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
-              "single_checkpoint": len(ckpts) == 1}
+    result = {
+        "steps": steps,
+        "scores": scores,
+        "threshold": loc.threshold,
+        "metric": loc.metric,
+        "emergence_step": em,
+        "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
+        "single_checkpoint": len(ckpts) == 1,
+    }
     final = scores[loc.metric][-1]
     order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
     result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
     if len(ckpts) == 1:
-        logger.info(f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
-              f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)")
+        logger.info(
+            f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
+            f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)"
+        )
     from ..study.plots import emergence_png, save_png
 
     with atomic_dir(os.path.join(out, "localize")) as d:
@@ -90,8 +113,12 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
             for i, s in enumerate(steps):
                 for L in range(final.shape[0]):
                     for h in range(final.shape[1]):
-                        fh.write(f"{s},{L},{h},{scores['prefix_matching'][i, L, h]:.6f},"
-                                 f"{scores['prev_token'][i, L, h]:.6f}\n")
-        save_png(emergence_png({**result, "heads": [r[:2] for r in result["ranking"][:cfg.targets.n_induction]]}),
-                 os.path.join(d, "emergence.png"))
+                        fh.write(
+                            f"{s},{L},{h},{scores['prefix_matching'][i, L, h]:.6f},"
+                            f"{scores['prev_token'][i, L, h]:.6f}\n"
+                        )
+        save_png(
+            emergence_png({**result, "heads": [r[:2] for r in result["ranking"][: cfg.targets.n_induction]]}),
+            os.path.join(d, "emergence.png"),
+        )
     return result

@@ -1,4 +1,5 @@
 """``mda-fast report``: the self-contained ``out/report.html`` from what ``out`` holds (an analysis at least)."""
+
 from __future__ import annotations
 
 import datetime
@@ -18,8 +19,10 @@ def provenance(cfg: Config) -> dict:
     import transformers
 
     from .. import __version__
+
     try:
         from ..kernels import available_backends
+
         backends = available_backends()
     except Exception as e:  # noqa: BLE001
         backends = f"unavailable ({e})"
@@ -27,10 +30,17 @@ def provenance(cfg: Config) -> dict:
         ckpt = "@".join(x for x in checkpoint_ref(cfg) if x)
     except ConfigError:
         ckpt = "n/a"
-    return {"mda_fast": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "machine": platform.platform(), "device": str(device_of(cfg)),
-            "kernel backends": backends, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "checkpoint": ckpt}
+    return {
+        "mda_fast": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "device": str(device_of(cfg)),
+        "kernel backends": backends,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "checkpoint": ckpt,
+    }
 
 
 def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=None) -> str:
@@ -53,6 +63,15 @@ def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=N
     if notes is None and targets is not None:
         notes = findings_text(findings(analysis, targets))
     path = os.path.join(out, "report.html")
-    return write_report(path, title=cfg.report.title, config=cfg.to_dict(), provenance=provenance(cfg),
-                        emergence=emergence, analysis=analysis, top_samples=top, interventions=interventions,
-                        notes=notes, eod_marker="<|eod|>" if cfg.data.tokenizer == "bytes" else "<|endoftext|>")
+    return write_report(
+        path,
+        title=cfg.report.title,
+        config=cfg.to_dict(),
+        provenance=provenance(cfg),
+        emergence=emergence,
+        analysis=analysis,
+        top_samples=top,
+        interventions=interventions,
+        notes=notes,
+        eod_marker="<|eod|>" if cfg.data.tokenizer == "bytes" else "<|endoftext|>",
+    )

@@ -5,6 +5,7 @@ interruption loses at most the chunk in flight, which a resume recomputes (score
 continues only rows with the same fingerprint: the factors and targets files, the checkpoint, the data files and
 every config value that changes a score.
 """
+
 from __future__ import annotations
 
 import glob
@@ -44,13 +45,27 @@ def score_fingerprint(cfg: Config, out: str, target_names, shard: tuple[int, int
     checkpoint, the data, and every config value that changes a score (the device does not: any device's scores
     agree within rounding)."""
     m = {k: v for k, v in cfg.to_dict()["model"].items() if k != "device"}
-    return fingerprint([
-        m, _checkpoint_identity(cfg), cfg.data.path, cfg.data.batch_size, cfg.data.seq_len,
-        _data_identity(cfg.data.path), cfg.to_dict()["window"], cfg.to_dict()["targets"], cfg.score.limit_steps,
-        cfg.score.tf32, cfg.score.backend, cfg.score.batch_size, list(target_names),
-        file_digest(os.path.join(out, "factors", "factors.safetensors")),
-        file_digest(os.path.join(out, "factors", "factors.json")), file_digest(os.path.join(out, "targets.json")),
-    ] + ([list(shard)] if shard else []))
+    return fingerprint(
+        [
+            m,
+            _checkpoint_identity(cfg),
+            cfg.data.path,
+            cfg.data.batch_size,
+            cfg.data.seq_len,
+            _data_identity(cfg.data.path),
+            cfg.to_dict()["window"],
+            cfg.to_dict()["targets"],
+            cfg.score.limit_steps,
+            cfg.score.tf32,
+            cfg.score.backend,
+            cfg.score.batch_size,
+            list(target_names),
+            file_digest(os.path.join(out, "factors", "factors.safetensors")),
+            file_digest(os.path.join(out, "factors", "factors.json")),
+            file_digest(os.path.join(out, "targets.json")),
+        ]
+        + ([list(shard)] if shard else [])
+    )
 
 
 def score_window(cfg: Config, batch_size: int) -> tuple[int, int]:
@@ -79,14 +94,19 @@ def _open_arrays(files: dict, n: int, n_targets: int, resume: bool) -> dict:
                 raise StateError(f"--resume: {p} is missing or damaged ({e}); score into a fresh --out") from None
             want = (n, n_targets) if k == "scores" else (n,)
             if arrays[k].shape != want:
-                raise StateError(f"--resume: {p} has shape {arrays[k].shape}, expected {want}; score into a fresh --out")
+                raise StateError(
+                    f"--resume: {p} has shape {arrays[k].shape}, expected {want}; score into a fresh --out"
+                )
         return arrays
-    return {k: np.lib.format.open_memmap(files[k], mode="w+", dtype=dt, shape=(n, n_targets) if k == "scores" else (n,))
-            for k, dt in SCORE_ARRAYS.items()}
+    return {
+        k: np.lib.format.open_memmap(files[k], mode="w+", dtype=dt, shape=(n, n_targets) if k == "scores" else (n,))
+        for k, dt in SCORE_ARRAYS.items()
+    }
 
 
-def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True,
-              shard: tuple[int, int] | None = None) -> dict:
+def run_score(
+    cfg: Config, out: str, resume: bool = False, progress: bool = True, shard: tuple[int, int] | None = None
+) -> dict:
     """Stream the window and write scores in chunks; ``resume`` continues after the last completed chunk.
 
     ``shard=(i, k)`` scores only the i-th of k contiguous parts of the window into ``score/shards/i-of-k/`` (one
@@ -98,7 +118,9 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
         raise ConfigError(f"shard must be (i, k) with 0 <= i < k, got {shard!r}")
     data = open_data(cfg)
     first, n_window = score_window(cfg, data.batch_size)
-    lo_all, hi_all = (0, n_window) if shard is None else shard_range(n_window // data.batch_size, data.batch_size, shard)
+    lo_all, hi_all = (
+        (0, n_window) if shard is None else shard_range(n_window // data.batch_size, data.batch_size, shard)
+    )
     _, specs = load_targets(out)
     probes = make_probes(cfg)
     target_names = [f"{sp.name}:{p.name}" for sp in specs for p in probes]
@@ -107,13 +129,16 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
     prog_path = os.path.join(d, "progress.json")
     prog = read_json(prog_path) if resume and os.path.exists(prog_path) else None
     if prog is not None and prog.get("fingerprint") != fp:
-        raise StateError(f"--resume: {d} was written with other factors, targets, data or score settings "
-                         f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
-                         f"--resume to start over")
+        raise StateError(
+            f"--resume: {d} was written with other factors, targets, data or score settings "
+            f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
+            f"--resume to start over"
+        )
     model = load_model(cfg)
     factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
-    scorer = InfluenceScorer(model, specs, factors, probe=probes, backend=cfg.score.backend or None,
-                             tf32=cfg.score.tf32)
+    scorer = InfluenceScorer(
+        model, specs, factors, probe=probes, backend=cfg.score.backend or None, tf32=cfg.score.tf32
+    )
     if scorer.target_names != target_names:
         raise StateError(f"score: the scorer's targets {scorer.target_names} differ from {target_names}")
     n = hi_all - lo_all
@@ -123,8 +148,9 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
     arrays = _open_arrays(files, n, scorer.n_targets, resume=prog is not None)
     if prog is None:
         write_json(prog_path, {"n_done": 0, "n_total": n, "fingerprint": fp})
-    write_json(os.path.join(d, "targets.json"), {"target_names": scorer.target_names,
-                                                  "probe_values": scorer.probe_values})
+    write_json(
+        os.path.join(d, "targets.json"), {"target_names": scorer.target_names, "probe_values": scorer.probe_values}
+    )
     done = int(prog["n_done"]) if prog is not None else 0
     t0 = time.perf_counter()
     desc = "score" if shard is None else f"score {shard[0]}/{shard[1]}"
@@ -135,8 +161,13 @@ def run_score(cfg: Config, out: str, resume: bool = False, progress: bool = True
             write_json(prog_path, {"n_done": hi, "n_total": n, "fingerprint": fp})
             fault_point(shard)
     elapsed = max(time.perf_counter() - t0, 1e-9)
-    return {"n_scored": n, "scores_path": files["scores"], "target_names": scorer.target_names,
-            "seq_per_s": (n - done) / elapsed, "fingerprint": fp}
+    return {
+        "n_scored": n,
+        "scores_path": files["scores"],
+        "target_names": scorer.target_names,
+        "seq_per_s": (n - done) / elapsed,
+        "fingerprint": fp,
+    }
 
 
 def _score_chunk(scorer, data, cfg: Config, arrays: dict, lo: int, g: np.ndarray, bar) -> None:
@@ -145,20 +176,22 @@ def _score_chunk(scorer, data, cfg: Config, arrays: dict, lo: int, g: np.ndarray
     rows = data.rows(g)
     dev = next(scorer.model.parameters()).device
     for i in range(0, len(g), bs):
-        ids = torch.from_numpy(rows[i:i + bs].astype(np.int64)).to(dev)
-        sc, loss = scorer.score(ids, return_loss=True, rows=[int(x) for x in g[i:i + len(ids)]])
+        ids = torch.from_numpy(rows[i : i + bs].astype(np.int64)).to(dev)
+        sc, loss = scorer.score(ids, return_loss=True, rows=[int(x) for x in g[i : i + len(ids)]])
         sc, loss = sc.float().cpu().numpy(), loss.float().cpu().numpy()
         if not (np.isfinite(sc).all() and np.isfinite(loss).all()):
             bad = int(g[i + np.nonzero(~(np.isfinite(sc).all(1) & np.isfinite(loss)))[0][0]])
-            raise NonFiniteError(f"score: non-finite score or loss for sequence {bad} (step {bad // B}, position "
-                                 f"{bad % B}) in the chunk of rows {g[0]}..{g[-1]}; expected finite values "
-                                 f"(check the model's weights and the data)")
-        arrays["scores"][lo + i:lo + i + len(ids)] = sc
-        arrays["loss"][lo + i:lo + i + len(ids)] = loss
+            raise NonFiniteError(
+                f"score: non-finite score or loss for sequence {bad} (step {bad // B}, position "
+                f"{bad % B}) in the chunk of rows {g[0]}..{g[-1]}; expected finite values "
+                f"(check the model's weights and the data)"
+            )
+        arrays["scores"][lo + i : lo + i + len(ids)] = sc
+        arrays["loss"][lo + i : lo + i + len(ids)] = loss
         bar.update(len(ids))
         bar.set_postfix(tok_s=f"{(bar.format_dict.get('rate') or 0.0) * (data.seq_len - 1):.3g}")
-    arrays["global_index"][lo:lo + len(g)] = g
-    arrays["step"][lo:lo + len(g)] = g // B
-    arrays["position"][lo:lo + len(g)] = g % B
+    arrays["global_index"][lo : lo + len(g)] = g
+    arrays["step"][lo : lo + len(g)] = g // B
+    arrays["position"][lo : lo + len(g)] = g % B
     for a in arrays.values():
         a.flush()

@@ -8,6 +8,7 @@ bar for all of them (read from their ``progress.json``), and when all are comple
 ``score --resume`` see a finished single run. Shards can also run on different machines with a shared
 filesystem (``mda-fast score --shard i/k`` on each, then ``mda-fast score --merge k``).
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,10 @@ def merge(cfg, out: str, k: int) -> dict:
         prog = read_json(os.path.join(d, "progress.json"))
         lo, hi = shard_range(n // B, B, (i, k))
         if prog["n_done"] != prog["n_total"] or prog["n_total"] != hi - lo:
-            raise StateError(f"shard {i}/{k} is incomplete ({prog['n_done']}/{hi - lo} sequences): "
-                             f"finish it with `mda-fast score --shard {i}/{k} --resume`")
+            raise StateError(
+                f"shard {i}/{k} is incomplete ({prog['n_done']}/{hi - lo} sequences): "
+                f"finish it with `mda-fast score --shard {i}/{k} --resume`"
+            )
         t = read_json(os.path.join(d, "targets.json"))
         if prog["fingerprint"] != score_fingerprint(cfg, out, t["target_names"], (i, k)):
             raise StateError(f"shard {i}/{k} in {d} was scored with a different config")
@@ -100,16 +103,26 @@ def merge(cfg, out: str, k: int) -> dict:
         full.flush()
         del full
     write_json(os.path.join(d, "targets.json"), names)
-    write_json(os.path.join(d, "progress.json"),
-                  {"n_done": n, "n_total": n, "fingerprint": score_fingerprint(cfg, out, names["target_names"]), "shards": k})
+    write_json(
+        os.path.join(d, "progress.json"),
+        {"n_done": n, "n_total": n, "fingerprint": score_fingerprint(cfg, out, names["target_names"]), "shards": k},
+    )
     return {"n_scored": n, "scores_path": os.path.join(d, "scores.npy"), "target_names": names["target_names"]}
 
 
-def launch(cfg, out: str, devices: list[str], resume: bool = False, progress: bool = True,
-           max_restarts: int = 0, poll_s: float = 0.5) -> dict:
+def launch(
+    cfg,
+    out: str,
+    devices: list[str],
+    resume: bool = False,
+    progress: bool = True,
+    max_restarts: int = 0,
+    poll_s: float = 0.5,
+) -> dict:
     """Score the window with one torchrun rank per entry of ``devices`` on this machine: the ranks score their
     shards and rank 0 merges them (``stages.distributed.launch``; the same code as ``torchrun ... score``)."""
     from .distributed import launch as torchrun_launch
 
-    return torchrun_launch(cfg, out, devices, resume=resume, progress=progress, max_restarts=max_restarts,
-                           poll_s=poll_s)
+    return torchrun_launch(
+        cfg, out, devices, resume=resume, progress=progress, max_restarts=max_restarts, poll_s=poll_s
+    )

@@ -6,6 +6,7 @@ reading its memmap one column at a time); rank 0 joins the K lists (``combine``)
 k is in the top k of its own shard, so the join is exact: ``combine`` of the shards' candidates equals
 ``candidates`` of the merged scores (``python_tests/test_torchrun.py`` checks it).
 """
+
 from __future__ import annotations
 
 import os
@@ -50,6 +51,14 @@ def shard_candidates(out: str, shard: tuple[int, int] | None, k: int) -> list[di
 def write_topk(out: str, cands: list[dict], k: int, top_frac: float, n_window: int) -> str:
     names = read_json(os.path.join(score_dir(out), "targets.json"))["target_names"]
     path = os.path.join(score_dir(out), TOPK_FILE)
-    write_json(path, {"k": k, "top_frac": top_frac, "n_window": n_window, "order": "score descending, ties by "
-                      "the lower global index", "targets": dict(zip(names, cands))})
+    write_json(
+        path,
+        {
+            "k": k,
+            "top_frac": top_frac,
+            "n_window": n_window,
+            "order": "score descending, ties by the lower global index",
+            "targets": dict(zip(names, cands)),
+        },
+    )
     return path

@@ -6,6 +6,7 @@ head's prefix-matching score at each checkpoint, so ``localize`` and the emergen
 Training stops at ``train.total_steps`` (or the data's end), or ``train.after_emergence`` steps after a head
 first reaches ``localize.threshold``; a rerun continues from the last checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,11 @@ logger = logging.getLogger(__name__)
 
 
 def latest_checkpoint(run_dir: str):
-    steps = [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()] if os.path.isdir(run_dir) else []
+    steps = (
+        [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()]
+        if os.path.isdir(run_dir)
+        else []
+    )
     steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
     return max(steps) if steps else None
 
@@ -31,8 +36,16 @@ def emergence_monitor(cfg: Config):
     loc = cfg.localize
 
     def evaluate(model, step):
-        pm = localize_all(model, ("prefix_matching",), seq_len=loc.seq_len, n=loc.n, seed=loc.seed,
-                          batch_size=loc.batch_size, low=loc.low, high=loc.high or None)["prefix_matching"]
+        pm = localize_all(
+            model,
+            ("prefix_matching",),
+            seq_len=loc.seq_len,
+            n=loc.n,
+            seed=loc.seed,
+            batch_size=loc.batch_size,
+            low=loc.low,
+            high=loc.high or None,
+        )["prefix_matching"]
         return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
 
     return evaluate
@@ -43,8 +56,11 @@ def stop_step(run_dir: str, threshold: float, after: int):
     prefix-matching score reaches ``threshold`` (None while no head has formed)."""
     from ..train import read_jsonl
 
-    hits = [r["step"] for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))
-            if r.get("max_prefix_matching", 0.0) >= threshold]
+    hits = [
+        r["step"]
+        for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))
+        if r.get("max_prefix_matching", 0.0) >= threshold
+    ]
     return min(hits) + after if hits else None
 
 
@@ -62,8 +78,16 @@ def train_base(cfg: Config, out: str, progress: bool, data=None) -> str:
     run_dir = os.path.join(out, "run")
     data = data or PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
     cap, after = min(tr.total_steps, data.n_steps), tr.after_emergence
-    tc = TrainConfig(**fields_for(TrainConfig, tr, total_steps=max(tr.schedule_steps, cap),
-                                  device=str(device_of(cfg)), out_dir=run_dir, progress=progress))
+    tc = TrainConfig(
+        **fields_for(
+            TrainConfig,
+            tr,
+            total_steps=max(tr.schedule_steps, cap),
+            device=str(device_of(cfg)),
+            out_dir=run_dir,
+            progress=progress,
+        )
+    )
     trainer = Trainer(tc, data, eval_fn=emergence_monitor(cfg))
     last = latest_checkpoint(run_dir)
     if last is not None:
@@ -76,8 +100,14 @@ def train_base(cfg: Config, out: str, progress: bool, data=None) -> str:
     if trainer.step < cap and not done(trainer.step):
         trainer.train(end_step=cap, stop=done)
     stop = stop_step(run_dir, cfg.localize.threshold, 0)
-    logger.info(f"trained to step {trainer.step}: " + (f"a head reached prefix-matching {cfg.localize.threshold} "
-                f"at step {stop}" if stop is not None else "no head reached the threshold"))
+    logger.info(
+        f"trained to step {trainer.step}: "
+        + (
+            f"a head reached prefix-matching {cfg.localize.threshold} at step {stop}"
+            if stop is not None
+            else "no head reached the threshold"
+        )
+    )
     cfg.model.run_dir = run_dir
     return run_dir
 
@@ -86,5 +116,5 @@ def run_train(cfg: Config, out: str, progress: bool = True) -> str:
     """``mda-fast train``: ``train_base`` on ``data.path`` (validated first); returns the run directory."""
     data = open_data(cfg, check_window=False)
     run_dir = train_base(cfg, out, progress, data=data)
-    logger.info(f"run: {run_dir}; next: mda-fast localize --set model.run_dir=\"{run_dir}\" ...")
+    logger.info(f'run: {run_dir}; next: mda-fast localize --set model.run_dir="{run_dir}" ...')
     return run_dir

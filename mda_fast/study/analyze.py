@@ -13,8 +13,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..outputs import jsonable, write_json
-from .stats import (category_enrichment, check_categories, check_vector, cumulative_influence, influence_per_step,
-                    jaccard_of_sets, power_law_fit, ranking, score_stats, top_count, validate_scores)
+from .stats import (
+    category_enrichment,
+    check_categories,
+    check_vector,
+    cumulative_influence,
+    influence_per_step,
+    jaccard_of_sets,
+    power_law_fit,
+    ranking,
+    score_stats,
+    top_count,
+    validate_scores,
+)
 from .tables import top_bottom_table, write_table_csv
 
 __all__ = ["analyze"]
@@ -44,11 +55,21 @@ def _columns(n: int, global_index, step, position, loss) -> Dict[str, Optional[n
     return {"gi": gi, "st": st, "po": po, "lo": lo}
 
 
-def _target_entry(s: np.ndarray, order: np.ndarray, top_fraction: float, fit_max_rank: int, k_top: int,
-                  lo: Optional[np.ndarray], cat_rows: Optional[np.ndarray], cat_names: List[str]) -> Dict[str, Any]:
+def _target_entry(
+    s: np.ndarray,
+    order: np.ndarray,
+    top_fraction: float,
+    fit_max_rank: int,
+    k_top: int,
+    lo: Optional[np.ndarray],
+    cat_rows: Optional[np.ndarray],
+    cat_names: List[str],
+) -> Dict[str, Any]:
     """One target's cumulative curve, score summary, power-law fit, Pearson with the loss and enrichment."""
-    entry: Dict[str, Any] = {"cumulative": cumulative_influence(s, top_fraction, order=order),
-                             "score_stats": score_stats(s)}
+    entry: Dict[str, Any] = {
+        "cumulative": cumulative_influence(s, top_fraction, order=order),
+        "score_stats": score_stats(s),
+    }
     try:
         entry["power_law"] = power_law_fit(s, max_rank=fit_max_rank, order=order)
     except ValueError as e:
@@ -119,8 +140,9 @@ def analyze(
     for j, name in enumerate(names):
         s = np.asarray(scores[:, j], dtype=np.float64)
         orders.append(ranking(s))
-        per_target[name] = _target_entry(s, orders[-1], top_fraction, fit_max_rank, k_top, col["lo"], cat_rows,
-                                         cat_names)
+        per_target[name] = _target_entry(
+            s, orders[-1], top_fraction, fit_max_rank, k_top, col["lo"], cat_rows, cat_names
+        )
     primary = names[0]
     result: Dict[str, Any] = {
         "n_samples": n, "n_targets": t, "targets": names, "top_fraction": float(top_fraction), "k_top": k_top,

@@ -1,4 +1,5 @@
 """The findings of a run, computed from its analysis and intervention results (never assumed), and their text."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,11 @@ def findings(res: dict, targets: dict) -> dict:
     """The run's findings, computed from the analysis (never assumed)."""
     prim = res["primary_target"]
     pt = res["per_target"][prim]
-    out = {"top_share": pt["cumulative"]["top_share"], "top_frac": res["top_fraction"],
-           "power_law": pt.get("power_law")}
+    out = {
+        "top_share": pt["cumulative"]["top_share"],
+        "top_frac": res["top_fraction"],
+        "power_law": pt.get("power_law"),
+    }
     if "category_enrichment" in res:
         out["category_enrichment"] = dict(res["category_enrichment"])
     names = res["targets"]
@@ -31,9 +35,11 @@ def _pct(frac: float) -> str:
 def findings_text(f: dict) -> list:
     top = _pct(f["top_frac"])
     share = f["top_share"]
-    lines = [f"The top {top} of window sequences hold "
-             + ("no positive influence" if share is None else f"{100 * share:.1f}% of the total positive influence")
-             + " on the primary target (the paper reports about 50% for the top 10% on Pythia)."]
+    lines = [
+        f"The top {top} of window sequences hold "
+        + ("no positive influence" if share is None else f"{100 * share:.1f}% of the total positive influence")
+        + " on the primary target (the paper reports about 50% for the top 10% on Pythia)."
+    ]
     pl = f.get("power_law") or {}
     if "exponent" in pl:
         lines.append(f"Rank–score tail power-law exponent {pl['exponent']:.2f} (R² {pl.get('r2', float('nan')):.2f}).")
@@ -41,10 +47,17 @@ def findings_text(f: dict) -> list:
         ranked = sorted(f["category_enrichment"].items(), key=lambda kv: -(kv[1] or 0))
         over = [f"{c} ×{r:.2f}" for c, r in ranked if r is not None and r > 1.0]
         under = [f"{c} ×{r:.2f}" for c, r in ranked if r is not None and r <= 1.0]
-        lines.append(f"Over-represented in the top {top} (share / base rate): " + (", ".join(over) or "none") +
-                     "; under-represented: " + (", ".join(under) or "none") + ".")
+        lines.append(
+            f"Over-represented in the top {top} (share / base rate): "
+            + (", ".join(over) or "none")
+            + "; under-represented: "
+            + (", ".join(under) or "none")
+            + "."
+        )
     for p in f.get("overlap", []):
-        lines.append(f"Top-set Jaccard overlap {p['a']} ({p['roles'][0]}) vs {p['b']} ({p['roles'][1]}): {p['jaccard']:.3f}.")
+        lines.append(
+            f"Top-set Jaccard overlap {p['a']} ({p['roles'][0]}) vs {p['b']} ({p['roles'][1]}): {p['jaccard']:.3f}."
+        )
     return lines
 
 
@@ -54,12 +67,16 @@ def intervention_findings(result: dict) -> list:
     summ, threshold = result["summary"], result["threshold"]
     base = summ.get("baseline", {}).get("emergence", {}).get("mean")
     end = str(result["config"]["end_step"])
-    lines = [f"Retraining from step {result['config']['start_step']} (threshold {threshold}): baseline emergence step "
-             f"{'never' if base is None else f'{base:.0f}'}."]
+    lines = [
+        f"Retraining from step {result['config']['start_step']} (threshold {threshold}): baseline emergence step "
+        f"{'never' if base is None else f'{base:.0f}'}."
+    ]
     if result["config"].get("pretrained"):
-        lines.append(f"The arms branch from a published checkpoint without optimizer state: AdamW restarted from zero "
-                     f"moments at step {result['config']['start_step']} (an approximation of continuing the original "
-                     f"run; every arm shares it).")
+        lines.append(
+            f"The arms branch from a published checkpoint without optimizer state: AdamW restarted from zero "
+            f"moments at step {result['config']['start_step']} (an approximation of continuing the original "
+            f"run; every arm shares it)."
+        )
     for arm, a in summ.items():
         if arm == "baseline":
             continue
@@ -74,6 +91,8 @@ def intervention_findings(result: dict) -> list:
                 return "n/a"
             return f"{d['mean']:{sign_fmt}}" + (f" ± {d['std']:{fmt}}" if d.get("std") else "")
 
-        lines.append(f"{arm}: emergence {em}; area vs baseline {pm(a['area_vs_baseline'], '+.1f', '.1f')}; "
-                     f"ICL change at step {end} {pm(a['icl_change'].get(end, {}), '+.3f', '.3f')}.")
+        lines.append(
+            f"{arm}: emergence {em}; area vs baseline {pm(a['area_vs_baseline'], '+.1f', '.1f')}; "
+            f"ICL change at step {end} {pm(a['icl_change'].get(end, {}), '+.3f', '.3f')}."
+        )
     return lines

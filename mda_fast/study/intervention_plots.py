@@ -65,8 +65,15 @@ def intervention_curves_png(interventions: Mapping[str, Any], key: str, ylabel: 
                 ax.fill_between(steps, ys.min(0), ys.max(0), color=col, alpha=0.18, linewidth=0)
         else:
             for j, (steps, y) in enumerate(curves):
-                ax.plot(steps, y, color=col, linestyle=ls, linewidth=1.0, alpha=0.8,
-                        label=_arm_label(arm, data, n) if j == 0 else None)
+                ax.plot(
+                    steps,
+                    y,
+                    color=col,
+                    linestyle=ls,
+                    linewidth=1.0,
+                    alpha=0.8,
+                    label=_arm_label(arm, data, n) if j == 0 else None,
+                )
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
     return finish_png(fig, ax, "training step", ylabel, title, fontsize=8, loc="best", framealpha=0.85)
@@ -87,5 +94,6 @@ def score_vs_icl_png(interventions: Mapping[str, Any], r: Optional[float]) -> by
             ax.scatter(np.concatenate(xs), np.concatenate(ys), s=14, alpha=0.7, color=col, marker=marker,
                        label=arm, edgecolors="none")  # fmt: skip
     rtxt = "n/a" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{r:.3f}"
-    return finish_png(fig, ax, "target head score", "ICL score", f"Head score vs ICL score (Pearson r = {rtxt})",
-                   fontsize=8)
+    return finish_png(
+        fig, ax, "target head score", "ICL score", f"Head score vs ICL score (Pearson r = {rtxt})", fontsize=8
+    )

@@ -199,7 +199,9 @@ def emergence_png(emergence: Mapping[str, Any], max_labelled: int = 8, top_per_m
             lw = 2.4 if lh in e["heads"] else 1.4
             ax.plot(steps, a[:, lh[0], lh[1]], color=colours[lh], linewidth=lw, label=label, zorder=3)
         if metric == e["metric"]:
-            ax.axhline(e["threshold"], color="black", linestyle="--", linewidth=1, label=f"threshold {e['threshold']:g}")
+            ax.axhline(
+                e["threshold"], color="black", linestyle="--", linewidth=1, label=f"threshold {e['threshold']:g}"
+            )
         _symlog_x(ax, steps)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"{metric.replace('_', ' ')} score")
@@ -237,8 +239,15 @@ def cumulative_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]]
     ax.plot([0, 100], [0, 100], color="#999999", linestyle="--", linewidth=0.8, label="uniform")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 102)
-    return finish_png(fig, ax, "top samples by score (%)", "share of total positive influence (%)",
-                   "Cumulative influence", fontsize=8, loc="lower right")
+    return finish_png(
+        fig,
+        ax,
+        "top samples by score (%)",
+        "share of total positive influence (%)",
+        "Cumulative influence",
+        fontsize=8,
+        loc="lower right",
+    )
 
 
 def power_law_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] = None) -> bytes:
@@ -257,8 +266,9 @@ def power_law_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] 
                 label=f"fit ranks {pl['min_rank']}–{pl['max_rank']}: exponent {pl['exponent']:.2f}, R² {pl['r2']:.3f}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
-    return finish_png(fig, ax, "rank (descending score)", "score", "Rank–score tail (positive scores)", fontsize=7.5,
-                   loc="lower left")
+    return finish_png(
+        fig, ax, "rank (descending score)", "score", "Rank–score tail (positive scores)", fontsize=7.5, loc="lower left"
+    )
 
 
 def category_png(analysis: Mapping[str, Any], target: Optional[str] = None) -> bytes:
@@ -322,6 +332,12 @@ def per_step_png(analysis: Mapping[str, Any], targets: Optional[Sequence[str]] =
         ax.plot(steps, ps["sum"][t], color=PALETTE[i % len(PALETTE)], linewidth=1.0, label=t,
                 marker="." if steps.size < 60 else None)  # fmt: skip
     ax.axhline(0, color="black", linewidth=0.6)
-    return finish_png(fig, ax, "training step", "summed influence of the step's samples", "Influence per training step",
-                   fontsize=8, ncol=min(len(names), 4))
-
+    return finish_png(
+        fig,
+        ax,
+        "training step",
+        "summed influence of the step's samples",
+        "Influence per training step",
+        fontsize=8,
+        ncol=min(len(names), 4),
+    )

@@ -13,8 +13,15 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..outputs import atomic_file
 from .report_html import esc, kv_table, section
-from .report_sections import (category_section, config_text, emergence_section, influence_section,
-                              interventions_section, summary_cards, top_samples_section)
+from .report_sections import (
+    category_section,
+    config_text,
+    emergence_section,
+    influence_section,
+    interventions_section,
+    summary_cards,
+    top_samples_section,
+)
 
 __all__ = ["write_report", "render_report", "EOD_MARKER"]
 
@@ -83,8 +90,11 @@ def render_report(
 
     if notes:
         items = [notes] if isinstance(notes, str) else list(notes)
-        add("notes", "Findings", section("notes", "Findings",
-                                         '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in items) + "</ul>"))
+        add(
+            "notes",
+            "Findings",
+            section("notes", "Findings", '<ul class="notes">' + "".join(f"<li>{esc(n)}</li>" for n in items) + "</ul>"),
+        )
     if emergence is not None:
         add("emergence", "Emergence", emergence_section(emergence))
     if analysis is not None:
@@ -101,10 +111,10 @@ def render_report(
                 + "<h3>Config</h3>" + cfg))  # fmt: skip
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>"
-        f"<h1>{esc(title)}</h1><p class=\"sub\">mda-fast report · generated {generated}</p>"
+        f'<h1>{esc(title)}</h1><p class="sub">mda-fast report · generated {generated}</p>'
         f"<nav>{''.join(toc)}</nav>{summary_cards(analysis, emergence)}{''.join(sections)}"
         "</main></body></html>\n"
     )

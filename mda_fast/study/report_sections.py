@@ -10,8 +10,15 @@ from . import intervention_plots, plots
 from .interventions.summary import intervention_summary
 from .report_html import esc, fmt, img, pct, section, table, text_html
 
-__all__ = ["emergence_section", "influence_section", "category_section", "top_samples_section",
-           "interventions_section", "config_text", "summary_cards"]
+__all__ = [
+    "emergence_section",
+    "influence_section",
+    "category_section",
+    "top_samples_section",
+    "interventions_section",
+    "config_text",
+    "summary_cards",
+]
 
 
 def emergence_section(emergence: Mapping[str, Any]) -> str:
@@ -126,8 +133,14 @@ def _sample_row(r: Mapping[str, Any], has_cats: bool, eod: Optional[str]) -> str
     return f"<tr>{cells}</tr>"
 
 
-def _target_samples(target: str, kinds: Mapping[str, List[Mapping[str, Any]]], limits: Dict[str, int],
-                    has_cats: bool, eod: Optional[str], opened: bool) -> str:
+def _target_samples(
+    target: str,
+    kinds: Mapping[str, List[Mapping[str, Any]]],
+    limits: Dict[str, int],
+    has_cats: bool,
+    eod: Optional[str],
+    opened: bool,
+) -> str:
     """A target's highest and lowest samples in a ``<details>`` block ("" when it has none)."""
     block, counts = [], []
     cols = '<col style="width:170px">' + ('<col style="width:130px">' if has_cats else "") + "<col>"
@@ -145,8 +158,10 @@ def _target_samples(target: str, kinds: Mapping[str, List[Mapping[str, Any]]], l
         )
     if not block:
         return ""
-    return (f"<details{' open' if opened else ''}><summary>{esc(target)}: {esc(', '.join(counts))}</summary>"
-            f"{''.join(block)}</details>")
+    return (
+        f"<details{' open' if opened else ''}><summary>{esc(target)}: {esc(', '.join(counts))}</summary>"
+        f"{''.join(block)}</details>"
+    )
 
 
 def top_samples_section(rows: Sequence[Mapping[str, Any]], n_top: int, n_bottom: int, eod: Optional[str]) -> str:
@@ -157,7 +172,7 @@ def top_samples_section(rows: Sequence[Mapping[str, Any]], n_top: int, n_bottom:
         by_target.setdefault(str(r["target"]), {}).setdefault(str(r["kind"]), []).append(r)
     parts = [
         "<p>Samples with the highest (and lowest) scores per target. Text is the decoded start of the training "
-        f"sequence; document boundaries are highlighted as <span class=\"eod\">{esc(eod or '')}</span>.</p>"
+        f'sequence; document boundaries are highlighted as <span class="eod">{esc(eod or "")}</span>.</p>'
         if eod
         else "<p>Samples with the highest (and lowest) scores per target.</p>"
     ]
@@ -250,6 +265,10 @@ def summary_cards(analysis: Optional[Mapping[str, Any]], emergence: Optional[Map
             cards.append((f"{min(st):,}", "earliest target-head emergence step"))
     if not cards:
         return ""
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for v, k in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for v, k in cards
+        )
+        + "</div>"
+    )

@@ -246,9 +246,7 @@ def category_enrichment(
     """
     rows = np.asarray(category_rows, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != len(category_names):
-        raise ValueError(
-            f"category_rows must be [n_samples, {len(category_names)}], got shape {tuple(rows.shape)}"
-        )
+        raise ValueError(f"category_rows must be [n_samples, {len(category_names)}], got shape {tuple(rows.shape)}")
     idx = np.asarray(top_idx)
     if idx.ndim != 1 or idx.size == 0:
         raise ValueError("top_idx must be a non-empty 1-D index array")

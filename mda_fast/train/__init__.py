@@ -1,4 +1,5 @@
 """Pythia-recipe GPT-NeoX trainer with per-sample interventions (see ``interventions`` for the exact semantics)."""
+
 from .branch import branch_from_checkpoint, branch_from_pretrained
 from .checkpoint import STATE_FILE, load_checkpoint_model
 from .interventions import Insertion, Interventions

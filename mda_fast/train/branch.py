@@ -3,6 +3,7 @@
 Arms branched from one checkpoint share initial weights, optimizer state, data order and schedule, so they differ
 only by their ``Interventions``. (Its own module: it builds a ``Trainer``, which itself reads checkpoints.)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -15,8 +16,14 @@ from .train_config import TrainConfig
 __all__ = ["branch_from_checkpoint", "branch_from_pretrained"]
 
 
-def branch_from_checkpoint(checkpoint_dir: str, data, out_dir: str, interventions: Optional[Interventions] = None,
-                           eval_fn: Optional[Callable[[Any, int], dict]] = None, **overrides) -> Trainer:
+def branch_from_checkpoint(
+    checkpoint_dir: str,
+    data,
+    out_dir: str,
+    interventions: Optional[Interventions] = None,
+    eval_fn: Optional[Callable[[Any, int], dict]] = None,
+    **overrides,
+) -> Trainer:
     """A new run starting from ``checkpoint_dir`` (weights, optimizer, schedule, RNG) writing to ``out_dir``.
 
     The config is the checkpoint's, with ``out_dir`` and ``overrides`` (any ``TrainConfig`` field) applied;
@@ -34,9 +41,15 @@ def branch_from_checkpoint(checkpoint_dir: str, data, out_dir: str, intervention
     return trainer
 
 
-def branch_from_pretrained(checkpoint_dir: str, data, out_dir: str, step: int, config: TrainConfig,
-                           interventions: Optional[Interventions] = None,
-                           eval_fn: Optional[Callable[[Any, int], dict]] = None) -> Trainer:
+def branch_from_pretrained(
+    checkpoint_dir: str,
+    data,
+    out_dir: str,
+    step: int,
+    config: TrainConfig,
+    interventions: Optional[Interventions] = None,
+    eval_fn: Optional[Callable[[Any, int], dict]] = None,
+) -> Trainer:
     """A new run from a HF checkpoint without optimizer state (published Pythia checkpoints) at ``step``:
     ``config`` (its ``out_dir`` replaced) gives the recipe and LR schedule; AdamW restarts from zero moments
     (``Trainer.start_from_weights``). Arms branched this way still share weights, optimizer state (zero), data

@@ -2,6 +2,7 @@
 ``STATE_FILE`` (step, optimizer, schedule, config, data shape, RNG state). Step ``k``'s checkpoint holds the weights
 after ``k`` updates (Pythia's convention: ``step0`` is the initialisation).
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,15 @@ import torch
 from ..stages.io import atomic_dir
 from .presets import from_pretrained_kwargs
 
-__all__ = ["STATE_FILE", "step_dir", "has_state", "read_state", "check_state", "write_checkpoint",
-           "load_checkpoint_model"]
+__all__ = [
+    "STATE_FILE",
+    "step_dir",
+    "has_state",
+    "read_state",
+    "check_state",
+    "write_checkpoint",
+    "load_checkpoint_model",
+]
 
 #: the trainer-state file inside a ``step{k}`` checkpoint directory
 STATE_FILE = "trainer_state.pt"

@@ -13,6 +13,7 @@ the *unmodified* batch's ``batch_size * T``, so every other sample keeps its exa
 
 Inserted sequences are never affected by ``delete``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -98,9 +99,13 @@ class Interventions:
 
     @classmethod
     def duplicate(
-        cls, indices: Iterable[int], steps: Iterable[int], delete: Iterable[int] = (), insert_mode: str = "append",
+        cls,
+        indices: Iterable[int],
+        steps: Iterable[int],
+        delete: Iterable[int] = (),
+        insert_mode: str = "append",
         seed: int = 0,
-    ) -> "Interventions":
+    ) -> Interventions:
         """Insert a copy of each global sample in ``indices`` once, spread round-robin over ``steps``
         (index ``j`` goes to ``steps[j % len(steps)]``)."""
         steps = [int(s) for s in steps]
@@ -150,8 +155,16 @@ def _source(it: Insertion, slot: Optional[int]) -> dict:
     return {"id": it.name, "index": None if it.index is None else int(it.index), "slot": slot}
 
 
-def _replace_slots(step: int, g0: int, ins: Sequence[Insertion], ins_rows: Sequence[np.ndarray], seed: int,
-                   rows: list, source: list, live: list) -> List[int]:
+def _replace_slots(
+    step: int,
+    g0: int,
+    ins: Sequence[Insertion],
+    ins_rows: Sequence[np.ndarray],
+    seed: int,
+    rows: list,
+    source: list,
+    live: list,
+) -> List[int]:
     """Put each insertion into its batch slot (in place); returns the global indices of the replaced samples."""
     B = len(rows)
     replaced = []
@@ -173,8 +186,9 @@ def _replace_slots(step: int, g0: int, ins: Sequence[Insertion], ins_rows: Seque
     return replaced
 
 
-def _assemble(rows: list, source: list, live: list, extra: Sequence[Tuple[np.ndarray, dict]]
-              ) -> Tuple[list, List[int], List[dict]]:
+def _assemble(
+    rows: list, source: list, live: list, extra: Sequence[Tuple[np.ndarray, dict]]
+) -> Tuple[list, List[int], List[dict]]:
     """The live rows in slot order then the appended ones: ``(rows, kept global indices, inserted records)``."""
     out_rows, indices, inserted = [], [], []
     for p in range(len(rows)):
@@ -192,8 +206,9 @@ def _assemble(rows: list, source: list, live: list, extra: Sequence[Tuple[np.nda
     return out_rows, indices, inserted
 
 
-def compose(step: int, base: np.ndarray, interventions: Interventions,
-            insert_rows: Sequence[np.ndarray]) -> Composition:
+def compose(
+    step: int, base: np.ndarray, interventions: Interventions, insert_rows: Sequence[np.ndarray]
+) -> Composition:
     """Step ``step``'s rows after ``interventions`` (see the module docstring).
 
     ``base`` is the unmodified batch ``[batch_size, seq_len]``; ``insert_rows`` the token rows of

@@ -4,6 +4,7 @@
 ``batches.jsonl`` (per step: step, indices, deleted, inserted, replaced, n_rows, denominator), ``eval.jsonl``
 (``eval_fn`` results with their step), ``interventions.json`` and ``config.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,7 @@ class JsonlWriter:
         self.path = path
         self._f = None
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         self._f = open(self.path, "a")
         return self
 

@@ -4,6 +4,7 @@ Recipe: AdamW (``param_groups``), the ``TrainConfig.schedule()`` LR, grad-norm c
 (fp32 master weights). Step ``k`` trains on ``data.step(k)`` after ``interventions.compose``; checkpoint ``step{k}``
 holds the weights after ``k`` updates.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,8 +98,13 @@ class Trainer:
     ``eval.jsonl``, ``interventions.json``, ``config.json``.
     """
 
-    def __init__(self, config: TrainConfig, data, interventions: Optional[Interventions] = None,
-                 eval_fn: Optional[Callable[[Any, int], dict]] = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        data,
+        interventions: Optional[Interventions] = None,
+        eval_fn: Optional[Callable[[Any, int], dict]] = None,
+    ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         _check_data(data)
@@ -122,7 +128,10 @@ class Trainer:
     def _build_optimizer(self):
         c = self.config
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, c.weight_decay), lr=self.schedule.lr(self.step), betas=c.betas, eps=c.eps,
+            param_groups(self.model, c.weight_decay),
+            lr=self.schedule.lr(self.step),
+            betas=c.betas,
+            eps=c.eps,
             foreach=False,
         )
 
@@ -157,8 +166,10 @@ class Trainer:
         c, p = self.model.config, self.preset
         got = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size)
         if got != (p.n_layers, p.d_model, p.n_heads, p.vocab_size):
-            raise ValueError(f"{checkpoint_dir!r} has (layers, d_model, heads, vocab) = {got}; preset {p.name!r} "
-                             f"expects {(p.n_layers, p.d_model, p.n_heads, p.vocab_size)}")
+            raise ValueError(
+                f"{checkpoint_dir!r} has (layers, d_model, heads, vocab) = {got}; preset {p.name!r} "
+                f"expects {(p.n_layers, p.d_model, p.n_heads, p.vocab_size)}"
+            )
         self.model.train()
         self.step = step
         self._build_optimizer()
@@ -167,9 +178,12 @@ class Trainer:
     # -- one step ---------------------------------------------------------------------------------------------
     def _insert_rows(self, step: int) -> list:
         """Token rows of step ``step``'s insertions (an index insertion's row read from the data)."""
-        return [np.asarray(it.tokens) if it.tokens is not None else
-                np.asarray(self.data.rows(np.array([int(it.index)], dtype=np.int64)))[0]
-                for it in self.interventions.at_step(step)]
+        return [
+            np.asarray(it.tokens)
+            if it.tokens is not None
+            else np.asarray(self.data.rows(np.array([int(it.index)], dtype=np.int64)))[0]
+            for it in self.interventions.at_step(step)
+        ]
 
     def compose(self, step: int) -> StepBatch:
         """Step ``step``'s actual rows after interventions, the denominator and its batch-log record."""
@@ -193,7 +207,9 @@ class Trainer:
         mb = self.config.micro_batch_size or max(1, batch.tokens.shape[0])
         total = 0.0
         for lo in range(0, batch.tokens.shape[0], mb):
-            loss = lm_loss(self.model, batch.tokens[lo:lo + mb], batch.denominator, autocast_dtype=self.autocast_dtype)
+            loss = lm_loss(
+                self.model, batch.tokens[lo : lo + mb], batch.denominator, autocast_dtype=self.autocast_dtype
+            )
             loss.backward()
             total += float(loss.detach())
         return total
@@ -234,10 +250,16 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.config.save_optimizer else None,
             "schedule": dataclasses.asdict(self.schedule),
             "config": self.config.to_dict(),
-            "data": {"batch_size": int(self.data.batch_size), "seq_len": int(self.data.seq_len),
-                     "n_steps": int(self.data.n_steps), "path": str(getattr(self.data, "path", ""))},
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+            "data": {
+                "batch_size": int(self.data.batch_size),
+                "seq_len": int(self.data.seq_len),
+                "n_steps": int(self.data.n_steps),
+                "path": str(getattr(self.data, "path", "")),
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
         }
 
     def save_checkpoint(self) -> str:
@@ -258,8 +280,13 @@ class Trainer:
         append_jsonl(self.eval_path, {"step": int(step), **res})
 
     # -- loop -------------------------------------------------------------------------------------------------
-    def train(self, start_step: Optional[int] = None, end_step: Optional[int] = None,
-              resume_from: Optional[str] = None, stop: Optional[Callable[[int], bool]] = None) -> "Trainer":
+    def train(
+        self,
+        start_step: Optional[int] = None,
+        end_step: Optional[int] = None,
+        resume_from: Optional[str] = None,
+        stop: Optional[Callable[[int], bool]] = None,
+    ) -> Trainer:
         """Train batches ``start_step .. end_step - 1`` (``end_step`` defaults to ``total_steps``).
 
         ``stop(step) -> bool`` is asked after each checkpoint is saved and evaluated; ``True`` ends training there
@@ -313,8 +340,9 @@ class Trainer:
 
     def _checkpoint_steps(self, start: int, end: int) -> Set[int]:
         c = self.config
-        ckpts = set(s for s in checkpoint_steps(c.total_steps, c.checkpoint_every, c.checkpoint_extra)
-                    if start <= s <= end)
+        ckpts = set(
+            s for s in checkpoint_steps(c.total_steps, c.checkpoint_every, c.checkpoint_extra) if start <= s <= end
+        )
         ckpts.add(end)
         return ckpts
 
@@ -336,8 +364,13 @@ class Trainer:
         """Steps ``start .. end - 1``, logging each and saving (and evaluating) at ``ckpts``."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=end - start, unit="step", desc=f"train {self.config.preset}",
-                   disable=not self.config.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=end - start,
+            unit="step",
+            desc=f"train {self.config.preset}",
+            disable=not self.config.progress,
+            dynamic_ncols=True,
+        )
         with JsonlWriter(self.metrics_path) as mf, JsonlWriter(self.batches_path) as bf:
             for k in range(start, end):
                 batch, m = self._timed_step(k)

@@ -3,6 +3,7 @@
 Loss: inputs ``row[:T]``, labels ``row[1:T+1]`` with ``T = seq_len - 1``; the training loss of a step is
 ``sum_{rows n} sum_t CE[n, t] / (batch_size * T)``: the mean token cross-entropy of the unmodified batch.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -13,9 +14,13 @@ import torch.nn.functional as F
 __all__ = ["lm_loss", "param_groups"]
 
 
-def lm_loss(model, tokens: torch.Tensor, denominator: Optional[float] = None,
-            token_weights: Optional[torch.Tensor] = None, autocast_dtype: Optional[torch.dtype] = None
-            ) -> torch.Tensor:
+def lm_loss(
+    model,
+    tokens: torch.Tensor,
+    denominator: Optional[float] = None,
+    token_weights: Optional[torch.Tensor] = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
     """Pythia loss ``sum_{n,t} w[n,t] * CE(logits(row_n[:T])[t], row_n[t+1]) / denominator``.
 
     ``tokens`` is ``[N, T+1]`` int64; ``token_weights`` ``[N, T]`` (default all ones); ``denominator`` defaults to

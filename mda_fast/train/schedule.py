@@ -1,4 +1,5 @@
 """Pythia learning-rate schedule (linear warmup, cosine decay to a floor) and checkpoint steps."""
+
 from __future__ import annotations
 
 import math

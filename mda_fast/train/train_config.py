@@ -1,4 +1,5 @@
 """``TrainConfig``: the settings of one training run (Pythia recipe defaults)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -94,6 +95,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -15,6 +15,7 @@ holds the weights after ``k`` updates (Pythia's convention: ``step0`` is the ini
 
 Every step's composition goes to ``out_dir/batches.jsonl``.
 """
+
 from __future__ import annotations
 
 from .branch import branch_from_checkpoint

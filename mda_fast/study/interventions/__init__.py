@@ -52,11 +52,19 @@ baseline's`` over the eval steps, same seed; units score x steps), and changes v
 Modules: :mod:`.selection` (sets and arm plans), :mod:`.evaluation` (measurements and derived figures),
 :mod:`.summary` (the summary), :mod:`.runner` (``InterventionConfig``, ``run_interventions``).
 """
+
 from __future__ import annotations
 
 from .evaluation import add_seed_figures, derive, emergence_step, heldout_tokens, icl_positions, make_eval_fn
-from .runner import (ARMS, DEFAULT_ARMS, OUTPUT_FILE, RESULT_FILE, InterventionConfig, load_interventions,
-                     run_interventions)
+from .runner import (
+    ARMS,
+    DEFAULT_ARMS,
+    OUTPUT_FILE,
+    RESULT_FILE,
+    InterventionConfig,
+    load_interventions,
+    run_interventions,
+)
 from .selection import MATCHED_STREAM, RANDOM_STREAM, ArmPlan, is_deterministic, plan_arms, select_sets
 from .summary import intervention_summary, mean_std, summarize
 

@@ -3,6 +3,7 @@
 
 Definitions: the docstring of :mod:`mda_fast.study.interventions`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,15 @@ from .evaluation import add_seed_figures, heldout_tokens, icl_positions, make_ev
 from .selection import ArmPlan, plan_arms
 from .summary import summarize
 
-__all__ = ["ARMS", "DEFAULT_ARMS", "RESULT_FILE", "OUTPUT_FILE", "InterventionConfig", "run_interventions",
-           "load_interventions"]
+__all__ = [
+    "ARMS",
+    "DEFAULT_ARMS",
+    "RESULT_FILE",
+    "OUTPUT_FILE",
+    "InterventionConfig",
+    "run_interventions",
+    "load_interventions",
+]
 
 RESULT_FILE = "result.json"
 OUTPUT_FILE = "interventions.json"
@@ -109,14 +117,27 @@ class InterventionConfig:
         return self.data
 
     def _check_numbers(self) -> None:
-        for name in ("start_step", "end_step", "train_until", "eval_every", "augment_copies", "n_heldout",
-                     "eval_batch_size", "localize_seq_len", "localize_n", "probe_L", "probe_n"):
+        for name in (
+            "start_step",
+            "end_step",
+            "train_until",
+            "eval_every",
+            "augment_copies",
+            "n_heldout",
+            "eval_batch_size",
+            "localize_seq_len",
+            "localize_n",
+            "probe_L",
+            "probe_n",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
                 raise TypeError(f"{name}: expected an int, got {v!r}")
         if not 0 <= self.start_step < self.end_step <= self.train_until:
-            raise ValueError(f"window: expected 0 <= start_step < end_step <= train_until, got start_step="
-                             f"{self.start_step}, end_step={self.end_step}, train_until={self.train_until}")
+            raise ValueError(
+                f"window: expected 0 <= start_step < end_step <= train_until, got start_step="
+                f"{self.start_step}, end_step={self.end_step}, train_until={self.train_until}"
+            )
         if self.train_until > self._batches.n_steps:
             raise ValueError(f"train_until={self.train_until}: the data has only {self._batches.n_steps} steps")
         for name in ("eval_every", "augment_copies", "n_heldout", "eval_batch_size"):
@@ -141,8 +162,10 @@ class InterventionConfig:
             steps = [int(s) for s in self.augment_steps]
             bad = [s for s in steps if not self.start_step <= s < self.train_until]
             if not steps or bad:
-                raise ValueError(f"augment_steps: expected a non-empty list of steps in [start_step, train_until) = "
-                                 f"[{self.start_step}, {self.train_until}), got {bad or steps}")
+                raise ValueError(
+                    f"augment_steps: expected a non-empty list of steps in [start_step, train_until) = "
+                    f"[{self.start_step}, {self.train_until}), got {bad or steps}"
+                )
             self.augment_steps = tuple(steps)
 
     def _check_icl(self) -> None:
@@ -150,8 +173,10 @@ class InterventionConfig:
         early, late = self.icl_tokens if self.icl_tokens is not None else icl_positions(T)
         band = self.icl_band if self.icl_band is not None else T // 64
         if not (1 <= early - band and early < late and late + band <= T and band >= 0):
-            raise ValueError(f"icl_tokens=({early}, {late}) with band {band}: expected 1 <= early-band, early < late, "
-                             f"late+band <= T={T}")
+            raise ValueError(
+                f"icl_tokens=({early}, {late}) with band {band}: expected 1 <= early-band, early < late, "
+                f"late+band <= T={T}"
+            )
         self.icl_tokens, self.icl_band = (int(early), int(late)), int(band)
 
     @property
@@ -191,13 +216,17 @@ class InterventionConfig:
         if self.categories is not None:
             fr, names = _given_categories(self.categories, side)
         elif side is None:
-            raise ValueError("matched arms need per-row categories: the data has no <prefix>.categories.npy "
-                             "sidecar; pass categories= (fractions [n_rows, n_categories])")
+            raise ValueError(
+                "matched arms need per-row categories: the data has no <prefix>.categories.npy "
+                "sidecar; pass categories= (fractions [n_rows, n_categories])"
+            )
         else:
             fr, names = side
         if fr.ndim != 2 or fr.shape[0] < self.end_step * self.batch_size:
-            raise ValueError(f"categories: expected [n_rows >= {self.end_step * self.batch_size}, n_categories], "
-                             f"got shape {fr.shape}")
+            raise ValueError(
+                f"categories: expected [n_rows >= {self.end_step * self.batch_size}, n_categories], "
+                f"got shape {fr.shape}"
+            )
         return np.argmax(fr, axis=1), names
 
     def to_dict(self) -> dict:
@@ -260,8 +289,10 @@ def _check_checkpoint(config: InterventionConfig) -> dict:
         raise ValueError(f"checkpoint {ck!r} holds step {state['step']}, expected {config.start_step}")
     d = state["data"]
     if (d["batch_size"], d["seq_len"]) != (config.batch_size, config.seq_len):
-        raise ValueError(f"checkpoint {ck!r} was trained with batch_size={d['batch_size']}, seq_len={d['seq_len']}; "
-                         f"the data has batch_size={config.batch_size}, seq_len={config.seq_len}")
+        raise ValueError(
+            f"checkpoint {ck!r} was trained with batch_size={d['batch_size']}, seq_len={d['seq_len']}; "
+            f"the data has batch_size={config.batch_size}, seq_len={config.seq_len}"
+        )
     cfg = state["config"]
     if config.train_until > int(cfg["total_steps"]):
         raise ValueError(f"train_until={config.train_until} exceeds the run's total_steps={cfg['total_steps']}")
@@ -272,8 +303,9 @@ def _check_checkpoint(config: InterventionConfig) -> dict:
     return cfg
 
 
-def _run_arm(config: InterventionConfig, plan: ArmPlan, run_dir: str, eval_fn, base_cfg: dict,
-             progress: bool) -> Dict[str, Any]:
+def _run_arm(
+    config: InterventionConfig, plan: ArmPlan, run_dir: str, eval_fn, base_cfg: dict, progress: bool
+) -> Dict[str, Any]:
     """Train one arm (or reuse its complete result) and return its curves."""
     fp = _fingerprint(config, plan)
     res_path = os.path.join(run_dir, RESULT_FILE)
@@ -284,17 +316,28 @@ def _run_arm(config: InterventionConfig, plan: ArmPlan, run_dir: str, eval_fn, b
             return res
     if os.path.exists(run_dir):
         shutil.rmtree(run_dir)
-    overrides = dict(checkpoint_every=int(base_cfg["total_steps"]), checkpoint_extra=tuple(config.eval_steps()),
-                     save_optimizer=False, progress=progress)
+    overrides = dict(
+        checkpoint_every=int(base_cfg["total_steps"]),
+        checkpoint_extra=tuple(config.eval_steps()),
+        save_optimizer=False,
+        progress=progress,
+    )
     if config.device is not None:
         overrides["device"] = config.device
     if config.pretrained is not None:
-        tr = branch_from_pretrained(config.checkpoint(), config.batches, run_dir, config.start_step,
-                                    TrainConfig.from_dict({**base_cfg, **overrides}),
-                                    interventions=plan.interventions, eval_fn=eval_fn)
+        tr = branch_from_pretrained(
+            config.checkpoint(),
+            config.batches,
+            run_dir,
+            config.start_step,
+            TrainConfig.from_dict({**base_cfg, **overrides}),
+            interventions=plan.interventions,
+            eval_fn=eval_fn,
+        )
     else:
-        tr = branch_from_checkpoint(config.checkpoint(), config.batches, run_dir, interventions=plan.interventions,
-                                    eval_fn=eval_fn, **overrides)
+        tr = branch_from_checkpoint(
+            config.checkpoint(), config.batches, run_dir, interventions=plan.interventions, eval_fn=eval_fn, **overrides
+        )
     tr.train(end_step=config.train_until)
     recs = {r["step"]: r for r in read_jsonl(tr.eval_path) if "head_score" in r}
     steps = config.eval_steps()
@@ -326,18 +369,24 @@ def _distinct_runs(config: InterventionConfig, plans: Dict[Tuple[str, int], ArmP
 
 
 def _sets_json(config: InterventionConfig, sets: Dict[str, Any]) -> Dict[str, Any]:
-    out = {"k": sets["k"], "window_size": config.window_size, "top": sets["top"].tolist(),
-           "top_scores": sets["top_scores"].tolist(), "bottom": sets["bottom"].tolist(),
-           "bottom_scores": sets["bottom_scores"].tolist(),
-           "random": {str(s): np.sort(v).tolist() for s, v in sets["random"].items()}}
+    out = {
+        "k": sets["k"],
+        "window_size": config.window_size,
+        "top": sets["top"].tolist(),
+        "top_scores": sets["top_scores"].tolist(),
+        "bottom": sets["bottom"].tolist(),
+        "bottom_scores": sets["bottom_scores"].tolist(),
+        "random": {str(s): np.sort(v).tolist() for s, v in sets["random"].items()},
+    }
     if "matched" in sets:
         out["matched"] = {str(s): np.sort(v).tolist() for s, v in sets["matched"].items()}
         out["matched_composition"] = sets["matched_composition"]
     return out
 
 
-def run_interventions(config: InterventionConfig, scores, global_index, progress: bool = True,
-                      dist=None) -> Optional[Dict[str, Any]]:
+def run_interventions(
+    config: InterventionConfig, scores, global_index, progress: bool = True, dist=None
+) -> Optional[Dict[str, Any]]:
     """Run every arm and seed, write ``out_dir/interventions.json`` and return its dict.
 
     The dict is ``{"arms": {arm: {"seeds": {seed: curves + derived figures}, "n_selected", "deterministic"}},
@@ -362,7 +411,7 @@ def run_interventions(config: InterventionConfig, scores, global_index, progress
 
     results = {}
     shared = dist is not None and dist.world > 1
-    mine = runs[dist.rank::dist.world] if shared else runs
+    mine = runs[dist.rank :: dist.world] if shared else runs
     bar = tqdm(mine, desc="intervention arms", unit="arm", disable=not progress, dynamic_ncols=True)
     for plan, d in bar:
         bar.set_postfix(arm=plan.arm, seed=plan.seed)
@@ -378,8 +427,9 @@ def run_interventions(config: InterventionConfig, scores, global_index, progress
 
     arms: Dict[str, Dict[str, Any]] = {}
     for (arm, seed), plan in plans.items():
-        a = arms.setdefault(arm, {"seeds": {}, "n_selected": int(plan.selected.size),
-                                  "deterministic": plan.deterministic})
+        a = arms.setdefault(
+            arm, {"seeds": {}, "n_selected": int(plan.selected.size), "deterministic": plan.deterministic}
+        )
         a["seeds"][str(seed)] = {k: v for k, v in results[where[(arm, seed)]].items() if k != "fingerprint"}
     add_seed_figures(arms, config)
     summary = summarize({"arms": arms, "threshold": config.threshold})

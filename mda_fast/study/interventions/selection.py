@@ -2,6 +2,7 @@
 
 Definitions: the docstring of :mod:`mda_fast.study.interventions`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ def _window_scores(config: InterventionConfig, scores, global_index) -> Tuple[np
     if g.ndim != 1 or g.dtype.kind not in "iu":
         raise ValueError(f"global_index: expected a 1-D integer array, got shape {g.shape} dtype {g.dtype}")
     if s.ndim not in (1, 2) or s.shape[0] != g.shape[0]:
-        raise ValueError(f"scores: expected shape [{g.shape[0]}] or [{g.shape[0]}, n_targets] (one row per "
-                         f"global_index), got {s.shape}")
+        raise ValueError(
+            f"scores: expected shape [{g.shape[0]}] or [{g.shape[0]}, n_targets] (one row per "
+            f"global_index), got {s.shape}"
+        )
     if g.shape[0] != n:
-        raise ValueError(f"scores: {g.shape[0]} rows, but the window [{config.start_step}, {config.end_step}) holds "
-                         f"{n} samples ({config.end_step - config.start_step} steps x batch {config.batch_size})")
+        raise ValueError(
+            f"scores: {g.shape[0]} rows, but the window [{config.start_step}, {config.end_step}) holds "
+            f"{n} samples ({config.end_step - config.start_step} steps x batch {config.batch_size})"
+        )
     order = np.argsort(g, kind="stable")
     g = g[order].astype(np.int64)
     lo = config.start_step * config.batch_size
@@ -59,16 +64,25 @@ def select_sets(config: InterventionConfig, scores, global_index) -> Dict[str, A
     k = config.k
     needs_random = any(a.endswith("-random") for a in config.arms)
     if needs_random and 2 * k > g.size:
-        raise ValueError(f"top_frac={config.top_frac}: random sets of {k} disjoint from a top set of {k} need "
-                         f"2k <= window size {g.size}")
+        raise ValueError(
+            f"top_frac={config.top_frac}: random sets of {k} disjoint from a top set of {k} need "
+            f"2k <= window size {g.size}"
+        )
     desc = np.lexsort((g, -s))  # by score descending, ties by lower index
     asc = np.lexsort((g, s))
     top = g[desc[:k]]
     pool = np.setdiff1d(g, top)
-    random = {seed: np.random.default_rng([seed, RANDOM_STREAM]).choice(pool, size=k, replace=False)
-              for seed in config.seeds}
-    out = {"k": k, "top": top, "bottom": g[asc[:k]], "random": random,
-           "top_scores": s[desc[:k]], "bottom_scores": s[asc[:k]]}
+    random = {
+        seed: np.random.default_rng([seed, RANDOM_STREAM]).choice(pool, size=k, replace=False) for seed in config.seeds
+    }
+    out = {
+        "k": k,
+        "top": top,
+        "bottom": g[asc[:k]],
+        "random": random,
+        "top_scores": s[desc[:k]],
+        "bottom_scores": s[asc[:k]],
+    }
     if any(a.endswith("-matched") for a in config.arms):
         out["matched"], out["matched_composition"] = _matched_sets(config, top, pool)
     return out
@@ -83,8 +97,10 @@ def _matched_sets(config: InterventionConfig, top: np.ndarray, pool: np.ndarray)
     for c in np.flatnonzero(need):
         have = int((pool_dom == c).sum())
         if have < need[c]:
-            raise ValueError(f"matched arms: the top set holds {int(need[c])} {names[c]!r} rows but the rest of the "
-                             f"window only {have}; lower top_frac or widen the window")
+            raise ValueError(
+                f"matched arms: the top set holds {int(need[c])} {names[c]!r} rows but the rest of the "
+                f"window only {have}; lower top_frac or widen the window"
+            )
     sets = {}
     for seed in config.seeds:
         rng = np.random.default_rng([seed, MATCHED_STREAM])
@@ -127,12 +143,14 @@ def plan_arms(config: InterventionConfig, scores, global_index) -> Tuple[Dict[Tu
             else:
                 sel = sets["random"][seed]
             if arm.startswith("augment"):
-                iv = Interventions.duplicate(np.tile(sel, config.augment_copies), aug_steps,
-                                             insert_mode=config.insert_mode, seed=seed)
+                iv = Interventions.duplicate(
+                    np.tile(sel, config.augment_copies), aug_steps, insert_mode=config.insert_mode, seed=seed
+                )
             elif arm.startswith("delete"):
                 iv = Interventions(delete=sel, seed=seed)
             else:
                 iv = Interventions(seed=seed)
-            plans[(arm, seed)] = ArmPlan(arm, seed, iv, np.asarray(sel, np.int64),
-                                         is_deterministic(arm, config.insert_mode))
+            plans[(arm, seed)] = ArmPlan(
+                arm, seed, iv, np.asarray(sel, np.int64), is_deterministic(arm, config.insert_mode)
+            )
     return plans, sets

@@ -5,6 +5,7 @@ Input: ``{"arms": {arm: {"seeds": {seed: curves}, "deterministic"?, "n_selected"
 seed's curves hold ``steps``, ``head_score`` and ``icl`` (equal-length, finite) and optionally ``loss``,
 ``emergence_step`` and the runner's per-seed derived figures (``area_vs_baseline``, ``<key>_change``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -49,8 +50,9 @@ def _derived(seeds: List[Mapping[str, Any]]) -> Dict[str, Any]:
         out["area_vs_baseline"] = mean_std([d["area_vs_baseline"] for d in seeds])
     for key in CHANGE_KEYS:
         if all(f"{key}_change" in d for d in seeds):
-            out[f"{key}_change"] = {s: mean_std([d[f"{key}_change"][s] for d in seeds])
-                                    for s in seeds[0][f"{key}_change"]}
+            out[f"{key}_change"] = {
+                s: mean_std([d[f"{key}_change"][s] for d in seeds]) for s in seeds[0][f"{key}_change"]
+            }
     return out
 
 
@@ -62,22 +64,23 @@ def _arm(arm: str, a: Any) -> Tuple[Dict[str, Any], List[np.ndarray], List[np.nd
     if a.get("deterministic"):  # a seed-free arm was trained once; its other seeds are copies of that run
         seeds = dict(list(seeds.items())[:1])
     cols = {str(seed): _seed_columns(arm, seed, d) for seed, d in seeds.items()}
-    em = {str(seed): None if d.get("emergence_step") is None else int(d["emergence_step"])
-          for seed, d in seeds.items()}
+    em = {str(seed): None if d.get("emergence_step") is None else int(d["emergence_step"]) for seed, d in seeds.items()}
     reached = [v for v in em.values() if v is not None]
     out: Dict[str, Any] = {"deterministic": bool(a.get("deterministic")), "n_seeds": len(em)}
     if "n_selected" in a:
         out["n_selected"] = a["n_selected"]
-    out.update({
-        "emergence_steps": em,
-        "emergence": mean_std(em.values()),
-        **_derived(list(seeds.values())),
-        "n_reached": len(reached),
-        "emergence_mean": float(np.mean(reached)) if reached else None,
-        "emergence_std": float(np.std(reached)) if reached else None,
-        "final_head_score": float(np.mean([c["head_score"][-1] for c in cols.values()])),
-        "final_icl": float(np.mean([c["icl"][-1] for c in cols.values()])),
-    })
+    out.update(
+        {
+            "emergence_steps": em,
+            "emergence": mean_std(em.values()),
+            **_derived(list(seeds.values())),
+            "n_reached": len(reached),
+            "emergence_mean": float(np.mean(reached)) if reached else None,
+            "emergence_std": float(np.std(reached)) if reached else None,
+            "final_head_score": float(np.mean([c["head_score"][-1] for c in cols.values()])),
+            "final_icl": float(np.mean([c["icl"][-1] for c in cols.values()])),
+        }
+    )
     return out, [c["head_score"] for c in cols.values()], [c["icl"] for c in cols.values()]
 
 
@@ -122,7 +125,11 @@ def intervention_summary(data: Mapping[str, Any]) -> Dict[str, Any]:
     from the curves when there is none (curves from elsewhere, or a file written before it was stored)."""
     if isinstance(data, Mapping) and isinstance(data.get("summary"), Mapping) and "n_points" in data:
         thr = data.get("threshold")
-        return {"threshold": None if thr is None else float(thr), "baseline": data.get("baseline"),
-                "arms": data["summary"], "score_icl_pearson": data.get("score_icl_pearson"),
-                "n_points": data["n_points"]}
+        return {
+            "threshold": None if thr is None else float(thr),
+            "baseline": data.get("baseline"),
+            "arms": data["summary"],
+            "score_icl_pearson": data.get("score_icl_pearson"),
+            "n_points": data["n_points"],
+        }
     return summarize(data)
