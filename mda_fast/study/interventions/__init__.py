@@ -50,18 +50,18 @@ baseline's`` over the eval steps, same seed; units score x steps), and changes v
 (:func:`summary.summarize`, the one summary of intervention results).
 
 Modules: :mod:`.selection` (sets and arm plans), :mod:`.evaluation` (measurements and derived figures),
-:mod:`.summary` (the summary), :mod:`.runner` (``InterventionConfig``, ``run_interventions``).
+:mod:`.summary` (the summary), :mod:`.config` (``InterventionConfig``), :mod:`.runner` (``run_interventions``).
 """
 
 from __future__ import annotations
 
+from .config import InterventionConfig
 from .evaluation import add_seed_figures, derive, emergence_step, heldout_tokens, icl_positions, make_eval_fn
 from .runner import (
     ARMS,
     DEFAULT_ARMS,
     OUTPUT_FILE,
     RESULT_FILE,
-    InterventionConfig,
     load_interventions,
     run_interventions,
 )

@@ -17,7 +17,7 @@ from ...probes import InductionProbe
 from .summary import CHANGE_KEYS, summarize
 
 if TYPE_CHECKING:
-    from .runner import InterventionConfig
+    from .config import InterventionConfig
 
 __all__ = ["icl_positions", "heldout_tokens", "make_eval_fn", "emergence_step", "add_seed_figures", "derive"]
 

@@ -13,7 +13,7 @@ import numpy as np
 from ...train import Interventions
 
 if TYPE_CHECKING:
-    from .runner import InterventionConfig
+    from .config import InterventionConfig
 
 __all__ = ["RANDOM_STREAM", "MATCHED_STREAM", "select_sets", "ArmPlan", "is_deterministic", "plan_arms"]
 
