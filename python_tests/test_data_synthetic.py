@@ -165,7 +165,7 @@ def test_rows_packing_against_naive_rebuild(tmp_path):
         name = CATEGORIES[cats[i]]
         row = []
         while len(row) < 61:
-            row += [b + 4 for b in S._GENERATORS[name](rngs[name], cfg).encode()] + [0]
+            row += [b + 4 for b in S.GENERATORS[name](rngs[name], cfg).encode()] + [0]
         expect.append(row[:61])
     pb = PythiaBatches(prefix, batch_size=1, seq_len=61)
     got = np.stack([pb.rows([i])[0] for i in range(101)])

@@ -119,14 +119,8 @@ def launch(
     A rank that fails for good ends the launch with ``ShardFailed`` naming the rank, its device, exit code, last
     log line and log file; the finished chunks stay and ``--resume`` continues them.
     """
-    import torch
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-    from tqdm.auto import tqdm
-
     from .inputs import open_data
     from .score import score_window, shard_range
-    from .shards import ShardFailed, _progress
 
     k = len(devices)
     data = open_data(cfg)
@@ -136,6 +130,24 @@ def launch(
     os.makedirs(root, exist_ok=True)
     cfg_path = os.path.join(root, f"config-{k}.json")
     write_json(cfg_path, cfg.to_dict())
+    logs = _fresh_logs(out, k, resume)
+    args = ["-m", "mda_fast", "score", "--config", cfg_path, "--out", out, "--no-progress"] + (
+        ["--resume"] if resume else []
+    )
+    done0, elapsed = _run_ranks(out, devices, root, logs, args, n, resume, progress, max_restarts, poll_s)
+    d = score_dir(out)  # rank 0 of the ranks has merged the shards into it
+    res = {
+        "n_scored": n,
+        "scores_path": os.path.join(d, "scores.npy"),
+        "target_names": read_json(os.path.join(d, "targets.json"))["target_names"],
+        "seq_per_s": (n - done0) / elapsed,
+    }
+    res["devices"] = devices
+    return res
+
+
+def _fresh_logs(out: str, k: int, resume: bool) -> list[str]:
+    """Every shard's directory made and its ``log.txt`` emptied (``progress.json`` removed unless ``resume``)."""
     logs = []
     for i in range(k):
         sd = score_dir(out, (i, k))
@@ -144,6 +156,14 @@ def launch(
             os.remove(os.path.join(sd, "progress.json"))  # a fresh start: the bar must not read an old run's count
         logs.append(os.path.join(sd, "log.txt"))
         open(logs[-1], "w").close()
+    return logs
+
+
+def _launch_env(devices: list[str], root: str) -> dict:
+    """The environment of the ranks: their devices, their log files, the launcher's lock, CPU threads per rank."""
+    import torch
+
+    k = len(devices)
     n_cpu = sum(torch.device(d).type == "cpu" for d in devices)
     env = {
         DEVICES_ENV: ",".join(devices),
@@ -152,6 +172,19 @@ def launch(
     }  # this process holds the --out lock for the ranks
     if n_cpu:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_cpu))
+    return env
+
+
+def _run_ranks(out, devices, root, logs, args, n, resume, progress, max_restarts, poll_s) -> tuple[int, float]:
+    """Start the ranks with ``elastic_launch`` and follow their progress: ``(sequences done before, seconds)``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    from tqdm.auto import tqdm
+
+    from .shards import ShardFailed, _progress
+
+    k = len(devices)
+    env = _launch_env(devices, root)
     lc = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -162,9 +195,6 @@ def launch(
         max_restarts=max_restarts,
         monitor_interval=0.2,
         start_method="spawn",
-    )
-    args = ["-m", "mda_fast", "score", "--config", cfg_path, "--out", out, "--no-progress"] + (
-        ["--resume"] if resume else []
     )
     done0 = sum(_progress(out, (i, k)) for i in range(k)) if resume else 0
     stop = threading.Event()
@@ -198,16 +228,7 @@ def launch(
         finally:
             stop.set()
             th.join()
-    elapsed = max(time.perf_counter() - t0, 1e-9)
-    d = score_dir(out)  # rank 0 of the ranks has merged the shards into it
-    res = {
-        "n_scored": n,
-        "scores_path": os.path.join(d, "scores.npy"),
-        "target_names": read_json(os.path.join(d, "targets.json"))["target_names"],
-        "seq_per_s": (n - done0) / elapsed,
-    }
-    res["devices"] = devices
-    return res
+    return done0, max(time.perf_counter() - t0, 1e-9)
 
 
 def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
