@@ -191,23 +191,10 @@ def build_corpus(
     files, docs, cats = _read_all(
         cands, skipped, config, tok, dtype, {c: i for i, c in enumerate(categories)}, progress
     )
-    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
-    if not files:
-        why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
-        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
-    for d in docs:
-        if d.size and int(d.max()) >= tok_rec["vocab_size"]:
-            raise DataError(
-                f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size {tok_rec['vocab_size']}"
-            )
+    _check_read(roots, files, skipped, docs, tok_rec)
     S = config.seq_len
-    rows, labels, starts, dropped, pad = pack_documents(docs, cats, S, config.packing, int(tok_rec["eod_id"]), dtype)
+    rows, labels, starts, dropped, pad = _pack(roots, docs, cats, config, int(tok_rec["eod_id"]), dtype)
     n_rows = int(rows.shape[0])
-    if n_rows == 0:
-        raise DataError(
-            f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
-            f"seq_len={S}; expected more text or a smaller --seq-len"
-        )
     _locate(files, starts, docs, n_rows * S, S)
     manifest = {
         "format": FORMAT,
@@ -231,6 +218,31 @@ def build_corpus(
     }
     _write(prefix, rows, dtype, row_fractions(labels, n_rows, S, len(categories)), categories, manifest)
     return manifest
+
+
+def _check_read(roots: List[str], files: list, skipped: list, docs: List[np.ndarray], tok_rec: dict) -> None:
+    """``skipped`` sorted; raise ``DataError`` unless some file was read and every token id is below the vocab."""
+    skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
+    if not files:
+        why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
+        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
+    for d in docs:
+        if d.size and int(d.max()) >= tok_rec["vocab_size"]:
+            raise DataError(
+                f"tokenizer {tok_rec['name']}: token id {int(d.max())} >= its vocab_size {tok_rec['vocab_size']}"
+            )
+
+
+def _pack(roots: List[str], docs, cats, config: CorpusConfig, eod_id: int, dtype):
+    """``pack_documents`` of the documents into ``config.seq_len`` rows; ``DataError`` when not one row is full."""
+    S = config.seq_len
+    rows, labels, starts, dropped, pad = pack_documents(docs, cats, S, config.packing, eod_id, dtype)
+    if int(rows.shape[0]) == 0:
+        raise DataError(
+            f"--from {' '.join(roots)}: the corpus holds {dropped} tokens, less than one row of "
+            f"seq_len={S}; expected more text or a smaller --seq-len"
+        )
+    return rows, labels, starts, dropped, pad
 
 
 def _check_roots(dirs) -> List[str]:

@@ -63,6 +63,32 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
     ckpts = localize_checkpoints(cfg)
     if not ckpts:
         raise StateError(f"localize: no checkpoints found in model.run_dir {cfg.model.run_dir!r} (expected step<k>/)")
+    steps, scores = _score_checkpoints(cfg, ckpts, progress)
+    em = emergence_steps(steps, scores[loc.metric], loc.threshold)
+    result = {
+        "steps": steps,
+        "scores": scores,
+        "threshold": loc.threshold,
+        "metric": loc.metric,
+        "emergence_step": em,
+        "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
+        "single_checkpoint": len(ckpts) == 1,
+    }
+    final = scores[loc.metric][-1]
+    order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
+    result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
+    if len(ckpts) == 1:
+        logger.info(
+            f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
+            f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)"
+        )
+    _write_localize(cfg, out, result)
+    return result
+
+
+def _score_checkpoints(cfg: Config, ckpts, progress: bool):
+    """``(steps, {metric: scores [n_checkpoints, n_layers, n_heads]})`` of ``localize_all`` on every checkpoint."""
+    loc = cfg.localize
     steps, per = [], {"prefix_matching": [], "prev_token": []}
     for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
         model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
@@ -85,27 +111,15 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
                 )
             per[k].append(v)
         steps.append(step)
-    scores = {k: np.stack(v) for k, v in per.items()}
-    em = emergence_steps(steps, scores[loc.metric], loc.threshold)
-    result = {
-        "steps": steps,
-        "scores": scores,
-        "threshold": loc.threshold,
-        "metric": loc.metric,
-        "emergence_step": em,
-        "checkpoints": [f"{n}@{r}" if r else n for _, n, r in ckpts],
-        "single_checkpoint": len(ckpts) == 1,
-    }
-    final = scores[loc.metric][-1]
-    order = np.dstack(np.unravel_index(np.argsort(-final, axis=None), final.shape))[0]
-    result["ranking"] = [[int(L), int(h), float(final[L, h])] for L, h in order]
-    if len(ckpts) == 1:
-        logger.info(
-            f"[localize] one checkpoint ({result['checkpoints'][0]}): head scores without a history; emergence "
-            f"steps need several checkpoints (model.run_dir with step<k>/, or hub revisions)"
-        )
+    return steps, {k: np.stack(v) for k, v in per.items()}
+
+
+def _write_localize(cfg: Config, out: str, result: dict) -> None:
+    """``out/localize/``: ``localize.json``, ``localize.csv`` (every step and head) and ``emergence.png``."""
     from ..study.plots import emergence_png, save_png
 
+    steps, scores = result["steps"], result["scores"]
+    final = scores[result["metric"]][-1]
     with atomic_dir(os.path.join(out, "localize")) as d:
         write_json(os.path.join(d, "localize.json"), result)
         with open(os.path.join(d, "localize.csv"), "w") as fh:
@@ -121,4 +135,3 @@ def run_localize(cfg: Config, out: str, progress: bool = True) -> dict:
             emergence_png({**result, "heads": [r[:2] for r in result["ranking"][: cfg.targets.n_induction]]}),
             os.path.join(d, "emergence.png"),
         )
-    return result

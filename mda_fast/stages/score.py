@@ -127,20 +127,8 @@ def run_score(
     d = score_dir(out, shard)
     fp = score_fingerprint(cfg, out, target_names, shard)
     prog_path = os.path.join(d, "progress.json")
-    prog = read_json(prog_path) if resume and os.path.exists(prog_path) else None
-    if prog is not None and prog.get("fingerprint") != fp:
-        raise StateError(
-            f"--resume: {d} was written with other factors, targets, data or score settings "
-            f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
-            f"--resume to start over"
-        )
-    model = load_model(cfg)
-    factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
-    scorer = InfluenceScorer(
-        model, specs, factors, probe=probes, backend=cfg.score.backend or None, tf32=cfg.score.tf32
-    )
-    if scorer.target_names != target_names:
-        raise StateError(f"score: the scorer's targets {scorer.target_names} differ from {target_names}")
+    prog = _resumed_progress(d, prog_path, fp) if resume else None
+    scorer = _make_scorer(cfg, out, specs, probes, target_names)
     n = hi_all - lo_all
     files = {k: os.path.join(d, f"{k}.npy") for k in SCORE_ARRAYS}
     if prog is None:
@@ -168,6 +156,31 @@ def run_score(
         "seq_per_s": (n - done) / elapsed,
         "fingerprint": fp,
     }
+
+
+def _resumed_progress(d: str, prog_path: str, fp: str) -> dict | None:
+    """The progress record a ``--resume`` continues (``None`` when there is none); ``StateError`` when it was
+    written with another fingerprint."""
+    prog = read_json(prog_path) if os.path.exists(prog_path) else None
+    if prog is not None and prog.get("fingerprint") != fp:
+        raise StateError(
+            f"--resume: {d} was written with other factors, targets, data or score settings "
+            f"(fingerprint {prog.get('fingerprint')} != {fp}); score into a fresh --out, or drop "
+            f"--resume to start over"
+        )
+    return prog
+
+
+def _make_scorer(cfg: Config, out: str, specs, probes, target_names: list) -> InfluenceScorer:
+    """The model, its factors from ``out/factors`` and the scorer, checked to score ``target_names``."""
+    model = load_model(cfg)
+    factors = Factors.load(os.path.join(out, "factors"), device=next(model.parameters()).device)
+    scorer = InfluenceScorer(
+        model, specs, factors, probe=probes, backend=cfg.score.backend or None, tf32=cfg.score.tf32
+    )
+    if scorer.target_names != target_names:
+        raise StateError(f"score: the scorer's targets {scorer.target_names} differ from {target_names}")
+    return scorer
 
 
 def _score_chunk(scorer, data, cfg: Config, arrays: dict, lo: int, g: np.ndarray, bar) -> None:

@@ -91,6 +91,26 @@ def _per_step(scores: np.ndarray, st: np.ndarray, names: List[str]) -> Dict[str,
     }
 
 
+def _categories(category_fractions, category_names, gi: np.ndarray) -> tuple[Optional[np.ndarray], List[str]]:
+    """(the scored rows' category fractions, category names), or ``(None, [])`` without ``category_fractions``."""
+    if category_fractions is not None:
+        return check_categories(category_fractions, category_names, gi)
+    if category_names is not None:
+        raise ValueError("category_names given without category_fractions")
+    return None, []
+
+
+def _per_target(scores, names, top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names):
+    """``({target: its entry}, [ranking of each target])``."""
+    per_target: Dict[str, Any] = {}
+    orders = []
+    for j, name in enumerate(names):
+        s = np.asarray(scores[:, j], dtype=np.float64)
+        orders.append(ranking(s))
+        per_target[name] = _target_entry(s, orders[-1], top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names)
+    return per_target, orders
+
+
 def analyze(
     scores: np.ndarray,
     target_names: Sequence[str],
@@ -128,21 +148,8 @@ def analyze(
     n, t = scores.shape
     col = _columns(n, global_index, step, position, loss)
     k_top, k, table_k, fit_max_rank = _sizes(n, top_fraction, k, table_k, fit_max_rank)
-    cat_rows: Optional[np.ndarray] = None
-    cat_names: List[str] = []
-    if category_fractions is not None:
-        cat_rows, cat_names = check_categories(category_fractions, category_names, col["gi"])
-    elif category_names is not None:
-        raise ValueError("category_names given without category_fractions")
-
-    per_target: Dict[str, Any] = {}
-    orders = []
-    for j, name in enumerate(names):
-        s = np.asarray(scores[:, j], dtype=np.float64)
-        orders.append(ranking(s))
-        per_target[name] = _target_entry(
-            s, orders[-1], top_fraction, fit_max_rank, k_top, col["lo"], cat_rows, cat_names
-        )
+    cat_rows, cat_names = _categories(category_fractions, category_names, col["gi"])
+    per_target, orders = _per_target(scores, names, top_fraction, fit_max_rank, k_top, col["lo"], cat_rows, cat_names)
     primary = names[0]
     result: Dict[str, Any] = {
         "n_samples": n, "n_targets": t, "targets": names, "top_fraction": float(top_fraction), "k_top": k_top,
