@@ -16,6 +16,8 @@ in ``G_n``: a masked position still carries the gradient of later unmasked token
 
 Labels for S and Λ are sampled from the model (``fisher="true"``, seeded per batch so both passes see the same
 labels) or taken from the data (``"empirical"``).
+
+The fitted factors (``BlockFactors``, ``Factors``: ``H⁻¹ v``, save / load): :mod:`mda_fast.factors`.
 """
 
 from __future__ import annotations
