@@ -33,15 +33,7 @@ from .finite import check_finite, check_model_finite
 from .heads import Block
 from .model import model_shape
 
-__all__ = [
-    "METHODS",
-    "FISHERS",
-    "FACTOR_KEYS",
-    "BlockFactors",
-    "Factors",
-    "spec_from_dict",
-    "fit_ekfac",
-]
+__all__ = ["METHODS", "FISHERS", "FACTOR_KEYS", "BlockFactors", "Factors", "spec_from_dict", "fit_ekfac"]
 
 _OVERFLOW = (
     "the model's activations or gradients overflow on the fitting batches (a float16/bfloat16 model? use float32)"

@@ -86,12 +86,7 @@ def max_rel_diff(a, b):
 
 @pytest.mark.parametrize(
     "name,layers,d,heads",
-    [
-        ("pythia-14m", 6, 128, 4),
-        ("pythia-31m", 6, 256, 8),
-        ("pythia-70m", 6, 512, 8),
-        ("pythia-160m", 12, 768, 12),
-    ],
+    [("pythia-14m", 6, 128, 4), ("pythia-31m", 6, 256, 8), ("pythia-70m", 6, 512, 8), ("pythia-160m", 12, 768, 12)],
 )
 def test_pythia_presets_match_table(name, layers, d, heads):
     c = model_config(name)

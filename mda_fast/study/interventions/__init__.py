@@ -57,14 +57,7 @@ from __future__ import annotations
 
 from .config import InterventionConfig
 from .evaluation import add_seed_figures, derive, emergence_step, heldout_tokens, icl_positions, make_eval_fn
-from .runner import (
-    ARMS,
-    DEFAULT_ARMS,
-    OUTPUT_FILE,
-    RESULT_FILE,
-    load_interventions,
-    run_interventions,
-)
+from .runner import ARMS, DEFAULT_ARMS, OUTPUT_FILE, RESULT_FILE, load_interventions, run_interventions
 from .selection import MATCHED_STREAM, RANDOM_STREAM, ArmPlan, is_deterministic, plan_arms, select_sets
 from .summary import intervention_summary, mean_std, summarize
 
