@@ -68,15 +68,7 @@ def localize_all(
     return {m: (v / n).float() for m, v in totals.items()}
 
 
-def localize(
-    model,
-    metric: str = "prefix_matching",
-    seq_len: int = 32,
-    n: int = 64,
-    seed: int = 0,
-    batch_size: int = 32,
-    low: int = 4,
-    high: int | None = None,
-) -> torch.Tensor:
-    """``[n_layers, n_heads]`` score of every head for one metric."""
-    return localize_all(model, (metric,), seq_len, n, seed, batch_size, low, high)[metric]
+def localize(model, metric: str = "prefix_matching", **kwargs) -> torch.Tensor:
+    """``[n_layers, n_heads]`` score of every head for one metric; ``kwargs`` are :func:`localize_all`'s
+    (``seq_len``, ``n``, ``seed``, ``batch_size``, ``low``, ``high``)."""
+    return localize_all(model, (metric,), **kwargs)[metric]

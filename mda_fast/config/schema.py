@@ -76,6 +76,12 @@ class LocalizeSection:
     high: int = opt(0, "token ids below this (exclusive); 0: the vocabulary size (Pythia: its 50277 real tokens)", ge=0)
 
 
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``mda_fast.localize.localize_all`` for this section."""
+        return dict(seq_len=self.seq_len, n=self.n, seed=self.seed, batch_size=self.batch_size, low=self.low,
+                    high=self.high or None)
+
+
 @dataclass
 class TargetsSection:
     """The heads to attribute and their probes."""

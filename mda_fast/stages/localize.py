@@ -92,15 +92,7 @@ def _score_checkpoints(cfg: Config, ckpts, progress: bool):
     steps, per = [], {"prefix_matching": [], "prev_token": []}
     for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
         model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
-        res = localize_all(
-            model,
-            seq_len=loc.seq_len,
-            n=loc.n,
-            seed=loc.seed,
-            batch_size=loc.batch_size,
-            low=loc.low,
-            high=loc.high or None,
-        )
+        res = localize_all(model, **loc.kwargs())
         for k in per:
             v = res[k].numpy()
             if not np.isfinite(v).all():

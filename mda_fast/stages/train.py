@@ -36,16 +36,7 @@ def emergence_monitor(cfg: Config):
     loc = cfg.localize
 
     def evaluate(model, step):
-        pm = localize_all(
-            model,
-            ("prefix_matching",),
-            seq_len=loc.seq_len,
-            n=loc.n,
-            seed=loc.seed,
-            batch_size=loc.batch_size,
-            low=loc.low,
-            high=loc.high or None,
-        )["prefix_matching"]
+        pm = localize_all(model, ("prefix_matching",), **loc.kwargs())["prefix_matching"]
         return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
 
     return evaluate
