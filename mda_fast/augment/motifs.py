@@ -1,29 +1,12 @@
 """Motifs: the measured structure of the top-scored samples, clustered into a few parameterised families.
 
-Every measure works on one token row (``int`` ids) and, for the character measures, on its text (bytes). For the
-byte-level demo tokenizer (byte ``b`` = id ``b + 4``, EOD = 0) the text is recovered from the ids; for a real
-tokenizer pass ``decode``.
-
-Per row (``measure_row``):
-
-* **repeated spans**, from a greedy LZ77-style parse: at position ``i`` the longest earlier occurrence of
-  ``tokens[i:i+m]`` with ``m >= min_span`` (ties: the nearest) is a *copy span* of length ``m`` and copy distance
-  ``i - j`` (overlapping copies allowed, so a period-``d`` run is one span of distance ``d``); otherwise ``i`` is a
-  fresh token. ``copy_frac`` = share of tokens inside copy spans; ``span_len`` / ``copy_dist`` = mean span length
-  and median distance; ``n_spans``; ``max_repeats`` = the most copies of one source segment (its occurrences).
-* **period**: the lag ``d`` in ``[1, n/2]`` maximising ``mean(x[t] == x[t-d])``, and that fraction
-  (``period_strength``).
-* **character classes** of the text: letters, digits, whitespace, punctuation, brackets ``()[]{}<>``, other.
-* **nesting**: max depth of ``()[]{}`` and of XML-like tags ``<a>..</a>``; ``n_tags``.
-* **token entropy** (unigram, bits) and **compressibility** (``zlib`` size / raw size of the row's bytes).
-* ``n_docs``: documents in the row (EOD count, at least 1).
+The per-row measures (``measure_row`` and its features ``FEATURES``) live in ``row_features`` and are
+re-exported here.
 
 ``mine_motifs`` standardises the features over the top, bottom and random sets together and clusters the top set
 with a seeded k-means (k-means++ init, fixed iterations): each ``Motif`` holds its supporting sample ids, the mean
 and spread of every feature, the empirical distributions a generator draws from (span lengths, copy distances,
 fresh-run lengths, document lengths, token frequencies) and its contrast with the bottom and random sets.
-
-The row measures live in ``row_features`` (re-exported here).
 """
 
 from __future__ import annotations
