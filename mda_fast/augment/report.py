@@ -139,28 +139,49 @@ def _ms(s, pct=False, d=3):
     return f"{_f(s['mean'], pct, d)} ± {(100 * s['std']) if pct else s['std']:.{1 if pct else d}f}"
 
 
-def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
-    """The study's HTML section (see the module docstring)."""
-    texts = texts or {}
+_ARM_HEAD = (
+    "size",
+    "arm",
+    "gain",
+    "score at gain step",
+    "emergence step",
+    "ICL at gain step",
+    "held-out loss",
+    "Δ held-out loss",
+)
+_SIZE_HEAD = ("size", "base emergence", "window", "trained to", "rows per arm", "tokens per arm")
+_MOTIF_KEYS = (
+    "copy_frac",
+    "span_len",
+    "copy_dist",
+    "max_repeats",
+    "period_strength",
+    "frac_alpha",
+    "frac_punct",
+    "tag_depth",
+    "entropy",
+    "compress",
+)
+
+
+def _table(head, rows, numeric_from: Optional[int] = None) -> str:
+    """An HTML table of ``rows`` under ``head`` (all escaped); columns from ``numeric_from`` on right-aligned."""
     e = html.escape
-    parts = ['<section id="augment"><h2>Mechanistic data augmentation</h2>']
-    parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in res.get("findings", [])) + "</ul>")
-    parts.append(
-        f"<p>{e(res.get('gain_definition', ''))}. Seeds {res.get('seeds')}; seed-free arms (none, top) "
-        f"are trained once (std 0).</p>"
+
+    def td(i, c):
+        return f"<td{' class=n' if numeric_from is not None and i >= numeric_from else ''}>{e(str(c))}</td>"
+
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{e(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join("<tr>" + "".join(td(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
+        + "</table>"
     )
-    parts.append(f'<figure><img alt="gain by size" src="data:image/png;base64,{gain_by_size_png(res)}"></figure>')
-    parts.append(f'<figure><img alt="score curves" src="data:image/png;base64,{curves_png(res)}"></figure>')
-    head = [
-        "size",
-        "arm",
-        "gain",
-        "score at gain step",
-        "emergence step",
-        "ICL at gain step",
-        "held-out loss",
-        "Δ held-out loss",
-    ]
+
+
+def _arm_rows(res: Mapping) -> list:
+    """One row per size and arm: the seed means ± std of the derived figures."""
     rows = []
     for p, sz in res["sizes"].items():
         for a, v in sz["arms"].items():
@@ -178,17 +199,12 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
                     _ms(s["heldout_loss_change"], d=4),
                 ]
             )
-    parts.append(
-        "<table><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in head)
-        + "</tr>"
-        + "".join(
-            "<tr>" + "".join(f"<td{' class=n' if i > 1 else ''}>{e(str(c))}</td>" for i, c in enumerate(r)) + "</tr>"
-            for r in rows
-        )
-        + "</table>"
-    )
-    sz_rows = [
+    return rows
+
+
+def _size_rows(res: Mapping) -> list:
+    """One row per size: base emergence, window, trained-to step and the budget."""
+    return [
         [
             p,
             sz["emergence_step"],
@@ -199,61 +215,70 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
         ]
         for p, sz in res["sizes"].items()
     ]
+
+
+def _motif_html(mo: Mapping, texts: Dict[int, np.ndarray]) -> list:
+    """One motif's HTML parts: heading, description, feature table, highlighted examples and support."""
+    e = html.escape
+    parts = [
+        f"<h4>{e(mo['id'])}: {len(mo['support'])} samples ({100 * mo['share']:.0f}% of the top "
+        f"set)</h4><p>{e(mo['description'])}</p>"
+    ]
+    f, c = mo["features"], mo["contrast"]
     parts.append(
-        "<h3>Sizes</h3><table><tr>"
-        + "".join(
-            f"<th>{h}</th>"
-            for h in ["size", "base emergence", "window", "trained to", "rows per arm", "tokens per arm"]
-        )
+        "<table><tr><th>feature</th><th>motif mean ± std</th>"
+        + "".join(f"<th>{n}</th>" for n in next(iter(c.values()), {}))
         + "</tr>"
-        + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in sz_rows)
+        + "".join(
+            f"<tr><td>{k}</td><td class=n>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>"
+            + "".join(f"<td class=n>{v:.3f}</td>" for v in c[k].values())
+            + "</tr>"
+            for k in _MOTIF_KEYS
+        )
         + "</table>"
     )
-    for key, m in res.get("motifs", {}).items():
+    for ex in mo["examples"]:
+        if ex["id"] in texts:
+            parts.append(
+                f'<p>sample {ex["id"]}:</p><pre class="s">{highlight_spans(texts[ex["id"]], ex["spans"])}</pre>'
+            )
+    parts.append(
+        f'<p style="font-size:12px">supporting sample ids: {e(str(mo["support"][:40]))}'
+        f"{' …' if len(mo['support']) > 40 else ''}</p>"
+    )
+    return parts
+
+
+def _motifs_html(res: Mapping, texts: Dict[int, np.ndarray]) -> list:
+    """The HTML parts of every mined motif set: its heading and each motif."""
+    e = html.escape
+    parts = []
+    for m in res.get("motifs", {}).values():
         parts.append(
             f"<h3>Motifs mined on {e(m['mined_on'])} (head L{m['head']['layer']}H{m['head']['head']}; "
             f"top {m['n']['top']}: {e(str(m.get('top_categories')))}; bottom: "
             f"{e(str(m.get('bottom_categories')))})</h3>"
         )
         for mo in m["motifs"]:
-            parts.append(
-                f"<h4>{e(mo['id'])}: {len(mo['support'])} samples ({100 * mo['share']:.0f}% of the top "
-                f"set)</h4><p>{e(mo['description'])}</p>"
-            )
-            f, c = mo["features"], mo["contrast"]
-            keys = [
-                "copy_frac",
-                "span_len",
-                "copy_dist",
-                "max_repeats",
-                "period_strength",
-                "frac_alpha",
-                "frac_punct",
-                "tag_depth",
-                "entropy",
-                "compress",
-            ]
-            parts.append(
-                "<table><tr><th>feature</th><th>motif mean ± std</th>"
-                + "".join(f"<th>{n}</th>" for n in next(iter(c.values()), {}))
-                + "</tr>"
-                + "".join(
-                    f"<tr><td>{k}</td><td class=n>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>"
-                    + "".join(f"<td class=n>{v:.3f}</td>" for v in c[k].values())
-                    + "</tr>"
-                    for k in keys
-                )
-                + "</table>"
-            )
-            for ex in mo["examples"]:
-                if ex["id"] in texts:
-                    parts.append(
-                        f'<p>sample {ex["id"]}:</p><pre class="s">{highlight_spans(texts[ex["id"]], ex["spans"])}</pre>'
-                    )
-            parts.append(
-                f'<p style="font-size:12px">supporting sample ids: {e(str(mo["support"][:40]))}'
-                f"{' …' if len(mo['support']) > 40 else ''}</p>"
-            )
+            parts.extend(_motif_html(mo, texts))
+    return parts
+
+
+def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
+    """The study's HTML section (see the module docstring)."""
+    texts = texts or {}
+    e = html.escape
+    parts = ['<section id="augment"><h2>Mechanistic data augmentation</h2>']
+    parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in res.get("findings", [])) + "</ul>")
+    parts.append(
+        f"<p>{e(res.get('gain_definition', ''))}. Seeds {res.get('seeds')}; seed-free arms (none, top) "
+        f"are trained once (std 0).</p>"
+    )
+    parts.append(f'<figure><img alt="gain by size" src="data:image/png;base64,{gain_by_size_png(res)}"></figure>')
+    parts.append(f'<figure><img alt="score curves" src="data:image/png;base64,{curves_png(res)}"></figure>')
+    parts.append(_table(_ARM_HEAD, _arm_rows(res), numeric_from=2))
+    parts.append("<h3>Sizes</h3>" + _table(_SIZE_HEAD, _size_rows(res)))
+    parts.extend(_motifs_html(res, texts))
     for msg in res.get("llm", []):
         parts.append(f"<p>LLM: {e(msg['message'])}</p>")
     parts.append("</section>")
@@ -261,6 +286,7 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
 
 
 def write_augment_report(res: Mapping, path: str, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
+    """``augment_section_html`` as a stand-alone page at ``path`` (written atomically); ``path``."""
     from ..stages.io import atomic_file
 
     page = (

@@ -128,6 +128,8 @@ def network_isolation() -> Optional[List[str]]:
 
 
 def _limits(lim: SandboxLimits):
+    """The child's ``preexec_fn``: a new session and the resource limits of ``lim``."""
+
     def apply():
         import resource
 
@@ -144,6 +146,7 @@ def _limits(lim: SandboxLimits):
 
 
 def _kill(proc) -> None:
+    """Kill the child's process group and the child (either may be gone already)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -154,6 +157,93 @@ def _kill(proc) -> None:
         pass
 
 
+def _command(work: str, code: str, seed: int, n: int, isolate_network: bool) -> List[str]:
+    """Write the code and the child script into ``work``; the child's command line."""
+    src = os.path.join(work, "gen.py")
+    with open(src, "w") as fh:
+        fh.write(code)
+    child = os.path.join(work, "child.py")
+    with open(child, "w") as fh:
+        fh.write(_CHILD)
+    prefix = (network_isolation() or []) if isolate_network else []
+    return prefix + [
+        sys.executable,
+        "-I",
+        "-S",
+        "-B",
+        child,
+        src,
+        str(int(seed)),
+        str(int(n)),
+        json.dumps(list(ALLOWED_IMPORTS)),
+    ]
+
+
+def _pumps(proc, lim: SandboxLimits) -> tuple:
+    """Started reader threads of the child's stdout (capped at ``max_output``: more kills it) and stderr.
+
+    Returns ``(threads, out, err, over)``; ``over[0]`` says whether stdout went past its cap."""
+    out, err, over = bytearray(), bytearray(), [False]
+
+    def pump(stream, buf, cap):
+        while True:
+            block = stream.read(65536)
+            if not block:
+                return
+            if len(buf) + len(block) > cap:
+                buf += block[: cap - len(buf)]
+                over[0] = stream is proc.stdout or over[0]
+                _kill(proc)
+                return
+            buf += block
+
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, out, lim.max_output), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, err, 1 << 16), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    return threads, out, err, over
+
+
+def _wait(proc, threads, lim: SandboxLimits) -> None:
+    """Wait for the child up to ``wall_s`` (past it: kill the group, ``SandboxError``); join the readers."""
+    try:
+        proc.wait(timeout=lim.wall_s)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        proc.wait()
+        raise SandboxError(f"generated code ran past the {lim.wall_s:g} s wall-clock limit and was killed") from None
+    finally:
+        for t in threads:
+            t.join(timeout=2)
+
+
+def _failure(rc: int, err: bytes, lim: SandboxLimits, seconds: float) -> SandboxError:
+    """The error of a child that exited with ``rc != 0``: the limit it hit (or its exit code) and its last line."""
+    lines = [x.strip() for x in err.decode("utf-8", "replace").splitlines() if x.strip()]
+    tail = (lines[-1] if lines else "")[-300:]
+    why = {
+        -signal.SIGXCPU: f"CPU-time limit ({lim.cpu_s} s)",
+        -signal.SIGKILL: "killed",
+        -signal.SIGXFSZ: "file-size limit",
+    }.get(rc, f"exit code {rc}")
+    if "MemoryError" in tail or (lines and lines[-1] == "MemoryError"):
+        why = f"memory limit ({lim.memory_mb} MiB)"
+    return SandboxError(f"generated code failed ({why}, {seconds:.1f} s): {tail or 'no message'}")
+
+
+def _documents(out: bytes) -> List[str]:
+    """The child's stdout as its list of documents (``SandboxError`` if it is not a JSON list of str)."""
+    try:
+        docs = json.loads(out.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SandboxError(f"generated code printed no valid JSON list of documents ({e})") from None
+    if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+        raise SandboxError("generated code must return a list of str")
+    return docs
+
+
 def run_generator(
     code: str, seed: int = 0, n: int = 16, limits: Optional[SandboxLimits] = None, isolate_network: bool = True
 ) -> List[str]:
@@ -161,24 +251,7 @@ def run_generator(
     lim = limits or SandboxLimits()
     work = tempfile.mkdtemp(prefix="mda-sandbox-")
     try:
-        src = os.path.join(work, "gen.py")
-        with open(src, "w") as fh:
-            fh.write(code)
-        child = os.path.join(work, "child.py")
-        with open(child, "w") as fh:
-            fh.write(_CHILD)
-        prefix = (network_isolation() or []) if isolate_network else []
-        cmd = prefix + [
-            sys.executable,
-            "-I",
-            "-S",
-            "-B",
-            child,
-            src,
-            str(int(seed)),
-            str(int(n)),
-            json.dumps(list(ALLOWED_IMPORTS)),
-        ]
+        cmd = _command(work, code, seed, n, isolate_network)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         proc = subprocess.Popen(
             cmd,
@@ -190,58 +263,13 @@ def run_generator(
             preexec_fn=_limits(lim),
             close_fds=True,
         )
-        out, err, over = bytearray(), bytearray(), [False]
-
-        def pump(stream, buf, cap):
-            while True:
-                block = stream.read(65536)
-                if not block:
-                    return
-                if len(buf) + len(block) > cap:
-                    buf += block[: cap - len(buf)]
-                    over[0] = stream is proc.stdout or over[0]
-                    _kill(proc)
-                    return
-                buf += block
-
-        threads = [
-            threading.Thread(target=pump, args=(proc.stdout, out, lim.max_output), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, err, 1 << 16), daemon=True),
-        ]
-        for t in threads:
-            t.start()
+        threads, out, err, over = _pumps(proc, lim)
         t0 = time.monotonic()
-        try:
-            proc.wait(timeout=lim.wall_s)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            proc.wait()
-            raise SandboxError(
-                f"generated code ran past the {lim.wall_s:g} s wall-clock limit and was killed"
-            ) from None
-        finally:
-            for t in threads:
-                t.join(timeout=2)
-        rc = proc.returncode
+        _wait(proc, threads, lim)
         if over[0]:
             raise SandboxError(f"generated code wrote more than {lim.max_output} bytes of output and was killed")
-        if rc != 0:
-            lines = [x.strip() for x in err.decode("utf-8", "replace").splitlines() if x.strip()]
-            tail = (lines[-1] if lines else "")[-300:]
-            why = {
-                -signal.SIGXCPU: f"CPU-time limit ({lim.cpu_s} s)",
-                -signal.SIGKILL: "killed",
-                -signal.SIGXFSZ: "file-size limit",
-            }.get(rc, f"exit code {rc}")
-            if "MemoryError" in tail or (lines and lines[-1] == "MemoryError"):
-                why = f"memory limit ({lim.memory_mb} MiB)"
-            raise SandboxError(f"generated code failed ({why}, {time.monotonic() - t0:.1f} s): {tail or 'no message'}")
-        try:
-            docs = json.loads(out.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SandboxError(f"generated code printed no valid JSON list of documents ({e})") from None
-        if not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
-            raise SandboxError("generated code must return a list of str")
-        return docs
+        if proc.returncode != 0:
+            raise _failure(proc.returncode, err, lim, time.monotonic() - t0)
+        return _documents(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)

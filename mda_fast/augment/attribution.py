@@ -1,0 +1,81 @@
+"""Attribution on one size (``fit`` + ``score`` of its induction head) and the motifs mined from the scores."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Dict
+
+import numpy as np
+
+from .cache import fingerprint
+from .motifs import mine_motifs
+
+__all__ = ["attribute", "motifs_from_scores", "category_mix"]
+
+
+def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict[str, np.ndarray]:
+    """``fit`` + ``score`` of the induction head on ``base``'s window into ``out``; (global index, score)."""
+    from ..stages.fit import run_fit
+    from ..stages.score import run_score
+
+    c = copy.deepcopy(cfg)
+    c.model.run_dir, c.model.name, c.model.device = base["run_dir"], "", "cpu"
+    c.data.path = data_path
+    c.window.start_step, c.window.end_step = base["window"]
+    c.targets.heads, c.targets.n_induction, c.targets.n_control = "auto", 1, 0
+    done = os.path.join(out, "score", "scores.npy")
+    meta = os.path.join(out, "attribution.json")
+    key = fingerprint(
+        {
+            "window": base["window"],
+            "run": base["run_dir"],
+            "fit": dataclasses.asdict(c.fit),
+            "targets": dataclasses.asdict(c.targets),
+            "score": dataclasses.asdict(c.score),
+        }
+    )
+    if not (os.path.exists(done) and os.path.exists(meta) and json.load(open(meta)).get("key") == key):
+        shutil.rmtree(os.path.join(out, "score"), ignore_errors=True)
+        t0 = time.perf_counter()
+        run_fit(c, out, progress)
+        r = run_score(c, out, resume=False, progress=progress)
+        with open(meta, "w") as f:
+            json.dump({"key": key, "seconds": round(time.perf_counter() - t0, 1), "seq_per_s": r["seq_per_s"]}, f)
+    sc = np.load(os.path.join(out, "score", "scores.npy"))[:, 0].astype(np.float64)
+    g = np.load(os.path.join(out, "score", "global_index.npy"))
+    targets = json.load(open(os.path.join(out, "targets.json")))
+    return {"global_index": g, "scores": sc, "head": targets["heads"][0], "seconds": json.load(open(meta))["seconds"]}
+
+
+def motifs_from_scores(cfg, data, attr: Dict[str, Any]) -> Dict[str, Any]:
+    """Top / bottom / random sets of the window by score and the motifs mined from them."""
+    a = cfg.augment
+    g, s = attr["global_index"], attr["scores"]
+    order = np.lexsort((g, -s))  # score descending, ties: lower index
+    k = max(2, int(math.ceil(a.top_frac * g.size)))
+    top, bottom = g[order[:k]], g[order[::-1][:k]]
+    rest = np.setdiff1d(g, top)
+    rnd = np.random.default_rng([a.motif_seed, 0x5EED]).choice(rest, size=min(k, rest.size), replace=False)
+    rows = lambda idx: np.asarray(data.rows(np.asarray(idx, np.int64))).astype(np.int64)  # noqa: E731
+    res = mine_motifs(rows(top), top.tolist(), rows(bottom), rows(rnd), n_motifs=a.n_motifs, seed=a.motif_seed)
+    res["top"], res["top_scores"] = top.tolist(), s[order[:k]].tolist()
+    res["bottom"], res["random"] = bottom.tolist(), np.sort(rnd).tolist()
+    return res
+
+
+def category_mix(prefix: str, ids) -> Dict[str, int]:
+    """Dominant category -> count of the samples ``ids`` (empty without a category sidecar)."""
+    from ..data.synthetic import load_category_sidecar
+
+    side = load_category_sidecar(prefix)
+    if side is None or not len(ids):
+        return {}
+    fr, names = side
+    dom = np.argmax(fr[np.asarray(ids, np.int64)], 1)
+    return {names[c]: int(n) for c, n in zip(*np.unique(dom, return_counts=True))}

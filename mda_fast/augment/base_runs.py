@@ -1,0 +1,101 @@
+"""Base runs: each size trained from scratch until a head forms (+ ``augment.train_after``), and its window."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import List, Optional
+
+__all__ = ["train_base", "saved_steps", "base_window"]
+
+
+def saved_steps(run_dir: str) -> List[int]:
+    """The steps of ``run_dir``'s ``step<k>/`` checkpoints that hold a training state, ascending."""
+    from ..train.checkpoint import has_state
+
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(
+        int(d[4:])
+        for d in os.listdir(run_dir)
+        if d.startswith("step") and d[4:].isdigit() and has_state(os.path.join(run_dir, d))
+    )
+
+
+def _emergence(eval_path: str, threshold: float) -> Optional[int]:
+    """The first evaluated step whose best head reaches ``threshold`` (None while none has)."""
+    from ..train import read_jsonl
+
+    hits = [r["step"] for r in read_jsonl(eval_path) if r.get("max_prefix_matching", 0) >= threshold]
+    return min(hits) if hits else None
+
+
+def base_window(recs: dict, emergence: Optional[int], a) -> tuple:
+    """``(start, end, until)`` of a base run with evaluations ``recs`` (step -> record) and settings ``a``.
+
+    ``end`` is the emergence step or, without a head, the latest evaluation that still leaves ``a.train_after``
+    steps; ``start = end - a.window_steps`` rounded down to an evaluation; ``until = end + a.train_after``.
+    """
+    last = max(recs)
+    if emergence is not None:
+        end = emergence
+    else:  # no head: the latest window that still leaves train_after steps
+        cands = [s for s in recs if s <= last - a.train_after]
+        end = max(cands) if cands else last
+    end = max(end, a.eval_every)
+    start = max(0, end - a.window_steps)
+    start -= start % a.eval_every
+    until = min(last, end + a.train_after)
+    return start, end, until
+
+
+def _trainer(cfg, preset: str, data, run_dir: str, eval_fn, progress: bool):
+    """A ``Trainer`` of ``preset`` into ``run_dir``, resumed from its latest saved checkpoint if any."""
+    from ..train import TrainConfig, Trainer
+
+    a, tr = cfg.augment, cfg.train
+    tc = TrainConfig(
+        preset=preset,
+        total_steps=max(tr.schedule_steps, tr.total_steps),
+        lr=tr.lr,
+        seed=tr.seed,
+        checkpoint_every=a.eval_every,
+        device="cpu",
+        out_dir=run_dir,
+        progress=progress,
+    )
+    trainer = Trainer(tc, data, eval_fn=eval_fn)
+    steps = saved_steps(run_dir)
+    if steps:
+        trainer.load_checkpoint(os.path.join(run_dir, f"step{steps[-1]}"))
+    return trainer
+
+
+def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dict:
+    """Train ``preset`` from scratch until a head forms (+ ``train_after``); its window and evaluations."""
+    from ..train import read_jsonl
+
+    a, tr = cfg.augment, cfg.train
+    run_dir = os.path.join(out, "run")
+    eval_path = os.path.join(run_dir, "eval.jsonl")
+    trainer = _trainer(cfg, preset, data, run_dir, eval_fn, progress)
+
+    def done(step):
+        e = _emergence(eval_path, cfg.localize.threshold)
+        return e is not None and step >= e + a.train_after
+
+    t0 = time.perf_counter()
+    if trainer.step < tr.total_steps and not done(trainer.step):
+        trainer.train(end_step=tr.total_steps, stop=done)
+    em = _emergence(eval_path, cfg.localize.threshold)
+    recs = {r["step"]: r for r in read_jsonl(eval_path) if "max_prefix_matching" in r}
+    start, end, until = base_window(recs, em, a)
+    return {
+        "preset": preset,
+        "run_dir": run_dir,
+        "emergence_step": em,
+        "window": [int(start), int(end)],
+        "train_until": int(until),
+        "train_s": round(time.perf_counter() - t0, 1),
+        "evals": {int(s): recs[s] for s in sorted(recs) if start <= s <= until},
+    }

@@ -1,0 +1,65 @@
+"""The study's evaluation at every checkpoint, and the held-out rows it measures on."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["make_eval", "heldout_rows"]
+
+
+def _cross_entropy(model, rows: torch.Tensor) -> torch.Tensor:
+    """Per-token next-token loss ``[n, T]`` (float64) of ``rows``, in batches of 64."""
+    out = []
+    for lo in range(0, rows.shape[0], 64):
+        b = rows[lo : lo + 64]
+        logits = model(input_ids=b[:, :-1], use_cache=False).logits.float()
+        out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none"))
+    return torch.cat(out).double()
+
+
+def make_eval(cfg, heldout_any: np.ndarray, heldout_prose: np.ndarray):
+    """``eval_fn(model, step)``: best-head prefix matching, every head's score, ICL and held-out prose loss."""
+    from ..interventions import icl_positions
+    from ..stages.train import emergence_monitor
+
+    monitor = emergence_monitor(cfg)
+    T = heldout_any.shape[1] - 1
+    early, late = icl_positions(T)
+    band = T // 64
+    early_pos = torch.arange(early - 1 - band, early + band)
+    late_pos = torch.arange(late - 1 - band, late + band)
+    any_rows, prose_rows = torch.from_numpy(heldout_any), torch.from_numpy(heldout_prose)
+
+    @torch.no_grad()
+    def evaluate(model, step):
+        pm = monitor(model, step)
+        c_any = _cross_entropy(model, any_rows)
+        icl = float((c_any[:, late_pos].mean(1) - c_any[:, early_pos].mean(1)).mean())
+        return {
+            "max_prefix_matching": pm["max_prefix_matching"],
+            "prefix_matching": pm["prefix_matching"],
+            "icl": icl,
+            "heldout_loss": float(_cross_entropy(model, prose_rows).mean()) if prose_rows.shape[0] else None,
+        }
+
+    return evaluate
+
+
+def heldout_rows(cfg, data, prefix: str) -> tuple:
+    """(any-category rows, prose rows) after the last training step, ``augment.n_heldout`` of each."""
+    from ..data.synthetic import CATEGORIES, load_category_sidecar
+
+    first = cfg.train.total_steps * data.batch_size
+    idx = np.arange(first, data.n_rows, dtype=np.int64)
+    if idx.size == 0:
+        raise ConfigError(f"corpus.heldout_sequences: no rows after step train.total_steps={cfg.train.total_steps}")
+    n = cfg.augment.n_heldout
+    side = load_category_sidecar(prefix)
+    prose = idx[np.argmax(side[0][idx], 1) == CATEGORIES.index("prose")] if side is not None else idx[:0]
+    return (
+        np.asarray(data.rows(idx[:n])).astype(np.int64),
+        np.asarray(data.rows(prose[:n])).astype(np.int64) if prose.size else np.zeros((0, data.seq_len), np.int64),
+    )

@@ -1,0 +1,104 @@
+"""The study's derived figures: gain, emergence, ICL and held-out loss per arm and seed, and plain findings."""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from .arms import SEEDED_ARMS
+
+__all__ = ["derive", "findings"]
+
+
+def _ms(v) -> dict:
+    """Mean, std, count and values of ``v`` without its ``None``s."""
+    v = [x for x in v if x is not None]
+    return {"mean": float(np.mean(v)) if v else None, "std": float(np.std(v)) if v else None, "n": len(v), "values": v}
+
+
+def derive(size: dict, threshold: float) -> None:
+    """Per arm and seed: gain, emergence, ICL, held-out loss; per arm: mean and std over seeds (in place)."""
+    none = size["arms"]["none"]["seeds"]
+    gstep = size["gain_step"]
+    for arm, a in size["arms"].items():
+        for seed, d in a["seeds"].items():
+            b = none[seed]
+            i = d["steps"].index(gstep)
+            d["score_at_gain_step"] = d["score"][i]
+            d["gain"] = (d["score"][i] - b["score"][i]) / b["score"][i] if b["score"][i] else None
+            d["emergence_step"] = next((s for s, v in zip(d["steps"], d["score"]) if v >= threshold), None)
+            d["icl_at_gain_step"] = d["icl"][i]
+            d["heldout_loss_final"] = d["heldout_loss"][-1]
+            d["heldout_loss_change"] = (
+                None
+                if d["heldout_loss"][-1] is None or b["heldout_loss"][-1] is None
+                else d["heldout_loss"][-1] - b["heldout_loss"][-1]
+            )
+        runs = list(a["seeds"].values())[:1] if a["deterministic"] else list(a["seeds"].values())
+        a["summary"] = {
+            k: _ms([d[k] for d in runs])
+            for k in (
+                "gain",
+                "score_at_gain_step",
+                "emergence_step",
+                "icl_at_gain_step",
+                "heldout_loss_final",
+                "heldout_loss_change",
+            )
+        }
+
+
+def findings(res: dict) -> List[str]:
+    """Plain sentences, computed whatever the numbers are."""
+    out = []
+    seeded_noise = []
+    for p, sz in res["sizes"].items():
+        arms = sz["arms"]
+        if sz["emergence_step"] is None:
+            out.append(
+                f"{p}: no head reached {res['threshold']} in the base run; gains are measured at step "
+                f"{sz['gain_step']} anyway."
+            )
+        g = {a: arms[a]["summary"]["gain"] for a in arms}
+        txt = ", ".join(
+            f"{a} {100 * v['mean']:+.1f}% ± {100 * v['std']:.1f}"
+            for a, v in g.items()
+            if v["mean"] is not None and a != "none"
+        )
+        out.append(f"{p} (gain at step {sz['gain_step']}): {txt}.")
+        if "mechanistic" in g and "copy" in g and g["mechanistic"]["mean"] is not None:
+            m, c = g["mechanistic"], g["copy"]
+            if m["mean"] > c["mean"] + max(m["std"], c["std"]):
+                out.append(f"{p}: the mechanistic data beat the generic copy baseline beyond seed spread.")
+            elif m["mean"] > c["mean"]:
+                out.append(
+                    f"{p}: the mechanistic data did not beat the copy baseline beyond seed spread "
+                    f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%)."
+                )
+            else:
+                out.append(
+                    f"{p}: the mechanistic data did NOT beat the generic copy baseline "
+                    f"({100 * m['mean']:+.1f}% vs {100 * c['mean']:+.1f}%)."
+                )
+        for a in arms:
+            if a in SEEDED_ARMS and arms[a]["summary"]["heldout_loss_final"]["std"] is not None:
+                seeded_noise.append(arms[a]["summary"]["heldout_loss_final"]["std"])
+        hl = {a: arms[a]["summary"]["heldout_loss_change"]["mean"] for a in arms if a != "none"}
+        noise = max([arms[a]["summary"]["heldout_loss_final"]["std"] or 0 for a in arms] + [1e-9])
+        worse = [a for a, v in hl.items() if v is not None and v > 2 * noise]
+        out.append(
+            f"{p}: held-out prose loss change vs none: "
+            + ", ".join(f"{a} {v:+.4f}" for a, v in hl.items() if v is not None)
+            + f" (seed spread up to {noise:.4f}); "
+            + (f"worse beyond 2x seed spread: {worse}." if worse else "none worse beyond 2x seed spread.")
+        )
+        if "mechanistic-large" in g and g["mechanistic-large"]["mean"] is not None:
+            s, l = g["mechanistic"]["mean"], g["mechanistic-large"]["mean"]
+            out.append(
+                f"{p}: motifs mined on the smallest model gave {100 * s:+.1f}%, motifs mined on {p} itself "
+                f"{100 * l:+.1f}% ("
+                + ("the transfer claim holds here" if s > l else "the transfer claim does not hold here")
+                + ")."
+            )
+    return out
