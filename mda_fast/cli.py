@@ -35,6 +35,9 @@ STAGES = {
               "model.run_dir = OUT/run"),
     "demo": ("everything on the embedded CPU demo (no data, no network)",
              "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json"),
+    "study": ("the whole method on real text shipped with Python and the installed packages (config real-text)",
+              "writes OUT/data/ (the corpus, its manifest with every file's hash), every stage's outputs, "
+              "OUT/report.html and OUT/summary.json; rerun the same command to continue"),
 }
 
 
@@ -58,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "cuda (every visible GPU), or a list such as cuda:0,cuda:1")
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
+        if name == "study":
+            p.add_argument("--quick", action="store_true", help="a tiny corpus and short runs (under a minute)")
     kp = sub.add_parser("corpus", help="a Megatron corpus + category sidecar + manifest from directories of files",
                         description="Walk the directories, read the text files (binaries skipped and listed), label "
                                     "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
@@ -100,6 +105,10 @@ def _run(args, progress: bool):
         from .stages.demo import run_demo
 
         return run_demo(args.out, args.set, config_path=args.config, progress=progress)
+    if args.cmd == "study":
+        from .stages.study import run_study
+
+        return run_study(args.out, args.set, config_path=args.config, progress=progress, quick=args.quick)
     if args.cmd == "corpus":
         from .stages.corpus import run_corpus
 
