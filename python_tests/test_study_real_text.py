@@ -80,8 +80,8 @@ def test_quick_study_end_to_end(tmp_path):
     assert set(s["interventions"]) >= {"baseline", "delete-top", "augment-matched"}
     assert any("Top 10%" in x for x in s["findings"]) and any("Bottom 10%" in x for x in s["findings"])
     # the scores rank by the real-text probe (first column), over the window's rows
-    targets = json.load(open(os.path.join(out, "targets.json")))
-    assert "induction_text" in json.dumps(targets)
+    analysis = json.load(open(os.path.join(out, "analyze", "analysis.json")))
+    assert analysis["primary_target"].endswith(":induction_text")
     # rerunning continues (every stage finds its work done) and gives the same findings
     assert main(args) == 0
     s2 = json.load(open(os.path.join(out, "summary.json")))
