@@ -377,3 +377,25 @@ def study_findings(manifest: dict, win: dict, enrich: dict, icl: dict, found: di
                      f"{enrich['random_sets']} random sets): over-represented {fmt(over)}; under-represented "
                      f"{fmt(under)}.")
     return lines
+
+
+def arms_table(summary: dict) -> str:
+    """The arms as a Markdown table (emergence step per seed, area vs baseline, ICL and prefix-matching change at
+    the end of retraining, mean ± std over seeds) from a study's ``summary.json``."""
+    arms = summary.get("interventions") or {}
+    if not arms:
+        return ""
+
+    def ms(d):
+        if not d or d.get("mean") is None:
+            return "n/a"
+        return f"{d['mean']:+.4f}" + (f" ± {d['std']:.4f}" if d.get("n", 1) > 1 else "")
+
+    lines = ["| arm | seeds | emergence step per seed | area vs baseline (score × steps) | ICL change | "
+             "head-score change |", "| --- | --- | --- | --- | --- | --- |"]
+    for arm, a in arms.items():
+        em = ", ".join("never" if v is None else str(v) for v in a["emergence_steps"].values())
+        last = max(a["icl_change"], key=int)
+        lines.append(f"| {arm} | {a['n_seeds']} | {em} | {ms(a['area_vs_baseline'])} | {ms(a['icl_change'][last])} | "
+                     f"{ms(a['head_score_change'][last])} |")
+    return "\n".join(lines)
