@@ -222,6 +222,17 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ the study
 
+def _scores_complete(out: str) -> bool:
+    from .checks import require_complete_scores
+    from ..errors import StateError
+
+    try:
+        require_complete_scores(out)
+    except StateError:
+        return False
+    return os.path.exists(os.path.join(out, "factors", "factors.json"))
+
+
 def check_study_out(cfg: Config, out: str) -> None:
     path = os.path.join(out, STUDY_STATE)
     if not os.path.exists(path):
@@ -304,8 +315,15 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     logger.info(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} "
                 f"at the last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}.."
                 f"{win['window'][1]}")
-    stage("fit", run_fit, cfg, out, progress)
-    sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
+    done_path = os.path.join(out, "study", "score.json")
+    if os.path.exists(done_path) and _scores_complete(out):
+        # fit and score are done (a refit would change the factors' fingerprint and void the scores)
+        sc = read_json(done_path)
+        logger.info(f"[study] fit and score: done earlier ({sc['n_scored']} rows scored)")
+    else:
+        stage("fit", run_fit, cfg, out, progress)
+        sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
+        write_json(done_path, {"n_scored": int(sc["n_scored"]), "seq_per_s": float(sc["seq_per_s"])})
     res = stage("analyze", run_analyze, cfg, out, progress)
     targets, _ = load_targets(out)
     found = findings(res, targets)
