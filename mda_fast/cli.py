@@ -39,6 +39,9 @@ STAGES = {
     "augment": ("mechanistic data augmentation: motifs of the top samples, synthetic data, the cross-scale study",
                 "default config augment-demo (CPU, embedded, no data); writes OUT/augment.json and "
                 "OUT/augment.html; rerun to continue"),
+    "study": ("the whole method on real text shipped with Python and the installed packages (config real-text)",
+              "writes OUT/data/ (the corpus, its manifest with every file's hash), every stage's outputs, "
+              "OUT/report.html and OUT/summary.json; rerun the same command to continue"),
 }
 
 
@@ -68,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
             p.add_argument("--max-restarts", type=int, default=0, metavar="N",
                            help="with --devices: restart the ranks up to N times after a failure (they resume)")
+        if name == "study":
+            p.add_argument("--quick", action="store_true", help="a tiny corpus and short runs (under a minute)")
     kp = sub.add_parser("corpus", help="a Megatron corpus + category sidecar + manifest from directories of files",
                         description="Walk the directories, read the text files (binaries skipped and listed), label "
                                     "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
@@ -114,6 +119,10 @@ def _run(args, progress: bool):
         from .stages.demo import run_demo
 
         return run_demo(args.out, args.set, config_path=args.config, progress=progress)
+    if args.cmd == "study":
+        from .stages.study import run_study
+
+        return run_study(args.out, args.set, config_path=args.config, progress=progress, quick=args.quick)
     if args.cmd == "corpus":
         from .stages.corpus import run_corpus
 

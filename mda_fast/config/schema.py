@@ -214,10 +214,22 @@ class AugmentSection:
     llm_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the endpoint's API key (may be unset)")
 
 
+@dataclass
+class StudySection:
+    """Study only (``mda-fast study``): the real-text corpus's sources and the study's own statistics."""
+    sources: dict = opt({}, "source name (mda_fast.data.sources.SOURCES) -> the most bytes taken from it", kind="mix")
+    max_file_bytes: int = opt(0, "leave out source files larger than this; 0: no limit", ge=0)
+    shuffle_seed: int = opt(0, "seed of the row permutation (rows are shuffled after packing, as Pythia's are)")
+    random_sets: int = opt(200, "random sets of the top set's size drawn for the spread of the enrichment ratios",
+                           ge=1)
+    icl_rows: int = opt(64, "held-out rows for the real-text ICL score and induction probe at each checkpoint",
+                        ge=1)
+
+
 SECTIONS = {"model": ModelSection, "data": DataSection, "window": WindowSection, "localize": LocalizeSection,
             "targets": TargetsSection, "fit": FitSection, "score": ScoreSection, "analyze": AnalyzeSection,
             "report": ReportSection, "corpus": CorpusSection, "train": TrainSection, "intervene": InterveneSection,
-            "augment": AugmentSection}
+            "augment": AugmentSection, "study": StudySection}
 
 
 @dataclass
@@ -236,6 +248,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     intervene: InterveneSection = field(default_factory=InterveneSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    study: StudySection = field(default_factory=StudySection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
