@@ -6,6 +6,7 @@ data, the model and ``--out`` before any work, and writes into ``--out``. Any er
 (what was wrong, what was expected) and exit code 2; a failed command leaves no new partial output behind.
 ``MDA_FAST_DEBUG=1`` re-raises the error with its traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,30 +19,50 @@ from .dist import under_torchrun
 from .errors import ConfigError, MdaFastError, OutputError
 
 STAGES = {
-    "localize": ("score every head at every checkpoint; emergence steps and plot",
-                 "needs model.name (hub checkpoints) or model.run_dir; writes OUT/localize/; next: fit"),
-    "fit": ("fit EK-FAC factors for the target heads on the window",
-            "needs data.path and the window-end checkpoint; writes OUT/factors/ and OUT/targets.json; next: score"),
-    "score": ("score every sequence of the window (resumable)",
-              "needs OUT/factors/ from fit; writes OUT/score/; next: analyze"),
-    "analyze": ("influence statistics, category enrichment, overlaps, top samples",
-                "needs the finished OUT/score/; writes OUT/analyze/; next: report"),
-    "report": ("self-contained HTML report", "needs OUT/analyze/ (and uses localize/intervene results); "
-                                             "writes OUT/report.html"),
-    "intervene": ("deletion / augmentation retraining arms",
-                  "needs model.run_dir (a mda-fast training run) and the finished OUT/score/; writes "
-                  "OUT/interventions/ and the report"),
-    "train": ("train a GPT-NeoX preset on a Megatron data set (Pythia recipe, checkpoints with optimizer state)",
-              "needs data.path and train.preset; writes OUT/run/ (step<k>/ checkpoints, logs); next: localize with "
-              "model.run_dir = OUT/run"),
-    "demo": ("everything on the embedded CPU demo (no data, no network)",
-             "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json"),
-    "augment": ("mechanistic data augmentation: motifs of the top samples, synthetic data, the cross-scale study",
-                "default config augment-demo (CPU, embedded, no data); writes OUT/augment.json and "
-                "OUT/augment.html; rerun to continue"),
-    "study": ("the whole method on real text shipped with Python and the installed packages (config real-text)",
-              "writes OUT/data/ (the corpus, its manifest with every file's hash), every stage's outputs, "
-              "OUT/report.html and OUT/summary.json; rerun the same command to continue"),
+    "localize": (
+        "score every head at every checkpoint; emergence steps and plot",
+        "needs model.name (hub checkpoints) or model.run_dir; writes OUT/localize/; next: fit",
+    ),
+    "fit": (
+        "fit EK-FAC factors for the target heads on the window",
+        "needs data.path and the window-end checkpoint; writes OUT/factors/ and OUT/targets.json; next: score",
+    ),
+    "score": (
+        "score every sequence of the window (resumable)",
+        "needs OUT/factors/ from fit; writes OUT/score/; next: analyze",
+    ),
+    "analyze": (
+        "influence statistics, category enrichment, overlaps, top samples",
+        "needs the finished OUT/score/; writes OUT/analyze/; next: report",
+    ),
+    "report": (
+        "self-contained HTML report",
+        "needs OUT/analyze/ (and uses localize/intervene results); writes OUT/report.html",
+    ),
+    "intervene": (
+        "deletion / augmentation retraining arms",
+        "needs model.run_dir (a mda-fast training run) and the finished OUT/score/; writes "
+        "OUT/interventions/ and the report",
+    ),
+    "train": (
+        "train a GPT-NeoX preset on a Megatron data set (Pythia recipe, checkpoints with optimizer state)",
+        "needs data.path and train.preset; writes OUT/run/ (step<k>/ checkpoints, logs); next: localize with "
+        "model.run_dir = OUT/run",
+    ),
+    "demo": (
+        "everything on the embedded CPU demo (no data, no network)",
+        "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json",
+    ),
+    "augment": (
+        "mechanistic data augmentation: motifs of the top samples, synthetic data, the cross-scale study",
+        "default config augment-demo (CPU, embedded, no data); writes OUT/augment.json and "
+        "OUT/augment.html; rerun to continue",
+    ),
+    "study": (
+        "the whole method on real text shipped with Python and the installed packages (config real-text)",
+        "writes OUT/data/ (the corpus, its manifest with every file's hash), every stage's outputs, "
+        "OUT/report.html and OUT/summary.json; rerun the same command to continue",
+    ),
 }
 
 
@@ -58,39 +79,67 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "augment":
-            p.add_argument("--quick", action="store_true", help="a tiny version of the study (tests; numbers "
-                                                                "mean nothing)")
+            p.add_argument(
+                "--quick", action="store_true", help="a tiny version of the study (tests; numbers mean nothing)"
+            )
         if name == "score":
             p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
             many = p.add_mutually_exclusive_group()
-            many.add_argument("--devices", metavar="LIST",
-                              help="score on several devices at once, one torchrun rank each (started here by "
-                                   "torch.distributed's launcher), then merge: cuda (every visible GPU), or a "
-                                   "list such as cuda:0,cuda:1")
+            many.add_argument(
+                "--devices",
+                metavar="LIST",
+                help="score on several devices at once, one torchrun rank each (started here by "
+                "torch.distributed's launcher), then merge: cuda (every visible GPU), or a "
+                "list such as cuda:0,cuda:1",
+            )
             many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
             many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
-            p.add_argument("--max-restarts", type=int, default=0, metavar="N",
-                           help="with --devices: restart the ranks up to N times after a failure (they resume)")
+            p.add_argument(
+                "--max-restarts",
+                type=int,
+                default=0,
+                metavar="N",
+                help="with --devices: restart the ranks up to N times after a failure (they resume)",
+            )
         if name == "study":
             p.add_argument("--quick", action="store_true", help="a tiny corpus and short runs (under a minute)")
-    kp = sub.add_parser("corpus", help="a Megatron corpus + category sidecar + manifest from directories of files",
-                        description="Walk the directories, read the text files (binaries skipped and listed), label "
-                                    "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
-                                    "PREFIX.categories.npy/.json and PREFIX.manifest.json.")
-    kp.add_argument("--from", dest="dirs", nargs="+", required=True, metavar="DIR", help="directories (or files) to read")
+    kp = sub.add_parser(
+        "corpus",
+        help="a Megatron corpus + category sidecar + manifest from directories of files",
+        description="Walk the directories, read the text files (binaries skipped and listed), label "
+        "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
+        "PREFIX.categories.npy/.json and PREFIX.manifest.json.",
+    )
+    kp.add_argument(
+        "--from", dest="dirs", nargs="+", required=True, metavar="DIR", help="directories (or files) to read"
+    )
     kp.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. data/document")
-    kp.add_argument("--tokenizer", default="bytes",
-                    help="bytes, neox (GPT-NeoX-20B from the local HF cache) or a tokenizer.json path (default bytes)")
+    kp.add_argument(
+        "--tokenizer",
+        default="bytes",
+        help="bytes, neox (GPT-NeoX-20B from the local HF cache) or a tokenizer.json path (default bytes)",
+    )
     kp.add_argument("--seq-len", type=int, default=2049, help="tokens per row (default 2049, Pythia's)")
-    kp.add_argument("--packing", choices=("stream", "rows"), default="stream",
-                    help="stream: Pythia's (documents + EOD cut into rows); rows: every document starts a row")
-    kp.add_argument("--map", default=None, metavar="FILE",
-                    help="JSON/TOML table of overrides: pattern (.ext or glob) = category (or skip)")
+    kp.add_argument(
+        "--packing",
+        choices=("stream", "rows"),
+        default="stream",
+        help="stream: Pythia's (documents + EOD cut into rows); rows: every document starts a row",
+    )
+    kp.add_argument(
+        "--map",
+        default=None,
+        metavar="FILE",
+        help="JSON/TOML table of overrides: pattern (.ext or glob) = category (or skip)",
+    )
     kp.add_argument("--include-hidden", action="store_true", help="also read names starting with '.'")
     kp.add_argument("--max-file-bytes", type=int, default=0, help="skip larger files (default 0: no limit)")
     kp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    cp = sub.add_parser("config", help="show the resolved config with each key's doc",
-                        description="Print the resolved config (defaults, file, --set) with each key's doc.")
+    cp = sub.add_parser(
+        "config",
+        help="show the resolved config with each key's doc",
+        description="Print the resolved config (defaults, file, --set) with each key's doc.",
+    )
     cp.add_argument("action", choices=["show"])
     cp.add_argument("--config", default=None, help="TOML/JSON config (path or packaged name)")
     cp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -100,8 +149,11 @@ def _parser() -> argparse.ArgumentParser:
 def _load(args, packaged_default: str | None = None):
     from .config import load_config, packaged_config, resolve_config_arg
 
-    path = resolve_config_arg(args.config) if args.config else (packaged_config(packaged_default)
-                                                                 if packaged_default else None)
+    path = (
+        resolve_config_arg(args.config)
+        if args.config
+        else (packaged_config(packaged_default) if packaged_default else None)
+    )
     return load_config(path, args.set)
 
 
@@ -126,9 +178,17 @@ def _run(args, progress: bool):
     if args.cmd == "corpus":
         from .stages.corpus import run_corpus
 
-        return run_corpus(args.dirs, args.out, tokenizer=args.tokenizer, seq_len=args.seq_len, packing=args.packing,
-                          map_path=args.map, progress=progress, include_hidden=args.include_hidden,
-                          max_file_bytes=args.max_file_bytes)
+        return run_corpus(
+            args.dirs,
+            args.out,
+            tokenizer=args.tokenizer,
+            seq_len=args.seq_len,
+            packing=args.packing,
+            map_path=args.map,
+            progress=progress,
+            include_hidden=args.include_hidden,
+            max_file_bytes=args.max_file_bytes,
+        )
     cfg = _load(args)
     if under_torchrun():
         return _run_torchrun(args, cfg, progress)
@@ -157,17 +217,20 @@ def _run(args, progress: bool):
                 if args.merge is not None:
                     r = shards.merge(cfg, args.out, args.merge)
                 elif devices:
-                    r = shards.launch(cfg, args.out, devices, resume=args.resume, progress=progress,
-                                      max_restarts=args.max_restarts)
+                    r = shards.launch(
+                        cfg, args.out, devices, resume=args.resume, progress=progress, max_restarts=args.max_restarts
+                    )
                 else:
                     r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
                 if shard is None and not devices:  # a whole score/ (the ranks of --devices wrote theirs)
                     _write_topk(cfg, args.out)
             except KeyboardInterrupt:
                 flag = f" --shard {args.shard}" if shard else ""
-                raise Interrupted(f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
-                                  f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
-                                  f"--out") from None
+                raise Interrupted(
+                    f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
+                    f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
+                    f"--out"
+                ) from None
             rate = f" ({r['seq_per_s']:.1f} seq/s)" if r.get("seq_per_s") else ""
             print(f"scored {r['n_scored']} sequences -> {r['scores_path']}{rate}")
         elif args.cmd == "analyze":
@@ -200,8 +263,10 @@ def _run_torchrun(args, cfg, progress: bool):
     from .stages.inputs import device_of
 
     if args.cmd == "score" and (args.shard or args.merge is not None or args.devices):
-        raise ConfigError("--shard, --merge and --devices are for runs without torchrun; under torchrun every "
-                          "rank scores its own shard and rank 0 merges them")
+        raise ConfigError(
+            "--shard, --merge and --devices are for runs without torchrun; under torchrun every "
+            "rank scores its own shard and rank 0 merges them"
+        )
     if os.environ.get(LOG_ENV):  # started by `score --devices`: this rank's output goes to its log file
         redirect_output(os.environ[LOG_ENV].replace("{rank}", os.environ.get("RANK", "0")))
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
@@ -218,9 +283,12 @@ def _run_torchrun(args, cfg, progress: bool):
     try:
         r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
         if args.cmd == "score":
-            print(f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']} "
-                  f"({r['seq_per_s']:.1f} seq/s)" if dist.is_main
-                  else f"rank {dist.rank} of {dist.world}: scored {r['n_scored']} sequences -> {r['scores_path']}")
+            print(
+                f"scored {r['n_scored']} sequences on {dist.world} ranks -> {r['scores_path']} "
+                f"({r['seq_per_s']:.1f} seq/s)"
+                if dist.is_main
+                else f"rank {dist.rank} of {dist.world}: scored {r['n_scored']} sequences -> {r['scores_path']}"
+            )
         if dist.is_main and args.cmd == "intervene":
             from .stages import report
 
@@ -306,8 +374,6 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
         pass
-
-
 
 
 if __name__ == "__main__":

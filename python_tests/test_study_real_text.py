@@ -1,5 +1,6 @@
 """``mda-fast study``: the real-text corpus (sources resolved from the interpreter and the installed packages,
 recorded with hashes, the same twice) and the whole pipeline end to end on a tiny corpus (``--quick``)."""
+
 import json
 import os
 
@@ -13,8 +14,11 @@ from mda_fast.errors import ConfigError
 from mda_fast.stages.study import QUICK, load_study_config, prepare_real_corpus
 
 #: the quick study, smaller still: three arms (one matched), few steps
-FAST = ["train.total_steps=20", 'intervene.arms=["baseline", "delete-top", "augment-matched"]',
-        "intervene.eval_every=10"]
+FAST = [
+    "train.total_steps=20",
+    'intervene.arms=["baseline", "delete-top", "augment-matched"]',
+    "intervene.eval_every=10",
+]
 
 
 def _corpus(out):
@@ -52,6 +56,7 @@ def test_same_command_same_corpus(tmp_path):
     f = m1["files"][0]
     root = os.path.join(tmp_path, "a", "data", m1["roots"][f["root"]])
     import hashlib
+
     assert hashlib.sha256(open(os.path.join(root, f["path"]), "rb").read()).hexdigest() == f["sha256"]
     # rows are a permutation of the packed rows, recorded
     order = np.load(os.path.join(tmp_path, "a", "data", "corpus.order.npy"))

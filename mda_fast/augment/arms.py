@@ -19,16 +19,7 @@ from .motifs import Motif, byte_decode
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "SEEDED_ARMS",
-    "STUDY_ARMS",
-    "ArmContext",
-    "synthetic_rows",
-    "plan_arm",
-    "run_arm",
-    "arm_entry",
-    "curve",
-]
+__all__ = ["SEEDED_ARMS", "STUDY_ARMS", "ArmContext", "synthetic_rows", "plan_arm", "run_arm", "arm_entry", "curve"]
 
 SEEDED_ARMS = ("random", "copy", "mechanistic", "mechanistic-large")
 STUDY_ARMS = ("none", "random", "copy", "top", "mechanistic")

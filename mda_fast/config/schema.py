@@ -7,6 +7,7 @@ naming the key (``ConfigError``), and returns the ``Config``. ``describe`` rende
 key's doc (``mda-fast config show``). Checks that need the model or the data (heads within the model, probe length
 within its context, a GPT-NeoX ``config.json``) are made by the stages before they start (``pipeline.validate``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,16 @@ from typing import Any
 from ..errors import ConfigError
 
 #: intervention arms (``mda_fast.interventions`` defines what each does)
-ARMS = ("baseline", "delete-top", "delete-random", "augment-top", "augment-random", "delete-bottom",
-        "delete-matched", "augment-matched")
+ARMS = (
+    "baseline",
+    "delete-top",
+    "delete-random",
+    "augment-top",
+    "augment-random",
+    "delete-bottom",
+    "delete-matched",
+    "augment-matched",
+)
 DEFAULT_ARMS = ARMS[:5]
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 
@@ -35,7 +44,10 @@ def opt(default, doc: str, *, choices=None, ge=None, gt=None, le=None, lt=None, 
 @dataclass
 class ModelSection:
     """The checkpoint to attribute."""
-    name: str = opt("", "HF hub name (e.g. EleutherAI/pythia-14m, read from the local HF cache) or a local HF directory")
+
+    name: str = opt(
+        "", "HF hub name (e.g. EleutherAI/pythia-14m, read from the local HF cache) or a local HF directory"
+    )
     revision: str = opt("", "checkpoint to score at, e.g. step2000; empty: step<window.end_step>")
     run_dir: str = opt("", "instead of name: a mda-fast training run holding step<k>/ checkpoints")
     dtype: str = opt("float32", "parameter dtype of the loaded model", choices=DTYPE_NAMES)
@@ -46,8 +58,12 @@ class ModelSection:
 @dataclass
 class DataSection:
     """The training data in Pythia's step order."""
-    path: str = opt("", "Megatron prefix (document, with document.idx and document.bin or the 21 shards "
-                        "document-000NN-of-00020.bin) or a .npy of rows")
+
+    path: str = opt(
+        "",
+        "Megatron prefix (document, with document.idx and document.bin or the 21 shards "
+        "document-000NN-of-00020.bin) or a .npy of rows",
+    )
     batch_size: int = opt(1024, "rows per training step (1024 in Pythia)", ge=1)
     seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
     tokenizer: str = opt("EleutherAI/gpt-neox-20b", "for text snippets: hub name, tokenizer.json path, or bytes")
@@ -56,6 +72,7 @@ class DataSection:
 @dataclass
 class WindowSection:
     """The training steps whose samples are scored."""
+
     start_step: int = opt(1000, "first step of the window", ge=0)
     end_step: int = opt(2000, "end of the window (exclusive)", ge=1)
 
@@ -63,8 +80,10 @@ class WindowSection:
 @dataclass
 class LocalizeSection:
     """Prefix-matching and previous-token scores of every head over checkpoints."""
-    revisions: list = opt([], "HF revisions to track (step<k>); empty: a Pythia-like list up to the window end",
-                          kind="list[str]")
+
+    revisions: list = opt(
+        [], "HF revisions to track (step<k>); empty: a Pythia-like list up to the window end", kind="list[str]"
+    )
     steps: list = opt([], "with model.run_dir: checkpoint steps; empty: every saved step<k>", kind="list[int]")
     seq_len: int = opt(32, "length L of the random block (rows are 2L tokens)", ge=2)
     n: int = opt(64, "number of repeated random sequences", ge=1)
@@ -75,47 +94,67 @@ class LocalizeSection:
     low: int = opt(4, "lowest token id of the random sequences", ge=0)
     high: int = opt(0, "token ids below this (exclusive); 0: the vocabulary size (Pythia: its 50277 real tokens)", ge=0)
 
-
     def kwargs(self) -> dict:
         """Keyword arguments of ``mda_fast.localize.localize_all`` for this section."""
-        return dict(seq_len=self.seq_len, n=self.n, seed=self.seed, batch_size=self.batch_size, low=self.low,
-                    high=self.high or None)
+        return dict(
+            seq_len=self.seq_len,
+            n=self.n,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            low=self.low,
+            high=self.high or None,
+        )
 
 
 @dataclass
 class TargetsSection:
     """The heads to attribute and their probes."""
+
     heads: Any = opt("auto", "auto (from localization at the window end) or [[layer, head], ...]", kind="heads")
     n_induction: int = opt(1, "auto: number of top prefix-matching heads", ge=1)
     n_control: int = opt(1, "auto: number of top previous-token heads that are not induction heads", ge=0)
     mode: str = opt("qkvo", "qk: block [W_Q|W_K]; qkvo: [W_Q|W_K], W_V, W_O", choices=("qk", "qkvo"))
     bias: bool = opt(False, "include the head's bias entries in its blocks")
-    probes: list = opt(["induction"], "probe objectives f (induction, prefix_matching, prev_token, registered ones)",
-                       kind="list[str]")
+    probes: list = opt(
+        ["induction"], "probe objectives f (induction, prefix_matching, prev_token, registered ones)", kind="list[str]"
+    )
     probe_L: int = opt(32, "probe length L (rows of 2L repeated random tokens; 2L within the model context)", ge=2)
     probe_n: int = opt(200, "number of probe sequences", ge=1)
     probe_seed: int = opt(0, "seed of the probe sequences")
     probe_low: int = opt(4, "lowest probe token id", ge=0)
     probe_high: int = opt(0, "probe token ids below this (exclusive); 0: the vocabulary (Pythia: 50277)", ge=0)
-    text_probe_path: str = opt("", "induction_text probe: the Megatron data set of its real-text rows; empty: data.path")
-    text_probe_rows: list = opt([], "induction_text probe: global row indices of its rows; empty: the first "
-                                    "text_probe_n rows", kind="list[int]")
+    text_probe_path: str = opt(
+        "", "induction_text probe: the Megatron data set of its real-text rows; empty: data.path"
+    )
+    text_probe_rows: list = opt(
+        [], "induction_text probe: global row indices of its rows; empty: the first text_probe_n rows", kind="list[int]"
+    )
     text_probe_n: int = opt(16, "induction_text probe: number of rows when text_probe_rows is empty", ge=1)
-    text_probe_length: int = opt(0, "induction_text probe: tokens of each row fed to the model; 0: the model's context",
-                                 ge=0)
-    probe_target: str = opt("next", "induction target: next (correct) or authors (the reference code's default, "
-                                    "one position off; for comparison only)", choices=("next", "authors"))
+    text_probe_length: int = opt(
+        0, "induction_text probe: tokens of each row fed to the model; 0: the model's context", ge=0
+    )
+    probe_target: str = opt(
+        "next",
+        "induction target: next (correct) or authors (the reference code's default, "
+        "one position off; for comparison only)",
+        choices=("next", "authors"),
+    )
 
 
 @dataclass
 class FitSection:
     """The EK-FAC fit of each head's blocks."""
+
     n_sequences: int = opt(4096, "window sequences sampled for the fit", ge=1)
     batch_size: int = opt(8, "sequences per pass", ge=1)
-    fisher: str = opt("true", "true: labels drawn from the model; empirical: the data's labels",
-                      choices=("true", "empirical"))
-    method: str = opt("ekfac", "curvature: ekfac, kfac or identity (plain gradient dot products)",
-                      choices=("ekfac", "kfac", "identity"))
+    fisher: str = opt(
+        "true", "true: labels drawn from the model; empirical: the data's labels", choices=("true", "empirical")
+    )
+    method: str = opt(
+        "ekfac",
+        "curvature: ekfac, kfac or identity (plain gradient dot products)",
+        choices=("ekfac", "kfac", "identity"),
+    )
     damping: float = opt(0.1, "damping as a multiple of the mean eigenvalue", gt=0.0)
     seed: int = opt(0, "seed of the sample choice and of the true-Fisher labels")
 
@@ -123,6 +162,7 @@ class FitSection:
 @dataclass
 class ScoreSection:
     """Scoring every sequence of the window."""
+
     batch_size: int = opt(8, "sequences per scoring pass", ge=1)
     chunk: int = opt(1024, "sequences per resumable chunk written to disk", ge=1)
     backend: str = opt("", "kernel backend; empty: automatic", choices=("", "cuda", "triton", "cpu", "torch"))
@@ -133,6 +173,7 @@ class ScoreSection:
 @dataclass
 class AnalyzeSection:
     """Influence statistics."""
+
     top_frac: float = opt(0.1, "the top set: this fraction of the window (k = ceil(top_frac * n))", gt=0.0, lt=1.0)
     table_k: int = opt(50, "rows of the top-samples table", ge=1)
     snippet_tokens: int = opt(96, "tokens of text shown per top sample", ge=0)
@@ -141,24 +182,28 @@ class AnalyzeSection:
 @dataclass
 class ReportSection:
     """The HTML report."""
+
     title: str = opt("Mechanistic data attribution", "report title")
 
 
 @dataclass
 class CorpusSection:
     """Demo only: the synthetic corpus."""
+
     n_sequences: int = opt(0, "rows; 0: train.total_steps * data.batch_size + heldout_sequences", ge=0)
     seq_len: int = opt(129, "tokens per row", ge=2)
     seed: int = opt(0, "seed of every random stream of the generator")
     mix: dict = opt({}, "category -> share of rows; empty: the generator's default mix", kind="mix")
     heldout_sequences: int = opt(512, "rows after the training rows held out for evaluation", ge=0)
-    packing: str = opt("rows", "rows: one category per row; stream: documents packed the Pythia way",
-                       choices=("rows", "stream"))
+    packing: str = opt(
+        "rows", "rows: one category per row; stream: documents packed the Pythia way", choices=("rows", "stream")
+    )
 
 
 @dataclass
 class TrainSection:
     """Demo only: training the tiny GPT-NeoX."""
+
     preset: str = opt("tiny-2l", "model preset (mda_fast.train.presets)")
     total_steps: int = opt(2000, "the most steps trained (the corpus holds this many batches)", ge=1)
     schedule_steps: int = opt(10000, "length of the cosine LR schedule", ge=1)
@@ -166,40 +211,59 @@ class TrainSection:
     checkpoint_every: int = opt(100, "steps between checkpoints", ge=1)
     seed: int = opt(0, "seed of the initialisation")
     window_steps: int = opt(400, "the formation window: this many steps before the emergence checkpoint", ge=1)
-    after_emergence: int = opt(300, "stop this many steps after a head reaches localize.threshold; -1: never stop",
-                               ge=-1)
+    after_emergence: int = opt(
+        300, "stop this many steps after a head reaches localize.threshold; -1: never stop", ge=-1
+    )
 
 
 @dataclass
 class InterveneSection:
     """Retraining arms: delete or duplicate the top samples, against random and category-matched sets."""
+
     enabled: bool = opt(True, "demo: run the interventions")
     arms: list = opt(list(DEFAULT_ARMS), f"distinct arms including baseline, from {list(ARMS)}", kind="list[str]")
     seeds: list = opt([0], "seeds of the random arms (one run per seed)", kind="list[int]")
-    top_frac: float = opt(0.1, "the intervened set: this fraction of the window (k = ceil(top_frac * n))",
-                          gt=0.0, lt=1.0)
+    top_frac: float = opt(
+        0.1, "the intervened set: this fraction of the window (k = ceil(top_frac * n))", gt=0.0, lt=1.0
+    )
     train_after: int = opt(300, "retrain this many steps past the window end", ge=0)
     eval_every: int = opt(50, "steps between head-score evaluations", ge=1)
-    schedule_steps: int = opt(143000, "without model.run_dir (a HF checkpoint, no optimizer state): the length of the "
-                                      "LR schedule it was trained with (Pythia: 143000 steps); AdamW restarts from "
-                                      "zero moments at the window start (an approximation)", ge=1)
+    schedule_steps: int = opt(
+        143000,
+        "without model.run_dir (a HF checkpoint, no optimizer state): the length of the "
+        "LR schedule it was trained with (Pythia: 143000 steps); AdamW restarts from "
+        "zero moments at the window start (an approximation)",
+        ge=1,
+    )
 
 
 @dataclass
 class AugmentSection:
     """mda-fast augment: motifs of the top samples, synthetic data from them, and the cross-scale study."""
-    sizes: list = opt(["tiny-2l", "tiny-2l-w", "tiny-3l", "tiny-4l"], "model presets, smallest first (motifs are "
-                      "mined on the first; the transfer arm uses the last)", kind="list[str]")
-    arms: list = opt(["none", "random", "copy", "top", "mechanistic"], "arms: none, random (duplicated random window "
-                     "rows), copy (random spans S||S), top (duplicated top-scored rows), mechanistic (motif "
-                     "generators)", kind="list[str]")
+
+    sizes: list = opt(
+        ["tiny-2l", "tiny-2l-w", "tiny-3l", "tiny-4l"],
+        "model presets, smallest first (motifs are mined on the first; the transfer arm uses the last)",
+        kind="list[str]",
+    )
+    arms: list = opt(
+        ["none", "random", "copy", "top", "mechanistic"],
+        "arms: none, random (duplicated random window "
+        "rows), copy (random spans S||S), top (duplicated top-scored rows), mechanistic (motif "
+        "generators)",
+        kind="list[str]",
+    )
     seeds: list = opt([0, 1, 2], "seeds of the seeded arms (random, copy, mechanistic)", kind="list[int]")
     budget_frac: float = opt(0.02, "synthetic rows per arm as a fraction of the window's tokens", gt=0.0, le=10.0)
     window_steps: int = opt(200, "the window: this many steps before the base run's emergence checkpoint", ge=1)
     train_after: int = opt(50, "arms train this many steps past the window end", ge=0)
     eval_every: int = opt(50, "steps between checkpoints / evaluations (window_steps must be a multiple)", ge=1)
-    top_frac: float = opt(0.05, "motifs are mined from this top fraction of the window (and as many bottom and "
-                          "random rows as contrast)", gt=0.0, lt=1.0)
+    top_frac: float = opt(
+        0.05,
+        "motifs are mined from this top fraction of the window (and as many bottom and random rows as contrast)",
+        gt=0.0,
+        lt=1.0,
+    )
     n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
     motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
     transfer: bool = opt(True, "also mine motifs on the largest size and apply them to it (arm mechanistic-large)")
@@ -208,8 +272,11 @@ class AugmentSection:
     copy_span_max: int = opt(32, "copy baseline: longest span S", ge=1)
     copy_low: int = opt(0, "copy baseline: lowest token id; 0: localize.low", ge=0)
     copy_high: int = opt(0, "copy baseline: token ids below this; 0: localize.high", ge=0)
-    llm_url: str = opt("", "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "
-                       "empty: built-in generators")
+    llm_url: str = opt(
+        "",
+        "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "
+        "empty: built-in generators",
+    )
     llm_model: str = opt("default", "model name sent to the endpoint")
     llm_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the endpoint's API key (may be unset)")
 
@@ -217,24 +284,36 @@ class AugmentSection:
 @dataclass
 class StudySection:
     """Study only (``mda-fast study``): the real-text corpus's sources and the study's own statistics."""
+
     sources: dict = opt({}, "source name (mda_fast.data.sources.SOURCES) -> the most bytes taken from it", kind="mix")
     max_file_bytes: int = opt(0, "leave out source files larger than this; 0: no limit", ge=0)
     shuffle_seed: int = opt(0, "seed of the row permutation (rows are shuffled after packing, as Pythia's are)")
-    random_sets: int = opt(200, "random sets of the top set's size drawn for the spread of the enrichment ratios",
-                           ge=1)
-    icl_rows: int = opt(64, "held-out rows for the real-text ICL score and induction probe at each checkpoint",
-                        ge=1)
+    random_sets: int = opt(200, "random sets of the top set's size drawn for the spread of the enrichment ratios", ge=1)
+    icl_rows: int = opt(64, "held-out rows for the real-text ICL score and induction probe at each checkpoint", ge=1)
 
 
-SECTIONS = {"model": ModelSection, "data": DataSection, "window": WindowSection, "localize": LocalizeSection,
-            "targets": TargetsSection, "fit": FitSection, "score": ScoreSection, "analyze": AnalyzeSection,
-            "report": ReportSection, "corpus": CorpusSection, "train": TrainSection, "intervene": InterveneSection,
-            "augment": AugmentSection, "study": StudySection}
+SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "window": WindowSection,
+    "localize": LocalizeSection,
+    "targets": TargetsSection,
+    "fit": FitSection,
+    "score": ScoreSection,
+    "analyze": AnalyzeSection,
+    "report": ReportSection,
+    "corpus": CorpusSection,
+    "train": TrainSection,
+    "intervene": InterveneSection,
+    "augment": AugmentSection,
+    "study": StudySection,
+}
 
 
 @dataclass
 class Config:
     """A whole run config. Sections are attributes; ``to_dict`` gives the plain nested dict."""
+
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     window: WindowSection = field(default_factory=WindowSection)
@@ -261,9 +340,14 @@ class Config:
         if probe == "induction":
             kw["target"] = t.probe_target
         if probe == "induction_text":
-            kw = dict(path=t.text_probe_path or self.data.path, seq_len=self.data.seq_len,
-                      indices=list(t.text_probe_rows) or None, n=t.text_probe_n, length=t.text_probe_length,
-                      exclude=(0,))
+            kw = dict(
+                path=t.text_probe_path or self.data.path,
+                seq_len=self.data.seq_len,
+                indices=list(t.text_probe_rows) or None,
+                n=t.text_probe_n,
+                length=t.text_probe_length,
+                exclude=(0,),
+            )
         return kw
 
     def validate(self) -> None:
@@ -274,8 +358,10 @@ class Config:
         w = self.window
         if not w.start_step < w.end_step:
             raise ConfigError(f"window: expected start_step < end_step, got {w.start_step}..{w.end_step}")
-        for name, lo, hi in (("localize", self.localize.low, self.localize.high),
-                             ("targets.probe", self.targets.probe_low, self.targets.probe_high)):
+        for name, lo, hi in (
+            ("localize", self.localize.low, self.localize.high),
+            ("targets.probe", self.targets.probe_low, self.targets.probe_high),
+        ):
             if hi and lo >= hi:
                 key = f"{name}_low" if "." in name else f"{name}.low"
                 raise ConfigError(f"{key}={lo} must be below its high end {hi} (the token range [low, high) is empty)")
@@ -292,16 +378,21 @@ def sections(cfg: Config):
 
 def type_ok(value, default, kind) -> bool:
     if kind == "heads":
-        return value == "auto" or (isinstance(value, list) and all(
-            isinstance(h, list) and len(h) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in h)
-            for h in value))
+        return value == "auto" or (
+            isinstance(value, list)
+            and all(
+                isinstance(h, list) and len(h) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in h)
+                for h in value
+            )
+        )
     if kind == "list[str]":
         return isinstance(value, list) and all(isinstance(x, str) for x in value)
     if kind == "list[int]":
         return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
     if kind == "mix":
-        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
-                                               and not isinstance(v, bool) for k, v in value.items())
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
+        )
     want = type(default)
     if want is bool:
         return isinstance(value, bool)
@@ -312,16 +403,25 @@ def type_ok(value, default, kind) -> bool:
     return isinstance(value, want)
 
 
-TYPE_NAMES = {"heads": "'auto' or [[layer, head], ...]", "list[str]": "a list of strings",
-               "list[int]": "a list of integers", "mix": "a table of category = share", "device": "str"}
+TYPE_NAMES = {
+    "heads": "'auto' or [[layer, head], ...]",
+    "list[str]": "a list of strings",
+    "list[int]": "a list of integers",
+    "mix": "a table of category = share",
+    "device": "str",
+}
 
 
 def check_value(key: str, v, meta) -> None:
     choices = meta.get("choices")
     if choices is not None and v not in choices:
         raise ConfigError(f"{key} = {v!r}: expected one of {list(choices)}")
-    for op, bound, ok in (("ge", meta.get("ge"), lambda a, b: a >= b), ("gt", meta.get("gt"), lambda a, b: a > b),
-                          ("le", meta.get("le"), lambda a, b: a <= b), ("lt", meta.get("lt"), lambda a, b: a < b)):
+    for op, bound, ok in (
+        ("ge", meta.get("ge"), lambda a, b: a >= b),
+        ("gt", meta.get("gt"), lambda a, b: a > b),
+        ("le", meta.get("le"), lambda a, b: a <= b),
+        ("lt", meta.get("lt"), lambda a, b: a < b),
+    ):
         if bound is not None and not ok(v, bound):
             sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
             raise ConfigError(f"{key} = {v!r}: expected a value {sym} {bound}")
@@ -339,7 +439,9 @@ def check_value(key: str, v, meta) -> None:
     if key in ("intervene.arms",):
         unknown = [a for a in v if a not in ARMS]
         if unknown:
-            raise ConfigError(f"intervene.arms: unknown arm(s) {unknown}; expected distinct arms including "
-                              f"'baseline' from {list(ARMS)}")
+            raise ConfigError(
+                f"intervene.arms: unknown arm(s) {unknown}; expected distinct arms including "
+                f"'baseline' from {list(ARMS)}"
+            )
     if key in ("localize.steps",) and any(s < 0 for s in v):
         raise ConfigError(f"{key}: steps must be >= 0, got {v!r}")

@@ -14,6 +14,7 @@ snapshot of exactly what went in) and :func:`snapshot_sources` returns the recor
 each source's root kind, distribution and version, the sub-directories and patterns, its cap, the number of
 candidates and chosen files, their bytes and the SHA-256 of every chosen file.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -34,37 +35,86 @@ __all__ = ["Source", "SOURCES", "resolve_root", "select_files", "snapshot_source
 @dataclass(frozen=True)
 class Source:
     """Files ``root/<under>/**/<pattern>`` (see the module docstring)."""
+
     name: str
-    root: str                      # "stdlib" or "pkg:<distribution>"
-    under: Tuple[str, ...]         # sub-directories of the root ("" = the root itself)
-    patterns: Tuple[str, ...]      # fnmatch patterns on the base name
+    root: str  # "stdlib" or "pkg:<distribution>"
+    under: Tuple[str, ...]  # sub-directories of the root ("" = the root itself)
+    patterns: Tuple[str, ...]  # fnmatch patterns on the base name
     exclude: Tuple[str, ...] = ()  # fnmatch patterns on the relative path (POSIX) to leave out
     doc: str = ""
 
 
-SOURCES: Dict[str, Source] = {s.name: s for s in [
-    Source("stdlib-python", "stdlib", ("",), ("*.py",), ("test/*", "idlelib/idle_test/*", "lib2to3/tests/*",
-                                                       "_sysconfigdata*", "pydoc_data/*"),
-           "the standard library's Python modules (no tests)"),
-    Source("stdlib-tests-python", "stdlib", ("test",), ("*.py",), (), "the standard library's test modules"),
-    Source("stdlib-decimal", "stdlib", ("test/decimaltestdata",), ("*.decTest",), (),
-           "the General Decimal Arithmetic test vectors (line-oriented text)"),
-    Source("stdlib-xml", "stdlib", ("test",), ("*.xml", "*.html", "*.xsd", "*.dtd"), (),
-           "XML and HTML test data of the standard library"),
-    Source("stdlib-pem", "stdlib", ("test",), ("*.pem", "*.crt"), (),
-           "PEM certificates and keys of the ssl tests (base64)"),
-    Source("stdlib-text", "stdlib", ("test", "lib2to3", "idlelib"), ("*.txt", "*.def"), ("test/decimaltestdata/*",),
-           "text files: test cases, grammars, IDLE's help and config, e-mail messages"),
-    Source("stdlib-data", "stdlib", ("test",),
-           ("*.json", "*.toml"), (), "JSON and TOML test data"),
-    Source("pip-cacert", "pkg:pip", ("_vendor/certifi",), ("cacert.pem",), (),
-           "the CA bundle vendored in pip (the venv's, from the interpreter's ensurepip)"),
-    Source("numpy-csv", "pkg:numpy", ("_core/tests/data", "random/tests/data"), ("*.csv",), (),
-           "numpy's umath validation sets and bit-generator test vectors (CSV)"),
-    Source("matplotlib-data", "pkg:matplotlib", ("mpl-data",), ("*.afm", "*.svg", "*.csv", "*.mplstyle",
-                                                              "matplotlibrc", "*.txt"), (),
-           "matplotlib's fonts' metrics (AFM), SVG icons, sample CSV data and style sheets"),
-]}
+SOURCES: Dict[str, Source] = {
+    s.name: s
+    for s in [
+        Source(
+            "stdlib-python",
+            "stdlib",
+            ("",),
+            ("*.py",),
+            ("test/*", "idlelib/idle_test/*", "lib2to3/tests/*", "_sysconfigdata*", "pydoc_data/*"),
+            "the standard library's Python modules (no tests)",
+        ),
+        Source("stdlib-tests-python", "stdlib", ("test",), ("*.py",), (), "the standard library's test modules"),
+        Source(
+            "stdlib-decimal",
+            "stdlib",
+            ("test/decimaltestdata",),
+            ("*.decTest",),
+            (),
+            "the General Decimal Arithmetic test vectors (line-oriented text)",
+        ),
+        Source(
+            "stdlib-xml",
+            "stdlib",
+            ("test",),
+            ("*.xml", "*.html", "*.xsd", "*.dtd"),
+            (),
+            "XML and HTML test data of the standard library",
+        ),
+        Source(
+            "stdlib-pem",
+            "stdlib",
+            ("test",),
+            ("*.pem", "*.crt"),
+            (),
+            "PEM certificates and keys of the ssl tests (base64)",
+        ),
+        Source(
+            "stdlib-text",
+            "stdlib",
+            ("test", "lib2to3", "idlelib"),
+            ("*.txt", "*.def"),
+            ("test/decimaltestdata/*",),
+            "text files: test cases, grammars, IDLE's help and config, e-mail messages",
+        ),
+        Source("stdlib-data", "stdlib", ("test",), ("*.json", "*.toml"), (), "JSON and TOML test data"),
+        Source(
+            "pip-cacert",
+            "pkg:pip",
+            ("_vendor/certifi",),
+            ("cacert.pem",),
+            (),
+            "the CA bundle vendored in pip (the venv's, from the interpreter's ensurepip)",
+        ),
+        Source(
+            "numpy-csv",
+            "pkg:numpy",
+            ("_core/tests/data", "random/tests/data"),
+            ("*.csv",),
+            (),
+            "numpy's umath validation sets and bit-generator test vectors (CSV)",
+        ),
+        Source(
+            "matplotlib-data",
+            "pkg:matplotlib",
+            ("mpl-data",),
+            ("*.afm", "*.svg", "*.csv", "*.mplstyle", "matplotlibrc", "*.txt"),
+            (),
+            "matplotlib's fonts' metrics (AFM), SVG icons, sample CSV data and style sheets",
+        ),
+    ]
+}
 
 
 def _dist_dir(dist: str) -> Tuple[str, str]:
@@ -75,8 +125,10 @@ def _dist_dir(dist: str) -> Tuple[str, str]:
     try:
         version = md.version(dist)
     except md.PackageNotFoundError:
-        raise DataError(f"source pkg:{dist}: the distribution {dist!r} is not installed; expected it from "
-                        f"scripts/setup.sh (or leave the source out of study.sources)") from None
+        raise DataError(
+            f"source pkg:{dist}: the distribution {dist!r} is not installed; expected it from "
+            f"scripts/setup.sh (or leave the source out of study.sources)"
+        ) from None
     spec = importlib.util.find_spec(dist)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"source pkg:{dist}: no importable package {dist!r}")
@@ -116,8 +168,9 @@ def _candidates(src: Source, base: str) -> List[Tuple[str, str]]:
         if not os.path.isdir(top):
             continue
         for d, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(x for x in dirnames if not x.startswith(".") and x not in ("__pycache__",
-                                                                                         "site-packages"))
+            dirnames[:] = sorted(
+                x for x in dirnames if not x.startswith(".") and x not in ("__pycache__", "site-packages")
+            )
             for name in sorted(filenames):
                 if name.startswith(".") or not any(fnmatch.fnmatchcase(name, p) for p in src.patterns):
                     continue
@@ -146,17 +199,31 @@ def select_files(src: Source, max_bytes: int, max_file_bytes: int = 0) -> dict:
         chosen.append({"path": rel, "abs": full, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
         total += len(data)
     chosen.sort(key=lambda r: r["path"].encode("utf-8", "surrogateescape"))
-    return {"name": src.name, "root": src.root, "distribution": dist, "version": version, "under": list(src.under),
-            "patterns": list(src.patterns), "exclude": list(src.exclude), "max_bytes": int(max_bytes),
-            "n_candidates": len(cands), "n_files": len(chosen), "bytes": total, "files": chosen}
+    return {
+        "name": src.name,
+        "root": src.root,
+        "distribution": dist,
+        "version": version,
+        "under": list(src.under),
+        "patterns": list(src.patterns),
+        "exclude": list(src.exclude),
+        "max_bytes": int(max_bytes),
+        "n_candidates": len(cands),
+        "n_files": len(chosen),
+        "bytes": total,
+        "files": chosen,
+    }
 
 
 def environment_versions(dists: Sequence[str] = ()) -> dict:
     """Python's version and implementation, and the version of each distribution in ``dists`` (None: absent)."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "implementation": sys.implementation.name,
-           "stdlib": sysconfig.get_paths()["stdlib"]}
+    out = {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "stdlib": sysconfig.get_paths()["stdlib"],
+    }
     for d in sorted(set(dists)):
         try:
             out[d] = md.version(d)
@@ -180,8 +247,10 @@ def snapshot_sources(caps: Mapping[str, int], out_dir: str, max_file_bytes: int 
             raise ConfigError(f"study.sources.{name} = {cap!r}: expected a positive number of bytes")
         rec = select_files(SOURCES[name], int(cap), max_file_bytes)
         if not rec["files"]:
-            raise DataError(f"source {name}: no text file of {rec['root']} {rec['under']} matching "
-                            f"{rec['patterns']} fits {int(cap)} bytes ({rec['n_candidates']} candidates)")
+            raise DataError(
+                f"source {name}: no text file of {rec['root']} {rec['under']} matching "
+                f"{rec['patterns']} fits {int(cap)} bytes ({rec['n_candidates']} candidates)"
+            )
         for f in rec["files"]:
             dst = os.path.join(out_dir, name, *f["path"].split("/"))
             os.makedirs(os.path.dirname(dst), exist_ok=True)

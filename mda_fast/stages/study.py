@@ -17,6 +17,7 @@
 Every stage skips finished work (training and the arms resume from their checkpoints, scoring from its chunks), so
 rerunning the same command continues an interrupted study; a different config on the same ``--out`` is refused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,19 +49,37 @@ logger = logging.getLogger(__name__)
 STUDY_STATE = "study.json"
 #: ``--quick``: a tiny corpus and short runs (the test's end-to-end check, well under a minute)
 QUICK = [
-    'study.sources={ stdlib-decimal = 60000, stdlib-xml = 20000, stdlib-pem = 12000, stdlib-data = 12000, '
-    'stdlib-python = 60000 }',
-    "corpus.seq_len=65", "data.seq_len=65", "data.batch_size=8", "corpus.heldout_sequences=16",
-    "train.total_steps=30", "train.checkpoint_every=10", "train.window_steps=10", "train.after_emergence=0",
-    "localize.threshold=2.0", "localize.n=8", "localize.seq_len=16", "targets.probe_L=16", "targets.probe_n=8",
-    "targets.text_probe_n=4", "fit.n_sequences=32", "fit.batch_size=8", "score.batch_size=16", "score.chunk=64",
-    "study.random_sets=20", "study.icl_rows=8", "intervene.seeds=[0]", "intervene.train_after=0",
-    "intervene.eval_every=5", 'intervene.arms=["baseline", "delete-top", "delete-matched", "augment-top", '
-    '"augment-matched"]',
+    "study.sources={ stdlib-decimal = 60000, stdlib-xml = 20000, stdlib-pem = 12000, stdlib-data = 12000, "
+    "stdlib-python = 60000 }",
+    "corpus.seq_len=65",
+    "data.seq_len=65",
+    "data.batch_size=8",
+    "corpus.heldout_sequences=16",
+    "train.total_steps=30",
+    "train.checkpoint_every=10",
+    "train.window_steps=10",
+    "train.after_emergence=0",
+    "localize.threshold=2.0",
+    "localize.n=8",
+    "localize.seq_len=16",
+    "targets.probe_L=16",
+    "targets.probe_n=8",
+    "targets.text_probe_n=4",
+    "fit.n_sequences=32",
+    "fit.batch_size=8",
+    "score.batch_size=16",
+    "score.chunk=64",
+    "study.random_sets=20",
+    "study.icl_rows=8",
+    "intervene.seeds=[0]",
+    "intervene.train_after=0",
+    "intervene.eval_every=5",
+    'intervene.arms=["baseline", "delete-top", "delete-matched", "augment-top", "augment-matched"]',
 ]
 
 
 # ------------------------------------------------------------------------------------------------ corpus
+
 
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
@@ -100,35 +119,52 @@ def prepare_real_corpus(cfg: Config, out: str, progress: bool = True) -> dict:
         records = snapshot_sources(dict(st.sources), src_dir, st.max_file_bytes)
         roots = [os.path.join(src_dir, r["name"]) for r in records]
         staged = os.path.join(tmp, "packed")
-        m = build_corpus(roots, staged, CorpusConfig(tokenizer="bytes", seq_len=c.seq_len, packing=c.packing,
-                                                     max_file_bytes=st.max_file_bytes), progress=progress)
+        m = build_corpus(
+            roots,
+            staged,
+            CorpusConfig(tokenizer="bytes", seq_len=c.seq_len, packing=c.packing, max_file_bytes=st.max_file_bytes),
+            progress=progress,
+        )
         b = PythiaBatches(staged, batch_size=1, seq_len=c.seq_len)
         rows = np.asarray(b.rows(np.arange(b.n_rows)))
         order = np.random.default_rng(st.shuffle_seed).permutation(b.n_rows)
         fr, names = load_category_sidecar(staged)
         side = read_json(staged + ".categories.json")
         write_megatron(os.path.join(tmp, "corpus"), rows[order], dtype=rows.dtype)
-        write_category_sidecar(os.path.join(tmp, "corpus"), fr[order], names,
-                               **{k: v for k, v in side.items() if k not in ("categories", "n_rows")})
+        write_category_sidecar(
+            os.path.join(tmp, "corpus"),
+            fr[order],
+            names,
+            **{k: v for k, v in side.items() if k not in ("categories", "n_rows")},
+        )
         np.save(os.path.join(tmp, "corpus.order.npy"), order)
         m["roots"] = [f"sources/{r['name']}" for r in records]  # relative to OUT/data (machine-independent)
         for r in records:
             r.pop("files")  # every file's hash is in m["files"] (root = the source's index)
         m["sources"] = records
-        m["environment"] = environment_versions([r["distribution"] for r in records if r["distribution"] != "python"]
-                                                + ["torch", "transformers", "numpy"])
+        m["environment"] = environment_versions(
+            [r["distribution"] for r in records if r["distribution"] != "python"] + ["torch", "transformers", "numpy"]
+        )
         m["environment"].pop("stdlib", None)
-        m["shuffle"] = {"seed": st.shuffle_seed, "order": "corpus.order.npy",
-                        "order_sha256": hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest(),
-                        "note": "row i of the corpus is row order[i] of the packed files (files[].rows count "
-                                "packed rows)"}
+        m["shuffle"] = {
+            "seed": st.shuffle_seed,
+            "order": "corpus.order.npy",
+            "order_sha256": hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest(),
+            "note": "row i of the corpus is row order[i] of the packed files (files[].rows count packed rows)",
+        }
         with open(os.path.join(tmp, "corpus.manifest.json"), "w") as fh:
             json.dump(m, fh, indent=1)
         m["fingerprint"] = corpus_fingerprint(os.path.join(tmp, "corpus"))
         with open(os.path.join(tmp, "corpus.manifest.json"), "w") as fh:
             json.dump(m, fh, indent=1)
-        for name in ("corpus.bin", "corpus.categories.npy", "corpus.categories.json", "corpus.order.npy",
-                     "corpus.idx", "corpus.manifest.json"):  # the manifest last: it marks a finished corpus
+        for name in (
+            "corpus.bin",
+            "corpus.categories.npy",
+            "corpus.categories.json",
+            "corpus.order.npy",
+            "corpus.idx",
+            "corpus.manifest.json",
+        ):  # the manifest last: it marks a finished corpus
             os.replace(os.path.join(tmp, name), os.path.join(data_dir, name))
         shutil.rmtree(os.path.join(data_dir, "sources"), ignore_errors=True)
         os.replace(src_dir, os.path.join(data_dir, "sources"))
@@ -138,20 +174,26 @@ def prepare_real_corpus(cfg: Config, out: str, progress: bool = True) -> dict:
     B = cfg.data.batch_size
     usable = (m["n_rows"] - c.heldout_sequences) // B
     if usable < cfg.train.window_steps + 1:
-        raise DataError(f"the corpus holds {m['n_rows']} rows: {usable} steps of {B} before the "
-                        f"{c.heldout_sequences} held-out rows, fewer than a window of {cfg.train.window_steps}; "
-                        f"raise study.sources' caps or lower data.batch_size")
+        raise DataError(
+            f"the corpus holds {m['n_rows']} rows: {usable} steps of {B} before the "
+            f"{c.heldout_sequences} held-out rows, fewer than a window of {cfg.train.window_steps}; "
+            f"raise study.sources' caps or lower data.batch_size"
+        )
     if cfg.train.total_steps > usable:
-        logger.info(f"[study] the corpus holds {usable} training steps: train.total_steps {cfg.train.total_steps} "
-                    f"-> {usable}")
+        logger.info(
+            f"[study] the corpus holds {usable} training steps: train.total_steps {cfg.train.total_steps} -> {usable}"
+        )
         cfg.train.total_steps = usable
     shares = ", ".join(f"{k} {v['share']:.1%}" for k, v in m["totals"].items() if v["share"] > 0)
-    logger.info(f"[study] corpus: {m['n_files']} files from {len(m['sources'])} sources -> {m['n_rows']} rows of "
-                f"{m['seq_len']} bytes; {shares}")
+    logger.info(
+        f"[study] corpus: {m['n_files']} files from {len(m['sources'])} sources -> {m['n_rows']} rows of "
+        f"{m['seq_len']} bytes; {shares}"
+    )
     return m
 
 
 # ------------------------------------------------------------------------------------------------ statistics
+
 
 def enrichment_with_spread(out: str, cfg: Config) -> dict:
     """Category enrichment (share / base rate) of the top and bottom ``analyze.top_frac`` of the primary target's
@@ -178,9 +220,14 @@ def enrichment_with_spread(out: str, cfg: Config) -> dict:
         if base[j] <= 0:
             continue
         lo, hi = np.quantile(rand[:, j] / base[j], [0.025, 0.975])
-        out_d["categories"][c] = {"base_share": float(base[j]), "top_share": top[c]["top_share"],
-                                  "top_ratio": top[c]["ratio"], "bottom_share": bot[c]["top_share"],
-                                  "bottom_ratio": bot[c]["ratio"], "random_ratio_95": [float(lo), float(hi)]}
+        out_d["categories"][c] = {
+            "base_share": float(base[j]),
+            "top_share": top[c]["top_share"],
+            "top_ratio": top[c]["ratio"],
+            "bottom_share": bot[c]["top_share"],
+            "bottom_ratio": bot[c]["ratio"],
+            "random_ratio_95": [float(lo), float(hi)],
+        }
     return out_d
 
 
@@ -206,8 +253,13 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
         return done
     pm = {r["step"]: r.get("max_prefix_matching") for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))}
     probe = TextInductionProbe(rows=rows, exclude=(0,))
-    res = {"steps": steps, "icl": [], "probe_f": [], "max_prefix_matching": [pm.get(s) for s in steps],
-           "heldout_rows": [int(ix[0]), int(ix[-1])]}
+    res = {
+        "steps": steps,
+        "icl": [],
+        "probe_f": [],
+        "max_prefix_matching": [pm.get(s) for s in steps],
+        "heldout_rows": [int(ix[0]), int(ix[-1])],
+    }
     torch.manual_seed(0)
     for s in steps:
         model = load_pythia(os.path.join(run_dir, f"step{s}"))
@@ -222,9 +274,10 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ the study
 
+
 def _scores_complete(out: str) -> bool:
-    from .checks import require_complete_scores
     from ..errors import StateError
+    from .checks import require_complete_scores
 
     try:
         require_complete_scores(out)
@@ -241,9 +294,12 @@ def check_study_out(cfg: Config, out: str) -> None:
         return
     diff = _differences(read_json(path)["config"], cfg.to_dict())
     if diff:
-        raise ConfigError(f"--out {out} holds a study made with another config ({'; '.join(diff[:4])}"
-                          + (f"; {len(diff) - 4} more" if len(diff) > 4 else "") + "); use a fresh --out, or the "
-                          "same --set values to continue it")
+        raise ConfigError(
+            f"--out {out} holds a study made with another config ({'; '.join(diff[:4])}"
+            + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
+            + "); use a fresh --out, or the "
+            "same --set values to continue it"
+        )
 
 
 def load_study_config(config_path: str | None, overrides: list | None, quick: bool = False) -> Config:
@@ -266,17 +322,22 @@ def check_study_config(cfg: Config) -> None:
     from ..train import get_preset
 
     if get_preset(cfg.train.preset).vocab_size < 260:
-        raise ConfigError(f"train.preset = {cfg.train.preset!r}: the study's corpus is byte-level; expected a "
-                          f"preset with a vocabulary of at least 260 (tiny-*)")
+        raise ConfigError(
+            f"train.preset = {cfg.train.preset!r}: the study's corpus is byte-level; expected a "
+            f"preset with a vocabulary of at least 260 (tiny-*)"
+        )
     if cfg.corpus.seq_len != cfg.data.seq_len:
-        raise ConfigError(f"corpus.seq_len = {cfg.corpus.seq_len} and data.seq_len = {cfg.data.seq_len} differ; "
-                          f"expected the same row length")
+        raise ConfigError(
+            f"corpus.seq_len = {cfg.corpus.seq_len} and data.seq_len = {cfg.data.seq_len} differ; "
+            f"expected the same row length"
+        )
     if cfg.corpus.heldout_sequences < 1:
         raise ConfigError("corpus.heldout_sequences = 0: the study's ICL and the arms need held-out rows")
 
 
-def run_study(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True,
-              quick: bool = False) -> dict:
+def run_study(
+    out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True, quick: bool = False
+) -> dict:
     """The whole study into ``out``; rerunning the same command continues an interrupted one."""
     t0 = time.perf_counter()
     cfg = load_study_config(config_path, overrides, quick)
@@ -312,9 +373,11 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     run_dir = stage("train", train_base, cfg, out, progress)
     loc = stage("localize", run_localize, cfg, out, progress)
     win = choose_window(cfg, loc)
-    logger.info(f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} "
-                f"at the last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}.."
-                f"{win['window'][1]}")
+    logger.info(
+        f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} "
+        f"at the last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}.."
+        f"{win['window'][1]}"
+    )
     done_path = os.path.join(out, "study", "score.json")
     if os.path.exists(done_path) and _scores_complete(out):
         # fit and score are done (a refit would change the factors' fingerprint and void the scores)
@@ -339,30 +402,56 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
         lines += intervention_findings(interventions)
     report = stage("report", run_report, cfg, out, interventions=interventions, notes=lines)
     summary = {
-        "corpus": {"n_files": manifest["n_files"], "n_rows": manifest["n_rows"], "seq_len": manifest["seq_len"],
-                   "fingerprint": manifest["fingerprint"], "environment": manifest["environment"],
-                   "sources": [{k: r[k] for k in ("name", "distribution", "version", "n_files", "bytes")}
-                               for r in manifest["sources"]],
-                   "token_share": {k: v["share"] for k, v in manifest["totals"].items() if v["share"] > 0}},
-        "settings": {"preset": cfg.train.preset, "lr": cfg.train.lr, "batch_size": cfg.data.batch_size,
-                     "seq_len": cfg.data.seq_len, "packing": cfg.corpus.packing, "seed": cfg.train.seed,
-                     "probes": list(cfg.targets.probes), "threshold": cfg.localize.threshold},
-        "induction_heads": [[h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"]
-                            if h["role"] == "induction"],
+        "corpus": {
+            "n_files": manifest["n_files"],
+            "n_rows": manifest["n_rows"],
+            "seq_len": manifest["seq_len"],
+            "fingerprint": manifest["fingerprint"],
+            "environment": manifest["environment"],
+            "sources": [
+                {k: r[k] for k in ("name", "distribution", "version", "n_files", "bytes")} for r in manifest["sources"]
+            ],
+            "token_share": {k: v["share"] for k, v in manifest["totals"].items() if v["share"] > 0},
+        },
+        "settings": {
+            "preset": cfg.train.preset,
+            "lr": cfg.train.lr,
+            "batch_size": cfg.data.batch_size,
+            "seq_len": cfg.data.seq_len,
+            "packing": cfg.corpus.packing,
+            "seed": cfg.train.seed,
+            "probes": list(cfg.targets.probes),
+            "threshold": cfg.localize.threshold,
+        },
+        "induction_heads": [
+            [h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"] if h["role"] == "induction"
+        ],
         "control_heads": [[h["layer"], h["head"], h["prev_token"]] for h in targets["heads"] if h["role"] == "control"],
-        "emergence_step": win["emergence_step"], "window": win["window"], "n_scored": sc["n_scored"],
-        "top_share": found["top_share"], "top_frac": found["top_frac"],
-        "power_law": ({k: found["power_law"][k] for k in ("exponent", "r2")}
-                      if found.get("power_law") and "exponent" in found["power_law"] else None),
-        "enrichment": enrich, "icl_curve": icl, "overlap": found["overlap"],
+        "emergence_step": win["emergence_step"],
+        "window": win["window"],
+        "n_scored": sc["n_scored"],
+        "top_share": found["top_share"],
+        "top_frac": found["top_frac"],
+        "power_law": (
+            {k: found["power_law"][k] for k in ("exponent", "r2")}
+            if found.get("power_law") and "exponent" in found["power_law"]
+            else None
+        ),
+        "enrichment": enrich,
+        "icl_curve": icl,
+        "overlap": found["overlap"],
         "findings": lines + findings_text(found)[1:2],
-        "scoring_seq_per_s": sc["seq_per_s"], "stage_seconds": timings,
-        "elapsed_s": round(time.perf_counter() - t0, 2), "report": os.path.abspath(report),
+        "scoring_seq_per_s": sc["seq_per_s"],
+        "stage_seconds": timings,
+        "elapsed_s": round(time.perf_counter() - t0, 2),
+        "report": os.path.abspath(report),
     }
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
     write_json(os.path.join(out, "summary.json"), summary)
-    logger.info("\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"]))
+    logger.info(
+        "\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"])
+    )
     return summary
 
 
@@ -370,30 +459,49 @@ def study_findings(manifest: dict, win: dict, enrich: dict, icl: dict, found: di
     """The study's findings, computed from its results (never assumed)."""
     L, h = win["head"]
     em = win["emergence_step"]
-    lines = [f"Corpus: {manifest['n_files']} files from {len(manifest['sources'])} sources, {manifest['n_rows']} rows "
-             f"of {manifest['seq_len']} bytes (fingerprint {manifest['fingerprint'][:12]})."]
-    lines.append(f"Induction head L{L}H{h}: " + (f"prefix-matching reached {cfg.localize.threshold} at step {em}"
-                                                 if em is not None else
-                                                 f"never reached prefix-matching {cfg.localize.threshold}; best "
-                                                 f"{win['final_score']:.3f} at the last checkpoint")
-                 + f"; formation window steps {win['window'][0]}..{win['window'][1]}.")
+    lines = [
+        f"Corpus: {manifest['n_files']} files from {len(manifest['sources'])} sources, {manifest['n_rows']} rows "
+        f"of {manifest['seq_len']} bytes (fingerprint {manifest['fingerprint'][:12]})."
+    ]
+    lines.append(
+        f"Induction head L{L}H{h}: "
+        + (
+            f"prefix-matching reached {cfg.localize.threshold} at step {em}"
+            if em is not None
+            else f"never reached prefix-matching {cfg.localize.threshold}; best "
+            f"{win['final_score']:.3f} at the last checkpoint"
+        )
+        + f"; formation window steps {win['window'][0]}..{win['window'][1]}."
+    )
     if icl["steps"]:
-        lines.append(f"Real-text ICL score (late minus early loss on {cfg.study.icl_rows} held-out rows): "
-                     f"{icl['icl'][0]:+.3f} at step {icl['steps'][0]} -> {icl['icl'][-1]:+.3f} at step "
-                     f"{icl['steps'][-1]}; real-text induction probe {icl['probe_f'][0]:.3f} -> {icl['probe_f'][-1]:.3f}.")
+        lines.append(
+            f"Real-text ICL score (late minus early loss on {cfg.study.icl_rows} held-out rows): "
+            f"{icl['icl'][0]:+.3f} at step {icl['steps'][0]} -> {icl['icl'][-1]:+.3f} at step "
+            f"{icl['steps'][-1]}; real-text induction probe {icl['probe_f'][0]:.3f} -> {icl['probe_f'][-1]:.3f}."
+        )
     if found["top_share"] is not None:
-        lines.append(f"The top {100 * found['top_frac']:.0f}% of window rows hold {100 * found['top_share']:.1f}% of "
-                     f"the positive influence.")
+        lines.append(
+            f"The top {100 * found['top_frac']:.0f}% of window rows hold {100 * found['top_share']:.1f}% of "
+            f"the positive influence."
+        )
     for which in ("top", "bottom"):
         cats = enrich["categories"]
-        over = [(c, v[f"{which}_ratio"], v["random_ratio_95"]) for c, v in cats.items()
-                if v[f"{which}_ratio"] is not None and v[f"{which}_ratio"] > v["random_ratio_95"][1]]
-        under = [(c, v[f"{which}_ratio"], v["random_ratio_95"]) for c, v in cats.items()
-                 if v[f"{which}_ratio"] is not None and v[f"{which}_ratio"] < v["random_ratio_95"][0]]
+        over = [
+            (c, v[f"{which}_ratio"], v["random_ratio_95"])
+            for c, v in cats.items()
+            if v[f"{which}_ratio"] is not None and v[f"{which}_ratio"] > v["random_ratio_95"][1]
+        ]
+        under = [
+            (c, v[f"{which}_ratio"], v["random_ratio_95"])
+            for c, v in cats.items()
+            if v[f"{which}_ratio"] is not None and v[f"{which}_ratio"] < v["random_ratio_95"][0]
+        ]
         fmt = lambda xs: ", ".join(f"{c} ×{r:.2f}" for c, r, _ in sorted(xs, key=lambda x: -x[1])) or "none"
-        lines.append(f"{which.capitalize()} {100 * cfg.analyze.top_frac:.0f}% vs base rates (beyond the 95% range of "
-                     f"{enrich['random_sets']} random sets): over-represented {fmt(over)}; under-represented "
-                     f"{fmt(under)}.")
+        lines.append(
+            f"{which.capitalize()} {100 * cfg.analyze.top_frac:.0f}% vs base rates (beyond the 95% range of "
+            f"{enrich['random_sets']} random sets): over-represented {fmt(over)}; under-represented "
+            f"{fmt(under)}."
+        )
     return lines
 
 
@@ -409,11 +517,15 @@ def arms_table(summary: dict) -> str:
             return "n/a"
         return f"{d['mean']:+.4f}" + (f" ± {d['std']:.4f}" if d.get("n", 1) > 1 else "")
 
-    lines = ["| arm | seeds | emergence step per seed | area vs baseline (score × steps) | ICL change | "
-             "head-score change |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| arm | seeds | emergence step per seed | area vs baseline (score × steps) | ICL change | head-score change |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for arm, a in arms.items():
         em = ", ".join("never" if v is None else str(v) for v in a["emergence_steps"].values())
         last = max(a["icl_change"], key=int)
-        lines.append(f"| {arm} | {a['n_seeds']} | {em} | {ms(a['area_vs_baseline'])} | {ms(a['icl_change'][last])} | "
-                     f"{ms(a['head_score_change'][last])} |")
+        lines.append(
+            f"| {arm} | {a['n_seeds']} | {em} | {ms(a['area_vs_baseline'])} | {ms(a['icl_change'][last])} | "
+            f"{ms(a['head_score_change'][last])} |"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """GPT-NeoX model presets (Pythia shapes and tiny CPU models) and seeded model construction."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,15 @@ from typing import Dict, Optional, Union
 
 import torch
 
-__all__ = ["Preset", "PRESETS", "get_preset", "model_config", "make_model", "from_pretrained_kwargs", "preset_for_shape"]
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "get_preset",
+    "model_config",
+    "make_model",
+    "from_pretrained_kwargs",
+    "preset_for_shape",
+]
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,10 @@ def preset_for_shape(n_layers: int, d_model: int, n_heads: int, vocab_size: int)
     for p in PRESETS.values():
         if (p.n_layers, p.d_model, p.n_heads, p.vocab_size) == (n_layers, d_model, n_heads, vocab_size):
             return p
-    raise ValueError(f"no preset has (layers, d_model, heads, vocab) = {(n_layers, d_model, n_heads, vocab_size)}; "
-                     f"known: {sorted(PRESETS)}")
+    raise ValueError(
+        f"no preset has (layers, d_model, heads, vocab) = {(n_layers, d_model, n_heads, vocab_size)}; "
+        f"known: {sorted(PRESETS)}"
+    )
 
 
 def model_config(preset: Union[str, Preset]):
@@ -117,10 +128,10 @@ def make_model(preset: Union[str, Preset], seed: int = 0, attn_implementation: s
     config = model_config(preset)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = GPTNeoXForCausalLM._from_config(
-            config, attn_implementation=attn_implementation, torch_dtype=torch.float32
-        ) if _TF_MAJOR < 5 else GPTNeoXForCausalLM._from_config(
-            config, attn_implementation=attn_implementation, dtype=torch.float32
+        model = (
+            GPTNeoXForCausalLM._from_config(config, attn_implementation=attn_implementation, torch_dtype=torch.float32)
+            if _TF_MAJOR < 5
+            else GPTNeoXForCausalLM._from_config(config, attn_implementation=attn_implementation, dtype=torch.float32)
         )
     return model.float()
 
