@@ -213,26 +213,7 @@ def _run(args, progress: bool):
         elif args.cmd == "fit":
             fit.run_fit(cfg, args.out, progress)
         elif args.cmd == "score":
-            try:
-                if args.merge is not None:
-                    r = shards.merge(cfg, args.out, args.merge)
-                elif devices:
-                    r = shards.launch(
-                        cfg, args.out, devices, resume=args.resume, progress=progress, max_restarts=args.max_restarts
-                    )
-                else:
-                    r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
-                if shard is None and not devices:  # a whole score/ (the ranks of --devices wrote theirs)
-                    _write_topk(cfg, args.out)
-            except KeyboardInterrupt:
-                flag = f" --shard {args.shard}" if shard else ""
-                raise Interrupted(
-                    f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: "
-                    f"continue with `mda-fast score{flag} --resume` and the same --config, --set and "
-                    f"--out"
-                ) from None
-            rate = f" ({r['seq_per_s']:.1f} seq/s)" if r.get("seq_per_s") else ""
-            print(f"scored {r['n_scored']} sequences -> {r['scores_path']}{rate}")
+            _score(args, cfg, shard, devices, progress)
         elif args.cmd == "analyze":
             r = analyze.run_analyze(cfg, args.out, progress)
             targets, _ = load_targets(args.out)
@@ -242,6 +223,32 @@ def _run(args, progress: bool):
         elif args.cmd == "intervene":
             intervene.run_intervene(cfg, args.out, progress=progress)
             print(report.run_report(cfg, args.out))
+
+
+def _score(args, cfg, shard, devices, progress: bool) -> None:
+    """``mda-fast score``: one process, a shard, a merge, or ranks on ``--devices``; Ctrl-C says how to resume."""
+    from .stages import score, shards
+    from .stages.io import score_dir
+
+    try:
+        if args.merge is not None:
+            r = shards.merge(cfg, args.out, args.merge)
+        elif devices:
+            r = shards.launch(
+                cfg, args.out, devices, resume=args.resume, progress=progress, max_restarts=args.max_restarts
+            )
+        else:
+            r = score.run_score(cfg, args.out, resume=args.resume, progress=progress, shard=shard)
+        if shard is None and not devices:  # a whole score/ (the ranks of --devices wrote theirs)
+            _write_topk(cfg, args.out)
+    except KeyboardInterrupt:
+        flag = f" --shard {args.shard}" if shard else ""
+        raise Interrupted(
+            f"interrupted; the finished chunks in {score_dir(args.out, shard)} are kept: continue "
+            f"with `mda-fast score{flag} --resume` and the same --config, --set and --out"
+        ) from None
+    rate = f" ({r['seq_per_s']:.1f} seq/s)" if r.get("seq_per_s") else ""
+    print(f"scored {r['n_scored']} sequences -> {r['scores_path']}{rate}")
 
 
 def _write_topk(cfg, out: str) -> None:

@@ -12,9 +12,11 @@ PIP=("$VPY" -m pip install -q --disable-pip-version-check)
 if ! "$VPY" -c "import torch" 2>/dev/null; then
   "${PIP[@]}" torch==2.13.0 || "${PIP[@]}" torch
 fi
-# build tools + runtime deps (torch is already there, so nothing pulls another torch)
+# build tools + runtime deps (torch is already there, so nothing pulls another torch); numpy and matplotlib pinned:
+# their shipped files are part of the real-text study's corpus (mda_fast/data/sources.py)
 "${PIP[@]}" "scikit-build-core>=0.10" "pybind11>=2.12" ninja "cmake>=3.24" \
-  "numpy>=1.24" "transformers>=4.40,<6" "safetensors>=0.4" "tqdm>=4.60" "tokenizers>=0.15" "matplotlib>=3.7"
+  "numpy==2.4.6" "transformers>=4.40,<6" "safetensors>=0.4" "tqdm>=4.60" "tokenizers>=0.15" \
+  "matplotlib==3.11.2"
 if [ "${1:-}" = "--test" ]; then
   "${PIP[@]}" "pytest>=8" "pytest-xdist>=3" "hypothesis==6.170.17" "ruff==0.17.6" "accelerate>=0.31" "einops>=0.8" "einconv>=0.1" "opt-einsum>=3.3"
   # kronfluence declares torchvision, which would pull CUDA torch: install it without its declared deps
