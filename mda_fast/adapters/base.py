@@ -140,13 +140,19 @@ class ModelAdapter(abc.ABC):
     def lean_begin(self, model, input_ids: torch.Tensor, compile: bool = False):
         """``(h, state)``: the embedded inputs and whatever the layers share (rotary tables); run without grad.
         With ``compile``, the layers may run ``torch.compile``d pieces (same arithmetic up to fp rounding)."""
-        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
+        raise UnsupportedModelError(
+            f"{type(self).__name__} has no lean forward (lean_supports is False); expected capture to use HF's forward"
+        )
 
     def lean_layer(self, model, layer: int, h: torch.Tensor, state, tap: Tap, grad_heads) -> torch.Tensor:
         """One layer on ``h``; every module output passes ``tap``; ``grad_heads(layer, qkv) -> set | None`` says
         which heads' attention needs autograd (None: all)."""
-        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
+        raise UnsupportedModelError(
+            f"{type(self).__name__} has no lean forward (lean_supports is False); expected capture to use HF's forward"
+        )
 
     def lean_end(self, model, h: torch.Tensor):
         """``(hidden, lm_weight)``: the final hidden states and the bias-free unembedding ``[vocab, d_model]``."""
-        raise NotImplementedError(f"{type(self).__name__} has no lean forward")
+        raise UnsupportedModelError(
+            f"{type(self).__name__} has no lean forward (lean_supports is False); expected capture to use HF's forward"
+        )
