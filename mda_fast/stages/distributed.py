@@ -232,8 +232,8 @@ def _run_ranks(out, devices, root, logs, args, n, resume, progress, max_restarts
 
 
 def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
-    """(rank, exit code, last log line) of the rank that failed first: a rank killed by a signal, else one whose
-    error is its own (not another rank's failure relayed by the status exchange or a dropped connection)."""
+    """(rank, exit code, last log line) of the rank that failed first: a rank killed by a signal (other than the
+    launcher's SIGTERM), else one whose error is its own (not another rank's failure relayed by the status exchange or a dropped connection)."""
 
     def last_line(r):
         try:
@@ -248,7 +248,11 @@ def _root_cause(failures: dict, logs: list[str]) -> tuple[int, int, str]:
             " failed: " in text and "rank " in text or "Connection closed by peer" in text or "Connection reset" in text
         )
 
-    ranks = sorted(failures, key=lambda r: (failures[r].exitcode >= 0, relayed(r), failures[r].timestamp, r))
+    # a SIGTERM is how the launcher stops the other ranks once one has failed: rank those after any other signal
+    ranks = sorted(
+        failures,
+        key=lambda r: (failures[r].exitcode >= 0, failures[r].exitcode == -15, relayed(r), failures[r].timestamp, r),
+    )
     r = ranks[0]
     code = failures[r].exitcode
     return r, code, last_line(r) if code >= 0 else f"killed by signal {-code}"
