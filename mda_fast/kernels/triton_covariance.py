@@ -17,27 +17,15 @@ import triton
 import triton.language as tl
 
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision
+from .triton_tile import compile_configs, g_tile, precision, signature
 
 # Rows per program are a multiple of this (every config's BLOCK_R divides it).
 ROW_QUANTUM = 256
 
 
-def _covariance_kernel(
-    X,
-    M,
-    Acc,
-    R,
-    d_in,
-    D,
-    rows_per_split,
-    HAS_MASK: tl.constexpr,
-    BIAS: tl.constexpr,
-    UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-):
+def _covariance_kernel(X, M, Acc, R, d_in, D, rows_per_split, HAS_MASK: tl.constexpr, BIAS: tl.constexpr,
+                       UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_D: tl.constexpr,
+                       BLOCK_R: tl.constexpr):  # fmt: skip
     n_tiles = (D + BLOCK_D - 1) // BLOCK_D
     tile = tl.program_id(0)
     pid_i = tile // n_tiles
@@ -47,24 +35,9 @@ def _covariance_kernel(
         offs_j = pid_j * BLOCK_D + tl.arange(0, BLOCK_D)
         r_begin = tl.program_id(1).to(tl.int64) * rows_per_split
         r_end = tl.minimum(r_begin + rows_per_split, R)
-        acc = g_tile(
-            tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32),
-            X,
-            X,
-            M,
-            r_begin,
-            r_end,
-            d_in,
-            d_in,
-            offs_i,
-            offs_j,
-            HAS_MASK,
-            BIAS,
-            BIAS,
-            UPCAST,
-            PRECISION,
-            BLOCK_R,
-        )
+        acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+        acc = g_tile(acc, X, X, M, r_begin, r_end, d_in, d_in, offs_i, offs_j, HAS_MASK, BIAS, BIAS, UPCAST,
+                     PRECISION, BLOCK_R)  # fmt: skip
         ij_ok = (offs_i < D)[:, None] & (offs_j < D)[None, :]
         tl.atomic_add(Acc + offs_i[:, None] * D + offs_j[None, :], acc, mask=ij_ok)
         if pid_j != pid_i:
@@ -122,19 +95,8 @@ def covariance_accumulate(acc: torch.Tensor, X: torch.Tensor, mask: torch.Tensor
     rows = rows_per_split(R, D, X.device)
     m = mask if mask is not None else acc  # dummy pointer when HAS_MASK is False
     grid = lambda META: (triton.cdiv(D, META["BLOCK_D"]) ** 2, triton.cdiv(R, rows))
-    fn[grid](
-        X,
-        m,
-        acc,
-        R,
-        d_in,
-        D,
-        rows,
-        HAS_MASK=mask is not None,
-        BIAS=bool(bias),
-        UPCAST=interpret,
-        PRECISION=precision(X.dtype),
-    )
+    fn[grid](X, m, acc, R, d_in, D, rows, HAS_MASK=mask is not None, BIAS=bool(bias), UPCAST=interpret,
+             PRECISION=precision(X.dtype))  # fmt: skip
     return acc
 
 
@@ -142,15 +104,7 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
     for dt in dtypes:
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {
-                "X": "*" + dt,
-                "M": "*fp32",
-                "Acc": "*fp32",
-                "R": "i64",
-                "d_in": "i32",
-                "D": "i32",
-                "rows_per_split": "i32",
-            }
+            sig = signature(_covariance_kernel, dt, tokens="X", fp32="M Acc", i64="R")
             const = dict(
                 HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION="ieee" if dt == "fp32" else "tf32", **cfg.kwargs
             )

@@ -27,95 +27,35 @@ import triton.language as tl
 
 from . import reference
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
+from .triton_tile import compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
 _CHUNK_BYTES = 512 * 2**20
 
 
-def _eigen_sq_kernel(
-    Xr,
-    Yr,
-    M,
-    Acc,
-    N,
-    T,
-    d_out,
-    D_in,
-    samples_per_split,
-    HAS_MASK: tl.constexpr,
-    UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-):
+def _eigen_sq_kernel(Xr, Yr, M, Acc, N, T, d_out, D_in, samples_per_split, HAS_MASK: tl.constexpr,
+                     UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+                     BLOCK_T: tl.constexpr):  # fmt: skip
     _, _, offs_o, offs_i = tile_offsets(tl.program_id(0), D_in, BLOCK_O, BLOCK_I)
     n_begin = tl.program_id(1).to(tl.int64) * samples_per_split
     n_end = tl.minimum(n_begin + samples_per_split, N)
     sq = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
     for n in range(n_begin, n_end):
-        g = g_tile(
-            tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
-            Yr,
-            Xr,
-            M,
-            n * T,
-            n * T + T,
-            d_out,
-            D_in,
-            offs_o,
-            offs_i,
-            HAS_MASK,
-            False,
-            False,
-            UPCAST,
-            PRECISION,
-            BLOCK_T,
-        )
+        g = sample_g_tile(Yr, Xr, M, n, T, d_out, D_in, offs_o, offs_i, HAS_MASK, False, UPCAST, PRECISION,
+                          BLOCK_O, BLOCK_I, BLOCK_T)  # fmt: skip
         sq += g * g
     tl.atomic_add(
         Acc + offs_o[:, None] * D_in + offs_i[None, :], sq, mask=(offs_o < d_out)[:, None] & (offs_i < D_in)[None, :]
     )
 
 
-def _grad_kernel(
-    X,
-    Y,
-    M,
-    G,
-    T,
-    d_in,
-    d_out,
-    D_in,
-    HAS_MASK: tl.constexpr,
-    BIAS: tl.constexpr,
-    UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-):
+def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in, HAS_MASK: tl.constexpr, BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                 PRECISION: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+                 BLOCK_T: tl.constexpr):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
     _, _, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
-    g = g_tile(
-        tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
-        Y,
-        X,
-        M,
-        n * T,
-        n * T + T,
-        d_out,
-        d_in,
-        offs_o,
-        offs_i,
-        HAS_MASK,
-        False,
-        BIAS,
-        UPCAST,
-        PRECISION,
-        BLOCK_T,
-    )
+    g = sample_g_tile(Y, X, M, n, T, d_out, d_in, offs_o, offs_i, HAS_MASK, BIAS, UPCAST, PRECISION, BLOCK_O, BLOCK_I,
+                      BLOCK_T)  # fmt: skip
     tl.store(
         G + (n * d_out + offs_o[:, None]) * D_in + offs_i[None, :],
         g,
@@ -179,20 +119,8 @@ def _tokens_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
             triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
             triton.cdiv(n, per_split),
         )
-        sq_kernel[grid](
-            Xr,
-            Yr,
-            m,
-            acc,
-            n,
-            T,
-            d_out,
-            D_in,
-            per_split,
-            HAS_MASK=mask is not None,
-            UPCAST=interpret,
-            PRECISION=precision(Xr.dtype),
-        )
+        sq_kernel[grid](Xr, Yr, m, acc, n, T, d_out, D_in, per_split, HAS_MASK=mask is not None, UPCAST=interpret,
+                        PRECISION=precision(Xr.dtype))  # fmt: skip
     return acc
 
 
@@ -207,20 +135,8 @@ def per_sample_grads(X, Y, mask=None, bias=False):
     _, grad_kernel = _build(interpret)
     m = mask if mask is not None else G  # dummy pointer when HAS_MASK is False
     grid = lambda META: (N, triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]))
-    grad_kernel[grid](
-        X,
-        Y,
-        m,
-        G,
-        T,
-        d_in,
-        d_out,
-        D_in,
-        HAS_MASK=mask is not None,
-        BIAS=bool(bias),
-        UPCAST=interpret,
-        PRECISION=precision(X.dtype),
-    )
+    grad_kernel[grid](X, Y, m, G, T, d_in, d_out, D_in, HAS_MASK=mask is not None, BIAS=bool(bias), UPCAST=interpret,
+                      PRECISION=precision(X.dtype))  # fmt: skip
     return G
 
 
@@ -263,28 +179,9 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     for dt in dtypes:
         prec = "ieee" if dt == "fp32" else "tf32"
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {
-                "Xr": "*" + dt,
-                "Yr": "*" + dt,
-                "M": "*fp32",
-                "Acc": "*fp32",
-                "N": "i32",
-                "T": "i32",
-                "d_out": "i32",
-                "D_in": "i32",
-                "samples_per_split": "i32",
-            }
+            sig = signature(_eigen_sq_kernel, dt, tokens="Xr Yr", fp32="M Acc")
             const = dict(HAS_MASK=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
             yield f"eigen_sq[{dt}]", _eigen_sq_kernel, sig, const, cfg
-            sig = {
-                "X": "*" + dt,
-                "Y": "*" + dt,
-                "M": "*fp32",
-                "G": "*fp32",
-                "T": "i32",
-                "d_in": "i32",
-                "d_out": "i32",
-                "D_in": "i32",
-            }
+            sig = signature(_grad_kernel, dt, tokens="X Y", fp32="M G")
             const = dict(HAS_MASK=True, BIAS=True, UPCAST=False, PRECISION=prec, **cfg.kwargs)
             yield f"grad[{dt}]", _grad_kernel, sig, const, cfg

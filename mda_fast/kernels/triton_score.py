@@ -19,56 +19,20 @@ import triton
 import triton.language as tl
 
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision, tile_configs, tile_offsets
+from .triton_tile import compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32
 _FINE_I = 32
 
 
-def _score_kernel(
-    X,
-    Y,
-    P,
-    M,
-    Part,
-    T,
-    d_in,
-    d_out,
-    D_in,
-    K,
-    cell_offset,
-    part_cells,
-    HAS_MASK: tl.constexpr,
-    BIAS: tl.constexpr,
-    UPCAST: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_O: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    FINE_O: tl.constexpr,
-    FINE_I: tl.constexpr,
-):
+def _score_kernel(X, Y, P, M, Part, T, d_in, d_out, D_in, K, cell_offset, part_cells, HAS_MASK: tl.constexpr,
+                  BIAS: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_O: tl.constexpr,
+                  BLOCK_I: tl.constexpr, BLOCK_T: tl.constexpr, FINE_O: tl.constexpr, FINE_I: tl.constexpr):  # fmt: skip
     n = tl.program_id(0).to(tl.int64)
     pid_o, pid_i, offs_o, offs_i = tile_offsets(tl.program_id(1), D_in, BLOCK_O, BLOCK_I)
-    acc = g_tile(
-        tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32),
-        Y,
-        X,
-        M,
-        n * T,
-        n * T + T,
-        d_out,
-        d_in,
-        offs_o,
-        offs_i,
-        HAS_MASK,
-        False,
-        BIAS,
-        UPCAST,
-        PRECISION,
-        BLOCK_T,
-    )
+    acc = sample_g_tile(Y, X, M, n, T, d_out, d_in, offs_o, offs_i, HAS_MASK, BIAS, UPCAST, PRECISION, BLOCK_O,
+                        BLOCK_I, BLOCK_T)  # fmt: skip
     # Partial sums live on a fixed grid of FINE_O x FINE_I cells (independent of the config): the program stores its
     # sum in the first cell of its tile and zeros in the other cells it covers, so every cell is written once.
     SUB_O: tl.constexpr = BLOCK_O // FINE_O
@@ -143,26 +107,9 @@ def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
             N,
             triton.cdiv(d_out, META["BLOCK_O"]) * triton.cdiv(D_in, META["BLOCK_I"]),
         )
-        fn[grid](
-            b.X,
-            b.Y,
-            b.P,
-            m,
-            part,
-            T,
-            d_in,
-            d_out,
-            D_in,
-            K,
-            off,
-            total,
-            HAS_MASK=mask is not None,
-            BIAS=bool(b.bias),
-            UPCAST=interpret,
-            PRECISION=precision(b.X.dtype),
-            FINE_O=_FINE_O,
-            FINE_I=_FINE_I,
-        )
+        fn[grid](b.X, b.Y, b.P, m, part, T, d_in, d_out, D_in, K, off, total, HAS_MASK=mask is not None,
+                 BIAS=bool(b.bias), UPCAST=interpret, PRECISION=precision(b.X.dtype), FINE_O=_FINE_O,
+                 FINE_I=_FINE_I)  # fmt: skip
     return part.sum(1)
 
 
@@ -170,20 +117,7 @@ def compile_specs(all_configs: bool, dtypes=("bf16", "fp16", "fp32")):
     """(name, kernel fn, signature, constexprs, config) tuples for `triton_backend.compile_check`."""
     for dt in dtypes:
         for cfg in compile_configs(_configs(False), all_configs):
-            sig = {
-                "X": "*" + dt,
-                "Y": "*" + dt,
-                "P": "*fp32",
-                "M": "*fp32",
-                "Part": "*fp32",
-                "T": "i32",
-                "d_in": "i32",
-                "d_out": "i32",
-                "D_in": "i32",
-                "K": "i32",
-                "cell_offset": "i32",
-                "part_cells": "i32",
-            }
+            sig = signature(_score_kernel, dt, tokens="X Y", fp32="P M Part")
             const = dict(
                 HAS_MASK=True,
                 BIAS=True,

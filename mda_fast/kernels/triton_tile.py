@@ -12,6 +12,8 @@ check it, ``triton_backend.interpret_mode``).
 
 from __future__ import annotations
 
+import inspect
+
 import triton
 import triton.language as tl
 
@@ -65,6 +67,26 @@ def g_tile(
             a = (a.to(tl.float32) * m[None, :]).to(b.dtype)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
+
+
+@triton.jit
+def sample_g_tile(Y, X, M, n, T, d_out, d_in, offs_o, offs_i, HAS_MASK: tl.constexpr, BIAS: tl.constexpr,
+                  UPCAST: tl.constexpr, PRECISION: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
+                  BLOCK_T: tl.constexpr):  # fmt: skip
+    """The [BLOCK_O, BLOCK_I] tile (offs_o, offs_i) of sample n's G_n = Σ_t m_t y_t x̃_tᵀ (rows n·T .. n·T + T)."""
+    acc = tl.zeros([BLOCK_O, BLOCK_I], dtype=tl.float32)
+    return g_tile(acc, Y, X, M, n * T, n * T + T, d_out, d_in, offs_o, offs_i, HAS_MASK, False, BIAS, UPCAST,
+                  PRECISION, BLOCK_T)  # fmt: skip
+
+
+def signature(kernel, dt: str, tokens: str, fp32: str, i64: str = "") -> dict:
+    """``kernel``'s `ASTSource` signature in argument order: the names in ``tokens`` point to the token dtype ``dt``
+    ("bf16", "fp16", "fp32"), those in ``fp32`` to fp32, those in ``i64`` are int64, every other runtime argument
+    int32 (the ``tl.constexpr`` ones are not part of it)."""
+    kinds = {**{k: "*" + dt for k in tokens.split()}, **{k: "*fp32" for k in fp32.split()}}
+    kinds.update({k: "i64" for k in i64.split()})
+    params = inspect.signature(kernel).parameters.values()
+    return {p.name: kinds.get(p.name, "i32") for p in params if "constexpr" not in str(p.annotation)}
 
 
 def precision(dtype) -> str:
