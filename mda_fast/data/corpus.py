@@ -49,7 +49,7 @@ from ..config.schema import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
 from .classify import CATEGORIES, SKIP, check_overrides, classify
-from .corpus_tokenizer import NEOX_REPOS, resolve_tokenizer  # noqa: F401 (re-exported)
+from .corpus_tokenizer import NEOX_REPOS, file_sha256, resolve_tokenizer  # noqa: F401 (re-exported)
 from .megatron import write_megatron
 from .megatron_shards import shard_files, strip_prefix
 from .packing import pack_documents, row_fractions
@@ -396,3 +396,11 @@ def load_overrides(path: str) -> dict:
     if not isinstance(doc, dict):
         raise ConfigError(f"--map {path}: expected a table of pattern = category, got {type(doc).__name__}")
     return check_overrides(doc, f"--map {path}")
+
+
+def corpus_fingerprint(prefix: str) -> str:
+    """SHA-256 over the token file, the index and the category sidecar's array: equal for equal corpora."""
+    h = hashlib.sha256()
+    for ext in (".bin", ".idx", ".categories.npy"):
+        h.update(file_sha256(prefix + ext).encode())
+    return h.hexdigest()

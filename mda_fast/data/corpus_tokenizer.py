@@ -25,6 +25,7 @@ NEOX_REPOS = (
 
 
 def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -18,6 +18,7 @@ import os
 from typing import Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from . import ops
 from .backends import BACKENDS, available_backends, is_available
@@ -105,12 +106,8 @@ def select_backend(
 
 
 def covariance_accumulate(
-    acc: torch.Tensor,
-    X: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    bias: bool = False,
-    backend: Optional[str] = None,
-) -> torch.Tensor:
+    acc: Tensor, X: Tensor, mask: Optional[Tensor] = None, bias: bool = False, backend: Optional[str] = None
+) -> Tensor:
     """acc [D, D] += Σ_n Σ_t m_{n,t} x̃_{n,t} x̃_{n,t}ᵀ with x̃ = [x, 1] when ``bias``; returns acc."""
     validate_covariance(acc, X, mask, bias)
     N, T, d = X.shape
@@ -120,9 +117,7 @@ def covariance_accumulate(
     return acc
 
 
-def score_blocks(
-    blocks: Sequence[BlockInput], mask: Optional[torch.Tensor] = None, backend: Optional[str] = None
-) -> torch.Tensor:
+def score_blocks(blocks: Sequence[BlockInput], mask: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """S [N, K] = Σ_b ⟨P_b[k], G_b,n⟩ with G_b,n = Σ_t m_t y_t x̃_tᵀ; fp32 (float64 on float64 inputs)."""
     blocks = validate_blocks(blocks, mask)
     X0 = blocks[0].X
@@ -138,27 +133,14 @@ def score_blocks(
 
 
 def score(
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    P: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    bias: bool = False,
-    backend: Optional[str] = None,
-) -> torch.Tensor:
+    X: Tensor, Y: Tensor, P: Tensor, mask: Optional[Tensor] = None, bias: bool = False, backend: Optional[str] = None
+) -> Tensor:
     """S [N, K], S[n, k] = ⟨P_k, G_n⟩ for one block (P [K, d_out, d_in + bias] fp32)."""
     return score_blocks([BlockInput(X, Y, P, bias)], mask, backend)
 
 
-def eigen_sq_accumulate(
-    acc: torch.Tensor,
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    Q_S: torch.Tensor,
-    Q_A: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    bias: bool = False,
-    backend: Optional[str] = None,
-) -> torch.Tensor:
+def eigen_sq_accumulate(acc: Tensor, X: Tensor, Y: Tensor, Q_S: Tensor, Q_A: Tensor, mask: Optional[Tensor] = None,
+                        bias: bool = False, backend: Optional[str] = None) -> Tensor:  # fmt: skip
     """acc [d_out, D] += Σ_n (Q_Sᵀ G_n Q_A)² (element-wise square); returns acc."""
     validate_eigen_sq(acc, X, Y, Q_S, Q_A, mask, bias)
     N, T, d_in = X.shape

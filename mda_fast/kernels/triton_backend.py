@@ -78,16 +78,9 @@ def score(
     return score_blocks([SimpleNamespace(X=X, Y=Y, P=P, bias=bias)], mask)
 
 
-def eigen_sq_accumulate(
-    acc: torch.Tensor,
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    Q_S: torch.Tensor,
-    Q_A: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    bias: bool = False,
-    route: str | None = None,
-) -> torch.Tensor:
+def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor, Q_A: torch.Tensor,
+                        mask: torch.Tensor | None = None, bias: bool = False,
+                        route: str | None = None) -> torch.Tensor:  # fmt: skip
     """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None picks "tokens" (A) or "grads" (B) by FLOP count."""
     from . import triton_eigen_sq
 

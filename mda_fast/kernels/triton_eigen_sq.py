@@ -27,7 +27,7 @@ import triton.language as tl
 
 from . import reference
 from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
+from .triton_tile import TABLE, compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
 _CHUNK_BYTES = 512 * 2**20
@@ -63,15 +63,8 @@ def _grad_kernel(X, Y, M, G, T, d_in, d_out, D_in, HAS_MASK: tl.constexpr, BIAS:
     )
 
 
-_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
-    (32, 64, 64, 4, 4),
-    (64, 64, 64, 4, 4),
-    (64, 128, 32, 4, 4),
-    (64, 128, 64, 8, 3),
-    (128, 64, 64, 8, 3),
-    (128, 128, 32, 8, 3),
-    (128, 128, 64, 8, 3),
-]
+# the eigen-squared and gradient kernels tune over the shared table less its 32x128 and 64x256 tiles
+_TABLE = [row for row in TABLE if row[:3] not in ((32, 128, 64), (64, 256, 32))]
 
 
 def _configs(interpret: bool):
@@ -152,16 +145,8 @@ def _grads_route(acc, X, Y, Q_S, Q_A, mask, bias, interpret):
     return acc
 
 
-def eigen_sq_accumulate(
-    acc: torch.Tensor,
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    Q_S: torch.Tensor,
-    Q_A: torch.Tensor,
-    mask: torch.Tensor | None,
-    bias: bool,
-    route: str | None = None,
-) -> torch.Tensor:
+def eigen_sq_accumulate(acc: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, Q_S: torch.Tensor, Q_A: torch.Tensor,
+                        mask: torch.Tensor | None, bias: bool, route: str | None = None) -> torch.Tensor:  # fmt: skip
     """acc [d_out, D_in] fp32 += Σ_n (Q_Sᵀ G_n Q_A)²; route None | "tokens"/"A" | "grads"/"B"; returns acc."""
     interpret = interpret_mode()
     N, T, d_in = X.shape

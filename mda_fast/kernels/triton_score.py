@@ -53,21 +53,8 @@ def _score_kernel(X, Y, P, M, Part, T, d_in, d_out, D_in, K, cell_offset, part_c
         tl.store(cell + k, tl.where(first, s, 0.0), mask=cell_ok)
 
 
-_TABLE = [  # (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages)
-    (32, 64, 64, 4, 4),
-    (32, 128, 64, 4, 4),
-    (64, 64, 64, 4, 4),
-    (64, 128, 32, 4, 4),
-    (64, 128, 64, 8, 3),
-    (128, 64, 64, 8, 3),
-    (128, 128, 32, 8, 3),
-    (128, 128, 64, 8, 3),
-    (64, 256, 32, 8, 3),
-]
-
-
 def _configs(interpret: bool):
-    return tile_configs(interpret, _TABLE)
+    return tile_configs(interpret)
 
 
 @functools.cache

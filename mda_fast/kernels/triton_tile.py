@@ -96,7 +96,21 @@ def precision(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def tile_configs(interpret: bool, table):
+#: Autotune rows (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages) of the G-tile kernels.
+TABLE = [
+    (32, 64, 64, 4, 4),
+    (32, 128, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+    (64, 128, 32, 4, 4),
+    (64, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3),
+    (128, 128, 32, 8, 3),
+    (128, 128, 64, 8, 3),
+    (64, 256, 32, 8, 3),
+]
+
+
+def tile_configs(interpret: bool, table=TABLE):
     """Autotune configs of a G-tile kernel from (BLOCK_O, BLOCK_I, BLOCK_T, warps, stages) rows; one small
     config in interpreter mode."""
     if interpret:

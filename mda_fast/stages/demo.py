@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from ..config import Config, fields_for, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
-from ..study.findings import findings, findings_text, intervention_findings
-from .analyze import run_analyze
+from ..study.findings import findings_text, intervention_findings
 from .checks import validate
-from .fit import run_fit
-from .inputs import load_targets
 from .intervene import run_intervene
-from .io import OutputLock, read_json, write_json
+from .io import OutputLock, write_json
 from .localize import run_localize
 from .report import run_report
-from .score import run_score
+from .runs import Stages, analyze, attribution_summary, finish, fit_and_score, log_window, refuse_other_config
 from .train import latest_checkpoint, stop_step, train_base  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -67,17 +63,6 @@ def choose_window(cfg, loc: dict) -> dict:
 DEMO_STATE = "demo.json"
 
 
-def _differences(a: dict, b: dict, where: str = "") -> list:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k != "mix":
-            out += _differences(va, vb, f"{where}{k}.")
-        elif va != vb:
-            out.append(f"{where}{k}: {va!r} -> {vb!r}")
-    return out
-
-
 def check_demo_out(cfg: Config, out: str) -> None:
     """A demo ``--out`` that holds an earlier demo continues it only with the same config (every stage reuses
     the outputs it finds); a different one is refused, naming the keys that differ."""
@@ -88,83 +73,37 @@ def check_demo_out(cfg: Config, out: str) -> None:
                 f"--out {out} holds a demo corpus but no {DEMO_STATE} (from another version); use a fresh --out"
             )
         return
-    before = read_json(path)["config"]
-    diff = _differences(before, cfg.to_dict())
-    if diff:
-        raise ConfigError(
-            f"--out {out} holds a demo run made with another config ({'; '.join(diff[:4])}"
-            + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
-            + "); use a fresh --out, or the "
-            "same --set values to continue it"
-        )
+    refuse_other_config(out, DEMO_STATE, cfg, "demo run")
 
 
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:
     """The whole demo into ``out``; rerunning the same command continues an interrupted demo."""
-
-    t0 = time.perf_counter()
+    stage = Stages()
     cfg = load_config(resolve_config_arg(config_path) if config_path else packaged_config("demo"), overrides)
     validate("demo", cfg, out)
     check_demo_out(cfg, out)
     with OutputLock(out):
         if not os.path.exists(os.path.join(out, DEMO_STATE)):
             write_json(os.path.join(out, DEMO_STATE), {"config": cfg.to_dict()})
-        return _run_stages(cfg, out, progress, t0)
+        return _run_stages(cfg, out, progress, stage)
 
 
-def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
-    timings = {}
-
-    def stage(name, fn, *a, **k):
-        s = time.perf_counter()
-        logger.info("\n== %s ==", name)
-        r = fn(*a, **k)
-        timings[name] = round(time.perf_counter() - s, 2)
-        return r
-
+def _run_stages(cfg: Config, out: str, progress: bool, stage: Stages) -> dict:
     stage("corpus", prepare_corpus, cfg, out, progress)
     stage("train", train_base, cfg, out, progress)
     loc = stage("localize", run_localize, cfg, out, progress)
     win = choose_window(cfg, loc)
-    logger.info(
-        f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} at the "
-        f"last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}..{win['window'][1]}"
-    )
-    stage("fit", run_fit, cfg, out, progress)
-    sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
-    res = stage("analyze", run_analyze, cfg, out, progress)
-    targets, _ = load_targets(out)
-    found = findings(res, targets)
+    log_window(win)
+    sc = fit_and_score(stage, cfg, out, progress)
+    _, targets, found = analyze(stage, cfg, out, progress)
     interventions = None
     if cfg.intervene.enabled:
         interventions = stage("intervene", run_intervene, cfg, out, progress=progress)
     write_json(os.path.join(out, "config.resolved.json"), cfg.to_dict())
     report = stage("report", run_report, cfg, out, interventions=interventions)
-    ind = [[h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"] if h["role"] == "induction"]
-    summary = {
-        "induction_heads": ind,
-        "control_heads": [[h["layer"], h["head"], h["prev_token"]] for h in targets["heads"] if h["role"] == "control"],
-        "emergence_step": win["emergence_step"],
-        "window": win["window"],
-        "n_scored": sc["n_scored"],
-        "top_share": found["top_share"],
-        "top_frac": found["top_frac"],
-        "power_law": {k: found["power_law"][k] for k in ("exponent", "r2")}
-        if found.get("power_law") and "exponent" in found["power_law"]
-        else None,
-        "category_enrichment": found.get("category_enrichment"),
-        "overlap": found["overlap"],
-        "findings": findings_text(found),
-        "scoring_seq_per_s": sc["seq_per_s"],
-        "stage_seconds": timings,
-        "elapsed_s": round(time.perf_counter() - t0, 2),
-        "report": os.path.abspath(report),
-    }
+    summary = attribution_summary(targets, win, sc, found)
+    summary.update(category_enrichment=found.get("category_enrichment"), findings=findings_text(found))
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
         summary["findings"] += intervention_findings(interventions)
-    write_json(os.path.join(out, "summary.json"), summary)
-    logger.info(
-        "\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"])
-    )
-    return summary
+    return finish(out, summary, stage, report)

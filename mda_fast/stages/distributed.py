@@ -181,7 +181,7 @@ def _run_ranks(out, devices, root, logs, args, n, resume, progress, max_restarts
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     from tqdm.auto import tqdm
 
-    from .shards import ShardFailed, _progress
+    from .shards import ShardFailed, shard_progress
 
     k = len(devices)
     env = _launch_env(devices, root)
@@ -196,13 +196,13 @@ def _run_ranks(out, devices, root, logs, args, n, resume, progress, max_restarts
         monitor_interval=0.2,
         start_method="spawn",
     )
-    done0 = sum(_progress(out, (i, k)) for i in range(k)) if resume else 0
+    done0 = sum(shard_progress(out, (i, k)) for i in range(k)) if resume else 0
     stop = threading.Event()
 
     def watch(bar):
         seen = bar.n
         while not stop.wait(poll_s):
-            now = sum(_progress(out, (i, k)) for i in range(k))
+            now = sum(shard_progress(out, (i, k)) for i in range(k))
             if now > seen:
                 bar.update(now - seen)
                 seen = now

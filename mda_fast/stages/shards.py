@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MdaFastError, StateError
+from .distributed import launch  # noqa: F401  (``score --devices``: one torchrun rank per device, rank 0 merges)
 from .inputs import open_data
 from .io import SCORE_ARRAYS, read_json, score_dir, write_json
 from .score import score_fingerprint, score_window, shard_range
@@ -57,7 +58,8 @@ def parse_devices(text: str) -> list[str]:
     return devices
 
 
-def _progress(out: str, shard) -> int:
+def shard_progress(out: str, shard) -> int:
+    """How many samples shard ``(i, k)`` of ``out`` has scored (0 before it starts)."""
     path = os.path.join(score_dir(out, shard), "progress.json")
     try:
         return int(read_json(path)["n_done"])
@@ -108,21 +110,3 @@ def merge(cfg, out: str, k: int) -> dict:
         {"n_done": n, "n_total": n, "fingerprint": score_fingerprint(cfg, out, names["target_names"]), "shards": k},
     )
     return {"n_scored": n, "scores_path": os.path.join(d, "scores.npy"), "target_names": names["target_names"]}
-
-
-def launch(
-    cfg,
-    out: str,
-    devices: list[str],
-    resume: bool = False,
-    progress: bool = True,
-    max_restarts: int = 0,
-    poll_s: float = 0.5,
-) -> dict:
-    """Score the window with one torchrun rank per entry of ``devices`` on this machine: the ranks score their
-    shards and rank 0 merges them (``stages.distributed.launch``; the same code as ``torchrun ... score``)."""
-    from .distributed import launch as torchrun_launch
-
-    return torchrun_launch(
-        cfg, out, devices, resume=resume, progress=progress, max_restarts=max_restarts, poll_s=poll_s
-    )

@@ -20,28 +20,22 @@ rerunning the same command continues an interrupted study; a different config on
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
-import time
-
-import numpy as np
 
 from ..config import Config, load_config, packaged_config, resolve_config_arg
-from ..errors import ConfigError, DataError
-from ..study.findings import findings, findings_text, intervention_findings
-from .analyze import run_analyze
+from ..data.corpus import corpus_fingerprint  # noqa: F401 (re-exported)
+from ..errors import ConfigError
+from ..study.findings import findings_text, intervention_findings
 from .checks import check_preset, validate
-from .demo import _differences, choose_window
-from .fit import run_fit
-from .inputs import load_targets
+from .demo import choose_window
 from .intervene import run_intervene
 from .io import OutputLock, read_json, write_json
 from .localize import run_localize
 from .report import run_report
-from .score import run_score
+from .runs import Stages, analyze, attribution_summary, finish, fit_and_score, log_window, refuse_other_config
+from .study_corpus import prepare_real_corpus
+from .study_measures import enrichment_with_spread, icl_curve
 from .train import train_base
 
 logger = logging.getLogger(__name__)
@@ -78,200 +72,6 @@ QUICK = [
 ]
 
 
-# ------------------------------------------------------------------------------------------------ corpus
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def corpus_fingerprint(prefix: str) -> str:
-    """SHA-256 over the token file, the index and the category sidecar's array: equal for equal corpora."""
-    h = hashlib.sha256()
-    for ext in (".bin", ".idx", ".categories.npy"):
-        h.update(_sha256_file(prefix + ext).encode())
-    return h.hexdigest()
-
-
-def prepare_real_corpus(cfg: Config, out: str, progress: bool = True) -> dict:
-    """Snapshot the sources, build and shuffle the corpus at ``OUT/data/corpus`` (skipped when its manifest exists);
-    sets ``data.path``/``data.seq_len`` and caps ``train.total_steps`` to the rows before the held-out tail.
-    Returns the manifest."""
-    from ..data.categories import load_category_sidecar, write_category_sidecar
-    from ..data.corpus import CorpusConfig, build_corpus
-    from ..data.megatron import write_megatron
-    from ..data.pythia import PythiaBatches
-    from ..data.sources import environment_versions, snapshot_sources
-
-    c, st = cfg.corpus, cfg.study
-    data_dir = os.path.join(out, "data")
-    prefix = os.path.join(data_dir, "corpus")
-    man_path = prefix + ".manifest.json"
-    if not os.path.exists(man_path):
-        tmp = os.path.join(data_dir, "tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        src_dir = os.path.join(tmp, "sources")
-        os.makedirs(src_dir)
-        records = snapshot_sources(dict(st.sources), src_dir, st.max_file_bytes)
-        roots = [os.path.join(src_dir, r["name"]) for r in records]
-        staged = os.path.join(tmp, "packed")
-        m = build_corpus(
-            roots,
-            staged,
-            CorpusConfig(tokenizer="bytes", seq_len=c.seq_len, packing=c.packing, max_file_bytes=st.max_file_bytes),
-            progress=progress,
-        )
-        b = PythiaBatches(staged, batch_size=1, seq_len=c.seq_len)
-        rows = np.asarray(b.rows(np.arange(b.n_rows)))
-        order = np.random.default_rng(st.shuffle_seed).permutation(b.n_rows)
-        fr, names = load_category_sidecar(staged)
-        side = read_json(staged + ".categories.json")
-        write_megatron(os.path.join(tmp, "corpus"), rows[order], dtype=rows.dtype)
-        write_category_sidecar(
-            os.path.join(tmp, "corpus"),
-            fr[order],
-            names,
-            **{k: v for k, v in side.items() if k not in ("categories", "n_rows")},
-        )
-        np.save(os.path.join(tmp, "corpus.order.npy"), order)
-        m["roots"] = [f"sources/{r['name']}" for r in records]  # relative to OUT/data (machine-independent)
-        for r in records:
-            r.pop("files")  # every file's hash is in m["files"] (root = the source's index)
-        m["sources"] = records
-        m["environment"] = environment_versions(
-            [r["distribution"] for r in records if r["distribution"] != "python"] + ["torch", "transformers", "numpy"]
-        )
-        m["environment"].pop("stdlib", None)
-        m["shuffle"] = {
-            "seed": st.shuffle_seed,
-            "order": "corpus.order.npy",
-            "order_sha256": hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest(),
-            "note": "row i of the corpus is row order[i] of the packed files (files[].rows count packed rows)",
-        }
-        with open(os.path.join(tmp, "corpus.manifest.json"), "w") as fh:
-            json.dump(m, fh, indent=1)
-        m["fingerprint"] = corpus_fingerprint(os.path.join(tmp, "corpus"))
-        with open(os.path.join(tmp, "corpus.manifest.json"), "w") as fh:
-            json.dump(m, fh, indent=1)
-        for name in (
-            "corpus.bin",
-            "corpus.categories.npy",
-            "corpus.categories.json",
-            "corpus.order.npy",
-            "corpus.idx",
-            "corpus.manifest.json",
-        ):  # the manifest last: it marks a finished corpus
-            os.replace(os.path.join(tmp, name), os.path.join(data_dir, name))
-        shutil.rmtree(os.path.join(data_dir, "sources"), ignore_errors=True)
-        os.replace(src_dir, os.path.join(data_dir, "sources"))
-        shutil.rmtree(tmp, ignore_errors=True)
-    m = read_json(man_path)
-    cfg.data.path, cfg.data.seq_len, cfg.data.tokenizer = prefix, c.seq_len, "bytes"
-    B = cfg.data.batch_size
-    usable = (m["n_rows"] - c.heldout_sequences) // B
-    if usable < cfg.train.window_steps + 1:
-        raise DataError(
-            f"the corpus holds {m['n_rows']} rows: {usable} steps of {B} before the "
-            f"{c.heldout_sequences} held-out rows, fewer than a window of {cfg.train.window_steps}; "
-            f"raise study.sources' caps or lower data.batch_size"
-        )
-    if cfg.train.total_steps > usable:
-        logger.info(
-            f"[study] the corpus holds {usable} training steps: train.total_steps {cfg.train.total_steps} -> {usable}"
-        )
-        cfg.train.total_steps = usable
-    shares = ", ".join(f"{k} {v['share']:.1%}" for k, v in m["totals"].items() if v["share"] > 0)
-    logger.info(
-        f"[study] corpus: {m['n_files']} files from {len(m['sources'])} sources -> {m['n_rows']} rows of "
-        f"{m['seq_len']} bytes; {shares}"
-    )
-    return m
-
-
-# ------------------------------------------------------------------------------------------------ statistics
-
-
-def enrichment_with_spread(out: str, cfg: Config) -> dict:
-    """Category enrichment (share / base rate) of the top and bottom ``analyze.top_frac`` of the primary target's
-    scores, each with the 2.5–97.5% range of the same ratio over ``study.random_sets`` uniformly random sets of
-    the same size (what chance gives)."""
-    from ..data.categories import load_category_sidecar
-    from ..study.stats import category_enrichment
-
-    d = os.path.join(out, "score")
-    s = np.asarray(np.load(os.path.join(d, "scores.npy"), mmap_mode="r")[:, 0], dtype=np.float64)
-    gi = np.asarray(np.load(os.path.join(d, "global_index.npy"), mmap_mode="r"), dtype=np.int64)
-    fr, names = load_category_sidecar(cfg.data.path)
-    rows = np.asarray(fr, np.float64)[gi]
-    n = s.size
-    k = int(np.ceil(cfg.analyze.top_frac * n))
-    order = np.lexsort((np.arange(n), -s))  # descending score, ties by row order
-    rng = np.random.default_rng(cfg.study.shuffle_seed + 1)
-    rand = np.stack([rows[rng.choice(n, k, replace=False)].mean(axis=0) for _ in range(cfg.study.random_sets)])
-    base = rows.mean(axis=0)
-    out_d = {"k": k, "n": n, "random_sets": cfg.study.random_sets, "categories": {}}
-    top = category_enrichment(order[:k], rows, names)
-    bot = category_enrichment(order[-k:], rows, names)
-    for j, c in enumerate(names):
-        if base[j] <= 0:
-            continue
-        lo, hi = np.quantile(rand[:, j] / base[j], [0.025, 0.975])
-        out_d["categories"][c] = {
-            "base_share": float(base[j]),
-            "top_share": top[c]["top_share"],
-            "top_ratio": top[c]["ratio"],
-            "bottom_share": bot[c]["top_share"],
-            "bottom_ratio": bot[c]["ratio"],
-            "random_ratio_95": [float(lo), float(hi)],
-        }
-    return out_d
-
-
-def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
-    """Per base checkpoint: the real-text ICL score (:func:`mda_fast.text_probes.icl_score_text`) and the
-    real-text induction probe's value on the last ``study.icl_rows`` held-out rows, and the best prefix-matching
-    score (from the run's ``eval.jsonl``)."""
-    import torch
-
-    from ..data.pythia import PythiaBatches
-    from ..model import load_pythia
-    from ..text_probes import TextInductionProbe, icl_score_text
-    from ..train import read_jsonl
-
-    path = os.path.join(out, "study", "icl.json")
-    b = PythiaBatches(cfg.data.path, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
-    n = min(cfg.study.icl_rows, cfg.corpus.heldout_sequences)
-    ix = np.arange(b.n_rows - n, b.n_rows)
-    rows = torch.from_numpy(np.asarray(b.rows(ix)).astype(np.int64))
-    steps = sorted(int(x[4:]) for x in os.listdir(run_dir) if x.startswith("step") and x[4:].isdigit())
-    done = read_json(path) if os.path.exists(path) else {"steps": [], "icl": [], "probe_f": []}
-    if done["steps"] == steps:
-        return done
-    pm = {r["step"]: r.get("max_prefix_matching") for r in read_jsonl(os.path.join(run_dir, "eval.jsonl"))}
-    probe = TextInductionProbe(rows=rows, exclude=(0,))
-    res = {
-        "steps": steps,
-        "icl": [],
-        "probe_f": [],
-        "max_prefix_matching": [pm.get(s) for s in steps],
-        "heldout_rows": [int(ix[0]), int(ix[-1])],
-    }
-    torch.manual_seed(0)
-    for s in steps:
-        model = load_pythia(os.path.join(run_dir, f"step{s}"))
-        res["icl"].append(icl_score_text(model, rows, batch_size=16))
-        with torch.no_grad():
-            ids = probe.inputs(model)
-            logits = model(input_ids=ids, use_cache=False).logits
-            res["probe_f"].append(float(probe.objective(model, None, ids, logits, None).double().sum()))
-    write_json(path, res)
-    return res
-
-
 # ------------------------------------------------------------------------------------------------ the study
 
 
@@ -292,14 +92,7 @@ def check_study_out(cfg: Config, out: str) -> None:
         if os.path.isdir(out) and os.path.exists(os.path.join(out, "data", "corpus.manifest.json")):
             raise ConfigError(f"--out {out} holds a corpus but no {STUDY_STATE}; use a fresh --out")
         return
-    diff = _differences(read_json(path)["config"], cfg.to_dict())
-    if diff:
-        raise ConfigError(
-            f"--out {out} holds a study made with another config ({'; '.join(diff[:4])}"
-            + (f"; {len(diff) - 4} more" if len(diff) > 4 else "")
-            + "); use a fresh --out, or the "
-            "same --set values to continue it"
-        )
+    refuse_other_config(out, STUDY_STATE, cfg, "study")
 
 
 def load_study_config(config_path: str | None, overrides: list | None, quick: bool = False) -> Config:
@@ -339,7 +132,7 @@ def run_study(
     out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True, quick: bool = False
 ) -> dict:
     """The whole study into ``out``; rerunning the same command continues an interrupted one."""
-    t0 = time.perf_counter()
+    stage = Stages()
     cfg = load_study_config(config_path, overrides, quick)
     check_study_config(cfg)
     check_study_out(cfg, out)
@@ -349,47 +142,40 @@ def run_study(
     with OutputLock(out):
         if not os.path.exists(os.path.join(out, STUDY_STATE)):
             write_json(os.path.join(out, STUDY_STATE), {"config": as_given, "quick": quick})
-        return _run_stages(cfg, out, progress, t0)
+        return _run_stages(cfg, out, progress, stage)
 
 
-def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
-    timings = {}
-
-    def stage(name, fn, *a, **k):
-        s = time.perf_counter()
-        logger.info("\n== %s ==", name)
-        r = fn(*a, **k)
-        timings[name] = round(time.perf_counter() - s, 2)
-        return r
-
-    manifest = stage("corpus", prepare_real_corpus, cfg, out, progress)
+def _text_probe_rows(cfg: Config, manifest: dict) -> None:
+    """The text probe's rows, unless given: held-out rows (never trained on), the ones before the ICL rows."""
     if "induction_text" in cfg.targets.probes and not cfg.targets.text_probe_rows:
-        # the text probe's rows: held-out rows (never trained on), the ones before the ICL rows
-        n_rows, n = manifest["n_rows"], cfg.targets.text_probe_n
         held = cfg.corpus.heldout_sequences
-        lo = n_rows - held
-        cfg.targets.text_probe_rows = list(range(lo, lo + min(n, held)))
+        lo = manifest["n_rows"] - held
+        cfg.targets.text_probe_rows = list(range(lo, lo + min(cfg.targets.text_probe_n, held)))
+
+
+def _fit_and_score_once(stage: Stages, cfg: Config, out: str, progress: bool) -> dict:
+    """Fit and score, or what an earlier run of the study recorded (a refit would change the factors'
+    fingerprint and void the scores)."""
+    done_path = os.path.join(out, "study", "score.json")
+    if os.path.exists(done_path) and _scores_complete(out):
+        sc = read_json(done_path)
+        logger.info(f"[study] fit and score: done earlier ({sc['n_scored']} rows scored)")
+        return sc
+    sc = fit_and_score(stage, cfg, out, progress)
+    write_json(done_path, {"n_scored": int(sc["n_scored"]), "seq_per_s": float(sc["seq_per_s"])})
+    return sc
+
+
+def _run_stages(cfg: Config, out: str, progress: bool, stage: Stages) -> dict:
+    manifest = stage("corpus", prepare_real_corpus, cfg, out, progress)
+    _text_probe_rows(cfg, manifest)
     validate("train", cfg, out)
     run_dir = stage("train", train_base, cfg, out, progress)
     loc = stage("localize", run_localize, cfg, out, progress)
     win = choose_window(cfg, loc)
-    logger.info(
-        f"primary induction head L{win['head'][0]}H{win['head'][1]}: prefix-matching {win['final_score']:.3f} "
-        f"at the last checkpoint, emergence step {win['emergence_step']}; window {win['window'][0]}.."
-        f"{win['window'][1]}"
-    )
-    done_path = os.path.join(out, "study", "score.json")
-    if os.path.exists(done_path) and _scores_complete(out):
-        # fit and score are done (a refit would change the factors' fingerprint and void the scores)
-        sc = read_json(done_path)
-        logger.info(f"[study] fit and score: done earlier ({sc['n_scored']} rows scored)")
-    else:
-        stage("fit", run_fit, cfg, out, progress)
-        sc = stage("score", run_score, cfg, out, resume=True, progress=progress)
-        write_json(done_path, {"n_scored": int(sc["n_scored"]), "seq_per_s": float(sc["seq_per_s"])})
-    res = stage("analyze", run_analyze, cfg, out, progress)
-    targets, _ = load_targets(out)
-    found = findings(res, targets)
+    log_window(win)
+    sc = _fit_and_score_once(stage, cfg, out, progress)
+    _, targets, found = analyze(stage, cfg, out, progress)
     enrich = stage("enrichment", enrichment_with_spread, out, cfg)
     write_json(os.path.join(out, "study", "enrichment.json"), enrich)
     icl = stage("icl", icl_curve, cfg, out, run_dir)
@@ -401,58 +187,38 @@ def _run_stages(cfg: Config, out: str, progress: bool, t0: float) -> dict:
     if interventions is not None:
         lines += intervention_findings(interventions)
     report = stage("report", run_report, cfg, out, interventions=interventions, notes=lines)
-    summary = {
-        "corpus": {
-            "n_files": manifest["n_files"],
-            "n_rows": manifest["n_rows"],
-            "seq_len": manifest["seq_len"],
-            "fingerprint": manifest["fingerprint"],
-            "environment": manifest["environment"],
-            "sources": [
-                {k: r[k] for k in ("name", "distribution", "version", "n_files", "bytes")} for r in manifest["sources"]
-            ],
-            "token_share": {k: v["share"] for k, v in manifest["totals"].items() if v["share"] > 0},
-        },
-        "settings": {
-            "preset": cfg.train.preset,
-            "lr": cfg.train.lr,
-            "batch_size": cfg.data.batch_size,
-            "seq_len": cfg.data.seq_len,
-            "packing": cfg.corpus.packing,
-            "seed": cfg.train.seed,
-            "probes": list(cfg.targets.probes),
-            "threshold": cfg.localize.threshold,
-        },
-        "induction_heads": [
-            [h["layer"], h["head"], h["prefix_matching"]] for h in targets["heads"] if h["role"] == "induction"
-        ],
-        "control_heads": [[h["layer"], h["head"], h["prev_token"]] for h in targets["heads"] if h["role"] == "control"],
-        "emergence_step": win["emergence_step"],
-        "window": win["window"],
-        "n_scored": sc["n_scored"],
-        "top_share": found["top_share"],
-        "top_frac": found["top_frac"],
-        "power_law": (
-            {k: found["power_law"][k] for k in ("exponent", "r2")}
-            if found.get("power_law") and "exponent" in found["power_law"]
-            else None
-        ),
-        "enrichment": enrich,
-        "icl_curve": icl,
-        "overlap": found["overlap"],
-        "findings": lines + findings_text(found)[1:2],
-        "scoring_seq_per_s": sc["seq_per_s"],
-        "stage_seconds": timings,
-        "elapsed_s": round(time.perf_counter() - t0, 2),
-        "report": os.path.abspath(report),
-    }
+    summary = {"corpus": _corpus_summary(manifest), "settings": _settings(cfg)}
+    summary.update(attribution_summary(targets, win, sc, found))
+    summary.update(enrichment=enrich, icl_curve=icl, findings=lines + findings_text(found)[1:2])
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
-    write_json(os.path.join(out, "summary.json"), summary)
-    logger.info(
-        "\n".join(["", *summary["findings"], f"report: {summary['report']}", f"elapsed {summary['elapsed_s']} s"])
-    )
-    return summary
+    return finish(out, summary, stage, report)
+
+
+def _corpus_summary(manifest: dict) -> dict:
+    keep = ("name", "distribution", "version", "n_files", "bytes")
+    return {
+        "n_files": manifest["n_files"],
+        "n_rows": manifest["n_rows"],
+        "seq_len": manifest["seq_len"],
+        "fingerprint": manifest["fingerprint"],
+        "environment": manifest["environment"],
+        "sources": [{k: r[k] for k in keep} for r in manifest["sources"]],
+        "token_share": {k: v["share"] for k, v in manifest["totals"].items() if v["share"] > 0},
+    }
+
+
+def _settings(cfg: Config) -> dict:
+    return {
+        "preset": cfg.train.preset,
+        "lr": cfg.train.lr,
+        "batch_size": cfg.data.batch_size,
+        "seq_len": cfg.data.seq_len,
+        "packing": cfg.corpus.packing,
+        "seed": cfg.train.seed,
+        "probes": list(cfg.targets.probes),
+        "threshold": cfg.localize.threshold,
+    }
 
 
 def study_findings(manifest: dict, win: dict, enrich: dict, icl: dict, found: dict, cfg: Config) -> list:
