@@ -140,26 +140,36 @@ def head_pattern(model, spec, hooks) -> torch.Tensor:
     return attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
 
 
-@dataclass
-class PrefixMatchingProbe(Probe):
-    name = "prefix_matching"
+class PatternProbe(Probe):
+    """Mean attention of the head over the (query, key) pairs of ``pairs(T)``, per sequence (÷ N, so that the
+    objective summed over a batch is the batch mean)."""
+
     per_head = True
+
+    def pairs(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement pairs(T)")
 
     def objective(self, model, spec, input_ids, logits, hooks):
         pat = head_pattern(model, spec, hooks)
-        q, k = prefix_matching_pairs(self.L)
+        q, k = (x.to(pat.device) for x in self.pairs(pat.shape[-1]))
         return pat[:, q, k].mean(dim=1) / input_ids.shape[0]
 
 
 @dataclass
-class PrevTokenProbe(Probe):
-    name = "prev_token"
-    per_head = True
+class PrefixMatchingProbe(PatternProbe):
+    name = "prefix_matching"
 
-    def objective(self, model, spec, input_ids, logits, hooks):
-        pat = head_pattern(model, spec, hooks)
-        t = torch.arange(1, pat.shape[-1], device=pat.device)
-        return pat[:, t, t - 1].mean(dim=1) / input_ids.shape[0]
+    def pairs(self, T):
+        return prefix_matching_pairs(self.L)
+
+
+@dataclass
+class PrevTokenProbe(PatternProbe):
+    name = "prev_token"
+
+    def pairs(self, T):
+        t = torch.arange(1, T)
+        return t, t - 1
 
 
 _REGISTRY: dict[str, type] = {}

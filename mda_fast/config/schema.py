@@ -59,11 +59,7 @@ class ModelSection:
 class DataSection:
     """The training data in Pythia's step order."""
 
-    path: str = opt(
-        "",
-        "Megatron prefix (document, with document.idx and document.bin or the 21 shards "
-        "document-000NN-of-00020.bin) or a .npy of rows",
-    )
+    path: str = opt("", "Megatron prefix (document: .idx + .bin or 21 shards -000NN-of-00020.bin) or a .npy of rows")
     batch_size: int = opt(1024, "rows per training step (1024 in Pythia)", ge=1)
     seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
     tokenizer: str = opt("EleutherAI/gpt-neox-20b", "for text snippets: hub name, tokenizer.json path, or bytes")
@@ -96,14 +92,8 @@ class LocalizeSection:
 
     def kwargs(self) -> dict:
         """Keyword arguments of ``mda_fast.localize.localize_all`` for this section."""
-        return dict(
-            seq_len=self.seq_len,
-            n=self.n,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            low=self.low,
-            high=self.high or None,
-        )
+        kw = {k: getattr(self, k) for k in ("seq_len", "n", "seed", "batch_size", "low")}
+        return {**kw, "high": self.high or None}
 
 
 @dataclass

@@ -16,6 +16,11 @@ from .inputs import checkpoint_ref, load_model, open_data
 from .io import atomic_dir, write_json
 
 
+def head_entry(L: int, h: int, role: str, pm, pt) -> dict:
+    """One entry of ``targets.json``'s heads: the head, its role and its localize scores."""
+    return {"layer": L, "head": h, "role": role, "prefix_matching": float(pm[L, h]), "prev_token": float(pt[L, h])}
+
+
 def resolve_targets(cfg: Config, model) -> dict:
     """Target heads (induction + control) and specs; 'auto' reads the localization at the window end."""
     t, loc = cfg.targets, cfg.localize
@@ -30,26 +35,7 @@ def resolve_targets(cfg: Config, model) -> dict:
             for i in torch.argsort(pt.flatten(), descending=True)
             if (int(i) // H, int(i) % H) not in ind
         ][: t.n_control]
-        heads = [
-            {
-                "layer": L,
-                "head": h,
-                "role": "induction",
-                "prefix_matching": float(pm[L, h]),
-                "prev_token": float(pt[L, h]),
-            }
-            for L, h in ind
-        ]
-        heads += [
-            {
-                "layer": L,
-                "head": h,
-                "role": "control",
-                "prefix_matching": float(pm[L, h]),
-                "prev_token": float(pt[L, h]),
-            }
-            for L, h in ctrl
-        ]
+        heads = [head_entry(L, h, role, pm, pt) for role, hs in (("induction", ind), ("control", ctrl)) for L, h in hs]
     else:
         heads = [{"layer": int(L), "head": int(h), "role": "given"} for L, h in t.heads]
     specs = [HeadSpec(x["layer"], x["head"], t.mode, t.bias) for x in heads]
