@@ -9,141 +9,14 @@ data, the model and ``--out`` before any work, and writes into ``--out``. Any er
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
 import sys
 
+from .cli_args import STAGES, build_parser  # noqa: F401 (STAGES re-exported)
 from .dist import under_torchrun
 from .errors import ConfigError, MdaFastError, OutputError
-
-STAGES = {
-    "localize": (
-        "score every head at every checkpoint; emergence steps and plot",
-        "needs model.name (hub checkpoints) or model.run_dir; writes OUT/localize/; next: fit",
-    ),
-    "fit": (
-        "fit EK-FAC factors for the target heads on the window",
-        "needs data.path and the window-end checkpoint; writes OUT/factors/ and OUT/targets.json; next: score",
-    ),
-    "score": (
-        "score every sequence of the window (resumable)",
-        "needs OUT/factors/ from fit; writes OUT/score/; next: analyze",
-    ),
-    "analyze": (
-        "influence statistics, category enrichment, overlaps, top samples",
-        "needs the finished OUT/score/; writes OUT/analyze/; next: report",
-    ),
-    "report": (
-        "self-contained HTML report",
-        "needs OUT/analyze/ (and uses localize/intervene results); writes OUT/report.html",
-    ),
-    "intervene": (
-        "deletion / augmentation retraining arms",
-        "needs model.run_dir (a mda-fast training run) and the finished OUT/score/; writes "
-        "OUT/interventions/ and the report",
-    ),
-    "train": (
-        "train a GPT-NeoX preset on a Megatron data set (Pythia recipe, checkpoints with optimizer state)",
-        "needs data.path and train.preset; writes OUT/run/ (step<k>/ checkpoints, logs); next: localize with "
-        "model.run_dir = OUT/run",
-    ),
-    "demo": (
-        "everything on the embedded CPU demo (no data, no network)",
-        "writes OUT/ with every stage's outputs, OUT/report.html and OUT/summary.json",
-    ),
-    "augment": (
-        "mechanistic data augmentation: motifs of the top samples, synthetic data, the cross-scale study",
-        "default config augment-demo (CPU, embedded, no data); writes OUT/augment.json and "
-        "OUT/augment.html; rerun to continue",
-    ),
-    "study": (
-        "the whole method on real text shipped with Python and the installed packages (config real-text)",
-        "writes OUT/data/ (the corpus, its manifest with every file's hash), every stage's outputs, "
-        "OUT/report.html and OUT/summary.json; rerun the same command to continue",
-    ),
-}
-
-
-def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    ap = argparse.ArgumentParser(prog="mda-fast", description=__doc__.splitlines()[0])
-    ap.add_argument("--version", action="version", version=f"mda-fast {__version__}")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, (help_, detail) in STAGES.items():
-        p = sub.add_parser(name, help=help_, description=f"{help_}. {detail}.")
-        p.add_argument("--config", default=None, help="TOML/JSON config (path or packaged name)")
-        p.add_argument("--out", required=True, help="output directory")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
-        if name == "augment":
-            p.add_argument(
-                "--quick", action="store_true", help="a tiny version of the study (tests; numbers mean nothing)"
-            )
-        if name == "score":
-            p.add_argument("--resume", action="store_true", help="continue an interrupted scoring run")
-            many = p.add_mutually_exclusive_group()
-            many.add_argument(
-                "--devices",
-                metavar="LIST",
-                help="score on several devices at once, one torchrun rank each (started here by "
-                "torch.distributed's launcher), then merge: cuda (every visible GPU), or a "
-                "list such as cuda:0,cuda:1",
-            )
-            many.add_argument("--shard", metavar="I/K", help="score only shard I of K (counted from 0)")
-            many.add_argument("--merge", metavar="K", type=int, help="merge K finished shards into score/")
-            p.add_argument(
-                "--max-restarts",
-                type=int,
-                default=0,
-                metavar="N",
-                help="with --devices: restart the ranks up to N times after a failure (they resume)",
-            )
-        if name == "study":
-            p.add_argument("--quick", action="store_true", help="a tiny corpus and short runs (under a minute)")
-    kp = sub.add_parser(
-        "corpus",
-        help="a Megatron corpus + category sidecar + manifest from directories of files",
-        description="Walk the directories, read the text files (binaries skipped and listed), label "
-        "each with a category, tokenize, pack into rows and write PREFIX.bin/.idx, "
-        "PREFIX.categories.npy/.json and PREFIX.manifest.json.",
-    )
-    kp.add_argument(
-        "--from", dest="dirs", nargs="+", required=True, metavar="DIR", help="directories (or files) to read"
-    )
-    kp.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. data/document")
-    kp.add_argument(
-        "--tokenizer",
-        default="bytes",
-        help="bytes, neox (GPT-NeoX-20B from the local HF cache) or a tokenizer.json path (default bytes)",
-    )
-    kp.add_argument("--seq-len", type=int, default=2049, help="tokens per row (default 2049, Pythia's)")
-    kp.add_argument(
-        "--packing",
-        choices=("stream", "rows"),
-        default="stream",
-        help="stream: Pythia's (documents + EOD cut into rows); rows: every document starts a row",
-    )
-    kp.add_argument(
-        "--map",
-        default=None,
-        metavar="FILE",
-        help="JSON/TOML table of overrides: pattern (.ext or glob) = category (or skip)",
-    )
-    kp.add_argument("--include-hidden", action="store_true", help="also read names starting with '.'")
-    kp.add_argument("--max-file-bytes", type=int, default=0, help="skip larger files (default 0: no limit)")
-    kp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    cp = sub.add_parser(
-        "config",
-        help="show the resolved config with each key's doc",
-        description="Print the resolved config (defaults, file, --set) with each key's doc.",
-    )
-    cp.add_argument("action", choices=["show"])
-    cp.add_argument("--config", default=None, help="TOML/JSON config (path or packaged name)")
-    cp.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    return ap
 
 
 def _load(args, packaged_default: str | None = None):
@@ -158,11 +31,34 @@ def _load(args, packaged_default: str | None = None):
 
 
 def _run(args, progress: bool):
-    from .stages import analyze, checks, fit, intervene, localize, report, score, shards
-    from .stages.inputs import load_targets
+    if args.cmd in ("augment", "demo", "study", "corpus"):
+        return _run_whole(args, progress)
+    from .stages import checks, score, shards
     from .stages.io import OutputLock, score_dir
-    from .study.findings import findings, findings_text
 
+    cfg = _load(args)
+    if under_torchrun():
+        return _run_torchrun(args, cfg, progress)
+    shard = devices = None
+    if args.cmd == "score":
+        if args.merge is not None and args.merge < 1:
+            raise ConfigError(f"--merge {args.merge}: expected the number of shards (>= 1)")
+        shard = shards.parse_shard(args.shard) if args.shard else None
+        devices = shards.parse_devices(args.devices) if args.devices else None
+        k = shard[1] if shard else (len(devices) if devices else None)
+        if k is not None:  # whole steps per shard: at most one shard per step
+            score.shard_range(score.score_window(cfg, 1)[1], 1, (0, k))
+    checks.validate(args.cmd, cfg, args.out)
+    lock_dir = score_dir(args.out, shard) if shard is not None else args.out
+    with OutputLock(args.out, lock_dir=lock_dir):
+        if args.cmd == "score":
+            _score(args, cfg, shard, devices, progress)
+        else:
+            _run_stage(args.cmd, cfg, args.out, progress)
+
+
+def _run_whole(args, progress: bool):
+    """The commands that run several stages into one ``--out`` (or build a corpus)."""
     if args.cmd == "augment":
         from .stages.augment import run_augment
 
@@ -175,54 +71,44 @@ def _run(args, progress: bool):
         from .stages.study import run_study
 
         return run_study(args.out, args.set, config_path=args.config, progress=progress, quick=args.quick)
-    if args.cmd == "corpus":
-        from .stages.corpus import run_corpus
+    from .stages.corpus import run_corpus
 
-        return run_corpus(
-            args.dirs,
-            args.out,
-            tokenizer=args.tokenizer,
-            seq_len=args.seq_len,
-            packing=args.packing,
-            map_path=args.map,
-            progress=progress,
-            include_hidden=args.include_hidden,
-            max_file_bytes=args.max_file_bytes,
-        )
-    cfg = _load(args)
-    if under_torchrun():
-        return _run_torchrun(args, cfg, progress)
-    shard = None
-    if args.cmd == "score":
-        if args.merge is not None and args.merge < 1:
-            raise ConfigError(f"--merge {args.merge}: expected the number of shards (>= 1)")
-        shard = shards.parse_shard(args.shard) if args.shard else None
-        devices = shards.parse_devices(args.devices) if args.devices else None
-        k = shard[1] if shard else (len(devices) if devices else None)
-        if k is not None:  # whole steps per shard: at most one shard per step
-            score.shard_range(score.score_window(cfg, 1)[1], 1, (0, k))
-    checks.validate(args.cmd, cfg, args.out)
-    lock_dir = score_dir(args.out, shard) if shard is not None else args.out
-    with OutputLock(args.out, lock_dir=lock_dir):
-        if args.cmd == "train":
-            from .stages.train import run_train
+    return run_corpus(
+        args.dirs,
+        args.out,
+        tokenizer=args.tokenizer,
+        seq_len=args.seq_len,
+        packing=args.packing,
+        map_path=args.map,
+        progress=progress,
+        include_hidden=args.include_hidden,
+        max_file_bytes=args.max_file_bytes,
+    )
 
-            run_train(cfg, args.out, progress)
-        elif args.cmd == "localize":
-            localize.run_localize(cfg, args.out, progress)
-        elif args.cmd == "fit":
-            fit.run_fit(cfg, args.out, progress)
-        elif args.cmd == "score":
-            _score(args, cfg, shard, devices, progress)
-        elif args.cmd == "analyze":
-            r = analyze.run_analyze(cfg, args.out, progress)
-            targets, _ = load_targets(args.out)
-            print("\n".join(findings_text(findings(r, targets))))
-        elif args.cmd == "report":
-            print(report.run_report(cfg, args.out))
-        elif args.cmd == "intervene":
-            intervene.run_intervene(cfg, args.out, progress=progress)
-            print(report.run_report(cfg, args.out))
+
+def _run_stage(cmd: str, cfg, out: str, progress: bool) -> None:
+    """One stage (not score) on a validated config, under the output lock."""
+    from .stages import analyze, fit, intervene, localize, report
+    from .stages.inputs import load_targets
+    from .study.findings import findings, findings_text
+
+    if cmd == "train":
+        from .stages.train import run_train
+
+        run_train(cfg, out, progress)
+    elif cmd == "localize":
+        localize.run_localize(cfg, out, progress)
+    elif cmd == "fit":
+        fit.run_fit(cfg, out, progress)
+    elif cmd == "analyze":
+        r = analyze.run_analyze(cfg, out, progress)
+        targets, _ = load_targets(out)
+        print("\n".join(findings_text(findings(r, targets))))
+    elif cmd == "report":
+        print(report.run_report(cfg, out))
+    elif cmd == "intervene":
+        intervene.run_intervene(cfg, out, progress=progress)
+        print(report.run_report(cfg, out))
 
 
 def _score(args, cfg, shard, devices, progress: bool) -> None:
@@ -310,7 +196,7 @@ class Interrupted(Exception):
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)
     _log_to_stdout()
     if not progress:

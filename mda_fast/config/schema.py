@@ -11,12 +11,12 @@ within its context, a GPT-NeoX ``config.json``) are made by the stages before th
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .fields import TYPE_NAMES, check_value, opt, type_ok  # noqa: F401 (re-exported)
 
 #: intervention arms (``mda_fast.interventions`` defines what each does)
 ARMS = (
@@ -31,14 +31,6 @@ ARMS = (
 )
 DEFAULT_ARMS = ARMS[:5]
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
-
-
-def opt(default, doc: str, *, choices=None, ge=None, gt=None, le=None, lt=None, kind: str | None = None):
-    """A config field: its default, its doc, and the allowed values (``choices``) or range (``ge``/``gt``/...)."""
-    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -344,7 +336,9 @@ class Config:
         """Every per-key check and the checks between keys that need no model or data."""
         for sname, sec in sections(self):
             for f in dataclasses.fields(sec):
-                check_value(f"{sname}.{f.name}", getattr(sec, f.name), f.metadata)
+                key, v = f"{sname}.{f.name}", getattr(sec, f.name)
+                check_value(key, v, f.metadata)
+                check_key(key, v)
         w = self.window
         if not w.start_step < w.end_step:
             raise ConfigError(f"window: expected start_step < end_step, got {w.start_step}..{w.end_step}")
@@ -366,62 +360,8 @@ def sections(cfg: Config):
     return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
 
 
-def type_ok(value, default, kind) -> bool:
-    if kind == "heads":
-        return value == "auto" or (
-            isinstance(value, list)
-            and all(
-                isinstance(h, list) and len(h) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in h)
-                for h in value
-            )
-        )
-    if kind == "list[str]":
-        return isinstance(value, list) and all(isinstance(x, str) for x in value)
-    if kind == "list[int]":
-        return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
-    if kind == "mix":
-        return isinstance(value, dict) and all(
-            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in value.items()
-        )
-    want = type(default)
-    if want is bool:
-        return isinstance(value, bool)
-    if want is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if want is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, want)
-
-
-TYPE_NAMES = {
-    "heads": "'auto' or [[layer, head], ...]",
-    "list[str]": "a list of strings",
-    "list[int]": "a list of integers",
-    "mix": "a table of category = share",
-    "device": "str",
-}
-
-
-def check_value(key: str, v, meta) -> None:
-    choices = meta.get("choices")
-    if choices is not None and v not in choices:
-        raise ConfigError(f"{key} = {v!r}: expected one of {list(choices)}")
-    for op, bound, ok in (
-        ("ge", meta.get("ge"), lambda a, b: a >= b),
-        ("gt", meta.get("gt"), lambda a, b: a > b),
-        ("le", meta.get("le"), lambda a, b: a <= b),
-        ("lt", meta.get("lt"), lambda a, b: a < b),
-    ):
-        if bound is not None and not ok(v, bound):
-            sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
-            raise ConfigError(f"{key} = {v!r}: expected a value {sym} {bound}")
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ConfigError(f"{key} = {v!r}: expected a finite number")
-    kind = meta.get("kind")
-    if kind == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
-        raise ConfigError(f"{key} = {v!r}: expected auto, cpu, cuda or cuda:N")
-    if kind == "mix" and any(s < 0 for s in v.values()):
-        raise ConfigError(f"{key}: shares must be >= 0, got {v!r}")
+def check_key(key: str, v) -> None:
+    """The checks of single keys beyond their field's type, choices and range."""
     if key == "localize.revisions":
         bad = [r for r in v if not re.fullmatch(r"step\d+", r)]
         if bad:

@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config.schema import check_value, opt, type_ok
+from ..config.fields import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
 from .classify import CATEGORIES, SKIP, check_overrides, classify

@@ -114,19 +114,7 @@ def normalize_emergence(emergence: Mapping[str, Any]) -> Dict[str, Any]:
     metric = str(emergence.get("metric", "prefix_matching"))
     if metric not in scores:
         raise ValueError(f"emergence metric {metric!r} is not among the scores {sorted(scores)}")
-    raw = emergence.get("emergence_step")
-    em: Dict[str, Optional[int]] = {}
-    if raw is None:
-        pass
-    elif isinstance(raw, Mapping):
-        em = {str(k): (None if v is None else int(v)) for k, v in raw.items()}
-    else:
-        rows = list(raw)
-        if len(rows) != shape[1] or any(len(r) != shape[2] for r in rows):
-            raise ValueError(f"emergence_step must be [n_layers={shape[1]}][n_heads={shape[2]}] or a dict")
-        for layer, r in enumerate(rows):
-            for head, v in enumerate(r):
-                em[head_name(layer, head)] = None if v is None or (isinstance(v, (int, float)) and v < 0) else int(v)
+    em = _emergence_steps(emergence.get("emergence_step"), shape)
     heads = [tuple(int(x) for x in h) for h in emergence.get("heads", [])]
     for layer, head in heads:
         if not (0 <= layer < shape[1] and 0 <= head < shape[2]):
@@ -141,6 +129,22 @@ def normalize_emergence(emergence: Mapping[str, Any]) -> Dict[str, Any]:
         "n_layers": shape[1],
         "n_heads": shape[2],
     }
+
+
+def _emergence_steps(raw, shape) -> Dict[str, Optional[int]]:
+    """``{"LxHy": step or None}`` from a dict or a ``[n_layers][n_heads]`` nested list (negative: never)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(k): (None if v is None else int(v)) for k, v in raw.items()}
+    rows = list(raw)
+    if len(rows) != shape[1] or any(len(r) != shape[2] for r in rows):
+        raise ValueError(f"emergence_step must be [n_layers={shape[1]}][n_heads={shape[2]}] or a dict")
+    em: Dict[str, Optional[int]] = {}
+    for layer, r in enumerate(rows):
+        for head, v in enumerate(r):
+            em[head_name(layer, head)] = None if v is None or (isinstance(v, (int, float)) and v < 0) else int(v)
+    return em
 
 
 def _symlog_x(ax: Any, steps: np.ndarray) -> None:

@@ -39,12 +39,7 @@ def top_bottom_table(
     """
     scores = validate_scores(scores, target_names)
     n = scores.shape[0]
-    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"table k must be an integer in [1, n_samples={n}], got {k!r}")
-    if (row_tokens is None) != (decode is None):
-        raise ValueError("row_tokens and decode must be given together (both or neither)")
-    if not isinstance(snippet_tokens, (int, np.integer)) or snippet_tokens < 1:
-        raise ValueError(f"snippet_tokens must be a positive integer, got {snippet_tokens!r}")
+    _check_table_args(n, k, row_tokens, decode, snippet_tokens)
     gi = check_vector("global_index", global_index, n, "int")
     st = check_vector("step", step, n, "int")
     po = check_vector("position", position, n, "int")
@@ -75,6 +70,15 @@ def top_bottom_table(
             row[f"frac_{cname}"] = float(category_rows[i, c])  # type: ignore[index]
         rows.append(row)
     return rows
+
+
+def _check_table_args(n: int, k, row_tokens, decode, snippet_tokens) -> None:
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"table k must be an integer in [1, n_samples={n}], got {k!r}")
+    if (row_tokens is None) != (decode is None):
+        raise ValueError("row_tokens and decode must be given together (both or neither)")
+    if not isinstance(snippet_tokens, (int, np.integer)) or snippet_tokens < 1:
+        raise ValueError(f"snippet_tokens must be a positive integer, got {snippet_tokens!r}")
 
 
 def _picks(scores: np.ndarray, target_names: Sequence[str], k: int) -> List[tuple]:
