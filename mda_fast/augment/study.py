@@ -33,6 +33,12 @@ command continues an interrupted study):
    at the gain step (``E``, the window end: where the base run crossed the threshold), the emergence step (first
    evaluation at or above the threshold), ICL at ``E``, held-out loss at the last step and its change against none.
 
+Hub sizes (``augment.sizes`` of Hugging Face names, ``pythia-augment.toml``; see ``augment.pretrained``): the data
+is ``data.path`` (no synthetic corpus; the held-out rows are the rows after ``train.total_steps``, the same rows
+for the ICL score and the held-out loss without a category sidecar); step 2 evaluates the published revisions
+instead of training; MDA loads the window-end revision; every arm, ``none`` too, branches from the window-start
+revision with AdamW restarted from zero moments (``branch_from_pretrained``).
+
 Seed-free arms are trained once and recorded under every seed (std 0); the spread of the seeded arms is the seed
 noise the downstream check compares with.
 """
