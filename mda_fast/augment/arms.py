@@ -12,14 +12,27 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
+from ..train import Interventions
 from .cache import fingerprint
 from .generators import MixtureGenerator, copy_baseline_rows
 from .insertion import insertion_log, plan_duplicates, plan_insertions
 from .motifs import Motif, byte_decode
+from .pretrained import arm_trainer, size_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SEEDED_ARMS", "STUDY_ARMS", "ArmContext", "synthetic_rows", "plan_arm", "run_arm", "arm_entry", "curve"]
+__all__ = [
+    "SEEDED_ARMS",
+    "STUDY_ARMS",
+    "ArmContext",
+    "synthetic_rows",
+    "copy_range",
+    "plan_arm",
+    "arm_steps",
+    "run_arm",
+    "arm_entry",
+    "curve",
+]
 
 SEEDED_ARMS = ("random", "copy", "mechanistic", "mechanistic-large")
 STUDY_ARMS = ("none", "random", "copy", "top", "mechanistic")
@@ -55,16 +68,10 @@ def synthetic_rows(
     cfg, arm: str, seed: int, n: int, seq_len: int, motifs: Dict[str, List[Motif]], top: List[int], data, llm_log: list
 ) -> tuple:
     """(rows or None, dataset indices or None) of one arm and seed (``None`` arms insert nothing)."""
-    a, loc = cfg.augment, cfg.localize
+    a = cfg.augment
     if arm == "copy":
-        return copy_baseline_rows(
-            n,
-            seq_len,
-            seed,
-            low=a.copy_low or loc.low,
-            high=a.copy_high or loc.high or 131,
-            span=(a.copy_span_min, a.copy_span_max),
-        ), None
+        low, high = copy_range(cfg)
+        return copy_baseline_rows(n, seq_len, seed, low=low, high=high, span=(a.copy_span_min, a.copy_span_max)), None
     if arm == "top":
         return None, [top[j % len(top)] for j in range(n)]
     if arm in ("mechanistic", "mechanistic-large"):
@@ -73,6 +80,17 @@ def synthetic_rows(
             return _llm_rows(cfg, ms, seed, n, seq_len, data, llm_log), None
         return MixtureGenerator(ms, seq_len).rows(n, seed), None
     raise ValueError(f"arm {arm!r} has no synthetic rows")
+
+
+def copy_range(cfg) -> tuple:
+    """``(low, high)`` token ids of the copy baseline: ``augment.copy_low/copy_high``, by default ``localize.low``
+    and ``localize.high or 131`` (printable bytes) for presets, GPT-NeoX's real ids 4..50277 for hub sizes."""
+    from .pretrained import is_hub_size
+
+    a, loc = cfg.augment, cfg.localize
+    if any(is_hub_size(p) for p in a.sizes):
+        return a.copy_low or 4, a.copy_high or 50277
+    return a.copy_low or loc.low, a.copy_high or loc.high or 131
 
 
 def _llm_rows(cfg, ms: List[Motif], seed: int, n: int, seq_len: int, data, llm_log: list) -> np.ndarray:
@@ -102,6 +120,8 @@ def plan_arm(ctx: ArmContext, base: dict, arm: str, seed: int, n: int):
     B, S = ctx.data.batch_size, ctx.data.seq_len
     start, end = base["window"]
     win_steps = list(range(start, end))
+    if arm == "none":  # trained only for hub sizes (all their arms share the AdamW restart)
+        return Interventions()
     if arm == "random":
         pool = np.arange(start * B, end * B)
         idx = np.random.default_rng([seed, 0x5EED]).choice(pool, size=min(n, pool.size), replace=False)
@@ -112,24 +132,55 @@ def plan_arm(ctx: ArmContext, base: dict, arm: str, seed: int, n: int):
     return plan_duplicates(idx, win_steps, name=arm, seed=seed)
 
 
+def arm_steps(base: dict) -> list:
+    """The evaluation steps of ``base``'s arms: its own (a preset's base run) or its ``eval_steps`` (a hub size)."""
+    return list(base["eval_steps"]) if base.get("pretrained") else sorted(base["evals"])
+
+
+def _arm_key(base: dict, arm: str, seed: int, iv, recipe) -> str:
+    """The cache key of one arm run (a preset's keys as before; a hub size's with its name and recipe)."""
+    d = {
+        "base": base["run_dir"] if not base.get("pretrained") else base["name"],
+        "window": base["window"],
+        "until": base["train_until"],
+        "arm": arm,
+        "seed": seed,
+        "iv": iv.to_dict(),
+        "rows": fingerprint([it.tokens.tolist() if it.tokens is not None else int(it.index) for it in iv.insert]),
+    }
+    if recipe is not None:
+        d["recipe"] = {k: v for k, v in recipe.to_dict().items() if k not in ("out_dir", "progress")}
+        d["steps"] = arm_steps(base)
+    return fingerprint(d)
+
+
+def _branch(cfg, base: dict, data, out: str, iv, eval_fn, progress: bool):
+    """The arm's ``Trainer``: from a preset's window-start checkpoint, or a hub size's window-start revision."""
+    from ..train import branch_from_checkpoint
+
+    if base.get("pretrained"):
+        return arm_trainer(cfg, base, data, out, iv, eval_fn, progress)
+    return branch_from_checkpoint(
+        os.path.join(base["run_dir"], f"step{base['window'][0]}"),
+        data,
+        out,
+        interventions=iv,
+        eval_fn=eval_fn,
+        checkpoint_every=10**9,
+        checkpoint_extra=tuple(arm_steps(base)),
+        save_optimizer=False,
+        progress=progress,
+    )
+
+
 def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, progress: bool) -> dict:
     """Branch ``base`` at its window start, train to ``train_until`` with ``iv``; the evaluations (cached)."""
-    from ..train import branch_from_checkpoint, read_jsonl
+    from ..train import read_jsonl
+    from .pretrained import arm_recipe
 
-    start, end = base["window"]
-    until = base["train_until"]
-    steps = sorted(base["evals"])
-    key = fingerprint(
-        {
-            "base": base["run_dir"],
-            "window": base["window"],
-            "until": until,
-            "arm": arm,
-            "seed": seed,
-            "iv": iv.to_dict(),
-            "rows": fingerprint([it.tokens.tolist() if it.tokens is not None else int(it.index) for it in iv.insert]),
-        }
-    )
+    start = base["window"][0]
+    steps = arm_steps(base)
+    key = _arm_key(base, arm, seed, iv, arm_recipe(cfg, base, out, progress) if base.get("pretrained") else None)
     res_path = os.path.join(out, "result.json")
     if os.path.exists(res_path):
         with open(res_path) as f:
@@ -138,18 +189,8 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
             return res
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    tr = branch_from_checkpoint(
-        os.path.join(base["run_dir"], f"step{start}"),
-        data,
-        out,
-        interventions=iv,
-        eval_fn=eval_fn,
-        checkpoint_every=10**9,
-        checkpoint_extra=tuple(steps),
-        save_optimizer=False,
-        progress=progress,
-    )
-    tr.train(end_step=until)
+    tr = _branch(cfg, base, data, out, iv, eval_fn, progress)
+    tr.train(end_step=base["train_until"])
     recs = {r["step"]: r for r in read_jsonl(tr.eval_path) if "max_prefix_matching" in r}
     recs[start] = base["evals"][start]
     res = {"key": key, "evals": {str(s): recs[s] for s in steps}, "seconds": round(time.perf_counter() - t0, 1)}
@@ -164,11 +205,11 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
 
 def _seed_run(ctx: ArmContext, base: dict, arm: str, seed: int, n: int) -> dict:
     """One arm and seed of one size trained (or read from its cache): its curves, time and insertion log."""
-    p = base["preset"]
+    p = base.get("name", base["preset"])
     start, end = base["window"]
     iv = plan_arm(ctx, base, arm, seed, n)
     logger.info(f"{p} {arm} seed {seed}: {len(iv.insert)} rows inserted over steps {start}..{end - 1}")
-    out = os.path.join(ctx.out, "sizes", p, "arms", arm, f"seed{seed}")
+    out = os.path.join(ctx.out, "sizes", size_dir(p), "arms", arm, f"seed{seed}")
     r = run_arm(ctx.cfg, base, ctx.data, arm, seed, iv, out, ctx.eval_fn, ctx.progress)
     d = curve(r["evals"])
     d["train_s"] = r["seconds"]
@@ -183,7 +224,7 @@ def arm_entry(ctx: ArmContext, base: dict, arm: str, n: int) -> dict:
     entry = {"deterministic": det, "seeds": {}}
     none = curve({str(s): r for s, r in base["evals"].items()})
     for seed in seeds:
-        if arm == "none":
+        if arm == "none" and not base.get("pretrained"):  # a preset's base run trained exactly these steps
             entry["seeds"][str(seed)] = dict(none)
         elif det and seed != seeds[0]:
             entry["seeds"][str(seed)] = entry["seeds"][str(seeds[0])]

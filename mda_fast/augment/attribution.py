@@ -13,10 +13,11 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..errors import ConfigError
 from .cache import fingerprint
 from .motifs import mine_motifs
 
-__all__ = ["attribute", "motifs_from_scores", "category_mix"]
+__all__ = ["attribute", "motifs_from_scores", "category_mix", "row_decoder"]
 
 
 def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict[str, np.ndarray]:
@@ -25,7 +26,7 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     from ..stages.score import run_score
 
     c = copy.deepcopy(cfg)
-    c.model.run_dir, c.model.name, c.model.device = base["run_dir"], "", "cpu"
+    c.model.run_dir, c.model.name, c.model.revision, c.model.device = _model_ref(cfg, base)
     c.data.path = data_path
     c.window.start_step, c.window.end_step = base["window"]
     c.targets.heads, c.targets.n_induction, c.targets.n_control = "auto", 1, 0
@@ -34,7 +35,7 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     key = fingerprint(
         {
             "window": base["window"],
-            "run": base["run_dir"],
+            "run": base["run_dir"] or f"{base['name']}@step{base['window'][1]}",
             "fit": dataclasses.asdict(c.fit),
             "targets": dataclasses.asdict(c.targets),
             "score": dataclasses.asdict(c.score),
@@ -53,6 +54,36 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     return {"global_index": g, "scores": sc, "head": targets["heads"][0], "seconds": json.load(open(meta))["seconds"]}
 
 
+def _model_ref(cfg, base: dict) -> tuple:
+    """``(model.run_dir, model.name, model.revision, model.device)`` for MDA on ``base``: a preset's run on the CPU,
+    or a hub size's window-end revision (its local HF cache directory) on ``model.device``."""
+    from ..stages.inputs import hub_checkpoint_dir
+
+    if not base.get("pretrained"):
+        return base["run_dir"], "", cfg.model.revision, "cpu"
+    return "", hub_checkpoint_dir(base["name"], base["window"][1], " (the window end)"), "", cfg.model.device
+
+
+def row_decoder(cfg):
+    """``decode(tokens) -> bytes`` of the corpus's rows for the motif measures: ``None`` (the byte tokenizer's
+    ``byte_decode``) for the synthetic corpus (preset sizes) and ``data.tokenizer = "bytes"``, else the
+    tokenizer's text as UTF-8 (the structure measures work on the token ids either way; the character measures
+    need the text)."""
+    from ..data import get_decoder
+    from .pretrained import is_hub_size
+
+    if cfg.data.tokenizer == "bytes" or not any(is_hub_size(p) for p in cfg.augment.sizes):
+        return None
+    try:
+        dec = get_decoder(cfg.data.tokenizer)
+    except Exception as e:  # noqa: BLE001 - a tokenizer that cannot be loaded reads the same to the user
+        raise ConfigError(
+            f"data.tokenizer {cfg.data.tokenizer!r} cannot be loaded ({type(e).__name__}); the motif measures "
+            f"decode the top rows with it: put it in the local HF cache or name a tokenizer.json"
+        ) from None
+    return lambda r: dec([int(t) for t in r]).encode("utf-8")
+
+
 def motifs_from_scores(cfg, data, attr: Dict[str, Any]) -> Dict[str, Any]:
     """Top / bottom / random sets of the window by score and the motifs mined from them."""
     a = cfg.augment
@@ -63,7 +94,15 @@ def motifs_from_scores(cfg, data, attr: Dict[str, Any]) -> Dict[str, Any]:
     rest = np.setdiff1d(g, top)
     rnd = np.random.default_rng([a.motif_seed, 0x5EED]).choice(rest, size=min(k, rest.size), replace=False)
     rows = lambda idx: np.asarray(data.rows(np.asarray(idx, np.int64))).astype(np.int64)  # noqa: E731
-    res = mine_motifs(rows(top), top.tolist(), rows(bottom), rows(rnd), n_motifs=a.n_motifs, seed=a.motif_seed)
+    res = mine_motifs(
+        rows(top),
+        top.tolist(),
+        rows(bottom),
+        rows(rnd),
+        n_motifs=a.n_motifs,
+        seed=a.motif_seed,
+        decode=row_decoder(cfg),
+    )
     res["top"], res["top_scores"] = top.tolist(), s[order[:k]].tolist()
     res["bottom"], res["random"] = bottom.tolist(), np.sort(rnd).tolist()
     return res

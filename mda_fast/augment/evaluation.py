@@ -13,10 +13,12 @@ __all__ = ["make_eval", "heldout_rows"]
 def _cross_entropy(model, rows: torch.Tensor) -> torch.Tensor:
     """Per-token next-token loss ``[n, T]`` (float64) of ``rows``, in batches of 64."""
     out = []
-    for lo in range(0, rows.shape[0], 64):
-        b = rows[lo : lo + 64]
+    dev = next(model.parameters()).device
+    n = 64 if rows.shape[1] <= 1024 else 8  # Pythia's 2049-token rows: logits of 8 rows at a time
+    for lo in range(0, rows.shape[0], n):
+        b = rows[lo : lo + n].to(dev)
         logits = model(input_ids=b[:, :-1], use_cache=False).logits.float()
-        out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none"))
+        out.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), b[:, 1:], reduction="none").cpu())
     return torch.cat(out).double()
 
 
@@ -49,16 +51,24 @@ def make_eval(cfg, heldout_any: np.ndarray, heldout_prose: np.ndarray):
 
 
 def heldout_rows(cfg, data, prefix: str) -> tuple:
-    """(any-category rows, prose rows) after the last training step, ``augment.n_heldout`` of each."""
+    """(any-category rows, prose rows) after the last training step, ``augment.n_heldout`` of each.
+
+    No run trains beyond ``train.total_steps`` (a preset's base run stops there; a hub size's revisions and arms
+    do not go beyond it), so these rows are never trained on. The prose rows come from the synthetic corpus's
+    category sidecar; a dataset without one (the Pile) gives the same later rows for both (its text is natural).
+    """
     from ..data.synthetic import CATEGORIES, load_category_sidecar
 
     first = cfg.train.total_steps * data.batch_size
-    idx = np.arange(first, data.n_rows, dtype=np.int64)
-    if idx.size == 0:
-        raise ConfigError(f"corpus.heldout_sequences: no rows after step train.total_steps={cfg.train.total_steps}")
     n = cfg.augment.n_heldout
+    if first >= data.n_rows:
+        raise ConfigError(f"corpus.heldout_sequences: no rows after step train.total_steps={cfg.train.total_steps}")
     side = load_category_sidecar(prefix)
-    prose = idx[np.argmax(side[0][idx], 1) == CATEGORIES.index("prose")] if side is not None else idx[:0]
+    if side is None:
+        rows = np.asarray(data.rows(np.arange(first, min(data.n_rows, first + n), dtype=np.int64))).astype(np.int64)
+        return rows, rows
+    idx = np.arange(first, data.n_rows, dtype=np.int64)
+    prose = idx[np.argmax(side[0][idx], 1) == CATEGORIES.index("prose")]
     return (
         np.asarray(data.rows(idx[:n])).astype(np.int64),
         np.asarray(data.rows(prose[:n])).astype(np.int64) if prose.size else np.zeros((0, data.seq_len), np.int64),

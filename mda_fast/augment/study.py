@@ -33,6 +33,12 @@ command continues an interrupted study):
    at the gain step (``E``, the window end: where the base run crossed the threshold), the emergence step (first
    evaluation at or above the threshold), ICL at ``E``, held-out loss at the last step and its change against none.
 
+Hub sizes (``augment.sizes`` of Hugging Face names, ``pythia-augment.toml``; see ``augment.pretrained``): the data
+is ``data.path`` (no synthetic corpus; the held-out rows are the rows after ``train.total_steps``, the same rows
+for the ICL score and the held-out loss without a category sidecar); step 2 evaluates the published revisions
+instead of training; MDA loads the window-end revision; every arm, ``none`` too, branches from the window-start
+revision with AdamW restarted from zero moments (``branch_from_pretrained``).
+
 Seed-free arms are trained once and recorded under every seed (std 0); the spread of the seeded arms is the seed
 noise the downstream check compares with.
 """
@@ -54,6 +60,7 @@ from .cache import fingerprint
 from .evaluation import heldout_rows, make_eval
 from .insertion import budget_rows
 from .outcomes import derive, findings
+from .pretrained import is_hub_size, pretrained_base, size_dir
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,7 @@ __all__ = [
     "make_eval",
     "motifs_from_scores",
     "plan_arm",
+    "pretrained_base",
     "run_arm",
     "run_study",
     "synthetic_rows",
@@ -89,11 +97,12 @@ GAIN_DEFINITION = (
 
 
 def _base_runs(cfg, data, out: str, eval_fn, progress: bool) -> Dict[str, dict]:
-    """``train_base`` of every size of ``augment.sizes``, smallest first."""
+    """``train_base`` (a preset) or ``pretrained_base`` (a hub name) of every size of ``augment.sizes``."""
     bases = {}
     for p in cfg.augment.sizes:
         logger.info("\n== base run %s ==", p)
-        bases[p] = b = train_base(cfg, p, data, os.path.join(out, "sizes", p), eval_fn, progress)
+        base = pretrained_base if is_hub_size(p) else train_base
+        bases[p] = b = base(cfg, p, data, os.path.join(out, "sizes", size_dir(p)), eval_fn, progress)
         logger.info(
             f"{p}: emergence {b['emergence_step']}, window {b['window']}, until {b['train_until']} ({b['train_s']} s)"
         )
@@ -103,10 +112,11 @@ def _base_runs(cfg, data, out: str, eval_fn, progress: bool) -> Dict[str, dict]:
 def _mine(cfg, bases: Dict[str, dict], data, prefix: str, out: str, progress: bool) -> tuple:
     """(attributions, mined motifs) keyed ``small`` (and ``large`` with ``augment.transfer``)."""
     sizes = list(cfg.augment.sizes)
-    attr = {"small": attribute(cfg, bases[sizes[0]], prefix, os.path.join(out, "mda", sizes[0]), progress)}
+    mda = lambda p: os.path.join(out, "mda", size_dir(p))  # noqa: E731
+    attr = {"small": attribute(cfg, bases[sizes[0]], prefix, mda(sizes[0]), progress)}
     mined = {"small": motifs_from_scores(cfg, data, attr["small"])}
     if cfg.augment.transfer and len(sizes) > 1:
-        attr["large"] = attribute(cfg, bases[sizes[-1]], prefix, os.path.join(out, "mda", sizes[-1]), progress)
+        attr["large"] = attribute(cfg, bases[sizes[-1]], prefix, mda(sizes[-1]), progress)
         mined["large"] = motifs_from_scores(cfg, data, attr["large"])
     return attr, mined
 
@@ -127,6 +137,8 @@ def _size_result(ctx: ArmContext, base: dict, arms: list) -> dict:
         "base_train_s": base["train_s"],
         "arms": {},
     }
+    if base.get("pretrained"):  # its base run is the published checkpoints; every arm (none too) restarts AdamW
+        size.update(pretrained=True, name=base["name"], eval_steps=base["eval_steps"])
     for arm in arms:
         size["arms"][arm] = arm_entry(ctx, base, arm, n)
     derive(size, ctx.cfg.localize.threshold)
@@ -188,7 +200,10 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
     t_all = time.perf_counter()
     a = cfg.augment
     timings: Dict[str, float] = {}
-    prefix = _timed(timings, "corpus", prepare_corpus, cfg, out, progress)
+    if any(is_hub_size(p) for p in a.sizes):  # a real dataset (e.g. the Pile): no synthetic corpus
+        prefix = cfg.data.path
+    else:
+        prefix = _timed(timings, "corpus", prepare_corpus, cfg, out, progress)
     data = PythiaBatches(prefix, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
     eval_fn = make_eval(cfg, *heldout_rows(cfg, data, prefix))
     bases = _base_runs(cfg, data, out, eval_fn, progress)

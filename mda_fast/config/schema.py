@@ -225,7 +225,8 @@ class AugmentSection:
 
     sizes: list = opt(
         ["tiny-2l", "tiny-2l-w", "tiny-3l", "tiny-4l"],
-        "model presets, smallest first (motifs are mined on the first; the transfer arm uses the last)",
+        "model presets, or Hugging Face hub names (EleutherAI/pythia-14m: its published checkpoints, with data.path), "
+        "smallest first (motifs are mined on the first; the transfer arm uses the last)",
         kind="list[str]",
     )
     arms: list = opt(
@@ -252,8 +253,19 @@ class AugmentSection:
     n_heldout: int = opt(64, "held-out rows for the ICL score, and as many prose rows for the held-out loss", ge=1)
     copy_span_min: int = opt(8, "copy baseline: shortest span S", ge=1)
     copy_span_max: int = opt(32, "copy baseline: longest span S", ge=1)
-    copy_low: int = opt(0, "copy baseline: lowest token id; 0: localize.low", ge=0)
-    copy_high: int = opt(0, "copy baseline: token ids below this; 0: localize.high", ge=0)
+    copy_low: int = opt(0, "copy baseline: lowest token id; 0: localize.low (hub sizes: 4)", ge=0)
+    copy_high: int = opt(
+        0, "copy baseline: token ids below this; 0: localize.high or 131 (hub sizes: 50277, GPT-NeoX's real ids)", ge=0
+    )
+    schedule_steps: int = opt(
+        143000,
+        "hub sizes: the length of the LR schedule their checkpoints were trained with (Pythia: 143000); arms "
+        "restart AdamW from zero moments at the window start (an approximation)",
+        ge=1,
+    )
+    micro_batch_size: int = opt(
+        0, "hub sizes: rows per gradient-accumulation chunk of an arm's step; 0: one chunk", ge=0
+    )
     llm_url: str = opt(
         "",
         "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "

@@ -51,21 +51,66 @@ QUICK = [
 STATE = "augment.state.json"
 
 
-def check_augment(cfg: Config) -> None:
-    """The augment section against itself, the presets and the corpus (one ConfigError naming the key)."""
-    from ..augment.study import STUDY_ARMS
+def _check_sizes(cfg: Config) -> bool:
+    """``augment.sizes``: distinct presets, or distinct hub names ``owner/name`` (not both); whether hub names."""
+    from ..augment.pretrained import is_hub_size
     from ..train import get_preset
 
     a = cfg.augment
     if not a.sizes:
-        raise ConfigError("augment.sizes: expected at least one model preset")
-    for p in a.sizes:
-        try:
-            get_preset(p)
-        except (KeyError, ValueError) as e:
-            raise ConfigError(f"augment.sizes: {e}") from None
+        raise ConfigError("augment.sizes: expected at least one model preset or hub name")
+    hub = [p for p in a.sizes if is_hub_size(p)]
+    if hub and len(hub) < len(a.sizes):
+        raise ConfigError(
+            f"augment.sizes {a.sizes}: expected presets only or hub names only (the presets train on the byte-level "
+            f"synthetic corpus, hub models on data.path in their own tokenizer), got both"
+        )
+    for p in hub:
+        if p.count("/") != 1 or not all(p.split("/")):
+            try:
+                get_preset(p)
+            except (KeyError, ValueError) as e:
+                raise ConfigError(f"augment.sizes: {e}, or a Hugging Face hub name owner/name") from None
     if len(set(a.sizes)) != len(a.sizes):
         raise ConfigError(f"augment.sizes {a.sizes}: expected distinct presets")
+    return bool(hub)
+
+
+def _check_hub(cfg: Config) -> None:
+    """The settings hub sizes need: ``data.path``, a byte-free generator, a schedule covering the study."""
+    from ..augment.arms import copy_range
+
+    a = cfg.augment
+    if not cfg.data.path:
+        raise ConfigError(
+            f"data.path is empty: hub sizes {a.sizes} train on a real dataset; name its Megatron prefix (the Pile's "
+            f"document, as Pythia)"
+        )
+    low, high = copy_range(cfg)
+    if not 0 <= low < high <= 50304:
+        raise ConfigError(
+            f"augment.copy_low/copy_high = {low}/{high}: expected 0 <= copy_low < copy_high <= the vocabulary "
+            f"(GPT-NeoX: 50304; its real ids 4..50277)"
+        )
+    if a.llm_url and cfg.data.tokenizer != "bytes":
+        raise ConfigError(
+            f"augment.llm_url: the LLM-written generators write byte-level rows; unsupported with data.tokenizer "
+            f"{cfg.data.tokenizer!r} (leave it empty for the built-in generators)"
+        )
+    if a.schedule_steps < cfg.train.total_steps:
+        raise ConfigError(
+            f"augment.schedule_steps = {a.schedule_steps} must be at least train.total_steps = "
+            f"{cfg.train.total_steps} (the arms train within the LR schedule)"
+        )
+
+
+def check_augment(cfg: Config) -> None:
+    """The augment section against itself, the presets and the corpus (one ConfigError naming the key); no data
+    is read (``check_augment_data`` checks a hub study's data and checkpoints)."""
+    from ..augment.study import STUDY_ARMS
+
+    a = cfg.augment
+    hub = _check_sizes(cfg)
     bad = [x for x in a.arms if x not in STUDY_ARMS]
     if bad or "none" not in a.arms or len(set(a.arms)) != len(a.arms):
         raise ConfigError(f"augment.arms {a.arms}: expected distinct arms including 'none' from {list(STUDY_ARMS)}")
@@ -78,17 +123,19 @@ def check_augment(cfg: Config) -> None:
         )
     if a.copy_span_min > a.copy_span_max:
         raise ConfigError(f"augment.copy_span_min = {a.copy_span_min} exceeds copy_span_max = {a.copy_span_max}")
-    if 2 * a.copy_span_max + 1 > cfg.corpus.seq_len:
+    seq_key, seq_len = ("data.seq_len", cfg.data.seq_len) if hub else ("corpus.seq_len", cfg.corpus.seq_len)
+    if 2 * a.copy_span_max + 1 > seq_len:
         raise ConfigError(
-            f"augment.copy_span_max = {a.copy_span_max}: S || S does not fit rows of corpus.seq_len = "
-            f"{cfg.corpus.seq_len}"
+            f"augment.copy_span_max = {a.copy_span_max}: S || S does not fit rows of {seq_key} = {seq_len}"
         )
     if a.window_steps + a.train_after >= cfg.train.total_steps:
         raise ConfigError(
             f"augment.window_steps + train_after = {a.window_steps + a.train_after} must be below "
             f"train.total_steps = {cfg.train.total_steps}"
         )
-    if cfg.data.seq_len != cfg.corpus.seq_len:
+    if hub:
+        _check_hub(cfg)
+    elif cfg.data.seq_len != cfg.corpus.seq_len:
         raise ConfigError(f"data.seq_len = {cfg.data.seq_len} differs from corpus.seq_len = {cfg.corpus.seq_len}")
     if a.llm_url and not a.llm_url.startswith(("http://", "https://")):
         raise ConfigError(f"augment.llm_url = {a.llm_url!r}: expected http(s)://host[:port]/v1")
@@ -97,10 +144,41 @@ def check_augment(cfg: Config) -> None:
             raise ConfigError(f"{key} = {L}: rows of 2L tokens exceed the tiny presets' context of 2048")
 
 
+def check_augment_data(cfg: Config) -> None:
+    """A hub study's inputs: ``data.path`` readable and holding ``train.total_steps`` steps and the held-out rows
+    after them, every revision of every size in the local HF cache, of a known shape and vocabulary (one line)."""
+    from ..augment.arms import copy_range
+    from ..augment.pretrained import is_hub_size, revision_steps
+    from ..model import read_model_config
+    from ..train import preset_for_shape
+    from .inputs import hub_checkpoint_dir, open_data
+
+    a = cfg.augment
+    if not any(is_hub_size(p) for p in a.sizes):
+        return  # the synthetic corpus is generated by the study
+    data = open_data(cfg, check_window=False)
+    if data.n_rows < cfg.train.total_steps * data.batch_size + a.n_heldout:
+        raise ConfigError(
+            f"train.total_steps = {cfg.train.total_steps}: data.path {cfg.data.path!r} holds {data.n_steps} steps of "
+            f"{data.batch_size} rows; expected train.total_steps steps and augment.n_heldout = {a.n_heldout} rows after"
+        )
+    high = copy_range(cfg)[1]
+    for p in a.sizes:
+        for k in revision_steps(cfg):
+            s = read_model_config(hub_checkpoint_dir(p, k))
+            try:
+                preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
+            except ValueError as e:
+                raise ConfigError(f"augment.sizes {p!r}: {e}") from None
+            if high > s.vocab_size:
+                raise ConfigError(f"augment.copy_high = {high} exceeds {p}'s vocabulary of {s.vocab_size} ids")
+
+
 def load_augment_config(config_path: str | None, overrides: list | None, quick: bool) -> Config:
     path = resolve_config_arg(config_path) if config_path else packaged_config("augment-demo")
     cfg = load_config(path, (QUICK if quick else []) + list(overrides or []))
     check_augment(cfg)
+    check_augment_data(cfg)
     return cfg
 
 
@@ -108,6 +186,7 @@ def run_augment(
     out: str, overrides: list | None = None, config_path: str | None = None, quick: bool = False, progress: bool = True
 ) -> dict:
     """The study into ``out``; a rerun with the same config continues it, another config is refused."""
+    from ..augment.pretrained import is_hub_size
     from ..augment.report import write_augment_report
     from ..augment.study import run_study
     from ..data import PythiaBatches
@@ -125,6 +204,8 @@ def run_augment(
         res = run_study(cfg, out, progress)
         data = PythiaBatches(cfg.data.path, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
         ids = sorted({ex["id"] for m in res["motifs"].values() for mo in m["motifs"] for ex in mo["examples"]})
+        # the report highlights example rows as bytes: none for a real tokenizer (the rows' ids are in augment.json)
+        ids = [] if cfg.data.tokenizer != "bytes" and any(is_hub_size(p) for p in cfg.augment.sizes) else ids
         texts = dict(zip(ids, np.asarray(data.rows(np.asarray(ids, np.int64))).astype(np.int64))) if ids else {}
         res["report"] = os.path.abspath(write_augment_report(res, os.path.join(out, "augment.html"), texts))
         logger.info("\n".join(["", *res["findings"], f"report: {res['report']}", f"elapsed {res['elapsed_s']} s"]))

@@ -64,8 +64,6 @@ def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | Non
 
 def hf_checkpoint_dir(cfg: Config, step: int) -> str:
     """The local directory of hub checkpoint ``model.name`` at revision ``step<k>`` (the local HF cache only)."""
-    from ..errors import ModelError
-
     name = cfg.model.name
     if not name:
         raise ConfigError("model: set model.run_dir (a mda-fast training run) or model.name (a Pythia hub name)")
@@ -74,13 +72,21 @@ def hf_checkpoint_dir(cfg: Config, step: int) -> str:
             f"model.name {name!r} is a local directory (one checkpoint, step unknown); intervene "
             f"needs the window-start checkpoint: use model.run_dir (step<k>/ dirs) or a hub name"
         )
+    return hub_checkpoint_dir(name, step, " (the window start)")
+
+
+def hub_checkpoint_dir(name: str, step: int, what: str = "") -> str:
+    """The local directory of hub model ``name`` at revision ``step<k>``, from the local HF cache only (no network);
+    ``ModelError`` saying how to download it otherwise (``what``: the checkpoint's role, for the message)."""
+    from ..errors import ModelError
+
     try:
         from huggingface_hub import snapshot_download
 
         return snapshot_download(name, revision=f"step{step}", local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
         raise ModelError(
-            f"model {name!r} at revision 'step{step}' (the window start) is not in the local Hugging "
+            f"model {name!r} at revision 'step{step}'{what} is not in the local Hugging "
             f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
             f"{name} --revision step{step}"
         ) from None

@@ -40,10 +40,14 @@ def localize_checkpoints(cfg: Config) -> list:
     if os.path.isdir(m.name):
         mm = re.fullmatch(r"step(\d+)", m.revision or "")
         return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
-    revs = loc.revisions or [
-        f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if s < cfg.window.end_step
-    ] + [f"step{cfg.window.end_step}"]
+    revs = loc.revisions or pythia_revisions(cfg.window.end_step)
     return [(int(r[4:]), m.name, r) for r in revs]
+
+
+def pythia_revisions(end_step: int) -> list:
+    """The default hub revisions up to ``end_step``: Pythia's ``step0, step1, step2, step4, ..., step512`` below
+    it, then ``step<end_step>``."""
+    return [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if s < end_step] + [f"step{end_step}"]
 
 
 def emergence_steps(steps, scores: np.ndarray, threshold: float) -> list:
