@@ -6,7 +6,7 @@ import os
 import time
 from typing import List, Optional
 
-__all__ = ["train_base", "saved_steps", "base_window"]
+__all__ = ["train_base", "saved_steps", "base_window", "base_record"]
 
 
 def saved_steps(run_dir: str) -> List[int]:
@@ -90,12 +90,19 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
     em = _emergence(eval_path, cfg.localize.threshold)
     recs = {r["step"]: r for r in read_jsonl(eval_path) if "max_prefix_matching" in r}
     start, end, until = base_window(recs, em, a)
+    return base_record(preset, run_dir, em, (start, end, until), t0, recs)
+
+
+def base_record(preset: str, run_dir, emergence, bounds: tuple, t0: float, evals: dict) -> dict:
+    """A size's base run: its preset and run dir, emergence step, window ``[start, end)``, ``train_until``, the
+    seconds since ``t0`` and its evaluations (step -> record) within ``[start, until]``."""
+    start, end, until = bounds
     return {
         "preset": preset,
         "run_dir": run_dir,
-        "emergence_step": em,
+        "emergence_step": emergence,
         "window": [int(start), int(end)],
         "train_until": int(until),
         "train_s": round(time.perf_counter() - t0, 1),
-        "evals": {int(s): recs[s] for s in sorted(recs) if start <= s <= until},
+        "evals": {int(s): evals[s] for s in sorted(evals) if start <= s <= until},
     }

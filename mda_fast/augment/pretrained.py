@@ -22,6 +22,7 @@ import time
 from typing import List
 
 from ..errors import ConfigError
+from .base_runs import base_record
 from .cache import fingerprint
 
 __all__ = [
@@ -123,18 +124,8 @@ def pretrained_base(cfg, name: str, data, out: str, eval_fn, progress: bool) -> 
     except ValueError as e:
         raise ConfigError(f"augment.sizes {name!r}: {e}") from None
     grid = range(start, until + 1, a.eval_every)
-    return {
-        "preset": preset,
-        "name": name,
-        "pretrained": True,
-        "run_dir": None,
-        "emergence_step": em,
-        "window": [int(start), int(end)],
-        "train_until": int(until),
-        "train_s": round(time.perf_counter() - t0, 1),
-        "evals": {int(k): evals[k] for k in steps if start <= k <= until},
-        "eval_steps": sorted({*grid, int(end), int(until)}),
-    }
+    base = base_record(preset, None, em, (start, end, until), t0, {k: evals[k] for k in steps})
+    return {**base, "name": name, "pretrained": True, "eval_steps": sorted({*grid, int(end), int(until)})}
 
 
 def arm_trainer(cfg, base: dict, data, out: str, iv, eval_fn, progress: bool):

@@ -112,9 +112,7 @@ class TargetsSection:
         [], "induction_text probe: global row indices of its rows; empty: the first text_probe_n rows", kind="list[int]"
     )
     text_probe_n: int = opt(16, "induction_text probe: number of rows when text_probe_rows is empty", ge=1)
-    text_probe_length: int = opt(
-        0, "induction_text probe: tokens of each row fed to the model; 0: the model's context", ge=0
-    )
+    text_probe_length: int = opt(0, "induction_text probe: tokens of each row it reads; 0: the model's context", ge=0)
     probe_target: str = opt(
         "next",
         "induction target: next (correct) or authors (the reference code's default, "
@@ -263,9 +261,7 @@ class AugmentSection:
         "restart AdamW from zero moments at the window start (an approximation)",
         ge=1,
     )
-    micro_batch_size: int = opt(
-        0, "hub sizes: rows per gradient-accumulation chunk of an arm's step; 0: one chunk", ge=0
-    )
+    micro_batch_size: int = opt(0, "hub sizes: rows per gradient-accumulation chunk of an arm step; 0: one chunk", ge=0)
     llm_url: str = opt(
         "",
         "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "
