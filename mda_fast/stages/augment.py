@@ -15,7 +15,8 @@ import numpy as np
 
 from ..config import Config, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
-from .io import OutputLock, read_json, write_json
+from .io import OutputLock, write_json
+from .runs import refuse_other_config
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +194,7 @@ def run_augment(
 
     cfg = load_augment_config(config_path, overrides, quick)
     state = os.path.join(out, STATE)
-    if os.path.exists(state) and read_json(state).get("config") != cfg.to_dict():
-        raise ConfigError(
-            f"--out {out} holds an augment study made with another config; use a fresh --out, or the "
-            f"same --config/--set/--quick to continue it"
-        )
+    refuse_other_config(out, STATE, cfg, "an augment study")
     with OutputLock(out):
         if not os.path.exists(state):
             write_json(state, {"config": cfg.to_dict()})

@@ -73,7 +73,7 @@ def check_demo_out(cfg: Config, out: str) -> None:
                 f"--out {out} holds a demo corpus but no {DEMO_STATE} (from another version); use a fresh --out"
             )
         return
-    refuse_other_config(out, DEMO_STATE, cfg, "demo run")
+    refuse_other_config(out, DEMO_STATE, cfg, "a demo run")
 
 
 def run_demo(out: str, overrides: list | None = None, config_path: str | None = None, progress: bool = True) -> dict:

@@ -17,14 +17,19 @@ from .io import read_json, write_json
 logger = logging.getLogger(__name__)
 
 
-def config_differences(a: dict, b: dict, where: str = "") -> list:
+def config_differences(a: dict, b: dict, where: str = "", defaults: dict | None = None) -> list:
     """``key: old -> new`` for every key whose value differs between two ``Config.to_dict()`` dicts (nested
-    sections as ``section.key``; a corpus ``mix`` compares as one value)."""
+    sections as ``section.key``; a corpus ``mix`` compares as one value). With ``defaults`` (the same tree of
+    default values), a key missing from ``a`` (a config written before the key existed) whose value in ``b`` is
+    its default is no difference."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
+        d = (defaults or {}).get(k)
         if isinstance(va, dict) and isinstance(vb, dict) and k != "mix":
-            out += config_differences(va, vb, f"{where}{k}.")
+            out += config_differences(va, vb, f"{where}{k}.", d if isinstance(d, dict) else None)
+        elif k not in a and defaults is not None and k in defaults and vb == d:
+            continue
         elif va != vb:
             out.append(f"{where}{k}: {va!r} -> {vb!r}")
     return out
@@ -35,11 +40,11 @@ def refuse_other_config(out: str, state_file: str, cfg: Config, what: str) -> No
     path = os.path.join(out, state_file)
     if not os.path.exists(path):
         return
-    diff = config_differences(read_json(path)["config"], cfg.to_dict())
+    diff = config_differences(read_json(path)["config"], cfg.to_dict(), defaults=Config().to_dict())
     if diff:
         more = f"; {len(diff) - 4} more" if len(diff) > 4 else ""
         raise ConfigError(
-            f"--out {out} holds a {what} made with another config ({'; '.join(diff[:4])}{more}); use a fresh "
+            f"--out {out} holds {what} made with another config ({'; '.join(diff[:4])}{more}); use a fresh "
             "--out, or the same --set values to continue it"
         )
 

@@ -92,7 +92,7 @@ def check_study_out(cfg: Config, out: str) -> None:
         if os.path.isdir(out) and os.path.exists(os.path.join(out, "data", "corpus.manifest.json")):
             raise ConfigError(f"--out {out} holds a corpus but no {STUDY_STATE}; use a fresh --out")
         return
-    refuse_other_config(out, STUDY_STATE, cfg, "study")
+    refuse_other_config(out, STUDY_STATE, cfg, "a study")
 
 
 def load_study_config(config_path: str | None, overrides: list | None, quick: bool = False) -> Config:

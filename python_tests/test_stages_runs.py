@@ -1,0 +1,40 @@
+"""What the end-to-end commands share (``stages/runs.py``): the same-config check of a rerun on one ``--out``."""
+
+import pytest
+
+from mda_fast.config import load_config
+from mda_fast.errors import ConfigError
+from mda_fast.stages.io import write_json
+from mda_fast.stages.runs import config_differences, refuse_other_config
+
+
+def test_config_differences_names_nested_keys():
+    a = {"train": {"lr": 1e-3, "seed": 0}, "corpus": {"mix": {"a": 1}}}
+    b = {"train": {"lr": 2e-3, "seed": 0}, "corpus": {"mix": {"a": 2}}}
+    assert config_differences(a, b) == ["corpus.mix: {'a': 1} -> {'a': 2}", "train.lr: 0.001 -> 0.002"]
+    assert config_differences(a, a) == []
+
+
+def test_a_key_added_later_with_its_default_is_no_difference():
+    old = {"augment": {"seeds": [0]}}
+    new = {"augment": {"seeds": [0], "micro_batch_size": 0}}
+    defaults = {"augment": {"seeds": [0, 1, 2], "micro_batch_size": 0}}
+    assert config_differences(old, new, defaults=defaults) == []
+    # without defaults, or with a non-default value, it is one
+    assert config_differences(old, new) == ["augment.micro_batch_size: None -> 0"]
+    new["augment"]["micro_batch_size"] = 4
+    assert config_differences(old, new, defaults=defaults) == ["augment.micro_batch_size: None -> 4"]
+    # a key removed from the current config is always a difference
+    assert config_differences(new, old, defaults=defaults) == ["augment.micro_batch_size: 4 -> None"]
+
+
+def test_refuse_other_config(tmp_path):
+    cfg = load_config(None, ["train.lr=0.001"])
+    refuse_other_config(str(tmp_path), "state.json", cfg, "a run")  # nothing recorded yet
+    d = cfg.to_dict()
+    del d["augment"]["micro_batch_size"]  # written by a version without the key: still the same config
+    write_json(str(tmp_path / "state.json"), {"config": d})
+    refuse_other_config(str(tmp_path), "state.json", cfg, "a run")
+    other = load_config(None, ["train.lr=0.002"])
+    with pytest.raises(ConfigError, match=r"holds a run made with another config \(train\.lr: 0\.001 -> 0\.002\)"):
+        refuse_other_config(str(tmp_path), "state.json", other, "a run")
