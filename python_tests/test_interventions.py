@@ -169,10 +169,14 @@ def test_matched_arms_copy_the_top_sets_category_counts(run):
     rare[:, 0] = 1.0
     rare[top, 0], rare[top, 1] = 0.0, 1.0
     rare[g[~np.isin(g, top)][:3], :] = [0, 1, 0, 0, 0, 0, 0, 0]
-    with pytest.raises(
-        ValueError, match="matched arms: the top set holds 8 'xml' rows but the rest of the window only 3"
-    ):
-        select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=rare), s, g)
+    # the 3 'xml' rows outside the top set are all taken, the other 5 are random rows of other categories, and the
+    # shortfall is recorded (real corpora have rare file types)
+    got = select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=rare), s, g)
+    xml_rows = set(g[~np.isin(g, top)][:3].tolist())
+    assert got["matched_composition"] == {"xml": 3, "shortfall": {"xml": len(top) - 3}}
+    for seed, m in got["matched"].items():
+        assert len(m) == len(top) and len(set(m.tolist())) == len(m) and not set(m.tolist()) & set(top.tolist())
+        assert xml_rows <= set(m.tolist()) and (rare[m, 1] == 1).sum() == 3
     with pytest.raises(ValueError, match="categories"):
         select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=np.zeros((5, 8))), s, g)
 

@@ -5,12 +5,15 @@ Definitions: the docstring of :mod:`mda_fast.study.interventions`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 import numpy as np
 
 from ...train import Interventions
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .config import InterventionConfig
@@ -90,23 +93,32 @@ def select_sets(config: InterventionConfig, scores, global_index) -> Dict[str, A
 
 def _matched_sets(config: InterventionConfig, top: np.ndarray, pool: np.ndarray):
     """Per seed, ``len(top)`` samples from ``pool`` with the top set's count of every dominant category, in a
-    seeded random order; and the composition ``{category: count}``."""
+    seeded random order; and the composition ``{category: count}``.
+
+    A category with fewer rows in ``pool`` than the top set holds (real corpora have rare file types) gives all
+    of them, and the shortfall is filled with uniformly random rows of the other categories; the composition
+    then records ``{"shortfall": {category: rows not matched}}`` and a warning names it."""
     dom, names = config.dominant_categories()
     need = np.bincount(dom[top], minlength=len(names))
     pool_dom = dom[pool]
-    for c in np.flatnonzero(need):
-        have = int((pool_dom == c).sum())
-        if have < need[c]:
-            raise ValueError(
-                f"matched arms: the top set holds {int(need[c])} {names[c]!r} rows but the rest of the "
-                f"window only {have}; lower top_frac or widen the window"
-            )
+    take = np.minimum(need, np.bincount(pool_dom, minlength=len(names)))
+    short = {names[c]: int(need[c] - take[c]) for c in np.flatnonzero(need > take)}
+    if short:
+        logger.warning(
+            "matched arms: the rest of the window lacks rows of %s for the top set's mix; filled with random "
+            "rows of the other categories",
+            ", ".join(f"{n} {c!r}" for c, n in short.items()),
+        )
     sets = {}
     for seed in config.seeds:
         rng = np.random.default_rng([seed, MATCHED_STREAM])
-        parts = [rng.choice(pool[pool_dom == c], size=int(need[c]), replace=False) for c in np.flatnonzero(need)]
+        parts = [rng.choice(pool[pool_dom == c], size=int(take[c]), replace=False) for c in np.flatnonzero(take)]
+        if short:
+            rest = np.setdiff1d(pool, np.concatenate(parts)) if parts else pool
+            parts.append(rng.choice(rest, size=int(need.sum() - take.sum()), replace=False))
         sets[seed] = rng.permutation(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-    return sets, {names[c]: int(need[c]) for c in np.flatnonzero(need)}
+    comp = {names[c]: int(take[c]) for c in np.flatnonzero(take)}
+    return sets, ({**comp, "shortfall": short} if short else comp)
 
 
 @dataclass
