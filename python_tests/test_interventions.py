@@ -475,3 +475,18 @@ def test_one_summary_of_intervention_results(run):
     assert "0.1235" not in report.render_report(
         title="t", config={}, provenance={}, interventions={"arms": arms, "threshold": 0.5}
     )
+
+
+def test_findings_name_a_matched_shortfall():
+    from mda_fast.study.findings import intervention_findings
+
+    r = {
+        "summary": {"baseline": {"emergence": {"mean": None}}},
+        "threshold": 0.3,
+        "config": {"start_step": 0, "end_step": 10},
+        "arms": {},
+        "sets": {"matched_composition": {"xml": 3, "shortfall": {"xml": 5}}},
+    }
+    assert any("lacks 5 'xml' rows" in x for x in intervention_findings(r))
+    r["sets"]["matched_composition"] = {"xml": 8}
+    assert not any("lacks" in x for x in intervention_findings(r))

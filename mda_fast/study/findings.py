@@ -77,6 +77,12 @@ def intervention_findings(result: dict) -> list:
             f"moments at step {result['config']['start_step']} (an approximation of continuing the original "
             f"run; every arm shares it)."
         )
+    short = result.get("sets", {}).get("matched_composition", {}).get("shortfall")
+    if short:
+        lines.append(
+            f"The matched sets could not copy the top set's mix: the rest of the window lacks "
+            f"{', '.join(f'{n} {c!r}' for c, n in short.items())} rows, drawn instead from the other categories."
+        )
     for arm, a in summ.items():
         if arm == "baseline":
             continue
