@@ -173,6 +173,7 @@ def _run_torchrun(args, cfg, progress: bool):
             return _run(args, progress)
         return None
     dist = Dist.from_env(device_of(cfg))
+    clean = False
     try:
         r = run_stage(args.cmd, cfg, args.out, dist, resume=getattr(args, "resume", False), progress=progress)
         if args.cmd == "score":
@@ -186,8 +187,9 @@ def _run_torchrun(args, cfg, progress: bool):
             from .stages import report
 
             print(report.run_report(cfg, args.out))
+        clean = True
     finally:
-        dist.close()
+        dist.close(clean)
     return r
 
 

@@ -100,12 +100,24 @@ class Dist:
             rank, world, local, ctrl=ctrl, data=data, data_device=str(dev) if backend == "nccl" else "cpu", log=log
         )
 
-    def close(self) -> None:
+    def close(self, clean: bool = True) -> None:
+        """Leave the job. ``clean`` (every rank got here without an error): meet the others first, so no rank
+        tears its connections down while a peer still talks to it. The groups are destroyed and this object's
+        references to them dropped here, while the interpreter is fully alive: a gloo group whose C++ side is
+        left to the interpreter's finalization can abort the process ("terminate called without an active
+        exception") after it has done all its work."""
         if self.world > 1:
+            import gc
+
             import torch.distributed as td
 
             if td.is_initialized():
+                if clean:
+                    with contextlib.suppress(Exception):
+                        self._status(None, "close")
                 td.destroy_process_group()
+            self._ctrl = self._data = None
+            gc.collect()
 
     @property
     def is_main(self) -> bool:
