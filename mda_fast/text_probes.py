@@ -33,6 +33,7 @@ from .probes import Probe, _float_acc, register_probe
 __all__ = [
     "induction_text_targets",
     "batch_induction_targets",
+    "induction_hits",
     "TextInductionProbe",
     "token_losses",
     "icl_score_text",
@@ -64,6 +65,17 @@ def induction_text_targets(tokens) -> Tuple[torch.Tensor, torch.Tensor]:
     prev[order[1:][same]] = order[:-1][same]  # the previous occurrence of the same token
     pos = torch.nonzero(prev >= 0).squeeze(1)
     return pos, x[prev[pos] + 1]
+
+
+def induction_hits(tokens) -> Tuple[int, int]:
+    """How much plain induction predicts in a row of real tokens: ``(hits, n)`` over the positions ``t`` of
+    :func:`induction_text_targets` that have a next token in the row (``t < T - 1``): ``n`` such positions, of
+    which ``hits`` have ``x_{t+1}`` equal to the token that followed the last earlier occurrence of ``x_t``."""
+    x = _as_long(tokens)
+    pos, tgt = induction_text_targets(x)
+    keep = pos < x.shape[0] - 1
+    pos, tgt = pos[keep], tgt[keep]
+    return int((x[pos + 1] == tgt).sum()), int(pos.numel())
 
 
 def batch_induction_targets(ids: torch.Tensor, exclude: Sequence[int] = ()) -> Tuple[torch.Tensor, ...]:

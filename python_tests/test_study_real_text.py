@@ -81,6 +81,11 @@ def test_quick_study_end_to_end(tmp_path):
     assert enr and all({"top_ratio", "bottom_ratio", "random_ratio_95", "base_share"} <= set(v) for v in enr.values())
     base = sum(v["base_share"] for v in enr.values())
     assert base == pytest.approx(1.0, abs=1e-4)
+    st = s["induction_structure"]
+    assert st["n"] == s["n_scored"] and st["k"] == enr_k(s)
+    assert all(0.0 <= st[x] <= 1.0 for x in ("top", "bottom", "all")) and -1.0 <= st["spearman"] <= 1.0
+    assert st["random_95"][0] <= st["random_95"][1]
+    assert any(x.startswith("Plain induction") for x in s["findings"])
     assert len(s["icl_curve"]["icl"]) == len(s["icl_curve"]["steps"]) > 1
     assert set(s["interventions"]) >= {"baseline", "delete-top", "augment-matched"}
     assert any("Top 10%" in x for x in s["findings"]) and any("Bottom 10%" in x for x in s["findings"])
@@ -95,5 +100,51 @@ def test_quick_study_end_to_end(tmp_path):
     assert main(args + ["--set", "study.shuffle_seed=5"]) == 2
 
 
+def enr_k(s):
+    return s["enrichment"]["k"]
+
+
 def test_quick_overrides_are_valid():
     load_config(packaged_config("real-text"), QUICK + FAST)
+
+
+def test_induction_structure_equals_a_direct_count(tmp_path):
+    """The top / bottom / all hit rates and the rank correlation, recomputed here row by row from the file."""
+    from mda_fast.data.megatron_writer import write_megatron
+    from mda_fast.stages.study_measures import induction_structure
+
+    rng = np.random.default_rng(3)
+    T, n = 17, 40
+    rows = rng.integers(1, 9, size=(n, T))
+    rows[:6] = np.tile(rng.integers(1, 200, size=4), T)[:T]  # fully repeated rows: plain induction always right
+    write_megatron(str(tmp_path / "corpus"), rows, dtype=np.uint16)
+    gi = rng.permutation(np.concatenate([np.arange(6), rng.permutation(np.arange(6, n))[:24]]))  # the window's rows
+    s = rng.normal(size=30)
+    s[np.isin(gi, np.arange(6))] += 10.0  # the repeated rows score top
+    os.makedirs(tmp_path / "out" / "score")
+    np.save(tmp_path / "out" / "score" / "scores.npy", s[:, None].astype(np.float32))
+    np.save(tmp_path / "out" / "score" / "global_index.npy", gi)
+    cfg = load_config(packaged_config("real-text"), [f'data.path="{tmp_path / "corpus"}"', "data.seq_len=17"])
+
+    def rate(r):
+        last, hit, m = {}, 0, 0
+        for t in range(T - 1):
+            if r[t] in last:
+                m += 1
+                hit += r[last[r[t]] + 1] == r[t + 1]
+            last[r[t]] = t
+        return hit / max(m, 1)
+
+    want = np.array([rate(rows[g]) for g in gi])
+    order = np.argsort(-s.astype(np.float32).astype(np.float64), kind="stable")
+    st = induction_structure(str(tmp_path / "out"), cfg)
+    assert st["k"] == 3 and st["n"] == 30
+    assert st["top"] == pytest.approx(want[order[:3]].mean()) and st["top"] == pytest.approx(1.0)
+    assert st["bottom"] == pytest.approx(want[order[-3:]].mean()) and st["all"] == pytest.approx(want.mean())
+    from statistics import correlation
+
+    def avg_ranks(x):  # ties share their mean rank
+        return [float((x < v).sum()) + ((x == v).sum() - 1) / 2 for v in x]
+
+    assert st["spearman"] == pytest.approx(correlation(avg_ranks(s), avg_ranks(want)))
+    assert st["spearman"] > 0.3

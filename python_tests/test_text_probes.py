@@ -18,6 +18,7 @@ from mda_fast.text_probes import (
     batch_induction_targets,
     icl_score_text,
     icl_window,
+    induction_hits,
     induction_text_targets,
     token_losses,
 )
@@ -105,6 +106,22 @@ def test_edge_cases_and_exclude():
     assert r.tolist() == [1, 1]
     with pytest.raises(ValueError):
         induction_text_targets(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_induction_hits_known_answers_and_reference():
+    """(hits, n): positions with an earlier occurrence and a next token in the row; a hit when the next token is
+    the one that followed the last earlier occurrence."""
+    # t=3: 1 seen at 0 -> x1=2, next x4=2: hit; t=4: 2 seen at 1 -> x2=3, next x5=4: miss; t=5: no next token
+    assert induction_hits(torch.tensor([1, 2, 3, 1, 2, 4])) == (1, 2)
+    assert induction_hits(torch.tensor([5, 6, 5, 6, 5, 6])) == (3, 3)
+    assert induction_hits(torch.tensor([1, 2, 3])) == (0, 0)
+    # HAND: positions 3, 5, 6 have a next token (8 is the last); none is followed by its target
+    assert induction_hits(torch.tensor(HAND)) == (0, 3)
+    for seed in range(5):
+        seq = np.random.default_rng(seed).integers(0, 6, size=80).tolist()
+        rp, rt = ref_targets(seq)
+        want = [(p, t) for p, t in zip(rp, rt) if p < len(seq) - 1]
+        assert induction_hits(np.array(seq)) == (sum(seq[p + 1] == t for p, t in want), len(want))
 
 
 def test_objective_scores_logit_row_t():

@@ -10,7 +10,8 @@
 2. train a tiny GPT-NeoX until an induction head forms (``train_base``); 3. localize; 4. fit; 5. score the
    formation window with the probes of ``targets.probes`` (the real-text induction probe first: it ranks);
 6. analyze, plus the category enrichment of the top *and* bottom sets against base rates, each with the spread of
-   ``study.random_sets`` random sets of the same size; the real-text ICL score and induction-probe value of every
+   ``study.random_sets`` random sets of the same size; how often plain induction holds in the top, bottom and all
+   scored rows (``study/structure.json``); the real-text ICL score and induction-probe value of every
    base checkpoint on held-out rows; 7. the deletion / augmentation arms against random and category-matched
    random sets; 8. ``OUT/report.html`` and ``OUT/summary.json``, whose findings are computed from the results.
 
@@ -35,7 +36,7 @@ from .localize import run_localize
 from .report import run_report
 from .runs import Stages, analyze, attribution_summary, finish, fit_and_score, log_window, refuse_other_config
 from .study_corpus import prepare_real_corpus
-from .study_measures import enrichment_with_spread, icl_curve
+from .study_measures import enrichment_with_spread, icl_curve, induction_structure
 from .train import train_base
 
 logger = logging.getLogger(__name__)
@@ -178,18 +179,22 @@ def _run_stages(cfg: Config, out: str, progress: bool, stage: Stages) -> dict:
     _, targets, found = analyze(stage, cfg, out, progress)
     enrich = stage("enrichment", enrichment_with_spread, out, cfg)
     write_json(os.path.join(out, "study", "enrichment.json"), enrich)
+    structure = stage("structure", induction_structure, out, cfg)
+    write_json(os.path.join(out, "study", "structure.json"), structure)
     icl = stage("icl", icl_curve, cfg, out, run_dir)
     interventions = None
     if cfg.intervene.enabled:
         interventions = stage("intervene", run_intervene, cfg, out, progress=progress)
     write_json(os.path.join(out, "config.resolved.json"), cfg.to_dict())
-    lines = study_findings(manifest, win, enrich, icl, found, cfg)
+    lines = study_findings(manifest, win, enrich, icl, found, cfg) + [structure_finding(structure, cfg)]
     if interventions is not None:
         lines += intervention_findings(interventions)
     report = stage("report", run_report, cfg, out, interventions=interventions, notes=lines)
     summary = {"corpus": _corpus_summary(manifest), "settings": _settings(cfg)}
     summary.update(attribution_summary(targets, win, sc, found))
-    summary.update(enrichment=enrich, icl_curve=icl, findings=lines + findings_text(found)[1:2])
+    summary.update(
+        enrichment=enrich, induction_structure=structure, icl_curve=icl, findings=lines + findings_text(found)[1:2]
+    )
     if interventions is not None:
         summary["interventions"] = interventions.get("summary", interventions)
     return finish(out, summary, stage, report)
@@ -269,6 +274,19 @@ def study_findings(manifest: dict, win: dict, enrich: dict, icl: dict, found: di
             f"{fmt(under)}."
         )
     return lines
+
+
+def structure_finding(st: dict, cfg: Config) -> str:
+    """One line: how often plain induction predicts the next token in the top, bottom and all scored rows."""
+    pct = round(100 * cfg.analyze.top_frac)
+    lo, hi = st["random_95"]
+    return (
+        f"Plain induction (the next token is the one that followed this token's last earlier occurrence) holds at "
+        f"{100 * st['top']:.1f}% of the positions where it applies in the top {pct}% rows, "
+        f"{100 * st['bottom']:.1f}% in the bottom {pct}%, {100 * st['all']:.1f}% in all {st['n']} scored rows "
+        f"(random {st['k']}-row sets: "
+        f"{100 * lo:.1f}–{100 * hi:.1f}%); rank correlation with the score {st['spearman']:+.2f}."
+    )
 
 
 def arms_table(summary: dict) -> str:

@@ -1,5 +1,6 @@
 """The study's measurements beyond ``analyze``: category enrichment of the top and bottom sets with the spread of
-random sets, and the real-text ICL and induction-probe curve over the base run's checkpoints."""
+random sets, the induction structure of the top and bottom rows, and the real-text ICL and induction-probe curve
+over the base run's checkpoints."""
 
 from __future__ import annotations
 
@@ -18,14 +19,10 @@ def enrichment_with_spread(out: str, cfg: Config) -> dict:
     from ..data.categories import load_category_sidecar
     from ..study.stats import category_enrichment
 
-    d = os.path.join(out, "score")
-    s = np.asarray(np.load(os.path.join(d, "scores.npy"), mmap_mode="r")[:, 0], dtype=np.float64)
-    gi = np.asarray(np.load(os.path.join(d, "global_index.npy"), mmap_mode="r"), dtype=np.int64)
+    s, gi, order, k = _ranked_scores(out, cfg)
     fr, names = load_category_sidecar(cfg.data.path)
     rows = np.asarray(fr, np.float64)[gi]
     n = s.size
-    k = int(np.ceil(cfg.analyze.top_frac * n))
-    order = np.lexsort((np.arange(n), -s))  # descending score, ties by row order
     rng = np.random.default_rng(cfg.study.shuffle_seed + 1)
     rand = np.stack([rows[rng.choice(n, k, replace=False)].mean(axis=0) for _ in range(cfg.study.random_sets)])
     base = rows.mean(axis=0)
@@ -45,6 +42,63 @@ def enrichment_with_spread(out: str, cfg: Config) -> dict:
             "random_ratio_95": [float(lo), float(hi)],
         }
     return out_d
+
+
+def induction_structure(out: str, cfg: Config) -> dict:
+    """What separates the top rows from the bottom ones mechanistically: in each scored row, the share of its
+    positions whose next token is the one that followed the last earlier occurrence of the current token
+    (:func:`mda_fast.text_probes.induction_hits`: what an induction head predicts), averaged over the top and
+    bottom ``analyze.top_frac`` of the primary target's scores and over all scored rows, with the 2.5–97.5% range
+    over ``study.random_sets`` random sets of the same size and the rank correlation of the score with it."""
+    from ..data.pythia import PythiaBatches
+    from ..text_probes import induction_hits
+
+    s, gi, order, k = _ranked_scores(out, cfg)
+    rows = PythiaBatches(cfg.data.path, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len).rows(gi)
+    counts = np.array([induction_hits(r) for r in rows], dtype=np.float64).reshape(-1, 2)
+    rate = counts[:, 0] / np.maximum(counts[:, 1], 1.0)
+    n = s.size
+    rng = np.random.default_rng(cfg.study.shuffle_seed + 2)
+    rand = np.array([rate[rng.choice(n, k, replace=False)].mean() for _ in range(cfg.study.random_sets)])
+    lo, hi = np.quantile(rand, [0.025, 0.975])
+    return {
+        "k": k,
+        "n": n,
+        "top": float(rate[order[:k]].mean()),
+        "bottom": float(rate[order[-k:]].mean()),
+        "all": float(rate.mean()),
+        "random_95": [float(lo), float(hi)],
+        "spearman": _spearman(s, rate),
+    }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (average ranks for ties); 0.0 where either side is constant."""
+
+    def ranks(x):
+        o = np.argsort(x, kind="stable")
+        r = np.empty(x.size, dtype=np.float64)
+        r[o] = np.arange(x.size, dtype=np.float64)
+        _, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return sums[inv] / cnt[inv]
+
+    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranked_scores(out: str, cfg: Config):
+    """The primary target's scores, their rows' global indices, the descending order (ties by row order) and
+    the size of the top and bottom sets."""
+    d = os.path.join(out, "score")
+    s = np.asarray(np.load(os.path.join(d, "scores.npy"), mmap_mode="r")[:, 0], dtype=np.float64)
+    gi = np.asarray(np.load(os.path.join(d, "global_index.npy"), mmap_mode="r"), dtype=np.int64)
+    n = s.size
+    k = int(np.ceil(cfg.analyze.top_frac * n))
+    order = np.lexsort((np.arange(n), -s))  # descending score, ties by row order
+    return s, gi, order, k
 
 
 def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
