@@ -189,7 +189,7 @@ def _run_torchrun(args, cfg, progress: bool):
             print(report.run_report(cfg, args.out))
         clean = True
     finally:
-        dist.close(clean)
+        dist.close(clean, destroy=not torchrun_worker())  # a worker leaves with os._exit (main)
     return r
 
 
@@ -198,6 +198,28 @@ class Interrupted(Exception):
 
 
 def main(argv=None) -> int:
+    code = _main(argv)
+    if torchrun_worker():
+        _leave(code)
+    return code
+
+
+def torchrun_worker() -> bool:
+    """This process is a worker that torchrun's agent (or ``score --devices``) started, in a job of several."""
+    return under_torchrun() and bool(os.environ.get("TORCHELASTIC_RUN_ID"))
+
+
+def _leave(code: int) -> None:
+    """End a torchrun worker once its output is flushed, without the interpreter's teardown: every file it
+    wrote is closed by then, and that teardown of torch's distributed objects can abort a rank that has done
+    all its work ("terminate called without an active exception"), which torchrun reports as a failed rank."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     progress = not getattr(args, "no_progress", False)
     _log_to_stdout()

@@ -100,24 +100,25 @@ class Dist:
             rank, world, local, ctrl=ctrl, data=data, data_device=str(dev) if backend == "nccl" else "cpu", log=log
         )
 
-    def close(self, clean: bool = True) -> None:
+    def close(self, clean: bool = True, destroy: bool = True) -> None:
         """Leave the job. ``clean`` (every rank got here without an error): meet the others first, so no rank
-        tears its connections down while a peer still talks to it. The groups are destroyed and this object's
-        references to them dropped here, while the interpreter is fully alive: a gloo group whose C++ side is
-        left to the interpreter's finalization can abort the process ("terminate called without an active
-        exception") after it has done all its work."""
+        tears its connections down while a peer still talks to it. ``destroy``: destroy the groups and drop this
+        object's references to them, while the interpreter is fully alive (a process that ends right after with
+        ``os._exit``, as the command line's torchrun workers do, need not)."""
         if self.world > 1:
-            import gc
-
             import torch.distributed as td
 
             if td.is_initialized():
                 if clean:
                     with contextlib.suppress(Exception):
                         self._status(None, "close")
-                td.destroy_process_group()
-            self._ctrl = self._data = None
-            gc.collect()
+                if destroy:
+                    td.destroy_process_group()
+            if destroy:
+                import gc
+
+                self._ctrl = self._data = None
+                gc.collect()
 
     @property
     def is_main(self) -> bool:

@@ -314,3 +314,23 @@ def test_two_ranks_on_one_gpu(world):
         assert rc == 0, log
         pytest.xfail("NCCL refuses two ranks on one GPU (Duplicate GPU); the gloo data group fitted instead")
     assert rc == 0, log
+
+
+def test_a_torchrun_worker_leaves_with_os_exit_and_its_code(monkeypatch):
+    """A worker of several (WORLD_SIZE > 1 and torchelastic's TORCHELASTIC_RUN_ID) ends through os._exit with the
+    command's exit code, skipping the interpreter teardown that can abort a finished rank; any other process
+    returns the code."""
+    import mda_fast.cli as cli
+
+    left = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: left.append(code))
+    monkeypatch.setattr(cli, "_main", lambda argv=None: 2)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main([]) == 2 and left == []  # not started by torchrun's agent
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli.main([]) == 2 and left == []  # a job of one
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cli.main([])
+    assert left == [2]
