@@ -102,9 +102,8 @@ class Dist:
 
     def close(self, clean: bool = True, destroy: bool = True) -> None:
         """Leave the job. ``clean`` (every rank got here without an error): meet the others first, so no rank
-        tears its connections down while a peer still talks to it. ``destroy``: destroy the groups and drop this
-        object's references to them, while the interpreter is fully alive (a process that ends right after with
-        ``os._exit``, as the command line's torchrun workers do, need not)."""
+        tears its connections down while a peer still talks to it. ``destroy``: destroy the groups (a process
+        that ends right after with ``os._exit``, as the command line's torchrun workers do, need not)."""
         if self.world > 1:
             import torch.distributed as td
 
@@ -114,11 +113,6 @@ class Dist:
                         self._status(None, "close")
                 if destroy:
                     td.destroy_process_group()
-            if destroy:
-                import gc
-
-                self._ctrl = self._data = None
-                gc.collect()
 
     @property
     def is_main(self) -> bool:

@@ -309,3 +309,24 @@ def test_memmap_input(tmp_path):
     mm = np.load(p, mmap_mode="r")
     res = A.analyze(mm, ["a", "b"], **_meta(100), progress=False)
     assert res["top_share"] == pytest.approx(A.cumulative_influence(ref[:, 0])["top_share"])
+
+
+def test_spearman_equals_pearson_of_average_ranks():
+    """Spearman with ties (average ranks), against statistics.correlation of ranks counted directly; the sign
+    flips with one side reversed; undefined on a constant side."""
+    from statistics import correlation
+
+    from mda_fast.study.stats import spearman
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=50)
+    b = np.round(a + rng.normal(size=50), 0)  # many ties
+
+    def avg_ranks(x):
+        return [float((x < v).sum()) + ((x == v).sum() - 1) / 2 for v in x]
+
+    want = correlation(avg_ranks(a), avg_ranks(b))
+    assert spearman(a, b) == pytest.approx(want, abs=1e-12) and want > 0.3
+    assert spearman(a, -b) == pytest.approx(-want, abs=1e-12)
+    assert spearman(a, np.exp(a)) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman(a, np.ones(50)) is None

@@ -285,7 +285,9 @@ def structure_finding(st: dict, cfg: Config) -> str:
         f"{100 * st['top']:.1f}% of the positions where it applies in the top {pct}% rows, "
         f"{100 * st['bottom']:.1f}% in the bottom {pct}%, {100 * st['all']:.1f}% in all {st['n']} scored rows "
         f"(random {st['k']}-row sets: "
-        f"{100 * lo:.1f}–{100 * hi:.1f}%); rank correlation with the score {st['spearman']:+.2f}."
+        f"{100 * lo:.1f}–{100 * hi:.1f}%); rank correlation with the score "
+        + ("undefined" if st["spearman"] is None else f"{st['spearman']:+.2f}")
+        + "."
     )
 
 

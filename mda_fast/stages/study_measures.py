@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from ..config import Config
+from ..study.stats import ranking, spearman, top_count
 from .io import read_json, write_json
 
 
@@ -68,25 +69,8 @@ def induction_structure(out: str, cfg: Config) -> dict:
         "bottom": float(rate[order[-k:]].mean()),
         "all": float(rate.mean()),
         "random_95": [float(lo), float(hi)],
-        "spearman": _spearman(s, rate),
+        "spearman": spearman(s, rate),
     }
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (average ranks for ties); 0.0 where either side is constant."""
-
-    def ranks(x):
-        o = np.argsort(x, kind="stable")
-        r = np.empty(x.size, dtype=np.float64)
-        r[o] = np.arange(x.size, dtype=np.float64)
-        _, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
-        sums = np.bincount(inv, weights=r)
-        return sums[inv] / cnt[inv]
-
-    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _ranked_scores(out: str, cfg: Config):
@@ -95,10 +79,7 @@ def _ranked_scores(out: str, cfg: Config):
     d = os.path.join(out, "score")
     s = np.asarray(np.load(os.path.join(d, "scores.npy"), mmap_mode="r")[:, 0], dtype=np.float64)
     gi = np.asarray(np.load(os.path.join(d, "global_index.npy"), mmap_mode="r"), dtype=np.int64)
-    n = s.size
-    k = int(np.ceil(cfg.analyze.top_frac * n))
-    order = np.lexsort((np.arange(n), -s))  # descending score, ties by row order
-    return s, gi, order, k
+    return s, gi, ranking(s), top_count(s.size, cfg.analyze.top_frac)
 
 
 def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:

@@ -33,6 +33,7 @@ __all__ = [
     "jaccard_of_sets",
     "influence_per_step",
     "pearson",
+    "spearman",
 ]
 
 MAX_CURVE_POINTS = 1000
@@ -312,3 +313,18 @@ def pearson(x: Any, y: Any) -> Optional[float]:
     b = b - b.mean()
     den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     return float((a * b).sum() / den) if den > 0 else None
+
+
+def spearman(a: Any, b: Any) -> Optional[float]:
+    """Spearman's rank correlation (average ranks for ties): :func:`pearson` of the ranks; ``None`` when
+    undefined."""
+
+    def ranks(x):
+        o = np.argsort(x, kind="stable")
+        r = np.empty(x.size, dtype=np.float64)
+        r[o] = np.arange(x.size, dtype=np.float64)
+        _, inv, cnt = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return sums[inv] / cnt[inv]
+
+    return pearson(ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64)))
