@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mda_fast  # noqa: E402
-from mda_fast.capture import sequence_loss  # noqa: E402
-from mda_fast.heads import block_weight  # noqa: E402
+from mda_fast.core.capture import sequence_loss  # noqa: E402
+from mda_fast.core.heads import block_weight  # noqa: E402
 
 PYTHIA_WINDOW = 1_024_000  # sequences in Pythia-14m's scoring window
 MODELS = ("demo", "pythia-14m", "pythia-160m")
@@ -111,10 +111,10 @@ def method_c(scorer, rows, bs) -> torch.Tensor:
 
 
 def method_c_hf(scorer, rows, bs) -> torch.Tensor:
-    """(c) with capture through HF's forward + hooks instead of ``mda_fast.lean_forward`` (for comparison)."""
+    """(c) with capture through HF's forward + hooks instead of ``mda_fast.core.lean_forward`` (for comparison)."""
     from unittest import mock
 
-    from mda_fast import lean_forward
+    from mda_fast.core import lean_forward
 
     with mock.patch.object(lean_forward, "supports", lambda *a, **k: False):
         return method_c(scorer, rows, bs)

@@ -33,8 +33,8 @@ def _load(args, packaged_default: str | None = None):
 def _run(args, progress: bool):
     if args.cmd in ("augment", "demo", "study", "corpus"):
         return _run_whole(args, progress)
+    from .io import OutputLock, score_dir
     from .stages import checks, score, shards
-    from .stages.io import OutputLock, score_dir
 
     cfg = _load(args)
     if under_torchrun():
@@ -113,14 +113,14 @@ def _run_stage(cmd: str, cfg, out: str, progress: bool) -> None:
 
 def _score(args, cfg, shard, devices, progress: bool) -> None:
     """``mda-fast score``: one process, a shard, a merge, or ranks on ``--devices``; Ctrl-C says how to resume."""
-    from .stages import score, shards
-    from .stages.io import score_dir
+    from .io import score_dir
+    from .stages import distributed, score, shards
 
     try:
         if args.merge is not None:
             r = shards.merge(cfg, args.out, args.merge)
         elif devices:
-            r = shards.launch(
+            r = distributed.launch(
                 cfg, args.out, devices, resume=args.resume, progress=progress, max_restarts=args.max_restarts
             )
         else:

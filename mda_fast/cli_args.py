@@ -57,7 +57,7 @@ STAGES = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mda-fast`` argument parser: one subcommand per stage, ``corpus`` and ``config``."""
-    from . import __version__
+    from .version import __version__
 
     ap = argparse.ArgumentParser(prog="mda-fast", description=DESCRIPTION)
     ap.add_argument("--version", action="version", version=f"mda-fast {__version__}")

@@ -14,9 +14,9 @@ from mda_fast.adapters import (
     register_adapter,
     unregister_adapter,
 )
-from mda_fast.attention import attention_pattern
-from mda_fast.capture import hf_forward
-from mda_fast.model import NeoXShape, model_shape, neox_shape
+from mda_fast.core.attention import attention_pattern
+from mda_fast.core.capture import hf_forward
+from mda_fast.core.model import NeoXShape, model_shape, neox_shape
 
 
 class CountingNeoX(GPTNeoXAdapter):
@@ -98,3 +98,33 @@ def test_unknown_model_type_is_one_line_model_error():
         adapter_for_type("llama")
     with pytest.raises(TypeError, match="GPT-NeoX"):
         adapter_for(torch.nn.Linear(2, 2))
+
+
+def test_the_adapter_is_resolved_once_per_model(monkeypatch):
+    """The core reads the adapter and shape from one handle per model (issue 21), not from the raw model each time:
+    localize, fit and score on one model resolve its adapter once."""
+    import mda_fast.core.handle as H
+    from mda_fast import InfluenceScorer, fit_ekfac, localize
+    from mda_fast.core.handle import ModelHandle, handle
+
+    calls = []
+    real = H.adapter_for
+    monkeypatch.setattr(H, "adapter_for", lambda m: calls.append(id(m)) or real(m))
+    model = make_tiny(n_layers=2, attn="sdpa")
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(0, 64, (4, 17), generator=g)
+    localize(model, "prefix_matching", seq_len=8, n=4)
+    spec = HeadSpec(1, 0)
+    factors = fit_ekfac(model, [spec], [rows])
+    InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs={"n": 2, "L": 4}).score(rows)
+    per_sample_head_grads(model, rows, spec)
+    assert calls == [id(model)]
+    h = handle(model)
+    assert isinstance(h, ModelHandle) and handle(h) is h and h.model is model and h.shape == model_shape(model)
+    assert h.device == torch.device("cpu") and h.dtype == next(model.parameters()).dtype
+    other = make_tiny(n_layers=2, attn="sdpa")
+    handle(other)
+    assert calls == [id(model), id(other)]
+    other.config.model_type = "gpt2"  # a handle never outlives a change of model_type
+    with pytest.raises(ModelError, match="model_type 'gpt2'"):
+        handle(other)

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from mda_fast import analysis as A
+from mda_fast.study import stats as A
+from mda_fast.study import tables as T
+from mda_fast.study.analyze import analyze
 
 # A small hand-checked example: 10 samples, positive total = 1+10+5+3+2+1+1 = 23.
 S10 = np.array([1, 10, -4, 5, 0, 3, 2, -1, 1, 1], dtype=np.float32)
@@ -104,7 +106,7 @@ def test_category_enrichment_hand_computed():
     side = np.full((20, 2), 0.25, dtype=np.float32)
     side[gi, 0] = repeat
     side[gi, 1] = 1 - repeat
-    res = A.analyze(
+    res = analyze(
         scores,
         ["L0H0:induction"],
         global_index=gi,
@@ -170,7 +172,7 @@ def test_top_bottom_table_and_csv(tmp_path):
     meta["global_index"] = meta["global_index"] + 1000
     loss = np.linspace(1, 2, 10).astype(np.float32)
     cats = np.stack([np.linspace(0, 1, 10), 1 - np.linspace(0, 1, 10)], axis=1)
-    rows = A.top_bottom_table(
+    rows = T.top_bottom_table(
         s,
         ["a", "b"],
         k=2,
@@ -200,8 +202,8 @@ def test_top_bottom_table_and_csv(tmp_path):
     # text with newlines, quotes and commas survives the CSV round trip
     rows[0]["text"] = 'line1\nline "2", <script>'
     p = tmp_path / "top.csv"
-    A.write_table_csv(rows, str(p))
-    back = A.read_table_csv(str(p))
+    T.write_table_csv(rows, str(p))
+    back = T.read_table_csv(str(p))
     assert back[0]["text"] == 'line1\nline "2", <script>'
     assert back[0]["global_index"] == 1001 and isinstance(back[0]["step"], int)
     assert back[0]["score"] == pytest.approx(10.0)
@@ -209,10 +211,10 @@ def test_top_bottom_table_and_csv(tmp_path):
 
 
 def test_table_without_decoder_or_loss():
-    rows = A.top_bottom_table(S10[:, None], ["a"], k=1, **_meta(10))
+    rows = T.top_bottom_table(S10[:, None], ["a"], k=1, **_meta(10))
     assert rows[0]["text"] is None and rows[0]["loss"] is None
     with pytest.raises(ValueError, match="together"):
-        A.top_bottom_table(S10[:, None], ["a"], k=1, decode=lambda t: "", **_meta(10))
+        T.top_bottom_table(S10[:, None], ["a"], k=1, decode=lambda t: "", **_meta(10))
 
 
 def test_analyze_writes_files(tmp_path):
@@ -220,7 +222,7 @@ def test_analyze_writes_files(tmp_path):
     n = 400
     s = rng.standard_normal((n, 2)).astype(np.float32)
     meta = _meta(n, steps=np.arange(n) // 40 + 10)
-    res = A.analyze(
+    res = analyze(
         s,
         ["L1H2:induction", "L0H1:induction"],
         loss=rng.uniform(2, 5, n).astype(np.float32),
@@ -236,7 +238,7 @@ def test_analyze_writes_files(tmp_path):
     json.dumps(res, allow_nan=False)
     on_disk = json.load(open(tmp_path / "analysis.json"))
     assert on_disk["top_share"] == pytest.approx(res["top_share"])
-    rows = A.read_table_csv(str(tmp_path / "top.csv"))
+    rows = T.read_table_csv(str(tmp_path / "top.csv"))
     assert len(rows) == 2 * 2 * 40
     assert res["per_step"]["steps"] == list(range(10, 20))
     np.testing.assert_allclose(res["per_step"]["sum"]["L0H1:induction"][0], s[:40, 1].astype(np.float64).sum())
@@ -247,7 +249,7 @@ def test_analyze_writes_files(tmp_path):
 
 def test_analyze_power_law_failure_is_recorded():
     s = np.array([1.0, -1, -2, -3, -4], dtype=np.float32)[:, None]
-    res = A.analyze(s, ["t"], **_meta(5), progress=False)
+    res = analyze(s, ["t"], **_meta(5), progress=False)
     assert "error" in res["per_target"]["t"]["power_law"]
 
 
@@ -292,7 +294,7 @@ def test_analyze_validation(bad, match):
         if key in bad:
             kwargs[key] = bad[key]
     with pytest.raises((ValueError, TypeError), match=match):
-        A.analyze(s, bad.get("names", ["a", "b"]), progress=False, **meta, **kwargs)
+        analyze(s, bad.get("names", ["a", "b"]), progress=False, **meta, **kwargs)
 
 
 def test_nan_error_names_location():
@@ -307,7 +309,7 @@ def test_memmap_input(tmp_path):
     ref = np.random.default_rng(6).standard_normal((100, 2)).astype(np.float32)
     np.save(p, ref)
     mm = np.load(p, mmap_mode="r")
-    res = A.analyze(mm, ["a", "b"], **_meta(100), progress=False)
+    res = analyze(mm, ["a", "b"], **_meta(100), progress=False)
     assert res["top_share"] == pytest.approx(A.cumulative_influence(ref[:, 0])["top_share"])
 
 

@@ -5,11 +5,11 @@ import torch
 from conftest import make_tiny
 
 from mda_fast import HeadSpec, ModuleSpec, head_blocks, per_sample_head_grads
-from mda_fast.attention import attention_pattern
-from mda_fast.capture import capture, loss_objective, sequence_loss, split_rows
-from mda_fast.heads import block_weight
-from mda_fast.model import neox_shape
-from mda_fast.probes import InductionProbe, get_probe, induction_targets, prefix_matching_pairs
+from mda_fast.core.attention import attention_pattern
+from mda_fast.core.capture import capture, loss_objective, sequence_loss, split_rows
+from mda_fast.core.heads import block_weight
+from mda_fast.core.model import neox_shape
+from mda_fast.core.probes import InductionProbe, get_probe, induction_targets, prefix_matching_pairs
 
 
 def autograd_block_grads(model, rows, specs, mask=None):

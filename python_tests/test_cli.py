@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mda_fast import pipeline as P
 from mda_fast.cli import main
+from mda_fast.core.influence import InfluenceScorer
+from mda_fast.io import SCORE_ARRAYS
+from mda_fast.stages.score import shard_range
 
 SMALL = [
     "data.batch_size=8",
@@ -95,7 +97,7 @@ def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch, capsys):
     assert os.path.exists(os.path.join(out, "localize", "emergence.png"))
     assert json.load(open(os.path.join(out, "targets.json"))) == json.load(open(os.path.join(demo_run, "targets.json")))
     # interrupt `score` in the middle of its second chunk: rows of that chunk are written, progress is not
-    real = P.InfluenceScorer.score
+    real = InfluenceScorer.score
     calls = {"n": 0}
 
     def flaky(self, *a, **k):
@@ -104,12 +106,12 @@ def test_every_subcommand_and_resume(demo_run, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(P.InfluenceScorer, "score", flaky)
+    monkeypatch.setattr(InfluenceScorer, "score", flaky)
     assert main(["score"] + base) == 130  # Ctrl-C: one line saying how to resume, no traceback
     assert "mda-fast score --resume" in capsys.readouterr().err
     prog = json.load(open(os.path.join(out, "score", "progress.json")))
     assert 0 < prog["n_done"] < prog["n_total"]
-    monkeypatch.setattr(P.InfluenceScorer, "score", real)
+    monkeypatch.setattr(InfluenceScorer, "score", real)
     assert main(["score", "--resume"] + base) == 0
     resumed = np.load(os.path.join(out, "score", "scores.npy"))
     clean = np.load(os.path.join(demo_run, "score", "scores.npy"))
@@ -159,31 +161,32 @@ def test_window_beyond_data_and_head_out_of_range(demo_run, tmp_path, capsys):
 def test_demo_trains_until_a_head_forms_then_stops(tmp_path):
     """train_base stops ``after_emergence`` steps past the first checkpoint whose best prefix-matching score
     reaches the threshold (threshold 0 makes step 0 the emergence step), and a second call trains nothing."""
-    from mda_fast import demo as D
     from mda_fast.config import load_config, packaged_config
-    from mda_fast.train.trainer import read_jsonl
+    from mda_fast.stages import demo as D
+    from mda_fast.stages import train as TR
+    from mda_fast.train import read_jsonl
 
     torch.set_num_threads(1)
     cfg = load_config(packaged_config("demo"), SMALL + ["localize.threshold=0.0", "train.after_emergence=20"])
     out = str(tmp_path)
     D.prepare_corpus(cfg, out, False)
-    run = D.train_base(cfg, out, False)
+    run = TR.train_base(cfg, out, False)
     steps = sorted(int(d[4:]) for d in os.listdir(run) if d.startswith("step"))
-    assert steps[-1] == 20 and D.latest_checkpoint(run) == 20
+    assert steps[-1] == 20 and TR.latest_checkpoint(run) == 20
     ev = read_jsonl(os.path.join(run, "eval.jsonl"))
     assert [r["step"] for r in ev] == steps
     assert all(
         len(r["prefix_matching"]) == 2 and r["max_prefix_matching"] == max(map(max, r["prefix_matching"])) for r in ev
     )
-    assert D.stop_step(run, 0.0, 20) == 20 and D.stop_step(run, 2.0, 20) is None
+    assert TR.stop_step(run, 0.0, 20) == 20 and TR.stop_step(run, 2.0, 20) is None
     n_metrics = len(read_jsonl(os.path.join(run, "metrics.jsonl")))
-    D.train_base(cfg, out, False)
+    TR.train_base(cfg, out, False)
     assert len(read_jsonl(os.path.join(run, "metrics.jsonl"))) == n_metrics == 20
     # no head reaches an impossible threshold: training runs to total_steps
     cfg2 = load_config(packaged_config("demo"), SMALL + ["localize.threshold=2.0"])
     out2 = str(tmp_path / "b")
     D.prepare_corpus(cfg2, out2, False)
-    assert D.latest_checkpoint(D.train_base(cfg2, out2, False)) == 40
+    assert TR.latest_checkpoint(TR.train_base(cfg2, out2, False)) == 40
 
 
 @pytest.mark.slow
@@ -192,7 +195,7 @@ def test_sharded_scoring_equals_a_single_run(demo_run, tmp_path):
     on cuda:0 where there is a GPU):
     both give the single run's scores; incomplete or foreign shards are refused."""
 
-    clean = {k: np.load(os.path.join(demo_run, "score", f"{k}.npy")) for k in P.SCORE_ARRAYS}
+    clean = {k: np.load(os.path.join(demo_run, "score", f"{k}.npy")) for k in SCORE_ARRAYS}
     cfg_path = os.path.join(demo_run, "config.resolved.json")
 
     gpu = torch.cuda.is_available()  # model.device "auto": the clean run and the shards ran on the GPU
@@ -235,7 +238,7 @@ def test_sharded_scoring_equals_a_single_run(demo_run, tmp_path):
 
 
 def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
-    from mda_fast import shards
+    from mda_fast.stages import shards
 
     cfg_path = os.path.join(demo_run, "config.resolved.json")
     base = ["--config", cfg_path, "--out", str(tmp_path), "--no-progress"]
@@ -252,7 +255,7 @@ def test_shard_arguments_are_checked(demo_run, tmp_path, capsys):
         with pytest.raises(ValueError, match="no CUDA device"):
             shards.parse_devices("cuda")
     assert shards.parse_devices("cpu, cpu") == ["cpu", "cpu"]
-    assert P.shard_range(10, 4, (0, 3)) == (0, 12) and P.shard_range(10, 4, (2, 3)) == (24, 40)
+    assert shard_range(10, 4, (0, 3)) == (0, 12) and shard_range(10, 4, (2, 3)) == (24, 40)
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ import torch
 from conftest import REPO, make_tiny
 
 from mda_fast.cli import main
-from mda_fast.stages.io import OutputLock
+from mda_fast.io import OutputLock
 
 B, S, STEPS = 4, 17, 10
 
@@ -307,7 +307,7 @@ def _cases():
 
     def demo_changed_corpus(w, tmp):
         from mda_fast.config import load_config, packaged_config
-        from mda_fast.stages.io import write_json
+        from mda_fast.io import write_json
 
         out = str(tmp / "demo")
         os.makedirs(out)
@@ -366,7 +366,7 @@ def test_second_command_on_a_locked_out(world, tmp_path, capsys):
 def test_full_or_read_only_disk(world, tmp_path, capsys, monkeypatch, code, word):
     """A write that fails with ENOSPC / EROFS (simulated: root ignores permissions) is one line, and the
     half-written stage is removed."""
-    import mda_fast.stages.io as O
+    import mda_fast.io as O
 
     out = str(tmp_path / "out")
     real = O.json.dump
@@ -385,14 +385,14 @@ def test_full_or_read_only_disk(world, tmp_path, capsys, monkeypatch, code, word
 
 
 def test_ctrl_c_during_score_says_how_to_resume(world, tmp_path, capsys, monkeypatch):
-    from mda_fast import pipeline as P
+    from mda_fast.core.influence import InfluenceScorer
 
     out = str(tmp_path / "out")
     for f in ("targets.json",):
         os.makedirs(out, exist_ok=True)
         shutil.copy(os.path.join(world["done"], f), out)
     shutil.copytree(os.path.join(world["done"], "factors"), os.path.join(out, "factors"))
-    real, calls = P.InfluenceScorer.score, {"n": 0}
+    real, calls = InfluenceScorer.score, {"n": 0}
 
     def interrupted(self, *a, **k):
         calls["n"] += 1
@@ -400,11 +400,11 @@ def test_ctrl_c_during_score_says_how_to_resume(world, tmp_path, capsys, monkeyp
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(P.InfluenceScorer, "score", interrupted)
+    monkeypatch.setattr(InfluenceScorer, "score", interrupted)
     assert main(["score", "--config", world["cfg"], "--out", out, "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "mda-fast score --resume" in err and "Traceback" not in err
-    monkeypatch.setattr(P.InfluenceScorer, "score", real)
+    monkeypatch.setattr(InfluenceScorer, "score", real)
     assert main(["score", "--resume", "--config", world["cfg"], "--out", out, "--no-progress"]) == 0
     np.testing.assert_array_equal(
         np.load(os.path.join(out, "score", "scores.npy")), np.load(os.path.join(world["done"], "score", "scores.npy"))
@@ -512,8 +512,8 @@ def test_a_failed_stage_keeps_the_previous_result(world, tmp_path):
 def test_top_fraction_is_reported_as_set_and_sized_once(world, tmp_path, capsys):
     """analyze.top_frac = 0.05 is reported as the top 5% (``top_share`` beside ``top_fraction``), and the analysis
     and the interventions size the top set the same way (ceil)."""
-    from mda_fast.analysis import top_count
-    from mda_fast.interventions import InterventionConfig
+    from mda_fast.study.interventions import InterventionConfig
+    from mda_fast.study.stats import top_count
 
     out = _copy_done(world, tmp_path)
     assert (
@@ -545,8 +545,8 @@ def test_top_fraction_is_reported_as_set_and_sized_once(world, tmp_path, capsys)
 def test_intervene_trains_on_the_configured_device(world, tmp_path, monkeypatch):
     """``model.device`` reaches the retraining (it used to keep the checkpoint's device)."""
     import mda_fast.study.interventions as I
-    from mda_fast import pipeline as P
     from mda_fast.config import load_config
+    from mda_fast.stages.intervene import run_intervene
 
     seen = {}
 
@@ -559,5 +559,5 @@ def test_intervene_trains_on_the_configured_device(world, tmp_path, monkeypatch)
     cfg = load_config(
         world["cfg"], ["model.device=cpu", "window.end_step=8", "corpus.heldout_sequences=4", "intervene.train_after=0"]
     )
-    P.run_intervene(cfg, out, progress=False)
+    run_intervene(cfg, out, progress=False)
     assert seen["device"] == "cpu"

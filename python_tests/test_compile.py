@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import mda_fast
-from mda_fast import lean_forward
-from mda_fast.capture import capture, loss_objective, resolve_blocks, split_rows
+from mda_fast.core import lean_forward
+from mda_fast.core.capture import capture, loss_objective, resolve_blocks, split_rows
 from mda_fast.train import make_model
 
 pytestmark = [

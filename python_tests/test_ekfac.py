@@ -5,7 +5,7 @@ import torch
 from conftest import make_tiny
 
 from mda_fast import Factors, HeadSpec, InfluenceScorer, ModuleSpec, fit_ekfac, head_blocks, per_sample_head_grads
-from mda_fast.capture import capture, loss_objective, split_rows
+from mda_fast.core.capture import capture, loss_objective, split_rows
 
 
 def rel(a, b):
@@ -135,7 +135,7 @@ def test_factors_save_load_and_mismatch(tmp_path):
 def test_tf32_switch_is_scoped_and_gpu_only():
     """tf32_matmuls sets float32 matmul precision "high" inside the block only (also on error); on the CPU a
     tf32 scorer gives the exact float32 scores."""
-    from mda_fast.influence import tf32_matmuls
+    from mda_fast.core.influence import tf32_matmuls
 
     before = torch.get_float32_matmul_precision()
     try:

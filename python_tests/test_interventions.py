@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mda_fast.analysis import summarize_interventions
 from mda_fast.data import PythiaBatches, SyntheticConfig, generate_corpus
-from mda_fast.interventions import (
+from mda_fast.study.interventions import (
     InterventionConfig,
     derive,
     icl_positions,
@@ -18,6 +17,7 @@ from mda_fast.interventions import (
     run_interventions,
     select_sets,
 )
+from mda_fast.study.interventions.summary import summarize as summarize_interventions
 from mda_fast.train import TrainConfig, Trainer, branch_from_checkpoint, lm_loss, read_jsonl
 
 B, S = 8, 33  # batch size, seq_len (T = 32)
@@ -420,12 +420,12 @@ def test_bad_input_fails_before_training(run):
 
 
 def test_one_summary_of_intervention_results(run):
-    """derive (the runner), analysis.summarize_interventions and the report all give one summary: the runner's
+    """derive (the runner), summarize_interventions and the report all give one summary: the runner's
     per-arm figures are ``summarize(...)["arms"]``, and the report shows the stored summary as it is."""
-    from mda_fast import analysis, report
+    from mda_fast.study import report
     from mda_fast.study.interventions.summary import intervention_summary, summarize
 
-    assert analysis.summarize_interventions is summarize
+    assert summarize_interventions is summarize
     cfg = make_config(run, threshold=0.5)
     steps = [10, 15, 20, 25, 30]
 

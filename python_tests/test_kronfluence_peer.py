@@ -5,8 +5,8 @@ import torch
 from conftest import make_tiny
 
 from mda_fast import InfluenceScorer, ModuleSpec, fit_ekfac
-from mda_fast.capture import sequence_loss
-from mda_fast.probes import InductionProbe
+from mda_fast.core.capture import sequence_loss
+from mda_fast.core.probes import InductionProbe
 
 kronfluence = pytest.importorskip("kronfluence", reason="kronfluence is the peer library of the [test] extra")
 

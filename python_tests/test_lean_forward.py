@@ -5,8 +5,9 @@ import torch
 from conftest import make_tiny
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
-from mda_fast import HeadSpec, ModuleSpec, lean_forward
-from mda_fast.capture import LossObjective, capture, resolve_blocks
+from mda_fast import HeadSpec, ModuleSpec
+from mda_fast.core import lean_forward
+from mda_fast.core.capture import LossObjective, capture, resolve_blocks
 
 needs_lean = pytest.mark.skipif(
     not lean_forward.claims_transformers(),
@@ -144,7 +145,7 @@ def test_falls_back_to_hf_where_it_does_not_apply(monkeypatch):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-4), (torch.bfloat16, 3e-2)])
 def test_lean_capture_on_cuda_against_cpu_float64(dtype, tol, monkeypatch):
     """The lean capture (and the fused true-Fisher sampler) on the GPU against HF's float64 capture on the CPU."""
-    from mda_fast.capture import FisherObjective
+    from mda_fast.core.capture import FisherObjective
 
     ref_model = make_tiny(n_layers=3, attn="sdpa", bias=False)
     model = make_tiny(n_layers=3, attn="sdpa", bias=False, dtype=dtype).cuda()
@@ -198,7 +199,7 @@ def test_declines_unclaimed_transformers_and_too_wide_rotary(monkeypatch):
 @needs_lean
 def test_hf_forward_switch(monkeypatch):
     """``capture.hf_forward()`` forces HF's forward inside the block (nested too) and restores the choice after."""
-    from mda_fast.capture import hf_forward, uses_lean_forward
+    from mda_fast.core.capture import hf_forward, uses_lean_forward
 
     model = make_tiny(n_layers=2, attn="sdpa")
     blocks = resolve_blocks(model, [HeadSpec(1, 0)])[1][0]

@@ -22,20 +22,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mda_fast import (  # noqa: E402
-    HeadSpec,
-    InfluenceScorer,
-    ModelError,
-    ModuleSpec,
-    fit_ekfac,
-    head_blocks,
-    lean_forward,
-    per_sample_head_grads,
-)
-from mda_fast.attention import attention_pattern, rotary_width  # noqa: E402
-from mda_fast.capture import hf_forward, loss_objective, sequence_loss, split_rows, uses_lean_forward  # noqa: E402
-from mda_fast.heads import block_weight  # noqa: E402
-from mda_fast.model import neox_shape  # noqa: E402
+from mda_fast import HeadSpec, InfluenceScorer, ModelError, ModuleSpec, fit_ekfac, head_blocks, per_sample_head_grads  # noqa: E402
+from mda_fast.core import lean_forward  # noqa: E402
+from mda_fast.core.attention import attention_pattern, rotary_width  # noqa: E402
+from mda_fast.core.capture import hf_forward, loss_objective, sequence_loss, split_rows, uses_lean_forward  # noqa: E402
+from mda_fast.core.heads import block_weight  # noqa: E402
+from mda_fast.core.model import neox_shape  # noqa: E402
 
 VOCAB, CTX = 48, 65
 SETTINGS = dict(

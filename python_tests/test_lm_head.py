@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from mda_fast.capture import LossObjective, capture, resolve_blocks, sequence_loss
-from mda_fast.heads import HeadSpec
-from mda_fast.lm_head import chunk_tokens, linear_cross_entropy
+from mda_fast.core.capture import LossObjective, capture, resolve_blocks, sequence_loss
+from mda_fast.core.heads import HeadSpec
+from mda_fast.core.lm_head import chunk_tokens, linear_cross_entropy
 
 
 def _reference(hidden, W, labels, mask, weights):
@@ -64,7 +64,7 @@ def test_chunk_tokens_and_errors():
 def test_capture_fused_equals_unfused(dtype, tol, monkeypatch):
     """Without the lean forward, capture() takes HF's forward + the fused LM head for the training loss; its X, Y
     and value equal the logits path's."""
-    import mda_fast.capture as C
+    import mda_fast.core.capture as C
 
     monkeypatch.setattr(C.lean_forward, "supports", lambda *a: False)
     calls = []
@@ -92,7 +92,7 @@ def test_capture_fused_equals_unfused(dtype, tol, monkeypatch):
 
 def test_sample_from_logits_follows_the_softmax():
     """Inverse-CDF draws hit each token with its softmax probability; zero-probability tokens never."""
-    from mda_fast.lm_head import sample_from_logits
+    from mda_fast.core.lm_head import sample_from_logits
 
     logits = torch.tensor([0.0, 1.0, -float("inf"), 2.0, -1.0], dtype=torch.float64)
     p = torch.softmax(logits, 0)
@@ -109,7 +109,7 @@ def test_sample_from_logits_follows_the_softmax():
 
 @pytest.mark.parametrize("chunk", [1, 7, None])
 def test_chunked_sampler_equals_full_logits(chunk):
-    from mda_fast.lm_head import sample_from_logits, sample_labels
+    from mda_fast.core.lm_head import sample_from_logits, sample_labels
 
     g = torch.Generator().manual_seed(2)
     h = torch.randn(3, 11, 8, generator=g, dtype=torch.float64)
@@ -126,8 +126,8 @@ def test_chunked_sampler_equals_full_logits(chunk):
 @pytest.mark.parametrize("path", ["lean", "hf-fused", "logits"])
 def test_true_fisher_capture_paths_agree(path, monkeypatch):
     """The true-Fisher objective draws the same labels on every capture path, so X, Y and value agree."""
-    import mda_fast.capture as C
-    from mda_fast.capture import FisherObjective
+    import mda_fast.core.capture as C
+    from mda_fast.core.capture import FisherObjective
 
     model = make_tiny(n_layers=2, attn="sdpa", bias=False)
     blocks = [b for bl in resolve_blocks(model, [HeadSpec(1, 1, "qkvo")])[1] for b in bl]
@@ -154,7 +154,7 @@ def test_true_fisher_capture_paths_agree(path, monkeypatch):
 
 def test_token_loss_needs_a_label_source():
     """TokenLoss is abstract: a subclass that does not say where its labels come from cannot be built."""
-    from mda_fast.capture import TokenLoss
+    from mda_fast.core.capture import TokenLoss
 
     with pytest.raises(TypeError):
         TokenLoss()

@@ -3,9 +3,9 @@ import torch
 from conftest import make_tiny
 
 from mda_fast import localize, localize_all
-from mda_fast.attention import attention_pattern
-from mda_fast.model import neox_shape
-from mda_fast.probes import repeated_random_tokens
+from mda_fast.core.attention import attention_pattern
+from mda_fast.core.model import neox_shape
+from mda_fast.core.probes import repeated_random_tokens
 
 
 def test_localize_matches_per_head_loop():

@@ -12,7 +12,7 @@ from conftest import make_tiny
 from safetensors.torch import load_file, save_file
 
 from mda_fast import ModelError, load_pythia
-from mda_fast.model import neox_shape, read_model_config
+from mda_fast.core.model import neox_shape, read_model_config
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ from conftest import make_tiny
 from safetensors.torch import load_file, save_file
 
 from mda_fast import Factors, HeadSpec, InfluenceScorer, NonFiniteError, StateError, fit_ekfac, localize
-from mda_fast.finite import check_finite
-from mda_fast.probes import PrefixMatchingProbe
+from mda_fast.core.finite import check_finite
+from mda_fast.core.probes import PrefixMatchingProbe
 
 torch.set_num_threads(1)
 BAD = {"nan": float("nan"), "inf": float("inf")}
@@ -54,7 +54,7 @@ def test_fit_refuses_non_finite_weights_before_any_work(kind, monkeypatch):
     model = make_tiny(n_layers=2, d_model=16, n_heads=2, dtype=torch.float32)
     with torch.no_grad():
         model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[3, 5] = BAD[kind]
-    import mda_fast.ekfac as ekfac
+    import mda_fast.core.ekfac as ekfac
 
     monkeypatch.setattr(ekfac, "capture", lambda *a, **k: pytest.fail("fit_ekfac ran a pass on NaN weights"))
     with pytest.raises(NonFiniteError) as e:
@@ -71,7 +71,7 @@ def test_fit_refuses_non_finite_weights_before_any_work(kind, monkeypatch):
 )
 def test_fit_names_the_non_finite_factor_before_eigh(kernel, factor, monkeypatch):
     """A, S or Λ turning non-finite (an overflow) is reported by block and factor, never as a LinAlgError."""
-    import mda_fast.ekfac as ekfac
+    import mda_fast.core.ekfac as ekfac
 
     model = make_tiny(n_layers=2, d_model=16, n_heads=2)
     real = getattr(ekfac.kernels, kernel)
@@ -200,8 +200,8 @@ def test_score_names_the_rows_with_non_finite_scores(fitted, kind):
 
 
 def test_checks_leave_finite_scores_bit_identical(fitted, monkeypatch):
-    import mda_fast.finite as finite
-    import mda_fast.influence as influence
+    import mda_fast.core.finite as finite
+    import mda_fast.core.influence as influence
 
     model, fac = fitted
     rows = rows_(3, n=6)

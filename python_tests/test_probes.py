@@ -1,7 +1,7 @@
 """Probe objectives: float64 exactness, the induction target and its "authors" variant, gradients through all heads.
 
 References are independent: full autograd of the HF model w.r.t. its weights (sliced per block), with objectives
-written here from HF's own rotary code and the actual next tokens, never from mda_fast.probes.
+written here from HF's own rotary code and the actual next tokens, never from mda_fast.core.probes.
 """
 
 import pytest
@@ -10,9 +10,9 @@ from conftest import make_tiny
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac, head_blocks
+from mda_fast.core.heads import block_weight
+from mda_fast.core.probes import InductionProbe, PrevTokenProbe, get_probe, induction_targets
 from mda_fast.errors import ConfigError
-from mda_fast.heads import block_weight
-from mda_fast.probes import InductionProbe, PrevTokenProbe, get_probe, induction_targets
 
 torch.set_num_threads(1)
 

@@ -5,9 +5,12 @@ import re
 import numpy as np
 import pytest
 
-from mda_fast import analysis as A
-from mda_fast import plots
-from mda_fast import report as R
+from mda_fast.study import plots
+from mda_fast.study import report as R
+from mda_fast.study import stats as A
+from mda_fast.study import tables as T
+from mda_fast.study.analyze import analyze
+from mda_fast.study.interventions.summary import summarize as summarize_interventions
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 WORDS = "the cat sat on a mat and then it ran over to see what was there".split()
@@ -93,7 +96,7 @@ def fake_interventions(rng):
 def build_inputs(tmp_path, seed=0):
     rng = np.random.default_rng(seed)
     scores, names, meta, side, cats = fake_scores(rng)
-    an = A.analyze(
+    an = analyze(
         scores,
         names,
         category_fractions=side,
@@ -105,7 +108,7 @@ def build_inputs(tmp_path, seed=0):
         progress=False,
         **meta,
     )
-    top = A.read_table_csv(str(tmp_path / "top.csv"))
+    top = T.read_table_csv(str(tmp_path / "top.csv"))
     top[0]["text"] = "x <script>alert('x')</script> " + top[0]["text"]
     return dict(
         title="MDA demo <test>",
@@ -168,7 +171,7 @@ def test_analysis_without_categories_has_no_category_section(tmp_path):
     rng = np.random.default_rng(1)
     s = rng.standard_normal((200, 1)).astype(np.float32)
     meta = {"global_index": np.arange(200), "step": np.arange(200) // 10, "position": np.arange(200) % 10}
-    an = A.analyze(s, ["L0H0:induction"], progress=False, **meta)
+    an = analyze(s, ["L0H0:induction"], progress=False, **meta)
     doc = R.render_report(title="t", config={}, provenance={}, analysis=an)
     assert '<section id="influence">' in doc and '<section id="categories">' not in doc
     assert len(_pngs(doc)) == 3  # cumulative, power law, per-step (no Jaccard with one target)
@@ -198,7 +201,7 @@ def test_summarize_interventions():
                                            "emergence_step": None}}},
         },
     }  # fmt: skip
-    s = A.summarize_interventions(data)
+    s = summarize_interventions(data)
     b = s["arms"]["baseline"]
     assert b["emergence_mean"] == pytest.approx(3.0) and b["emergence_std"] == pytest.approx(1.0)
     assert b["n_reached"] == 2 and b["emergence_delta"] == pytest.approx(0.0)
@@ -212,18 +215,18 @@ def test_summarize_interventions():
     # a deterministic (seed-free) arm is one run recorded under each seed: its points count once
     once = {"steps": [1, 2, 3], "head_score": [0.1, 0.5, 0.8], "icl": [0, -0.7, -1.9], "emergence_step": 3}
     data["arms"]["augment-top"] = {"deterministic": True, "seeds": {"0": once, "1": once}}
-    s2 = A.summarize_interventions(data)
+    s2 = summarize_interventions(data)
     top = s2["arms"]["augment-top"]
     assert s2["n_points"] == 12 and top["n_seeds"] == 1 and top["deterministic"]
     assert top["emergence_steps"] == {"0": 3} and top["emergence_std"] == 0
     assert s2["score_icl_pearson"] == pytest.approx(np.corrcoef(x + once["head_score"], y + once["icl"])[0, 1])
     bad = {"arms": {"a": {"seeds": {"0": {"steps": [1, 2], "head_score": [0.1], "icl": [0, 1]}}}}}
     with pytest.raises(ValueError, match="'head_score' has shape"):
-        A.summarize_interventions(bad)
+        summarize_interventions(bad)
     with pytest.raises(ValueError, match="missing"):
-        A.summarize_interventions({"arms": {"a": {"seeds": {"0": {"steps": [1]}}}}})
+        summarize_interventions({"arms": {"a": {"seeds": {"0": {"steps": [1]}}}}})
     with pytest.raises(ValueError, match="non-empty 'arms'"):
-        A.summarize_interventions({"arms": {}})
+        summarize_interventions({"arms": {}})
 
 
 def test_pearson():
@@ -261,7 +264,7 @@ def test_save_png(tmp_path):
 
 
 def test_arm_styles_separate_kind_and_sample_set():
-    from mda_fast.plots import arm_style
+    from mda_fast.study.intervention_plots import arm_style
 
     assert arm_style("baseline", 0) == ("#222222", "-")
     assert arm_style("delete-top", 1)[0] == arm_style("delete-matched", 2)[0] != arm_style("augment-top", 3)[0]

@@ -4,7 +4,7 @@ import pytest
 
 from mda_fast.config import load_config
 from mda_fast.errors import ConfigError
-from mda_fast.stages.io import write_json
+from mda_fast.io import write_json
 from mda_fast.stages.runs import config_differences, refuse_other_config
 
 

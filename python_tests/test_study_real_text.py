@@ -109,7 +109,7 @@ def test_quick_overrides_are_valid():
 def test_induction_structure_equals_a_direct_count(tmp_path):
     """The top / bottom / all hit rates and the rank correlation, recomputed here row by row from the file."""
     from mda_fast.data.megatron_writer import write_megatron
-    from mda_fast.stages.study_measures import induction_structure
+    from mda_fast.study.measures import induction_structure
 
     rng = np.random.default_rng(3)
     T, n = 17, 40

@@ -9,11 +9,9 @@ import torch
 from conftest import SHARED, make_tiny
 
 from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac, head_blocks
-from mda_fast.errors import ConfigError, DataError
-from mda_fast.heads import block_weight
-from mda_fast.interventions import icl_positions
-from mda_fast.probes import get_probe, induction_targets
-from mda_fast.text_probes import (
+from mda_fast.core.heads import block_weight
+from mda_fast.core.probes import get_probe, icl_positions, induction_targets
+from mda_fast.core.text_probes import (
     TextInductionProbe,
     batch_induction_targets,
     icl_score_text,
@@ -22,6 +20,7 @@ from mda_fast.text_probes import (
     induction_text_targets,
     token_losses,
 )
+from mda_fast.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 # the real Pythia tokenizer: shared/data beside the checkout (MDA_FAST_NEOX_TOKENIZER names another place)

@@ -20,7 +20,7 @@ import torch
 from conftest import REPO
 
 from mda_fast.cli import main
-from mda_fast.stages.io import SCORE_ARRAYS
+from mda_fast.io import SCORE_ARRAYS
 
 B, S = 8, 33
 

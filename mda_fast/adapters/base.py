@@ -14,7 +14,7 @@ model's :class:`ModelAdapter` (``mda_fast.adapters.adapter_for(model)``, dispatc
 * **attention**: :meth:`~ModelAdapter.split_qkv` (per-head q, k, v from the captured ``qkv_module`` output) and
   :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores), for attention-pattern
   probes and localization;
-* **the lean forward** (optional, ``mda_fast.lean_forward``): :meth:`~ModelAdapter.lean_supports`,
+* **the lean forward** (optional, ``mda_fast.core.lean_forward``): :meth:`~ModelAdapter.lean_supports`,
   :meth:`~ModelAdapter.lean_begin`, :meth:`~ModelAdapter.lean_layer`, :meth:`~ModelAdapter.lean_end`. An adapter
   that leaves them out gets HF's forward with hooks, which is always correct.
 

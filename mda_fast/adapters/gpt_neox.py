@@ -10,7 +10,7 @@ Config: the transformers 4.4x layout (``rotary_pct``, ``rotary_emb_base``) and t
 Rotary: HF's rotary embedding has ``⌈r/2⌉`` frequencies ``base^(-2i/r)`` for ``r = rotary_ndims`` and rotates
 (rotate-half convention) the first ``2·⌈r/2⌉`` channels of each head: for odd ``r`` that is ``r + 1`` channels.
 
-Lean forward (``mda_fast.lean_forward``): :meth:`GPTNeoXAdapter.lean_supports` says when the lean hooks reproduce
+Lean forward (``mda_fast.core.lean_forward``): :meth:`GPTNeoXAdapter.lean_supports` says when the lean hooks reproduce
 HF's forward: an eval-mode ``GPTNeoXForCausalLM`` of a claimed transformers layout (:data:`CLAIMED_TRANSFORMERS`)
 with HF's "sdpa" attention (the default; "eager" computes its softmax in float32 even for float64 models, so its
 numbers differ in the last digits), the default rotary embedding rotating no more channels than a head has (the

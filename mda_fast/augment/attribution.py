@@ -57,7 +57,7 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
 def _model_ref(cfg, base: dict) -> tuple:
     """``(model.run_dir, model.name, model.revision, model.device)`` for MDA on ``base``: a preset's run on the CPU,
     or a hub size's window-end revision (its local HF cache directory) on ``model.device``."""
-    from ..stages.inputs import hub_checkpoint_dir
+    from ..core.model import hub_checkpoint_dir
 
     if not base.get("pretrained"):
         return base["run_dir"], "", cfg.model.revision, "cpu"

@@ -24,10 +24,10 @@ def _cross_entropy(model, rows: torch.Tensor) -> torch.Tensor:
 
 def make_eval(cfg, heldout_any: np.ndarray, heldout_prose: np.ndarray):
     """``eval_fn(model, step)``: best-head prefix matching, every head's score, ICL and held-out prose loss."""
-    from ..interventions import icl_positions
-    from ..stages.train import emergence_monitor
+    from ..core.localize import emergence_monitor
+    from ..core.probes import icl_positions
 
-    monitor = emergence_monitor(cfg)
+    monitor = emergence_monitor(cfg.localize)
     T = heldout_any.shape[1] - 1
     early, late = icl_positions(T)
     band = T // 64

@@ -50,7 +50,7 @@ def size_dir(name: str) -> str:
 
 def revision_steps(cfg) -> List[int]:
     """The steps of the revisions evaluated for a hub size, ascending, none beyond ``train.total_steps``."""
-    from ..stages.localize import pythia_revisions
+    from ..core.model import pythia_revisions
 
     revs = cfg.localize.revisions or pythia_revisions(cfg.train.total_steps)
     return sorted({int(r[4:]) for r in revs if int(r[4:]) <= cfg.train.total_steps})
@@ -78,8 +78,7 @@ def pretrained_window(steps: List[int], scores: List[float], threshold: float, a
 
 def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict:
     """step -> ``eval_fn`` record of every revision, cached in ``out/revisions.json`` (a rerun does not reload)."""
-    from ..model import load_pythia
-    from ..stages.inputs import device_of, hub_checkpoint_dir
+    from ..core.model import hub_checkpoint_dir, load_pythia, resolve_device
 
     path = os.path.join(out, "revisions.json")
     key = fingerprint(
@@ -95,7 +94,7 @@ def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict
     for s in steps:
         if s in evals:
             continue
-        model = load_pythia(hub_checkpoint_dir(name, s), device=device_of(cfg))
+        model = load_pythia(hub_checkpoint_dir(name, s), device=resolve_device(cfg.model.device))
         evals[s] = {"step": s, **eval_fn(model, s)}
         del model
         os.makedirs(out, exist_ok=True)
@@ -107,8 +106,7 @@ def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict
 
 def pretrained_base(cfg, name: str, data, out: str, eval_fn, progress: bool) -> dict:
     """The "base run" of hub size ``name``: its revisions evaluated, its window; ``train_base``'s dict shape."""
-    from ..model import read_model_config
-    from ..stages.inputs import hub_checkpoint_dir
+    from ..core.model import hub_checkpoint_dir, read_model_config
     from ..train import preset_for_shape
 
     a = cfg.augment
@@ -131,7 +129,7 @@ def pretrained_base(cfg, name: str, data, out: str, eval_fn, progress: bool) -> 
 def arm_trainer(cfg, base: dict, data, out: str, iv, eval_fn, progress: bool):
     """A ``Trainer`` of one arm of hub size ``base``: branched from its window-start revision, AdamW from zero
     moments (``branch_from_pretrained``), checkpointed and evaluated at ``base["eval_steps"]``."""
-    from ..stages.inputs import hub_checkpoint_dir
+    from ..core.model import hub_checkpoint_dir
     from ..train import branch_from_pretrained
 
     start = base["window"][0]

@@ -287,7 +287,7 @@ def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = 
 
 def write_augment_report(res: Mapping, path: str, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
     """``augment_section_html`` as a stand-alone page at ``path`` (written atomically); ``path``."""
-    from ..stages.io import atomic_file
+    from ..io import atomic_file
 
     page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>mda-fast augment</title><style>{_CSS}</style>"

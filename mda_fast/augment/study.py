@@ -51,8 +51,6 @@ import os
 import time
 from typing import Any, Dict
 
-import torch
-
 from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, curve, plan_arm, run_arm, synthetic_rows
 from .attribution import attribute, category_mix, motifs_from_scores
 from .base_runs import train_base
@@ -194,8 +192,9 @@ def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[
 def run_study(cfg, out: str, progress: bool = True) -> dict:
     """The whole study into ``out`` (see the module docstring); returns the ``augment.json`` dict."""
     from ..data import PythiaBatches
+    from ..io import write_json
     from ..stages.demo import prepare_corpus
-    from ..stages.io import write_json
+    from ..version import environment
 
     t_all = time.perf_counter()
     a = cfg.augment
@@ -223,8 +222,7 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "settings": _settings(cfg, data),
         "stage_seconds": timings,
         "elapsed_s": round(time.perf_counter() - t_all, 1),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        "environment": environment(),
     }
     res["findings"] = findings(res)
     write_json(os.path.join(out, OUTPUT), res)

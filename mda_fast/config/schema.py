@@ -83,7 +83,7 @@ class LocalizeSection:
     high: int = opt(0, "token ids below this (exclusive); 0: the vocabulary size (Pythia: its 50277 real tokens)", ge=0)
 
     def kwargs(self) -> dict:
-        """Keyword arguments of ``mda_fast.localize.localize_all`` for this section."""
+        """Keyword arguments of ``mda_fast.core.localize.localize_all`` for this section."""
         kw = {k: getattr(self, k) for k in ("seq_len", "n", "seed", "batch_size", "low")}
         return {**kw, "high": self.high or None}
 

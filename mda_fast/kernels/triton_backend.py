@@ -24,27 +24,6 @@ def is_available() -> bool:
     return interpret or torch.cuda.is_available()
 
 
-def interpret_mode() -> bool:
-    """`TRITON_INTERPRET` as triton reads it now; raises if it disagrees with how triton.language was imported.
-
-    Triton builds its standard library (tl.sum, tl.cdiv, ...) for the mode in force at its first import, so the
-    two must agree: set `TRITON_INTERPRET=1` before anything imports triton.
-    """
-    import triton
-    import triton.language as tl
-    from triton import knobs
-
-    interpret = bool(knobs.runtime.interpret)
-    stdlib_interpreted = not isinstance(tl.standard.sum, triton.runtime.jit.JITFunction)
-    if interpret != stdlib_interpreted:
-        raise RuntimeError(
-            f"TRITON_INTERPRET is {'set' if interpret else 'unset'} now but was "
-            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported; set TRITON_INTERPRET=1 "
-            "before anything imports triton to run the Triton backend in interpreter mode"
-        )
-    return interpret
-
-
 def _tokens(t: torch.Tensor) -> torch.Tensor:
     """The Triton kernels index tokens as contiguous [N, T, width] rows (the compiled ones take any N/T strides)."""
     return t.contiguous()
@@ -107,6 +86,7 @@ def compile_check(archs=(80, 90), all_configs: bool = False, dtypes=("bf16", "fp
     from triton.compiler import ASTSource
 
     from . import triton_covariance, triton_eigen_sq, triton_score
+    from .triton_tile import interpret_mode
 
     if interpret_mode():
         raise RuntimeError("compile_check needs TRITON_INTERPRET unset (compiled mode)")

@@ -16,8 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, g_tile, precision, signature
+from .triton_tile import compile_configs, g_tile, interpret_mode, precision, signature
 
 # Rows per program are a multiple of this (every config's BLOCK_R divides it).
 ROW_QUANTUM = 256

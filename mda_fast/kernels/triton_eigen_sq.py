@@ -26,8 +26,16 @@ import triton
 import triton.language as tl
 
 from . import reference
-from .triton_backend import interpret_mode
-from .triton_tile import TABLE, compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
+from .triton_tile import (
+    TABLE,
+    compile_configs,
+    interpret_mode,
+    precision,
+    sample_g_tile,
+    signature,
+    tile_configs,
+    tile_offsets,
+)
 
 # Bytes of fp32 intermediates (rotated tokens or per-sample gradients) held at once.
 _CHUNK_BYTES = 512 * 2**20

@@ -18,8 +18,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_backend import interpret_mode
-from .triton_tile import compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
+from .triton_tile import (
+    compile_configs,
+    interpret_mode,
+    precision,
+    sample_g_tile,
+    signature,
+    tile_configs,
+    tile_offsets,
+)
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32

@@ -7,7 +7,7 @@ rows n·T .. n·T + T of Y and X). ã / b̃ carry an implicit ones column at ind
 and `tl.dot` accumulates in fp32 (UPCAST: fp32 operands, for the interpreter whose bf16 dot is wrong).
 
 The helpers are `@triton.jit` at import, in the mode triton's standard library was imported in (the kernels
-check it, ``triton_backend.interpret_mode``).
+check it, ``interpret_mode``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,25 @@ import inspect
 
 import triton
 import triton.language as tl
+
+
+def interpret_mode() -> bool:
+    """`TRITON_INTERPRET` as triton reads it now; raises if it disagrees with how triton.language was imported.
+
+    Triton builds its standard library (tl.sum, tl.cdiv, ...) for the mode in force at its first import, so the
+    two must agree: set `TRITON_INTERPRET=1` before anything imports triton.
+    """
+    from triton import knobs
+
+    interpret = bool(knobs.runtime.interpret)
+    stdlib_interpreted = not isinstance(tl.standard.sum, triton.runtime.jit.JITFunction)
+    if interpret != stdlib_interpreted:
+        raise RuntimeError(
+            f"TRITON_INTERPRET is {'set' if interpret else 'unset'} now but was "
+            f"{'set' if stdlib_interpreted else 'unset'} when triton was first imported; set TRITON_INTERPRET=1 "
+            "before anything imports triton to run the Triton backend in interpreter mode"
+        )
+    return interpret
 
 
 @triton.jit

@@ -10,9 +10,9 @@ import numpy as np
 
 from ..config import Config
 from ..errors import NonFiniteError, StateError
+from ..io import SCORE_FILES, atomic_dir, read_json
 from .checks import require_complete_scores
 from .inputs import open_data
-from .io import SCORE_FILES, atomic_dir, read_json
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import Config, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
-from .io import OutputLock, write_json
+from ..io import OutputLock, write_json
 from .runs import refuse_other_config
 
 logger = logging.getLogger(__name__)
@@ -150,9 +150,9 @@ def check_augment_data(cfg: Config) -> None:
     after them, every revision of every size in the local HF cache, of a known shape and vocabulary (one line)."""
     from ..augment.arms import copy_range
     from ..augment.pretrained import is_hub_size, revision_steps
-    from ..model import read_model_config
+    from ..core.model import hub_checkpoint_dir, read_model_config
     from ..train import preset_for_shape
-    from .inputs import hub_checkpoint_dir, open_data
+    from .inputs import open_data
 
     a = cfg.augment
     if not any(is_hub_size(p) for p in a.sizes):

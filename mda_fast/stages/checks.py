@@ -14,10 +14,10 @@ from typing import Optional
 import torch
 
 from ..config import Config
+from ..core.model import read_model_config
 from ..errors import ConfigError, DataError, StateError
-from ..model import read_model_config
+from ..io import SCORE_FILES
 from .inputs import checkpoint_ref, open_data
-from .io import SCORE_FILES
 
 NEEDS_DATA = ("fit", "score", "analyze", "intervene")
 NEEDS_MODEL = ("localize", "fit", "score", "intervene")
@@ -87,7 +87,7 @@ def check_data_fits_model(cfg: Config, data, mc) -> None:
 
 def validate(cmd: str, cfg: Config, out: str) -> Facts:
     """Everything ``cmd`` needs, checked before it starts (see the module docstring)."""
-    from ..probes import get_probe
+    from ..core.probes import get_probe
 
     cfg.validate()
     check_device(cfg)
@@ -126,7 +126,7 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     if cmd in ("analyze", "intervene"):
         require_complete_scores(out)
     if cmd == "intervene" and not cfg.model.run_dir:
-        from .intervene import pretrained_start
+        from .inputs import pretrained_start
 
         pretrained_start(cfg)  # the window-start checkpoint is in the local HF cache and has a known preset
     if cmd == "report":
@@ -174,7 +174,7 @@ def require(out: str, rel: str, hint: str) -> str:
 
 def require_complete_scores(out: str) -> dict:
     """The finished ``score/`` of ``out`` (progress complete, every array present)."""
-    from .io import read_json
+    from ..io import read_json
 
     d = os.path.join(out, "score")
     prog_path = os.path.join(d, "progress.json")

@@ -17,14 +17,14 @@ import os
 
 from ..config import Config, fields_for, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
+from ..io import OutputLock, write_json
 from ..study.findings import findings_text, intervention_findings
 from .checks import validate
 from .intervene import run_intervene
-from .io import OutputLock, write_json
 from .localize import run_localize
 from .report import run_report
 from .runs import Stages, analyze, attribution_summary, finish, fit_and_score, log_window, refuse_other_config
-from .train import latest_checkpoint, stop_step, train_base  # noqa: F401 (re-exported)
+from .train import train_base
 
 logger = logging.getLogger(__name__)
 

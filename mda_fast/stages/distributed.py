@@ -31,7 +31,7 @@ import uuid
 
 from ..dist import DEVICES_ENV, LAUNCHER_LOCK_ENV, LOG_ENV, Dist, restarted
 from ..errors import ConfigError
-from .io import OutputLock, read_json, score_dir, write_json
+from ..io import OutputLock, read_json, score_dir, write_json
 
 
 def run_stage(cmd: str, cfg, out: str, dist: Dist, resume: bool = False, progress: bool = True):

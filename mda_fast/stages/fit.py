@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..ekfac import Factors, fit_ekfac
-from ..heads import HeadSpec, check_spec
-from ..localize import localize_all
+from ..core.ekfac import Factors, fit_ekfac
+from ..core.heads import HeadSpec, check_spec
+from ..core.localize import localize_all
+from ..io import atomic_dir, write_json
 from .inputs import checkpoint_ref, load_model, open_data
-from .io import atomic_dir, write_json
 
 
 def head_entry(L: int, h: int, role: str, pm, pt) -> dict:

@@ -7,19 +7,17 @@ import os
 import torch
 
 from ..config import Config
+from ..core.heads import HeadSpec
+from ..core.model import hub_checkpoint_dir, load_pythia, resolve_device
 from ..errors import ConfigError, DataError, StateError
-from ..heads import HeadSpec
-from ..model import load_pythia
-from .io import read_json
+from ..io import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def device_of(cfg: Config) -> torch.device:
-    d = cfg.model.device
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(d)
+    """``model.device`` of the config as a torch device."""
+    return resolve_device(cfg.model.device)
 
 
 def open_data(cfg: Config, check_window: bool = True):
@@ -75,23 +73,6 @@ def hf_checkpoint_dir(cfg: Config, step: int) -> str:
     return hub_checkpoint_dir(name, step, " (the window start)")
 
 
-def hub_checkpoint_dir(name: str, step: int, what: str = "") -> str:
-    """The local directory of hub model ``name`` at revision ``step<k>``, from the local HF cache only (no network);
-    ``ModelError`` saying how to download it otherwise (``what``: the checkpoint's role, for the message)."""
-    from ..errors import ModelError
-
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(name, revision=f"step{step}", local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
-        raise ModelError(
-            f"model {name!r} at revision 'step{step}'{what} is not in the local Hugging "
-            f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
-            f"{name} --revision step{step}"
-        ) from None
-
-
 def load_model(cfg: Config, step: int | None = None):
     name, rev = checkpoint_ref(cfg, step)
     return load_pythia(
@@ -113,6 +94,28 @@ def load_targets(out: str) -> tuple[dict, list]:
 
 def make_probes(cfg: Config) -> list:
     """The configured probes, each built with its own keyword arguments."""
-    from ..probes import get_probe
+    from ..core.probes import get_probe
 
     return [get_probe(p, **cfg.probe_kwargs(p)) for p in cfg.targets.probes]
+
+
+def pretrained_start(cfg: Config) -> tuple[str, dict]:
+    """(window-start checkpoint directory, recipe) for arms from a published checkpoint without optimizer state:
+    the Pythia recipe for the preset of the checkpoint's shape over ``intervene.schedule_steps``, AdamW restarted
+    from zero moments (an approximation, recorded in ``interventions.json`` and said in the report)."""
+    from ..core.model import read_model_config
+    from ..train import preset_for_shape
+
+    ck = hf_checkpoint_dir(cfg, cfg.window.start_step)
+    s = read_model_config(ck)
+    try:
+        preset = preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
+    except ValueError as e:
+        raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
+    return ck, {
+        "preset": preset.name,
+        "total_steps": cfg.intervene.schedule_steps,
+        "seed": 0,
+        "attn_implementation": cfg.model.attn_implementation,
+        "save_optimizer": False,
+    }

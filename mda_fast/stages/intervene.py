@@ -8,31 +8,8 @@ import os
 import numpy as np
 
 from ..config import Config
-from ..errors import ConfigError
 from .checks import require_complete_scores
-from .inputs import device_of, hf_checkpoint_dir, load_targets, open_data
-
-
-def pretrained_start(cfg: Config) -> tuple[str, dict]:
-    """(window-start checkpoint directory, recipe) for arms from a published checkpoint without optimizer state:
-    the Pythia recipe for the preset of the checkpoint's shape over ``intervene.schedule_steps``, AdamW restarted
-    from zero moments (an approximation, recorded in ``interventions.json`` and said in the report)."""
-    from ..model import read_model_config
-    from ..train import preset_for_shape
-
-    ck = hf_checkpoint_dir(cfg, cfg.window.start_step)
-    s = read_model_config(ck)
-    try:
-        preset = preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
-    except ValueError as e:
-        raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
-    return ck, {
-        "preset": preset.name,
-        "total_steps": cfg.intervene.schedule_steps,
-        "seed": 0,
-        "attn_implementation": cfg.model.attn_implementation,
-        "save_optimizer": False,
-    }
+from .inputs import device_of, load_targets, open_data, pretrained_start
 
 
 def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:

@@ -13,11 +13,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..core.localize import localize_all
+from ..core.model import load_pythia, pythia_revisions
 from ..errors import NonFiniteError, StateError
-from ..localize import localize_all
-from ..model import load_pythia
+from ..io import atomic_dir, write_json
 from .inputs import checkpoint_ref, device_of
-from .io import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ def localize_checkpoints(cfg: Config) -> list:
         return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
     revs = loc.revisions or pythia_revisions(cfg.window.end_step)
     return [(int(r[4:]), m.name, r) for r in revs]
-
-
-def pythia_revisions(end_step: int) -> list:
-    """The default hub revisions up to ``end_step``: Pythia's ``step0, step1, step2, step4, ..., step512`` below
-    it, then ``step<end_step>``."""
-    return [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if s < end_step] + [f"step{end_step}"]
 
 
 def emergence_steps(steps, scores: np.ndarray, threshold: float) -> list:

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
-
-import torch
 
 from ..config import Config
 from ..errors import ConfigError
+from ..io import read_json
 from ..study.findings import findings, findings_text
 from .inputs import checkpoint_ref, device_of
-from .io import read_json
 
 
 def provenance(cfg: Config) -> dict:
-    import transformers
-
-    from .. import __version__
+    from ..version import environment
 
     try:
         from ..kernels import available_backends
@@ -31,11 +26,7 @@ def provenance(cfg: Config) -> dict:
     except ConfigError:
         ckpt = "n/a"
     return {
-        "mda_fast": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
+        **environment(),
         "device": str(device_of(cfg)),
         "kernel backends": backends,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -10,9 +10,9 @@ import time
 
 from ..config import Config
 from ..errors import ConfigError
+from ..io import read_json, write_json
 from .analyze import run_analyze
 from .fit import run_fit
-from .io import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,13 @@ def attribution_summary(targets: dict, win: dict, sc: dict, found: dict) -> dict
 def finish(out: str, summary: dict, stage: Stages, report: str) -> dict:
     """Adds the stage times, the elapsed time and the report's path, writes ``OUT/summary.json`` and logs the
     findings."""
+    from ..version import environment
+
     summary.update(
-        stage_seconds=stage.timings, elapsed_s=round(time.perf_counter() - stage.t0, 2), report=os.path.abspath(report)
+        environment=environment(),
+        stage_seconds=stage.timings,
+        elapsed_s=round(time.perf_counter() - stage.t0, 2),
+        report=os.path.abspath(report),
     )
     write_json(os.path.join(out, "summary.json"), summary)
     logger.info(

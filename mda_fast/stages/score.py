@@ -17,12 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
+from ..core.ekfac import Factors
+from ..core.influence import InfluenceScorer
 from ..dist import fault_point
-from ..ekfac import Factors
 from ..errors import ConfigError, NonFiniteError, StateError
-from ..influence import InfluenceScorer
+from ..io import SCORE_ARRAYS, file_digest, fingerprint, read_json, score_dir, write_json
 from .inputs import checkpoint_ref, load_model, load_targets, make_probes, open_data
-from .io import SCORE_ARRAYS, file_digest, fingerprint, read_json, score_dir, write_json
 
 
 def _data_identity(path: str) -> list:

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MdaFastError, StateError
-from .distributed import launch  # noqa: F401  (``score --devices``: one torchrun rank per device, rank 0 merges)
+from ..io import SCORE_ARRAYS, read_json, score_dir, write_json
 from .inputs import open_data
-from .io import SCORE_ARRAYS, read_json, score_dir, write_json
 from .score import score_fingerprint, score_window, shard_range
 
 

@@ -27,16 +27,16 @@ import os
 from ..config import Config, load_config, packaged_config, resolve_config_arg
 from ..data.corpus import corpus_fingerprint  # noqa: F401 (re-exported)
 from ..errors import ConfigError
+from ..io import OutputLock, read_json, write_json
 from ..study.findings import findings_text, intervention_findings
+from ..study.measures import enrichment_with_spread, icl_curve, induction_structure
 from .checks import check_preset, validate
 from .demo import choose_window
 from .intervene import run_intervene
-from .io import OutputLock, read_json, write_json
 from .localize import run_localize
 from .report import run_report
 from .runs import Stages, analyze, attribution_summary, finish, fit_and_score, log_window, refuse_other_config
 from .study_corpus import prepare_real_corpus
-from .study_measures import enrichment_with_spread, icl_curve, induction_structure
 from .train import train_base
 
 logger = logging.getLogger(__name__)

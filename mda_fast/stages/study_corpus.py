@@ -15,7 +15,7 @@ import numpy as np
 from ..config import Config
 from ..data.corpus import corpus_fingerprint
 from ..errors import DataError
-from .io import read_json
+from ..io import read_json
 
 logger = logging.getLogger(__name__)
 

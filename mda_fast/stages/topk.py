@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .io import read_json, score_dir, write_json
+from ..io import read_json, score_dir, write_json
 
 TOPK_FILE = "topk.json"
 

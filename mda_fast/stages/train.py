@@ -13,6 +13,7 @@ import logging
 import os
 
 from ..config import Config, fields_for
+from ..core.localize import emergence_monitor
 from ..train import STATE_FILE
 from .inputs import device_of, open_data
 
@@ -27,19 +28,6 @@ def latest_checkpoint(run_dir: str):
     )
     steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
     return max(steps) if steps else None
-
-
-def emergence_monitor(cfg: Config):
-    """Trainer ``eval_fn``: every head's prefix-matching score at a checkpoint (the localize settings)."""
-    from ..localize import localize_all
-
-    loc = cfg.localize
-
-    def evaluate(model, step):
-        pm = localize_all(model, ("prefix_matching",), **loc.kwargs())["prefix_matching"]
-        return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
-
-    return evaluate
 
 
 def stop_step(run_dir: str, threshold: float, after: int):
@@ -79,7 +67,7 @@ def train_base(cfg: Config, out: str, progress: bool, data=None) -> str:
             progress=progress,
         )
     )
-    trainer = Trainer(tc, data, eval_fn=emergence_monitor(cfg))
+    trainer = Trainer(tc, data, eval_fn=emergence_monitor(cfg.localize))
     last = latest_checkpoint(run_dir)
     if last is not None:
         trainer.load_checkpoint(os.path.join(run_dir, f"step{last}"))

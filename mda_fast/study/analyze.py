@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..outputs import jsonable, write_json
+from ..io import jsonable, write_json
 from .stats import (
     category_enrichment,
     check_categories,

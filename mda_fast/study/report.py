@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..outputs import atomic_file
+from ..io import atomic_file
 from .report_html import esc, kv_table, section
 from .report_sections import (
     category_section,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..outputs import atomic_file
+from ..io import atomic_file
 from .stats import check_vector, ranking, validate_scores
 
 __all__ = ["top_bottom_table", "write_table_csv", "read_table_csv"]

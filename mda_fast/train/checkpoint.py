@@ -9,7 +9,7 @@ import os
 
 import torch
 
-from ..stages.io import atomic_dir
+from ..io import atomic_dir
 from .presets import from_pretrained_kwargs
 
 __all__ = [

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Callable, List, Optional
 
-from ..stages.io import atomic_file
+from ..io import atomic_file
 
 __all__ = [
     "METRICS_FILE",

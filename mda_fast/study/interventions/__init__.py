@@ -2,7 +2,7 @@
 
 Every arm is ``branch_from_checkpoint(run_dir/step{start_step}, data, out_dir/<arm>/seed<s>, interventions=...)``
 trained to ``train_until``, so all arms share initial weights, optimizer state, LR schedule, data order and the
-trainer's RNG state; they differ only by their ``Interventions`` (see ``mda_fast.train.trainer`` for the exact
+trainer's RNG state; they differ only by their ``Interventions`` (see ``mda_fast.train`` for the exact
 semantics: a deleted sample contributes nothing and every other sample keeps its weight ``1 / (B*T)``).
 
 Sets. The window holds the ``n = (end_step - start_step) * batch_size`` global indices ``start*B .. end*B - 1``.
@@ -12,7 +12,7 @@ the same top set as the analysis reports).
 
 * ``baseline``: no intervention.
 * ``delete-top``: the ``k`` highest-scored samples deleted (score > 0 means the sample pushes the head into
-  existence, see ``mda_fast.influence``).
+  existence, see ``mda_fast.core.influence``).
 * ``delete-bottom``: the ``k`` lowest-scored (most negative) samples deleted.
 * ``delete-random``: ``k`` samples drawn uniformly without replacement from the window minus the top set.
 * ``delete-matched`` (optional): a category-matched random control. ``k`` samples drawn from the window minus the

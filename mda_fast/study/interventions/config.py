@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ...config import ARMS, DEFAULT_ARMS
+from ...core.probes import icl_positions
 from ...data.categories import load_category_sidecar
 from ..stats import top_count
-from .evaluation import icl_positions
 
 __all__ = ["InterventionConfig"]
 

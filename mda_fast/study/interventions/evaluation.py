@@ -6,27 +6,19 @@ Definitions: the docstring of :mod:`mda_fast.study.interventions`.
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ...localize import localize_all
-from ...probes import InductionProbe
+from ...core.localize import localize_all
+from ...core.probes import InductionProbe, icl_positions
 from .summary import CHANGE_KEYS, summarize
 
 if TYPE_CHECKING:
     from .config import InterventionConfig
 
 __all__ = ["icl_positions", "heldout_tokens", "make_eval_fn", "emergence_step", "add_seed_figures", "derive"]
-
-
-def icl_positions(T: int) -> Tuple[int, int]:
-    """Olsson et al.'s tokens 50 and 500 (of 512) scaled to ``T`` predicted tokens: 1-based token indices."""
-    early = max(1, int(math.floor(50 * T / 512 + 0.5)))
-    late = min(T, int(math.floor(500 * T / 512 + 0.5)))
-    return early, late
 
 
 def heldout_tokens(config: InterventionConfig) -> np.ndarray:

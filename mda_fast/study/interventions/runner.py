@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ...config import ARMS, DEFAULT_ARMS
-from ...outputs import atomic_file
+from ...io import atomic_file
 from ...train import TrainConfig, branch_from_checkpoint, branch_from_pretrained, get_preset, read_jsonl
-from ...train.trainer import STATE_FILE
+from ...train.checkpoint import STATE_FILE
 from .config import InterventionConfig
 from .evaluation import add_seed_figures, heldout_tokens, make_eval_fn
 from .selection import ArmPlan, plan_arms

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .adapters import adapter_for
 from .attention import attention_pattern
 from .finite import check_model_finite
+from .handle import handle
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
 
 METRICS = ("prefix_matching", "prev_token")
@@ -28,13 +28,13 @@ def localize_all(
     ``prefix_matching``: mean attention from each second-copy position i to i−seq_len+1;
     ``prev_token``: mean attention from t to t−1 over t ≥ 1.
     """
-    adapter = adapter_for(model)
-    adapter.check(model)
+    h = handle(model)
+    adapter, model = h.adapter, h.model
     check_model_finite(model)
     for m in metrics:
         if m not in METRICS:
             raise ValueError(f"unknown localization metric {m!r}; expected one of {METRICS}")
-    s = adapter.shape(model)
+    s = h.shape
     if not isinstance(seq_len, int) or seq_len < 2 or 2 * seq_len > s.max_positions:
         raise ValueError(
             f"seq_len must be an int with 2 <= seq_len and 2*seq_len <= context {s.max_positions}, got {seq_len!r}"
@@ -72,3 +72,14 @@ def localize(model, metric: str = "prefix_matching", **kwargs) -> torch.Tensor:
     """``[n_layers, n_heads]`` score of every head for one metric; ``kwargs`` are :func:`localize_all`'s
     (``seq_len``, ``n``, ``seed``, ``batch_size``, ``low``, ``high``)."""
     return localize_all(model, (metric,), **kwargs)[metric]
+
+
+def emergence_monitor(loc):
+    """Trainer ``eval_fn``: every head's prefix-matching score at a checkpoint; ``loc``: the config's ``localize``
+    section (its ``kwargs()`` are ``localize_all``'s settings)."""
+
+    def evaluate(model, step):
+        pm = localize_all(model, ("prefix_matching",), **loc.kwargs())["prefix_matching"]
+        return {"prefix_matching": pm.tolist(), "max_prefix_matching": float(pm.max())}
+
+    return evaluate

@@ -16,7 +16,7 @@ import contextlib
 
 import torch
 
-from . import kernels
+from .. import kernels
 from .capture import capture, check_mask, loss_objective, resolve_blocks, split_rows
 from .ekfac import Factors
 from .finite import check_finite, check_model_finite

@@ -1,5 +1,5 @@
 """Fitted curvature factors: ``BlockFactors`` (one block's eigenbases, eigenvalues and damping, and ``H⁻¹ v``)
-and ``Factors`` (every block of a fit, with ``save`` / ``load`` / ``check``). Fitting: :mod:`mda_fast.ekfac`.
+and ``Factors`` (every block of a fit, with ``save`` / ``load`` / ``check``). Fitting: :mod:`mda_fast.core.ekfac`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ..errors import StateError, one_line
+from ..io import atomic_file, load_json_as
 from .capture import resolve_blocks
-from .errors import StateError, one_line
 from .finite import check_finite
 from .heads import Block, HeadSpec, ModuleSpec
 from .model import model_shape
-from .stages.io import atomic_file, load_json_as
 
 __all__ = ["METHODS", "FISHERS", "FACTOR_KEYS", "BlockFactors", "Factors", "spec_from_dict"]
 

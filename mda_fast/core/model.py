@@ -2,7 +2,7 @@
 
 ``load_pythia`` / ``read_model_config`` validate a checkpoint's ``config.json`` first (its ``model_type`` picks the
 adapter, ``mda_fast.adapters``), then build the adapter's HF model class. ``neox_shape``, ``check_gpt_neox``,
-``backbone``, ``layers`` dispatch to ``adapter_for(model)``; ``rotary_params``, ``config_shape`` and ``NeoXShape``
+``backbone``, ``layers`` dispatch to the model's handle (``core.handle``); ``rotary_params``, ``config_shape`` and ``NeoXShape``
 (an alias of ``ModelShape``) are the GPT-NeoX adapter's.
 """
 
@@ -15,10 +15,11 @@ import pickle
 import torch
 from safetensors import SafetensorError
 
-from .adapters import ModelShape, adapter_for, adapter_for_type
-from .adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
-from .errors import ModelError, one_line
-from .stages.io import load_json_as
+from ..adapters import ModelShape, adapter_for_type
+from ..adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
+from ..errors import ModelError, one_line
+from ..io import load_json_as
+from .handle import handle
 
 try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
     from huggingface_hub.errors import StrictDataclassError as _ConfigInvalid
@@ -51,16 +52,16 @@ def check_gpt_neox(model) -> None:
 
 def check_model(model) -> None:
     """Raise unless ``model`` is a usable model of a registered architecture (``TypeError`` / ``ModelError``)."""
-    adapter_for(model).check(model)
+    handle(model)
 
 
 def backbone(model):
     """The transformer inside a causal LM (or the model itself); None if there is none."""
-    return adapter_for(model).backbone(model)
+    return handle(model).backbone()
 
 
 def layers(model):
-    return adapter_for(model).layers(model)
+    return handle(model).layers()
 
 
 def config_shape(config) -> ModelShape:
@@ -70,7 +71,7 @@ def config_shape(config) -> ModelShape:
 
 def model_shape(model) -> ModelShape:
     """The ``ModelShape`` of a model (checked by its adapter)."""
-    return adapter_for(model).shape(model)
+    return handle(model).shape
 
 
 neox_shape = model_shape
@@ -303,8 +304,38 @@ def load_pythia(
         kwargs["attn_implementation"] = attn_implementation
     model, info = _from_pretrained(adapter.model_class(), name, revision, kwargs, dtype)
     _check_loading_info(name, info)
-    adapter.check(model)
+    handle(model)  # checks the model and keeps its adapter and shape on it
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def hub_checkpoint_dir(name: str, step: int, what: str = "") -> str:
+    """The local directory of hub model ``name`` at revision ``step<k>``, from the local HF cache only (no network);
+    ``ModelError`` saying how to download it otherwise (``what``: the checkpoint's role, for the message)."""
+    from ..errors import ModelError
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, revision=f"step{step}", local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
+        raise ModelError(
+            f"model {name!r} at revision 'step{step}'{what} is not in the local Hugging "
+            f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
+            f"{name} --revision step{step}"
+        ) from None
+
+
+def pythia_revisions(end_step: int) -> list:
+    """The default hub revisions up to ``end_step``: Pythia's ``step0, step1, step2, step4, ..., step512`` below
+    it, then ``step<end_step>``."""
+    return [f"step{s}" for s in [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if s < end_step] + [f"step{end_step}"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``model.device`` as a torch device: ``"auto"`` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

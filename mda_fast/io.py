@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import OutputError, StateError
+from .errors import OutputError, StateError
 
 LOCK_NAME = ".mda-fast.lock"
 

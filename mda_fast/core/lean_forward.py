@@ -10,7 +10,7 @@ model's adapter (``ModelAdapter.lean_begin / lean_layer / lean_end``) and replac
 - in the lowest tracked layer, the heads whose q/k/v a tracked block owns are attended with autograd and the
   other heads without it, so the attention backward touches only those heads;
 - from there up, activations are differentiated (parameters never are);
-- the loss is the fused chunked LM head + cross-entropy (``mda_fast.lm_head``).
+- the loss is the fused chunked LM head + cross-entropy (``mda_fast.core.lm_head``).
 
 ``supports(model, attention_mask)`` says when it applies (the adapter's ``lean_supports``; for GPT-NeoX see
 ``mda_fast.adapters.gpt_neox``: sdpa attention, eval mode, claimed transformers releases
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from .adapters import adapter_for
-from .adapters.gpt_neox import CLAIMED_TRANSFORMERS, RotateHalf, claims_transformers, head_runs
+from ..adapters.gpt_neox import CLAIMED_TRANSFORMERS, RotateHalf, claims_transformers, head_runs
+from .handle import handle
 from .lm_head import linear_cross_entropy
 
 __all__ = ["CLAIMED_TRANSFORMERS", "capture_loss", "claims_transformers", "heads_touched", "supports"]
@@ -41,7 +41,7 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
     if not isinstance(model, torch.nn.Module) or getattr(config, "model_type", None) is None:
         return False
     try:
-        adapter = adapter_for(model)
+        adapter = handle(model).adapter
     except (TypeError, ValueError):
         return False
     return adapter.lean_supports(model, attention_mask)
@@ -96,8 +96,9 @@ def capture_loss(model, input_ids: torch.Tensor, blocks, objective, compile: boo
     ``outputs[(layer, module)]`` the module output to differentiate ``value`` against, for every tracked block.
     Parameters must already be frozen (``capture`` does it).
     """
-    adapter = adapter_for(model)
-    taps = _Taps(adapter, adapter.shape(model), blocks)
+    h = handle(model)
+    adapter, model = h.adapter, h.model
+    taps = _Taps(adapter, h.shape, blocks)
     low = min(layer for layer, _ in taps.keys)
     with torch.no_grad():
         h, state = adapter.lean_begin(model, input_ids, compile=compile)

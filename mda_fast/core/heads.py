@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .adapters import adapter_for
+from .handle import handle
 
 MODES = ("qkvo", "qk")
 MODULES = ("query_key_value", "dense")  # the GPT-NeoX adapter's modules
@@ -97,8 +97,8 @@ class Block:
 
 
 def check_spec(model, spec) -> None:
-    adapter = adapter_for(model)
-    s = adapter.shape(model)
+    h = handle(model)
+    adapter, s = h.adapter, h.shape
     if not 0 <= spec.layer < s.n_layers:
         raise ValueError(
             f"{type(spec).__name__}.layer={spec.layer} out of range: the model has {s.n_layers} layers (0..{s.n_layers - 1})"
@@ -133,8 +133,8 @@ def head_blocks(model, spec) -> list[Block]:
         has_b = mod.bias is not None
         d_out, d_in = mod.weight.shape
         return [Block(spec.name, L, spec.module, 0, d_out, 0, d_in, has_b)]
-    adapter = adapter_for(model)
-    parts = adapter.head_parts(adapter.shape(model), spec.head, spec.mode)
+    h = handle(model)
+    parts = h.adapter.head_parts(h.shape, spec.head, spec.mode)
     return [
         Block(
             f"{spec.name}.{part}",
@@ -152,7 +152,7 @@ def head_blocks(model, spec) -> list[Block]:
 
 def module_of(model, layer: int, module: str) -> torch.nn.Linear:
     """The attention linear ``module`` of layer ``layer`` (the adapter's ``attention_module``)."""
-    return adapter_for(model).attention_module(model, layer, module)
+    return handle(model).attention_module(layer, module)
 
 
 def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:

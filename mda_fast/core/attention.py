@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from .adapters import ModelShape, adapter_for_type
-from .adapters.gpt_neox import apply_rotary, rotary_cos_sin, rotary_width, split_qkv
+from ..adapters import ModelShape, adapter_for_type
+from ..adapters.gpt_neox import apply_rotary, rotary_cos_sin, rotary_width, split_qkv
 
 __all__ = ["apply_rotary", "attention_pattern", "rotary_cos_sin", "rotary_width", "split_qkv"]
 

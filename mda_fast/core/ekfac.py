@@ -17,7 +17,7 @@ in ``G_n``: a masked position still carries the gradient of later unmasked token
 Labels for S and Λ are sampled from the model (``fisher="true"``, seeded per batch so both passes see the same
 labels) or taken from the data (``"empirical"``).
 
-The fitted factors (``BlockFactors``, ``Factors``: ``H⁻¹ v``, save / load): :mod:`mda_fast.factors`.
+The fitted factors (``BlockFactors``, ``Factors``: ``H⁻¹ v``, save / load): :mod:`mda_fast.core.factors`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from . import kernels
+from .. import kernels
+from ..errors import NonFiniteError, one_line
 from .capture import capture, check_mask, fisher_objective, loss_objective, resolve_blocks, split_rows
-from .errors import NonFiniteError, one_line
 from .factors import FACTOR_KEYS, FISHERS, METHODS, BlockFactors, Factors, spec_from_dict
 from .finite import check_finite, check_model_finite
 from .heads import Block

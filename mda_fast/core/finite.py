@@ -11,7 +11,7 @@ from typing import Union
 
 import torch
 
-from .errors import NonFiniteError
+from ..errors import NonFiniteError
 
 Tensors = Union[torch.Tensor, Mapping[str, torch.Tensor], Iterable[tuple[str, torch.Tensor]]]
 

@@ -22,13 +22,14 @@ reductions in float32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
+from ..errors import ConfigError
 from .attention import attention_pattern
-from .errors import ConfigError
 from .model import model_shape
 
 PYTHIA_REAL_VOCAB = 50277  # ids >= this are untrained padding rows of Pythia's 50304-row embedding
@@ -65,9 +66,17 @@ def induction_targets(L: int, target: str = "next") -> tuple[torch.Tensor, torch
     return rows, pos - L + 1
 
 
-def _float_acc(x: torch.Tensor) -> torch.Tensor:
+def float_acc(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float64 if it is float64, else in float32 (the precision of an objective's reductions)."""
     return x if x.dtype == torch.float64 else x.float()
+
+
+def icl_positions(T: int) -> tuple[int, int]:
+    """Olsson et al.'s tokens 50 and 500 (of 512) scaled to ``T`` predicted tokens: 1-based token indices (the ICL
+    score is the loss at ``late`` minus the loss at ``early``)."""
+    early = max(1, int(math.floor(50 * T / 512 + 0.5)))
+    late = min(T, int(math.floor(500 * T / 512 + 0.5)))
+    return early, late
 
 
 def prefix_matching_pairs(L: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +139,7 @@ class InductionProbe(Probe):
     def objective(self, model, spec, input_ids, logits, hooks):
         rows, src = induction_targets(self.L, self.target)
         rows, src = rows.to(input_ids.device), src.to(input_ids.device)
-        logp = torch.log_softmax(_float_acc(logits[:, rows]), dim=-1)
+        logp = torch.log_softmax(float_acc(logits[:, rows]), dim=-1)
         tgt = input_ids[:, src]
         return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(dim=1)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import lean_forward
-from .adapters import adapter_for
+from .handle import handle
 from .heads import Block, head_blocks
 from .lm_head import linear_cross_entropy, sample_from_logits, sample_labels
 
@@ -31,7 +31,7 @@ _HF_FORWARD = contextvars.ContextVar("mda_fast_hf_forward", default=False)
 @contextlib.contextmanager
 def hf_forward():
     """Within the block, every ``capture`` (so ``per_sample_head_grads``, ``fit_ekfac``, ``InfluenceScorer``) runs
-    HF's own forward with hooks, never the lean forward (``mda_fast.lean_forward``). The lean forward is chosen
+    HF's own forward with hooks, never the lean forward (``mda_fast.core.lean_forward``). The lean forward is chosen
     only where it reproduces HF's arithmetic; this switch is the reference it is checked against, and a way out.
     """
     token = _HF_FORWARD.set(True)
@@ -115,7 +115,8 @@ class _Hooks:
     """Forward hooks that record module inputs and make module outputs differentiable targets."""
 
     def __init__(self, model, keys: set, keep_qkv_layers: Iterable[int] = ()):
-        adapter = adapter_for(model)
+        h = handle(model)
+        adapter, model = h.adapter, h.model
         self.qkv_module = adapter.qkv_module
         self.keys = set(keys)
         self.keep_qkv = set(keep_qkv_layers)
@@ -170,8 +171,8 @@ def capture(
     ``compile=True`` runs the lean forward's ``torch.compile``d pieces (equal up to fp rounding; HF's forward is
     never compiled).
     """
-    adapter = adapter_for(model)
-    adapter.check(model)
+    h = handle(model)
+    adapter, model = h.adapter, h.model
     keys = {(b.layer, b.module) for b in blocks}
     if uses_lean_forward(model, objective, blocks, attention_mask):
         return _capture_lean(model, input_ids, blocks, objective, compile)
@@ -219,7 +220,7 @@ def _capture_lean(model, input_ids, blocks, objective, compile: bool = False) ->
 
 class TokenLoss(abc.ABC):
     """A summed token cross-entropy ``Σ_t m_t · CE(logits_t, labels_t)`` per sequence. ``capture`` computes it with
-    the fused chunked LM head (``mda_fast.lm_head``) and asks ``labels_for(hidden, weight)`` for the labels;
+    the fused chunked LM head (``mda_fast.core.lm_head``) and asks ``labels_for(hidden, weight)`` for the labels;
     called on logits (the unfused path) it is ``sequence_loss``. Subclasses say where the labels come from."""
 
     mask: torch.Tensor | None = None
@@ -277,7 +278,7 @@ def _plain_lm_head(model) -> bool:
     """True when logits = head(backbone(...).last_hidden_state) with a bias-free linear output head
     (GPT-NeoX: ``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    inner = adapter_for(model).backbone(model)
+    inner = handle(model).backbone()
     return (
         inner is not None
         and inner is not model

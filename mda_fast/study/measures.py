@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 from ..config import Config
-from ..study.stats import ranking, spearman, top_count
-from .io import read_json, write_json
+from ..io import read_json, write_json
+from .stats import ranking, spearman, top_count
 
 
 def enrichment_with_spread(out: str, cfg: Config) -> dict:
@@ -18,7 +18,7 @@ def enrichment_with_spread(out: str, cfg: Config) -> dict:
     scores, each with the 2.5–97.5% range of the same ratio over ``study.random_sets`` uniformly random sets of
     the same size (what chance gives)."""
     from ..data.categories import load_category_sidecar
-    from ..study.stats import category_enrichment
+    from .stats import category_enrichment
 
     s, gi, order, k = _ranked_scores(out, cfg)
     fr, names = load_category_sidecar(cfg.data.path)
@@ -48,11 +48,11 @@ def enrichment_with_spread(out: str, cfg: Config) -> dict:
 def induction_structure(out: str, cfg: Config) -> dict:
     """What separates the top rows from the bottom ones mechanistically: in each scored row, the share of its
     positions whose next token is the one that followed the last earlier occurrence of the current token
-    (:func:`mda_fast.text_probes.induction_hits`: what an induction head predicts), averaged over the top and
+    (:func:`mda_fast.core.text_probes.induction_hits`: what an induction head predicts), averaged over the top and
     bottom ``analyze.top_frac`` of the primary target's scores and over all scored rows, with the 2.5–97.5% range
     over ``study.random_sets`` random sets of the same size and the rank correlation of the score with it."""
+    from ..core.text_probes import induction_hits
     from ..data.pythia import PythiaBatches
-    from ..text_probes import induction_hits
 
     s, gi, order, k = _ranked_scores(out, cfg)
     rows = PythiaBatches(cfg.data.path, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len).rows(gi)
@@ -83,14 +83,14 @@ def _ranked_scores(out: str, cfg: Config):
 
 
 def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
-    """Per base checkpoint: the real-text ICL score (:func:`mda_fast.text_probes.icl_score_text`) and the
+    """Per base checkpoint: the real-text ICL score (:func:`mda_fast.core.text_probes.icl_score_text`) and the
     real-text induction probe's value on the last ``study.icl_rows`` held-out rows, and the best prefix-matching
     score (from the run's ``eval.jsonl``)."""
     import torch
 
+    from ..core.model import load_pythia
+    from ..core.text_probes import TextInductionProbe, icl_score_text
     from ..data.pythia import PythiaBatches
-    from ..model import load_pythia
-    from ..text_probes import TextInductionProbe, icl_score_text
     from ..train import read_jsonl
 
     path = os.path.join(out, "study", "icl.json")

@@ -2,7 +2,7 @@
 
 * :func:`induction_text_targets` — for a row of real tokens, every position ``t`` whose token ``x_t`` occurred
   earlier, and the token that followed its *last* earlier occurrence ``j`` (``x_{j+1}``). The convention is the
-  synthetic induction probe's ``target="next"`` (:func:`mda_fast.probes.induction_targets`): logit row ``t`` (the
+  synthetic induction probe's ``target="next"`` (:func:`mda_fast.core.probes.induction_targets`): logit row ``t`` (the
   prediction of position ``t+1``) is scored on ``x_{j+1}``. On a row ``A B ... A`` the last ``A`` is scored on
   ``B``. On ``L`` distinct tokens repeated (``x_{L..2L-1} = x_{0..L-1}``) it gives exactly the synthetic probe's positions
   ``L .. 2L-2`` and targets ``x_{t-L+1}`` (plus the row's last position ``2L-1``).
@@ -13,7 +13,7 @@
   ``length`` tokens (default: the model's context).
 * :func:`icl_score_text` — Olsson et al.'s in-context-learning score on real rows: mean loss at late positions
   minus mean loss at early positions (negative: later tokens are predicted better). Positions are those of
-  :func:`mda_fast.interventions.icl_positions` (tokens 50 and 500 of 512 scaled to ``T = row length - 1``
+  :func:`mda_fast.core.probes.icl_positions` (tokens 50 and 500 of 512 scaled to ``T = row length - 1``
   predicted tokens, 1-based, each averaged over ``±band`` tokens, default ``T // 64``), the same as the
   interventions' ``icl`` figure.
 """
@@ -26,9 +26,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .model import neox_shape
-from .probes import Probe, _float_acc, register_probe
+from .probes import Probe, float_acc, icl_positions, register_probe
 
 __all__ = [
     "induction_text_targets",
@@ -101,7 +101,7 @@ def batch_induction_targets(ids: torch.Tensor, exclude: Sequence[int] = ()) -> T
 class TextInductionProbe(Probe):
     """Mean log p(the token after the last earlier occurrence of the current token) on rows of real text.
 
-    Args (beside :class:`~mda_fast.probes.Probe`'s; ``L``, ``seed``, ``low``, ``high`` are unused):
+    Args (beside :class:`~mda_fast.core.probes.Probe`'s; ``L``, ``seed``, ``low``, ``high`` are unused):
         rows: the probe rows, a LongTensor ``[n, T]`` (or anything ``torch.as_tensor`` takes).
         path: instead of ``rows``, a Megatron dataset (``mda-fast corpus`` output, Pythia's files) ...
         indices: ... and the global row indices to read (default: rows ``0 .. n-1``) ...
@@ -140,7 +140,7 @@ class TextInductionProbe(Probe):
             if self.rows is not None:
                 r = _as_long(self.rows).cpu()
             else:
-                from .data.pythia import PythiaBatches
+                from ..data.pythia import PythiaBatches
 
                 b = PythiaBatches(self.path, batch_size=1, seq_len=self.seq_len)
                 ix = np.arange(min(self.n, b.n_rows)) if self.indices is None else np.asarray(self.indices, np.int64)
@@ -173,7 +173,7 @@ class TextInductionProbe(Probe):
 
     def objective(self, model, spec, input_ids, logits, hooks):
         r, p, t = batch_induction_targets(input_ids, self.exclude)
-        sel = _float_acc(logits[r, p])  # [K, V]: only the scored rows (no second [K, V] log-softmax copy)
+        sel = float_acc(logits[r, p])  # [K, V]: only the scored rows (no second [K, V] log-softmax copy)
         lp = sel.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(sel, dim=-1)
         out = torch.zeros(input_ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, r, lp)
         return out / max(1, r.numel())
@@ -217,9 +217,8 @@ def icl_window(
     T: int, early: Optional[int] = None, late: Optional[int] = None, band: Optional[int] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(early, late) 0-based indices into a ``[n, T]`` loss array (entry ``p`` is the loss of 1-based predicted
-    token ``p + 1``): ``early``/``late`` default to :func:`mda_fast.interventions.icl_positions` ``(T)``, each
+    token ``p + 1``): ``early``/``late`` default to :func:`mda_fast.core.probes.icl_positions` ``(T)``, each
     widened by ``±band`` (default ``T // 64``)."""
-    from .interventions import icl_positions
 
     e0, l0 = icl_positions(T)
     early = e0 if early is None else int(early)
