@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from .fields import TYPE_NAMES, check_value, opt, type_ok  # noqa: F401 (re-exported)
 
-#: intervention arms (``mda_fast.interventions`` defines what each does)
+#: intervention arms (``mda_fast.study.interventions`` defines what each does)
 ARMS = (
     "baseline",
     "delete-top",

@@ -5,7 +5,7 @@
 3. localize every head at every checkpoint and find the emergence step;
 4. fit EK-FAC for the induction head (and a control head) at the window-end checkpoint;
 5. score every sequence of the formation window; 6. analyze and write the report;
-7. retrain the window under deletion / augmentation arms (``mda_fast.interventions``).
+7. retrain the window under deletion / augmentation arms (``mda_fast.study.interventions``).
 
 Every stage skips work whose output already exists, so an interrupted demo resumes where it stopped.
 """

@@ -1,5 +1,5 @@
 """``mda-fast intervene``: retrain the window with the top samples deleted or duplicated, against random and
-category-matched random sets (``mda_fast.interventions``), into ``out/interventions/``."""
+category-matched random sets (``mda_fast.study.interventions``), into ``out/interventions/``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .inputs import device_of, load_targets, open_data, pretrained_start
 
 
 def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:
-    """Deletion / augmentation arms for the target heads (``mda_fast.interventions``) from ``out``'s scores.
+    """Deletion / augmentation arms for the target heads (``mda_fast.study.interventions``) from ``out``'s scores.
     ``dist`` (``mda_fast.dist.Dist``): the arm × seed trainings are shared among its ranks; ``None`` on ranks > 0."""
     from ..study.interventions import InterventionConfig, run_interventions
 
