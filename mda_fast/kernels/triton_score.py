@@ -18,15 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_tile import (
-    compile_configs,
-    interpret_mode,
-    precision,
-    sample_g_tile,
-    signature,
-    tile_configs,
-    tile_offsets,
-)
+from . import triton_tile
+from .triton_tile import compile_configs, precision, sample_g_tile, signature, tile_configs, tile_offsets
 
 # Partial-sum cell edges: every config's BLOCK_O / BLOCK_I is a multiple of them.
 _FINE_O = 32
@@ -73,7 +66,7 @@ def _build(interpret: bool):
 
 def kernel():
     """The jitted, autotuned kernel for the current `TRITON_INTERPRET` setting."""
-    return _build(interpret_mode())
+    return _build(triton_tile.interpret_mode())
 
 
 def _cells(d_out: int, D_in: int) -> int:
@@ -82,7 +75,7 @@ def _cells(d_out: int, D_in: int) -> int:
 
 def score_blocks(blocks, mask: torch.Tensor | None) -> torch.Tensor:
     """S [N, K] fp32 = Σ_b score(b); blocks have `.X [N,T,d_in] .Y [N,T,d_out] .P [K,d_out,D_in] fp32 .bias`."""
-    interpret = interpret_mode()
+    interpret = triton_tile.interpret_mode()
     fn = kernel()
     X0 = blocks[0].X
     N, T = X0.shape[0], X0.shape[1]
