@@ -115,8 +115,8 @@ class TargetsSection:
     text_probe_length: int = opt(0, "induction_text probe: tokens of each row it reads; 0: the model's context", ge=0)
     probe_target: str = opt(
         "next",
-        "induction target: next (correct) or authors (the reference code's default, "
-        "one position off; for comparison only)",
+        "induction target: next (correct) or authors (the reference code's objective term for term: logit row "
+        "t-1, one position off, L terms plus those of tokens repeated in the first half; for comparison only)",
         choices=("next", "authors"),
     )
 
