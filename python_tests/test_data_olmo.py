@@ -189,3 +189,42 @@ def test_config_format_olmo_opens_through_the_stages(tmp_path):
         open_data(load_config(None, over + ["data.olmo_order_file=" + str(tmp_path / "missing.npy")]))
     with pytest.raises(ConfigError, match="induction_text probe reads a Megatron data set"):
         load_config(None, over + ['targets.probes=["induction_text"]'])
+
+
+def _olmo_like_tokenizer_json(path):
+    """A word-level tokenizer.json shaped like OLMo-2's dolma2 tokenizer: 100278 ids, ``<|endoftext|>`` = 100257 and
+    words above 65535 (so the corpus needs 32-bit tokens)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = "the a of and to in is it was".split()
+    vocab = {f"<filler{i}>": i for i in range(100_278)}
+    for i, w in enumerate(words):
+        vocab.pop(f"<filler{70_000 + i}>")
+        vocab[w] = 70_000 + i
+    vocab.pop("<filler100257>")
+    vocab["<|endoftext|>"] = 100_257
+    vocab.pop("<filler1>")
+    vocab["<unk>"] = 1
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return str(path)
+
+
+def test_own_corpus_with_an_olmo_tokenizer_json(tmp_path):
+    """``mda-fast corpus --tokenizer PATH/tokenizer.json`` (``CorpusConfig(tokenizer=...)``) with a tokenizer of
+    OLMo-2's size writes 32-bit tokens, takes ``<|endoftext|>`` as the separator, and reads back in Pythia's order."""
+    from mda_fast.data import CorpusConfig, PythiaBatches, build_corpus
+
+    tj = _olmo_like_tokenizer_json(tmp_path / "tokenizer.json")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("the a of and to in is it was " * 6)
+    (src / "b.md").write_text("it was the a of " * 9)
+    m = build_corpus([str(src)], str(tmp_path / "doc"), CorpusConfig(tokenizer=tj, seq_len=L, packing="stream"))
+    assert m["dtype"] == "int32"
+    assert m["tokenizer"]["vocab_size"] == 100_278 and m["tokenizer"]["eod_id"] == 100_257
+    b = PythiaBatches(str(tmp_path / "doc"), batch_size=1, seq_len=L, packing="stream")
+    rows = b.rows(np.arange(b.n_rows)).astype(np.int64)
+    assert rows.max() == 100_257 and rows.min() >= 70_000  # word ids above 65535 and the separator
+    assert set(rows.flatten().tolist()) <= set(range(70_000, 70_009)) | {100_257}

@@ -1,5 +1,5 @@
-"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, OLMo's token files and order, tokenizers, the category sidecar, the
-synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, OLMo's token files and order, tokenizers, the
+category sidecar, the synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
 
 from .categories import load_category_sidecar, write_category_sidecar
 from .corpus import CorpusConfig, build_corpus

@@ -177,7 +177,10 @@ class OLMoBatches:
     # -- the order -------------------------------------------------------------------------------------------
     def _read_order(self, path: str) -> np.ndarray:
         if not os.path.isfile(path):
-            raise MissingDataError(f"OLMo order file {path!r} does not exist (expected train_data/global_indices.npy)")
+            raise MissingDataError(
+                f"OLMo order file {path!r} does not exist (expected the run's train_data/global_indices.npy, or a "
+                f"file written once by OLMoBatches(...).write_order(path))"
+            )
         size = os.path.getsize(path)
         if size % 4:
             raise DataError(f"OLMo order file {path!r}: {size} bytes is not a whole number of uint32 indices")
