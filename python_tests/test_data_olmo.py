@@ -9,6 +9,7 @@ sequences are built here from the token lists that were written, not read back t
 
 import numpy as np
 import pytest
+import torch
 
 from mda_fast.config import load_config
 from mda_fast.data.olmo import OLMoBatches, olmo_order, read_path_list
@@ -228,3 +229,58 @@ def test_own_corpus_with_an_olmo_tokenizer_json(tmp_path):
     rows = b.rows(np.arange(b.n_rows)).astype(np.int64)
     assert rows.max() == 100_257 and rows.min() >= 70_000  # word ids above 65535 and the separator
     assert set(rows.flatten().tolist()) <= set(range(70_000, 70_009)) | {100_257}
+
+
+def test_fit_and_score_on_olmo_files_equal_the_same_rows_in_step_order(tmp_path):
+    """End to end through the CLI: ``fit`` + ``score`` on OLMo files (``data.format = "olmo"``) give the same
+    scores, row for row, as on a ``.npy`` holding the rows in OLMo's step order written here from the rule."""
+    from conftest import make_tiny
+
+    from mda_fast.cli import main
+
+    model_dir = tmp_path / "model"
+    make_tiny(n_layers=2, vocab=64, ctx=64, dtype=torch.float64).save_pretrained(model_dir)
+    S, B = 17, 4
+    rng = np.random.default_rng(7)
+    paths, seqs = [], []
+    for i, n in enumerate([9 * S + 5, 7 * S, 12 * S + 16]):
+        toks = rng.integers(0, 64, size=n).astype(np.uint32)
+        p = tmp_path / f"part-{i}.npy"
+        toks.tofile(p)
+        paths.append(p)
+        seqs += [toks[j * S : (j + 1) * S] for j in range(n // S)]
+    lst = tmp_path / "paths.txt"
+    lst.write_text("\n".join(str(p) for p in paths) + "\n")
+    order = published_order(len(seqs), 6198)
+    np.save(tmp_path / "rows.npy", np.stack([seqs[i] for i in order]).astype(np.uint16))
+    common = [
+        f"model.name={model_dir}",
+        "model.device=cpu",
+        "model.dtype=float64",
+        "targets.heads=[[1, 0]]",
+        "targets.mode=qk",
+        "targets.probe_L=6",
+        "targets.probe_n=4",
+        "targets.probe_high=64",
+        "fit.n_sequences=12",
+        f"data.batch_size={B}",
+        f"data.seq_len={S}",
+        "window.start_step=1",
+        "window.end_step=5",
+        "score.backend=torch",
+    ]
+    runs = {"olmo": ["data.format=olmo", f"data.path={lst}"], "npy": [f"data.path={tmp_path / 'rows.npy'}"]}
+    scores = {}
+    for name, extra in runs.items():
+        out = str(tmp_path / f"out-{name}")
+        args = sum([["--set", s] for s in common + extra], [])
+        for cmd in ("fit", "score"):
+            assert main([cmd, "--out", out, "--no-progress"] + args) == 0, (name, cmd)
+        scores[name] = {k: np.load(f"{out}/score/{k}.npy") for k in ("scores", "global_index", "step", "position")}
+    a, b = scores["olmo"], scores["npy"]
+    assert a["global_index"].tolist() == list(range(B, 5 * B))
+    for k in ("global_index", "step", "position"):
+        assert np.array_equal(a[k], b[k])
+    # float64 model, scores stored as float32: equal to rounding (a wrong row changes a score completely)
+    assert np.abs(a["scores"] - b["scores"]).max() <= 1e-6 * np.abs(b["scores"]).max()
+    assert np.abs(a["scores"]).max() > 0 and len(set(a["scores"].ravel().tolist())) == a["scores"].size
