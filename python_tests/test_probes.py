@@ -11,7 +11,7 @@ from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac, head_blocks
 from mda_fast.core.heads import block_weight
-from mda_fast.core.probes import InductionProbe, PrevTokenProbe, get_probe, induction_targets
+from mda_fast.core.probes import InductionProbe, PrevTokenProbe, authors_induction_terms, get_probe, induction_targets
 from mda_fast.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -32,6 +32,23 @@ def ref_induction(L):
         return sum(logp[torch.arange(ids.shape[0]), t, ids[:, t + 1]].sum() for t in range(L, 2 * L - 1))
 
     return f
+
+
+def ref_authors_loop(row, logp):
+    """The reference implementation's induction objective on one row, transcribed as a plain loop: for each
+    position t >= 1, find the last earlier position j holding the same token; if there is one, add
+    logp[t - 1, row[j + 1]]. ``row``: a list of ints; ``logp``: [T, V] log-probabilities."""
+    total = 0.0
+    for t in range(1, len(row)):
+        earlier = [j for j in range(t) if row[j] == row[t]]
+        if earlier:
+            total = total + logp[t - 1, row[earlier[-1] + 1]]
+    return total
+
+
+def ref_authors(model, ids, logits, qkv):
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return sum(ref_authors_loop(ids[n].tolist(), logp[n]) for n in range(ids.shape[0]))
 
 
 def hf_pattern(model, qkv, head):
@@ -169,29 +186,78 @@ def test_induction_targets_next_and_authors():
     rows, src = induction_targets(L)  # default "next"
     assert rows.tolist() == [4, 5, 6] and src.tolist() == [1, 2, 3]
     assert row[rows + 1].tolist() == row[src].tolist()  # row t predicts x_{t+1}, the token after x_t's earlier copy
-    a_rows, a_src = induction_targets(L, "authors")
-    assert a_rows.tolist() == [3, 4, 5] and a_src.tolist() == src.tolist()  # one position off, same tokens
+    a_rows, a_src = induction_targets(L, "authors")  # L terms, t = L..2L−1, read one row early
+    assert a_rows.tolist() == [3, 4, 5, 6] and a_src.tolist() == [1, 2, 3, 4]
     assert row[a_rows + 1].tolist() != row[a_src].tolist()  # row t−1 predicts x_t, not the induction token
+    valid, tgt = authors_induction_terms(row[None])  # the general rule agrees on a row without repeats
+    assert torch.nonzero(valid[0]).flatten().tolist() == a_rows.tolist()
+    assert tgt[0, a_rows].tolist() == row[a_src].tolist()
     with pytest.raises(ConfigError, match=r"expected one of \('next', 'authors'\)"):
         induction_targets(L, "prev")
 
 
+def test_authors_terms_with_a_repeat_in_the_first_half():
+    """p = [7, 9, 7, 5] (7 repeats inside the random half), row [p, p], worked out by hand from the reference rule
+    (key x_t, its last earlier occurrence j, term log p[t−1, x_{j+1}]):
+    t=2 (7, j=0) -> row 1, x_1=9; t=4 (7, j=2) -> row 3, x_3=5; t=5 (9, j=1) -> row 4, x_2=7;
+    t=6 (7, j=4) -> row 5, x_5=9; t=7 (5, j=3) -> row 6, x_4=7. t=1 and t=3 have no earlier occurrence."""
+    row = torch.tensor([[7, 9, 7, 5, 7, 9, 7, 5]])
+    valid, tgt = authors_induction_terms(row)
+    assert torch.nonzero(valid[0]).flatten().tolist() == [1, 3, 4, 5, 6]
+    assert tgt[0, [1, 3, 4, 5, 6]].tolist() == [9, 5, 7, 9, 7]
+    # the repeat-free layout would have scored rows 3..6 with x_1..x_4 = 9, 7, 5, 7: rows 3 and 5 differ
+    a_rows, a_src = induction_targets(4, "authors")
+    assert tgt[0, a_rows].tolist() != row[0, a_src].tolist()
+
+
+@pytest.mark.parametrize("case", ["no-repeats", "repeats", "random"])
+def test_authors_objective_equals_loop_transcription(case):
+    """The "authors" objective equals the loop-based transcription of the reference objective, row by row, on rows
+    without repeats, with hand-placed repeats in the first half, and random rows over a few ids (many repeats)."""
+    g = torch.Generator().manual_seed(5)
+    L, V = 6, 40
+    if case == "no-repeats":
+        first = torch.stack([torch.randperm(V - 4, generator=g)[:L] + 4 for _ in range(5)])
+    elif case == "repeats":
+        first = torch.stack([torch.randperm(V - 4, generator=g)[:L] + 4 for _ in range(5)])
+        first[:, 4] = first[:, 1]  # one repeat per row
+        first[2, 5] = first[2, 0]  # and a second one in row 2
+        first[3, 2] = first[3, 1]  # adjacent repeat
+    else:
+        first = torch.randint(4, 8, (5, L), generator=g)
+    ids = torch.cat([first, first], dim=1)
+    logits = torch.randn(5, 2 * L, V, dtype=torch.float64, generator=g)
+    probe = InductionProbe(L=L, n=5, target="authors")
+    got = probe.objective(None, None, ids, logits, None)
+    logp = torch.log_softmax(logits, dim=-1)
+    want = torch.stack([torch.as_tensor(ref_authors_loop(ids[n].tolist(), logp[n])) for n in range(5)])
+    assert got.dtype == torch.float64
+    assert (got - want).abs().max() < 1e-12
+    n_terms = authors_induction_terms(ids)[0].sum(dim=1)
+    if case == "no-repeats":
+        assert n_terms.tolist() == [L] * 5  # L terms per sequence
+    else:
+        assert (n_terms > L).all()  # repeats add terms
+
+
 def test_induction_objective_known_answer_and_shift():
-    """Logits putting all mass on the true next token give f = 0 for "next"; "authors" reads one row earlier:
-    f_authors(logits) == f_next(logits shifted by one position), exactly."""
+    """Logits putting all mass on the true next token give f = 0 for "next"; "authors" reads one row earlier: on a
+    row without repeats, f_authors(logits) == f_next(logits shifted by one position) + its extra last term, the
+    one at t = 2L−1 (logit row 2L−2, target x_L)."""
     model = make_tiny()
-    nxt, auth = InductionProbe(L=5, n=3, seed=0), InductionProbe(L=5, n=3, seed=0, target="authors")
-    ids = nxt.inputs(model)
-    assert torch.equal(ids, auth.inputs(model))
-    perfect = torch.full((3, 10, 64), -50.0, dtype=torch.float64)
-    for t in range(9):
+    L = 5
+    nxt, auth = InductionProbe(L=L, n=3, seed=0), InductionProbe(L=L, n=3, seed=0, target="authors")
+    ids = torch.cat([torch.arange(4, 4 + L).expand(3, L) + 10 * torch.arange(3)[:, None]] * 2, dim=1)
+    perfect = torch.full((3, 2 * L, 64), -50.0, dtype=torch.float64)
+    for t in range(2 * L - 1):
         perfect[torch.arange(3), t, ids[:, t + 1]] = 50.0
     assert abs(float(nxt.objective(model, None, ids, perfect, None).sum())) < 1e-10
     assert float(auth.objective(model, None, ids, perfect, None).sum()) < -100
-    logits = torch.randn(3, 10, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    logits = torch.randn(3, 2 * L, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     shifted = torch.roll(logits, shifts=1, dims=1)  # shifted[:, t] = logits[:, t − 1]
     a = auth.objective(model, None, ids, logits, None)
-    assert torch.equal(a, nxt.objective(model, None, ids, shifted, None))
+    last = torch.log_softmax(logits[:, 2 * L - 2], dim=-1).gather(1, ids[:, L : L + 1]).squeeze(1)
+    assert (a - (nxt.objective(model, None, ids, shifted, None) + last)).abs().max() < 1e-12
     assert (a - nxt.objective(model, None, ids, logits, None)).abs().min() > 1e-3
     assert a.dtype == torch.float64
 
@@ -222,6 +288,8 @@ def test_scorer_probe_kwargs_target():
     name = head_blocks(model, spec)[0].name
     assert rel(-b.queries[name][0], ref[name]) < 1e-10
     assert rel(-a.queries[name][0], ref[name]) > 0.1
+    ref_a = autograd_grads(model, spec, a.probes[0].inputs(model), ref_authors)  # the loop transcription
+    assert rel(-a.queries[name][0], ref_a[name]) < 1e-10
 
 
 # ---------------------------------------------------------------- 3. gradients through all heads

@@ -49,12 +49,40 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """The training data in Pythia's step order."""
+    """The training data in its training order: Pythia's (step k = rows k*batch .. ) or OLMo's (a seeded shuffle)."""
 
-    path: str = opt("", "Megatron prefix (document: .idx + .bin or 21 shards -000NN-of-00020.bin) or a .npy of rows")
-    batch_size: int = opt(1024, "rows per training step (1024 in Pythia)", ge=1)
-    seq_len: int = opt(2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label)", ge=2)
+    format: str = opt(
+        "pythia",
+        "pythia: data.path is a Megatron prefix or .npy of rows in step order; olmo: OLMo's token files in OLMo's "
+        "shuffled order (mda_fast.data.olmo, docs/olmo.md)",
+        choices=("pythia", "olmo"),
+    )
+    path: str = opt(
+        "",
+        "pythia: Megatron prefix (document: .idx + .bin or 21 shards -000NN-of-00020.bin) or a .npy of rows; "
+        "olmo: a text file listing the token files in the training config's data.paths order (one per line; "
+        "'- ' items, # comments and gs:// / s3:// URLs, resolved under data.olmo_root, accepted)",
+    )
+    batch_size: int = opt(
+        1024, "rows per training step (1024 in Pythia; OLMo's global_train_batch_size, 512 for OLMo-2 1B)", ge=1
+    )
+    seq_len: int = opt(
+        2049, "tokens per row (2049 in Pythia: 2048 inputs + 1 shifted label; OLMo: max_sequence_length, 4096)", ge=2
+    )
     tokenizer: str = opt("EleutherAI/gpt-neox-20b", "for text snippets: hub name, tokenizer.json path, or bytes")
+    olmo_seed: int = opt(6198, "olmo: the order's seed (the run's data.seed, else its seed; 6198 for OLMo-2 1B)", ge=0)
+    olmo_epoch: int = opt(
+        0, "olmo: the epoch whose order is read (PCG64(seed + epoch)); steps count from its start", ge=0
+    )
+    olmo_dtype: str = opt(
+        "uint32",
+        "olmo: the token files' memmap_dtype (uint32 for OLMo-2, uint16 for OLMo-1)",
+        choices=("uint8", "uint16", "uint32", "uint64"),
+    )
+    olmo_root: str = opt("", "olmo: where the list's URLs and relative paths are found; empty: the list file's folder")
+    olmo_order_file: str = opt(
+        "", "olmo: OLMo's train_data/global_indices.npy of that epoch (raw uint32), read instead of reshuffling"
+    )
 
 
 @dataclass
@@ -115,8 +143,8 @@ class TargetsSection:
     text_probe_length: int = opt(0, "induction_text probe: tokens of each row it reads; 0: the model's context", ge=0)
     probe_target: str = opt(
         "next",
-        "induction target: next (correct) or authors (the reference code's default, "
-        "one position off; for comparison only)",
+        "induction target: next (correct) or authors (the reference code's objective term for term: logit row "
+        "t-1, one position off, L terms plus those of tokens repeated in the first half; for comparison only)",
         choices=("next", "authors"),
     )
 
@@ -360,6 +388,11 @@ class Config:
         arms = self.intervene.arms
         if "baseline" not in arms or len(set(arms)) != len(arms):
             raise ConfigError(f"intervene.arms {arms!r}: expected distinct arms including 'baseline' from {list(ARMS)}")
+        if self.data.format == "olmo" and "induction_text" in self.targets.probes and not self.targets.text_probe_path:
+            raise ConfigError(
+                "targets.text_probe_path is empty but data.format = 'olmo': the induction_text probe reads a "
+                "Megatron data set; name one (e.g. a `mda-fast corpus` built with OLMo's tokenizer.json)"
+            )
         if self.model.name and self.model.run_dir:
             raise ConfigError("model.name and model.run_dir are both set: give one (a HF model or a mda-fast run)")
 

@@ -6,7 +6,10 @@ sum over the batch is ``f_probe``:
 * ``induction``       — Σ log p(induction target) on L random tokens repeated twice. At position t of the second
   copy (L ≤ t ≤ 2L−2) the current token x_t last occurred at t−L, followed by x_{t−L+1}; the model predicts
   x_{t+1} = x_{t−L+1} there. Model-level: the same f for every head (its gradient is taken per head subspace).
-  ``target="authors"`` scores logit row t−1 instead (one position off), for comparison with the reference code.
+  ``target="authors"`` is the reference code's objective, term for term (:func:`authors_induction_terms`): for
+  every position t ≥ 1 whose token occurred before, log p[t−1, token after its last earlier occurrence], so logit
+  row t−1 (one position off), L terms on a row without repeats (t = L..2L−1) and more where a token repeats inside
+  the random first half. For comparison with that code only.
 * ``prefix_matching`` — mean attention of head (layer, h) from each second-copy position i (L ≤ i ≤ 2L−1) to
   i−L+1 (the token after the previous occurrence of x_i).
 * ``prev_token``      — mean attention of head (layer, h) from t to t−1 (t ≥ 1) on the same batch.
@@ -54,16 +57,42 @@ INDUCTION_TARGETS = ("next", "authors")
 def induction_targets(L: int, target: str = "next") -> tuple[torch.Tensor, torch.Tensor]:
     """(logit rows r, source positions s) for 2L-token rows: the induction objective sums log p[r, x_s].
 
-    For each position t of the second copy (L ≤ t ≤ 2L−2), s = t−L+1 (the token after the earlier copy of x_t).
-    ``target="next"`` (correct): r = t, the row predicting position t+1, whose true token x_{t+1} equals x_s.
-    ``target="authors"``: r = t−1, the reference implementation's default — off by one (row t−1 predicts x_t, not
-    x_s); for comparison with that code only.
+    ``target="next"`` (correct): for each position t of the second copy (L ≤ t ≤ 2L−2), s = t−L+1 (the token after
+    the earlier copy of x_t) and r = t, the row predicting position t+1, whose true token x_{t+1} equals x_s.
+    ``target="authors"``: the reference implementation's terms on a row whose first half has no repeated token:
+    t = L..2L−1, s = t−L+1 and r = t−1 — off by one (row t−1 predicts x_t, not x_s); L terms, the last one
+    (t = 2L−1) scoring x_L, the start of the second copy. Rows with repeats get other terms as well:
+    :func:`authors_induction_terms` is the general rule.
     """
     if target not in INDUCTION_TARGETS:
         raise ConfigError(f"unknown induction probe target {target!r}; expected one of {INDUCTION_TARGETS}")
-    pos = torch.arange(L, 2 * L - 1)
-    rows = pos if target == "next" else pos - 1
-    return rows, pos - L + 1
+    if target == "next":
+        pos = torch.arange(L, 2 * L - 1)
+        return pos, pos - L + 1
+    pos = torch.arange(L, 2 * L)
+    return pos - 1, pos - L + 1
+
+
+def authors_induction_terms(input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference implementation's induction terms on rows ``[N, T]``: ``(valid [N, T−1] bool, target ids
+    [N, T−1])`` indexed by logit row ``r = t−1``.
+
+    Position t (1 ≤ t ≤ T−1) has a term when x_t occurred before it: with j the last such position (j < t), the
+    term is log p[t−1, x_{j+1}] (its "current" key and "last" match). On [p, p] with p free of repeats this is
+    :func:`induction_targets` ``(L, "authors")``; a token repeating inside p adds a term in the first half and
+    moves the match of later positions to the repeat's latest copy.
+    """
+    ids = input_ids
+    N, T = ids.shape
+    valid = torch.zeros(N, max(T - 1, 0), dtype=torch.bool, device=ids.device)
+    tgt = torch.zeros(N, max(T - 1, 0), dtype=ids.dtype, device=ids.device)
+    for t in range(1, T):
+        eq = ids[:, :t] == ids[:, t : t + 1]  # [N, t]: earlier positions holding x_t
+        has = eq.any(dim=1)
+        last = t - 1 - eq.flip(1).int().argmax(dim=1)  # the last True (meaningful only where ``has``)
+        valid[:, t - 1] = has
+        tgt[:, t - 1] = ids.gather(1, (last + 1).unsqueeze(1)).squeeze(1)
+    return valid, tgt
 
 
 def float_acc(x: torch.Tensor) -> torch.Tensor:
@@ -129,19 +158,29 @@ class InductionProbe(Probe):
     """Σ log p(induction target) per sequence.
 
     ``target="next"`` (default, correct): at position t of the second copy, log p(x_{t+1} = token after the
-    earlier copy of x_t), read from logit row t. ``target="authors"``: the same token scored at logit row t−1 —
-    off by one; it reproduces the reference implementation's default for comparison only.
+    earlier copy of x_t), read from logit row t. ``target="authors"``: the reference implementation's objective
+    term for term (:func:`authors_induction_terms`: logit row t−1, one position off, every position whose token
+    occurred before, matched to its last earlier occurrence); for comparison with that code only.
     """
 
     name = "induction"
     targets = INDUCTION_TARGETS
 
     def objective(self, model, spec, input_ids, logits, hooks):
+        if self.target == "authors":
+            return self._authors_objective(input_ids, logits)
         rows, src = induction_targets(self.L, self.target)
         rows, src = rows.to(input_ids.device), src.to(input_ids.device)
         logp = torch.log_softmax(float_acc(logits[:, rows]), dim=-1)
         tgt = input_ids[:, src]
         return logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(dim=1)
+
+    @staticmethod
+    def _authors_objective(input_ids, logits):
+        valid, tgt = authors_induction_terms(input_ids)
+        lg = float_acc(logits[:, :-1])
+        picked = lg.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1)
+        return torch.where(valid, picked, torch.zeros_like(picked)).sum(dim=1)
 
 
 def head_pattern(model, spec, hooks) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, tokenizers, the category sidecar, the
-synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
+"""Training data: Megatron ``.bin/.idx`` files, Pythia's step order, OLMo's token files and order, tokenizers, the
+category sidecar, the synthetic demo corpus and a corpus built from any files (``build_corpus``)."""
 
 from .categories import load_category_sidecar, write_category_sidecar
 from .corpus import CorpusConfig, build_corpus
@@ -12,6 +12,7 @@ from .megatron import (
     shard_bin_paths,
     write_megatron,
 )
+from .olmo import OLMoBatches
 from .pythia import PythiaBatches
 from .tokenizer import ByteTokenizer, HFTokenizer, get_decoder, get_tokenizer, load_tokenizer
 
@@ -24,6 +25,7 @@ __all__ = [
     "shard_bin_paths",
     "write_megatron",
     "PythiaBatches",
+    "OLMoBatches",
     "ByteTokenizer",
     "HFTokenizer",
     "get_decoder",

@@ -21,15 +21,31 @@ def device_of(cfg: Config) -> torch.device:
 
 
 def open_data(cfg: Config, check_window: bool = True):
-    """``PythiaBatches`` over ``data.path``, with the window checked against the data's length (unless
-    ``check_window`` is false: training needs no window)."""
+    """The training batches of ``data``: ``PythiaBatches`` over ``data.path`` (``data.format = "pythia"``) or
+    ``OLMoBatches`` over the token files it lists (``"olmo"``), with the window checked against the data's length
+    (unless ``check_window`` is false: training needs no window)."""
     from ..data import PythiaBatches
 
     d, w = cfg.data, cfg.window
     if not d.path:
-        raise ConfigError("data.path is empty: name the Megatron prefix or .npy file of the training data")
+        what = "the list of OLMo token files" if d.format == "olmo" else "the Megatron prefix or .npy file"
+        raise ConfigError(f"data.path is empty: name {what} of the training data")
     try:
-        data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
+        if d.format == "olmo":
+            from ..data.olmo import OLMoBatches
+
+            data = OLMoBatches(
+                d.path,
+                batch_size=d.batch_size,
+                seq_len=d.seq_len,
+                seed=d.olmo_seed,
+                epoch=d.olmo_epoch,
+                dtype=d.olmo_dtype,
+                order_file=d.olmo_order_file or None,
+                root=d.olmo_root or None,
+            )
+        else:
+            data = PythiaBatches(d.path, batch_size=d.batch_size, seq_len=d.seq_len)
     except FileNotFoundError as e:
         raise DataError(f"data.path {d.path!r}: {e}") from None
     except (ValueError, OSError) as e:

@@ -25,11 +25,24 @@ from ..io import SCORE_ARRAYS, file_digest, fingerprint, read_json, score_dir, w
 from .inputs import checkpoint_ref, load_model, load_targets, make_probes, open_data
 
 
-def _data_identity(path: str) -> list:
-    """Sizes of the data files behind ``data.path`` (a replaced or regenerated data set changes them)."""
+def _data_identity(path: str, fmt: str = "pythia", root: str = "") -> list:
+    """Sizes of the data files behind ``data.path`` (a replaced or regenerated data set changes them); for
+    ``fmt = "olmo"``, of the list file and every token file it names."""
+    if fmt == "olmo":
+        from ..data.olmo import read_path_list
+
+        files = [path] + read_path_list(path, root or None)
+        return [[os.path.basename(p), os.path.getsize(p) if os.path.isfile(p) else -1] for p in files]
     base = path[:-4] if path.endswith((".idx", ".bin")) else path
     files = sorted(glob.glob(base + ".idx") + glob.glob(base + "*.bin") + glob.glob(base) + glob.glob(base + ".npy"))
     return [[os.path.basename(p), os.path.getsize(p)] for p in files if os.path.isfile(p)]
+
+
+def _olmo_identity(cfg: Config) -> list:
+    """What else fixes OLMo's order: the seed, the epoch, the token dtype, where the files are, the order file."""
+    d = cfg.data
+    order = [d.olmo_order_file, os.path.getsize(d.olmo_order_file)] if os.path.isfile(d.olmo_order_file) else []
+    return [d.format, d.olmo_seed, d.olmo_epoch, d.olmo_dtype, d.olmo_root, order]
 
 
 def _checkpoint_identity(cfg: Config) -> list:
@@ -52,7 +65,10 @@ def score_fingerprint(cfg: Config, out: str, target_names, shard: tuple[int, int
             cfg.data.path,
             cfg.data.batch_size,
             cfg.data.seq_len,
-            _data_identity(cfg.data.path),
+            _data_identity(cfg.data.path, cfg.data.format, cfg.data.olmo_root),
+        ]
+        + ([_olmo_identity(cfg)] if cfg.data.format == "olmo" else [])
+        + [
             cfg.to_dict()["window"],
             cfg.to_dict()["targets"],
             cfg.score.limit_steps,
