@@ -38,6 +38,8 @@ def test_quick_study_outputs(study):
     assert saved["findings"] and saved["stage_seconds"]["arms"] > 0
     page = open(os.path.join(out, "augment.html")).read()
     assert "data:image/png;base64," in page and "<mark" in page and "Mechanistic data augmentation" in page
+    assert '<div class="cards">' in page and "<nav>" in page and '<section id="aug-findings">' in page
+    assert "<h3>tiny-1l</h3>" in page and "<h3>tiny-2l</h3>" in page  # the findings, as prose per size
     # the trainer logged every inserted row per batch
     bl = os.path.join(out, "sizes", "tiny-1l", "arms", "mechanistic", "seed0", "batches.jsonl")
     recs = [json.loads(x) for x in open(bl)]

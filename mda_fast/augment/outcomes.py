@@ -91,7 +91,7 @@ def findings(res: dict) -> List[str]:
             f"{p}: held-out prose loss change vs none: "
             + ", ".join(f"{a} {v:+.4f}" for a, v in hl.items() if v is not None)
             + f" (seed spread up to {noise:.4f}); "
-            + (f"worse beyond 2x seed spread: {worse}." if worse else "none worse beyond 2x seed spread.")
+            + (f"worse beyond 2x seed spread: {', '.join(worse)}." if worse else "none worse beyond 2x seed spread.")
         )
         if "mechanistic-large" in g and g["mechanistic-large"]["mean"] is not None:
             s, l = g["mechanistic"]["mean"], g["mechanistic-large"]["mean"]

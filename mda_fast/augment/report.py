@@ -1,60 +1,69 @@
-"""The augmentation report: an HTML section (self-contained: inline CSS, base64 PNGs) and its plots.
+"""The augmentation report ``augment.html``: a self-contained page (inline CSS, embedded PNGs) in the main report's
+look and structure (:mod:`mda_fast.study.report_html`: style sheet, navigation, summary cards, sections; the plots
+in :mod:`mda_fast.study.plots`' style).
 
-``augment_section_html(res, texts)`` renders ``augment.json``'s dict: the findings, the gain-by-size plot (mean and
-std over seeds per arm), per-size score curves, the per size × arm table, and the motifs with the repeated spans
-of example texts highlighted (``texts``: sample id -> token row, for the examples). ``write_augment_report`` writes
-it as a stand-alone page; the main report can embed ``augment_section_html``'s string as is.
+``augment_sections(res, texts)`` renders ``augment.json``'s dict as ``(anchor, label, html)`` sections: the findings
+as prose per size, the gain-by-size plot (mean and std over seeds per arm), per-size score curves, the per size ×
+arm table, the sizes, the motifs with the repeated spans of example texts highlighted (``texts``: sample id ->
+token row), the LLM generators' messages, and the settings and timing. ``summary_cards_html(res)`` gives the
+cards; ``augment_section_html`` both as one block the main report can embed; ``write_augment_report`` the page.
 """
 
 from __future__ import annotations
 
-import base64
+import datetime as _dt
 import html
-import io
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from ..study.plots import PALETTE, new_figure, style_axes, to_png
+from ..study.report_html import cards, esc, img, kv_table, page, section, table
 from .motifs import byte_decode
 
-__all__ = ["gain_by_size_png", "curves_png", "highlight_spans", "augment_section_html", "write_augment_report"]
+__all__ = [
+    "gain_by_size_png",
+    "curves_png",
+    "highlight_spans",
+    "summary_cards_html",
+    "augment_sections",
+    "augment_section_html",
+    "render_augment_report",
+    "findings_by_size",
+    "write_augment_report",
+]
 
-_COLORS = {
-    "none": "#7f7f7f",
-    "random": "#1f77b4",
-    "copy": "#ff7f0e",
-    "top": "#2ca02c",
-    "mechanistic": "#d62728",
-    "mechanistic-large": "#9467bd",
+ARM_COLORS = {
+    "none": PALETTE[9],
+    "random": PALETTE[0],
+    "copy": PALETTE[3],
+    "top": PALETTE[2],
+    "mechanistic": PALETTE[1],
+    "mechanistic-large": PALETTE[4],
 }
+# the motif examples: a copied span and (faded) its source, in three colours for up to three spans in a row
 _CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-    "th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    "pre.s{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:6px;font-size:12px}"
     "mark.c{background:#ffd54f}mark.c1{background:#80deea}mark.c2{background:#c5e1a5}"
+    ".legend mark{padding:0 4px}.prose p{margin:6px 0 10px}.motif{margin:18px 0 8px}"
+    "pre.snippet{max-height:none}.ids{font-size:12px}"
 )
 
 
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _arms(res: Mapping) -> List[str]:
+    """The arms present in any size, in the fixed order of ``ARM_COLORS`` (others after)."""
+    seen = [a for p in res["sizes"] for a in res["sizes"][p]["arms"]]
+    return [a for a in ARM_COLORS if a in seen] + sorted({a for a in seen if a not in ARM_COLORS})
 
 
-def _fig(w, h):
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+def _color(arm: str, i: int) -> str:
+    return ARM_COLORS.get(arm, PALETTE[i % len(PALETTE)])
 
 
-def gain_by_size_png(res: Mapping) -> str:
-    """Base64 PNG: relative gain over none at the gain step, per size (x) and arm, error bars = std over seeds."""
+def gain_by_size_png(res: Mapping) -> bytes:
+    """PNG bytes: relative gain over none at the gain step, per size (x) and arm, error bars = std over seeds."""
     sizes = list(res["sizes"])
-    arms = [a for a in _COLORS if any(a in res["sizes"][p]["arms"] for p in sizes) and a != "none"]
-    fig = _fig(7.5, 3.6)
+    arms = [a for a in _arms(res) if a != "none"]
+    fig = new_figure(8.0, 3.8)
     ax = fig.add_subplot(111)
     w = 0.8 / max(1, len(arms))
     for j, a in enumerate(arms):
@@ -64,38 +73,51 @@ def gain_by_size_png(res: Mapping) -> str:
             if s and s["mean"] is not None:
                 xs.append(i + (j - (len(arms) - 1) / 2) * w)
                 ms.append(100 * s["mean"])
-                ss.append(100 * s["std"])
-        ax.bar(xs, ms, w, yerr=ss, capsize=3, color=_COLORS[a], label=a)
-    ax.axhline(0, color="#444", lw=0.8)
+                ss.append(100 * (s["std"] or 0.0))
+        ax.bar(xs, ms, w, yerr=ss, capsize=3, color=_color(a, j), label=a)
+    ax.axhline(0, color="#444444", linewidth=0.8)
     ax.set_xticks(range(len(sizes)))
     ax.set_xticklabels(sizes)
-    ax.set_ylabel("induction-head score gain over none (%)")
-    ax.set_title("gain by model size (mean ± std over seeds)")
-    ax.legend(fontsize=8, ncol=3)
-    ax.grid(True, axis="y", alpha=0.3)
-    return _png(fig)
+    ax.set_ylabel("head score gain over none (%)")
+    ax.set_title("Gain by model size (mean ± std over seeds)")
+    ax.legend(fontsize=8, ncol=len(arms), frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    style_axes(ax)
+    ax.grid(False, axis="x")
+    fig.tight_layout()
+    return to_png(fig)
 
 
-def curves_png(res: Mapping) -> str:
-    """Base64 PNG: best-head prefix-matching curves per size (seed means), one panel per size."""
+def curves_png(res: Mapping) -> bytes:
+    """PNG bytes: best-head prefix-matching curves per size (seed means), one panel per size, shared legend."""
     sizes = list(res["sizes"])
-    fig = _fig(3.2 * len(sizes), 2.8)
+    fig = new_figure(max(6.0, 3.3 * len(sizes)), 3.2)
+    axes = []
     for i, p in enumerate(sizes):
         ax = fig.add_subplot(1, len(sizes), i + 1)
         sz = res["sizes"][p]
-        for a, e in sz["arms"].items():
-            runs = list(e["seeds"].values())
-            steps = runs[0]["steps"]
+        for j, a in enumerate(_arms(res)):
+            if a not in sz["arms"]:
+                continue
+            runs = list(sz["arms"][a]["seeds"].values())
             m = np.mean([r["score"] for r in runs], 0)
-            ax.plot(steps, m, color=_COLORS.get(a, "k"), label=a, lw=1.4)
-        ax.axvline(sz["gain_step"], color="#999", ls=":", lw=1)
-        ax.axhline(res["threshold"], color="#bbb", ls="--", lw=0.8)
+            ax.plot(runs[0]["steps"], m, color=_color(a, j), label=a, linewidth=1.4)
+        ax.axvline(sz["gain_step"], color="black", linestyle=":", linewidth=1)
+        ax.axhline(res["threshold"], color="#999999", linestyle="--", linewidth=0.8)
         ax.set_title(p, fontsize=10)
         ax.set_xlabel("step")
         if i == 0:
             ax.set_ylabel("best-head prefix matching")
-            ax.legend(fontsize=7)
-    return _png(fig)
+        style_axes(ax)
+        axes.append(ax)
+    handles, labels = {}, []
+    for ax in axes:  # one legend entry per arm over all panels (the largest size may have an extra arm)
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.legend([handles[x] for x in labels], labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return to_png(fig)
 
 
 def highlight_spans(tokens, spans, decode=byte_decode) -> str:
@@ -127,16 +149,18 @@ def highlight_spans(tokens, spans, decode=byte_decode) -> str:
     return "".join(out)
 
 
-def _f(x, pct=False, d=3):
-    if x is None:
-        return "–"
-    return f"{100 * x:+.1f}%" if pct else f"{x:.{d}f}"
+def _pct(x: Optional[float]) -> str:
+    return "—" if x is None else f"{100 * x:+.2f}%"
 
 
-def _ms(s, pct=False, d=3):
-    if not s or s["mean"] is None:
-        return "–"
-    return f"{_f(s['mean'], pct, d)} ± {(100 * s['std']) if pct else s['std']:.{1 if pct else d}f}"
+def _ms(s: Optional[Mapping], as_pct: bool = False, d: int = 3) -> str:
+    """``mean ± std`` of a seed summary (``—`` when absent); percentages with two decimals."""
+    if not s or s.get("mean") is None:
+        return "—"
+    std = s.get("std") or 0.0
+    if as_pct:
+        return f"{100 * s['mean']:+.2f}% ± {100 * std:.2f}"
+    return f"{s['mean']:.{d}f} ± {std:.{d}f}"
 
 
 _ARM_HEAD = (
@@ -149,7 +173,7 @@ _ARM_HEAD = (
     "held-out loss",
     "Δ held-out loss",
 )
-_SIZE_HEAD = ("size", "base emergence", "window", "trained to", "rows per arm", "tokens per arm")
+_SIZE_HEAD = ("size", "base emergence", "window", "gain step", "trained to", "rows per arm", "tokens per arm")
 _MOTIF_KEYS = (
     "copy_frac",
     "span_len",
@@ -164,24 +188,86 @@ _MOTIF_KEYS = (
 )
 
 
-def _table(head, rows, numeric_from: Optional[int] = None) -> str:
-    """An HTML table of ``rows`` under ``head`` (all escaped); columns from ``numeric_from`` on right-aligned."""
-    e = html.escape
+def _beats(m: Mapping, c: Mapping) -> Optional[bool]:
+    """Whether gain summary ``m`` beats ``c`` beyond the larger seed spread (None without both means)."""
+    if not m or not c or m.get("mean") is None or c.get("mean") is None:
+        return None
+    return m["mean"] > c["mean"] + max(m.get("std") or 0.0, c.get("std") or 0.0)
 
-    def td(i, c):
-        return f"<td{' class=n' if numeric_from is not None and i >= numeric_from else ''}>{e(str(c))}</td>"
 
-    return (
-        "<table><tr>"
-        + "".join(f"<th>{e(h)}</th>" for h in head)
-        + "</tr>"
-        + "".join("<tr>" + "".join(td(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
-        + "</table>"
-    )
+def _gain(sz: Mapping, arm: str) -> Optional[Mapping]:
+    return sz["arms"].get(arm, {}).get("summary", {}).get("gain")
+
+
+def summary_cards_html(res: Mapping) -> str:
+    """The summary cards: the setting, the mechanistic gain per size, how often it beat copy, the motifs, time."""
+    sizes = list(res["sizes"])
+    items: List[Tuple[str, str]] = [
+        (str(len(sizes)), "model sizes: " + ", ".join(sizes)),
+        (str(len(res.get("seeds", []))), "seeds per seeded arm"),
+    ]
+    first = res["sizes"][sizes[0]] if sizes else None
+    if first is not None:
+        items.append((f"{first['budget_tokens']:,}", f"inserted tokens per arm ({sizes[0]})"))
+    for p in sizes:
+        m, c = _gain(res["sizes"][p], "mechanistic"), _gain(res["sizes"][p], "copy")
+        if m and m.get("mean") is not None:
+            items.append((_ms(m, True), f"mechanistic gain on {p} (copy {_ms(c, True)})"))
+    verdicts = [_beats(_gain(sz, "mechanistic"), _gain(sz, "copy")) for sz in res["sizes"].values()]
+    known = [v for v in verdicts if v is not None]
+    if known:
+        items.append((f"{sum(known)} of {len(known)}", "sizes where mechanistic beat copy beyond seed spread"))
+    mined = list(res.get("motifs", {}).values())
+    if mined:
+        n = sum(len(m["motifs"]) for m in mined)
+        where = ", ".join(f"{len(m['motifs'])} on {m['mined_on']}" for m in mined)
+        items.append((str(n), f"motifs mined ({where})"))
+    if res.get("elapsed_s") is not None:
+        items.append((f"{res['elapsed_s']:,.0f} s", "study wall time"))
+    return cards(items)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def findings_by_size(res: Mapping) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The findings (``res['findings']``) split into general sentences and per-size sentences; a size's name is taken
+    off the front of its sentences (``"tiny-2l (gain at step 30): ..."`` -> ``"Gain at step 30: ..."``)."""
+    sizes = sorted(res["sizes"], key=len, reverse=True)  # the longest name first: tiny-2l-w before tiny-2l
+    general: List[str] = []
+    per: Dict[str, List[str]] = {p: [] for p in res["sizes"]}
+    for t in res.get("findings", []):
+        p = next((p for p in sizes if t.startswith(p + ":") or t.startswith(p + " (")), None)
+        if p is None:
+            general.append(t)
+            continue
+        rest = t[len(p) :]
+        if rest.startswith(" (") and "): " in rest:
+            inner, tail = rest[2:].split("): ", 1)
+            per[p].append(f"{_sentence(inner)}: {tail}")
+        else:
+            per[p].append(_sentence(rest.lstrip(": ")))
+    return general, per
+
+
+def _findings_html(res: Mapping) -> str:
+    general, per = findings_by_size(res)
+    parts = [
+        f"<p>Each arm adds the same number of rows to the base run's window and is trained from the window start "
+        f"with seeds {esc(', '.join(map(str, res.get('seeds', []))))}; the seed-free arms (none, top) are trained "
+        f"once (std 0). The gain is {esc(res.get('gain_definition', ''))}.</p>"
+    ]
+    if general:
+        parts.append("<p>" + " ".join(esc(t) for t in general) + "</p>")
+    for p, sentences in per.items():
+        if sentences:
+            parts.append(f"<h3>{esc(p)}</h3><p>" + " ".join(esc(t) for t in sentences) + "</p>")
+    return '<div class="prose">' + "".join(parts) + "</div>"
 
 
 def _arm_rows(res: Mapping) -> list:
-    """One row per size and arm: the seed means ± std of the derived figures."""
+    """One row per size and arm: the seed means ± std of the derived figures (pre-escaped cells)."""
     rows = []
     for p, sz in res["sizes"].items():
         for a, v in sz["arms"].items():
@@ -189,110 +275,138 @@ def _arm_rows(res: Mapping) -> list:
             em = s["emergence_step"]
             rows.append(
                 [
-                    p,
-                    a,
-                    _ms(s["gain"], True),
-                    _ms(s["score_at_gain_step"]),
-                    _ms(em, d=0) if em["n"] else "never",
-                    _ms(s["icl_at_gain_step"]),
-                    _ms(s["heldout_loss_final"], d=4),
-                    _ms(s["heldout_loss_change"], d=4),
+                    esc(p),
+                    f'<span style="color:{_color(a, 0)}">&#9632;</span> {esc(a)}',
+                    esc(_ms(s["gain"], True)),
+                    esc(_ms(s["score_at_gain_step"])),
+                    esc(_ms(em, d=0) if em.get("n") else "never"),
+                    esc(_ms(s["icl_at_gain_step"])),
+                    esc(_ms(s["heldout_loss_final"], d=4)),
+                    esc(_ms(s["heldout_loss_change"], d=4)),
                 ]
             )
     return rows
 
 
 def _size_rows(res: Mapping) -> list:
-    """One row per size: base emergence, window, trained-to step and the budget."""
+    """One row per size: base emergence, window, gain step, trained-to step and the budget (pre-escaped cells)."""
     return [
         [
-            p,
-            sz["emergence_step"],
-            f"{sz['window'][0]}..{sz['window'][1]}",
-            sz["train_until"],
-            sz["budget_rows"],
-            sz["budget_tokens"],
+            esc(p),
+            esc("not reached" if sz["emergence_step"] is None else f"{sz['emergence_step']:,}"),
+            esc(f"{sz['window'][0]:,} – {sz['window'][1]:,}"),
+            esc(f"{sz['gain_step']:,}"),
+            esc(f"{sz['train_until']:,}"),
+            esc(f"{sz['budget_rows']:,}"),
+            esc(f"{sz['budget_tokens']:,}"),
         ]
         for p, sz in res["sizes"].items()
     ]
 
 
-def _motif_html(mo: Mapping, texts: Dict[int, np.ndarray]) -> list:
-    """One motif's HTML parts: heading, description, feature table, highlighted examples and support."""
-    e = html.escape
-    parts = [
-        f"<h4>{e(mo['id'])}: {len(mo['support'])} samples ({100 * mo['share']:.0f}% of the top "
-        f"set)</h4><p>{e(mo['description'])}</p>"
-    ]
+def _motif_html(mo: Mapping, texts: Dict[int, np.ndarray]) -> str:
+    """One motif: heading, description, feature table against the bottom and random rows, highlighted examples."""
     f, c = mo["features"], mo["contrast"]
-    parts.append(
-        "<table><tr><th>feature</th><th>motif mean ± std</th>"
-        + "".join(f"<th>{n}</th>" for n in next(iter(c.values()), {}))
-        + "</tr>"
-        + "".join(
-            f"<tr><td>{k}</td><td class=n>{f[k]['mean']:.3f} ± {f[k]['std']:.3f}</td>"
-            + "".join(f"<td class=n>{v:.3f}</td>" for v in c[k].values())
-            + "</tr>"
-            for k in _MOTIF_KEYS
-        )
-        + "</table>"
+    others = list(next(iter(c.values()), {}))
+    rows = [
+        [esc(k), esc(f"{f[k]['mean']:.3f} ± {f[k]['std']:.3f}")] + [esc(f"{c[k][n]:.3f}") for n in others]
+        for k in _MOTIF_KEYS
+        if k in f and k in c
+    ]
+    feats = table(["feature", "motif mean ± std"] + others, rows, num_cols=range(1, 2 + len(others)))
+    examples = [
+        f'<p class="muted">sample {esc(ex["id"])}</p><pre class="snippet">'
+        f"{highlight_spans(texts[ex['id']], ex['spans'])}</pre>"
+        for ex in mo["examples"]
+        if ex["id"] in texts
+    ]
+    if not examples:
+        examples = ['<p class="muted">(no example text: the rows are not byte-level; their ids are below)</p>']
+    ids = mo["support"]
+    more = " …" if len(ids) > 40 else ""
+    return (
+        f'<div class="motif"><h4>{esc(mo["id"])}: {len(ids)} rows ({100 * mo["share"]:.0f}% of the top set)</h4>'
+        f"<p>{esc(mo['description'])}</p>"
+        f'<div class="row"><div>{feats}</div><div>{"".join(examples)}</div></div>'
+        f'<p class="muted ids">supporting row ids: {esc(", ".join(map(str, ids[:40])))}{more}</p></div>'
     )
-    for ex in mo["examples"]:
-        if ex["id"] in texts:
-            parts.append(
-                f'<p>sample {ex["id"]}:</p><pre class="s">{highlight_spans(texts[ex["id"]], ex["spans"])}</pre>'
-            )
-    parts.append(
-        f'<p style="font-size:12px">supporting sample ids: {e(str(mo["support"][:40]))}'
-        f"{' …' if len(mo['support']) > 40 else ''}</p>"
-    )
-    return parts
 
 
-def _motifs_html(res: Mapping, texts: Dict[int, np.ndarray]) -> list:
-    """The HTML parts of every mined motif set: its heading and each motif."""
-    e = html.escape
-    parts = []
+def _categories(c: Optional[Mapping]) -> str:
+    if not c:
+        return "—"
+    return ", ".join(f"{k} {v}" for k, v in c.items()) if isinstance(c, Mapping) else str(c)
+
+
+def _motifs_html(res: Mapping, texts: Dict[int, np.ndarray]) -> str:
+    """Every mined motif set: where it was mined, the head, the top and bottom rows' categories, and each motif."""
+    parts = [
+        '<p class="legend">In the examples a <mark class="c">copied span</mark> is highlighted and its '
+        '<mark class="c" style="opacity:.55">source</mark> faded; a second and third span use '
+        '<mark class="c1">these</mark> <mark class="c2">colours</mark>.</p>'
+    ]
     for m in res.get("motifs", {}).values():
+        h = m["head"]
         parts.append(
-            f"<h3>Motifs mined on {e(m['mined_on'])} (head L{m['head']['layer']}H{m['head']['head']}; "
-            f"top {m['n']['top']}: {e(str(m.get('top_categories')))}; bottom: "
-            f"{e(str(m.get('bottom_categories')))})</h3>"
+            f"<h3>Mined on {esc(m['mined_on'])}: head L{h['layer']}H{h['head']} ({esc(h.get('role', ''))}), "
+            f"top {m['n']['top']} rows</h3>"
+            f'<p class="muted">top rows by category: {esc(_categories(m.get("top_categories")))}; bottom rows: '
+            f"{esc(_categories(m.get('bottom_categories')))}</p>"
         )
-        for mo in m["motifs"]:
-            parts.extend(_motif_html(mo, texts))
-    return parts
+        parts.extend(_motif_html(mo, texts) for mo in m["motifs"])
+    return "".join(parts)
+
+
+def augment_sections(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None) -> List[Tuple[str, str, str]]:
+    """The report's sections as ``(anchor, label, html)`` (see the module docstring); anchors start ``aug-``."""
+    texts = texts or {}
+    out = [
+        ("aug-findings", "Findings", _findings_html(res)),
+        (
+            "aug-gain",
+            "Gain by size",
+            img(gain_by_size_png(res), "gain by size", f"Bars: mean over seeds; error bars: std over seeds. "
+                f"Gain: {res.get('gain_definition', '')}."),
+        ),
+        (
+            "aug-curves",
+            "Score curves",
+            img(curves_png(res), "score curves", "Best-head prefix matching per arm (mean over seeds); dotted: the "
+                f"gain step; dashed: the threshold {res['threshold']:g}."),
+        ),
+        ("aug-table", "Per size × arm", table(_ARM_HEAD, _arm_rows(res), num_cols=range(2, len(_ARM_HEAD)))),
+        ("aug-sizes", "Sizes", table(_SIZE_HEAD, _size_rows(res), num_cols=range(1, len(_SIZE_HEAD)))),
+    ]  # fmt: skip
+    if res.get("motifs"):
+        out.append(("aug-motifs", "Motifs", _motifs_html(res, texts)))
+    if res.get("llm"):
+        out.append(("aug-llm", "LLM generators", "".join(f"<p>{esc(m.get('message', m))}</p>" for m in res["llm"])))
+    timing = {"stage seconds": res.get("stage_seconds", {}), "elapsed s": res.get("elapsed_s")}
+    timing.update({k: res[k] for k in ("torch_threads", "cpu_count") if k in res})
+    out.append(("aug-settings", "Settings & timing", "<h3>Timing</h3>" + kv_table(timing) + "<h3>Settings</h3>"
+                + kv_table(res.get("settings", {}))))  # fmt: skip
+    return [(a, label, section(a, label, body)) for a, label, body in out]
 
 
 def augment_section_html(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
-    """The study's HTML section (see the module docstring)."""
-    texts = texts or {}
-    e = html.escape
-    parts = ['<section id="augment"><h2>Mechanistic data augmentation</h2>']
-    parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in res.get("findings", [])) + "</ul>")
-    parts.append(
-        f"<p>{e(res.get('gain_definition', ''))}. Seeds {res.get('seeds')}; seed-free arms (none, top) "
-        f"are trained once (std 0).</p>"
-    )
-    parts.append(f'<figure><img alt="gain by size" src="data:image/png;base64,{gain_by_size_png(res)}"></figure>')
-    parts.append(f'<figure><img alt="score curves" src="data:image/png;base64,{curves_png(res)}"></figure>')
-    parts.append(_table(_ARM_HEAD, _arm_rows(res), numeric_from=2))
-    parts.append("<h3>Sizes</h3>" + _table(_SIZE_HEAD, _size_rows(res)))
-    parts.extend(_motifs_html(res, texts))
-    for msg in res.get("llm", []):
-        parts.append(f"<p>LLM: {e(msg['message'])}</p>")
-    parts.append("</section>")
-    return "\n".join(parts)
+    """The cards and every section as one block (for embedding in another page that has the shared style sheet)."""
+    body = "".join(h for _, _, h in augment_sections(res, texts))
+    return f'<div id="augment">{summary_cards_html(res)}{body}</div>'
+
+
+def render_augment_report(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
+    """The stand-alone page: title, navigation, cards and sections, in the main report's style."""
+    secs = augment_sections(res, texts)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sub = f"mda-fast augment report · {len(res['sizes'])} sizes × {len(_arms(res))} arms · generated {generated}"
+    body = summary_cards_html(res) + "".join(h for _, _, h in secs)
+    return page("Mechanistic data augmentation", sub, [(a, label) for a, label, _ in secs], body, extra_css=_CSS)
 
 
 def write_augment_report(res: Mapping, path: str, texts: Optional[Dict[int, np.ndarray]] = None) -> str:
-    """``augment_section_html`` as a stand-alone page at ``path`` (written atomically); ``path``."""
+    """``render_augment_report`` written atomically at ``path``; ``path``."""
     from ..io import atomic_file
 
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>mda-fast augment</title><style>{_CSS}</style>"
-        f"</head><body>{augment_section_html(res, texts)}</body></html>"
-    )
     with atomic_file(path) as fh:
-        fh.write(page)
+        fh.write(render_augment_report(res, texts))
     return path

@@ -6,10 +6,17 @@ in a fresh ``python -I`` child and returns the documents it produced, or raises 
 Limits (``SandboxLimits``):
 
 * **no network**: the child runs in its own network namespace (``unshare -rn``, or ``unshare -n`` as root) when the
-  system allows it (``network_isolation()`` says which), and in every case an audit hook installed before the
-  code runs refuses ``socket.*`` events, process creation (``subprocess``, ``os.system``, ``os.exec*``,
-  ``os.fork``, ``os.posix_spawn``), ``ctypes``, file writes and the import of any module not already loaded: the
-  child loads a small allowlist of pure modules (``random``, ``math``, ``string``, ``itertools``, ...) first. The environment is emptied (no proxies, no keys).
+  system allows it (``network_isolation()`` says which).
+* **no files, no processes, no new modules**: the child first loads a small allowlist of pure modules (``random``,
+  ``math``, ``string``, ``itertools``, ...), then installs an audit hook that refuses opening any file (reading as
+  well as writing: a generator needs no file, and what it read would end up in training rows and the report),
+  listing folders, ``socket.*`` events, process creation (``subprocess``, ``os.system``, ``os.exec*``,
+  ``os.fork``, ``os.posix_spawn``), ``ctypes``, ``gc``, ``marshal``, new code objects, tracing, and the import of
+  any module not already loaded. Creating built-in or extension modules through ``_imp`` (which raises no audit
+  event: ``pwd`` reads ``/etc/passwd`` through libc) is refused, inherited descriptors are closed, and the hook
+  cannot be taken apart from Python (it reads no global or builtin name and its code and defaults cannot be
+  replaced). File metadata (``os.stat``, ``os.readlink``) is not audited by Python and stays readable. The
+  environment is emptied (no proxies, no keys).
 * **CPU time** (``RLIMIT_CPU``), **address space** (``RLIMIT_AS``), **file size** (``RLIMIT_FSIZE``), **open files**
   (``RLIMIT_NOFILE``), a **wall-clock timeout** (the whole process group is killed), and an **output cap** (stdout
   is read up to ``max_output`` bytes; more kills the child).
@@ -77,29 +84,54 @@ _CHILD = r"""
 import sys, os, json
 _code = open(sys.argv[1]).read()
 _seed, _n = int(sys.argv[2]), int(sys.argv[3])
-_allowed = set(json.loads(sys.argv[4]))
-for _m in _allowed:  # load the allowed modules (and what they need) before the hook; later imports are refused
+for _m in __ALLOWED__:  # load the allowed modules (and what they need) before the hook; later imports are refused
     try:
         __import__(_m)
     except ImportError:
         pass
-_blocked = ("socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn",
-            "os.spawn", "os.kill", "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown",
-            "os.unlink", "os.truncate", "ctypes.", "shutil.", "urllib.", "http.", "ftplib.", "smtplib.",
-            "telnetlib.", "webbrowser.", "sys._getframe", "code.", "os.putenv", "os.unsetenv", "mmap.")
-def _hook(event, args):
-    if event == "import":  # raised only for modules not yet loaded
-        if str(args[0]) not in _allowed:
-            raise ImportError(f"sandbox: import of {args[0]!r} is not allowed")
+# Module creation that raises no audit event (a built-in module such as pwd, which reads /etc/passwd through libc):
+# refuse it at its source; the originals are dropped with the module's references to them.
+import _imp
+def _no_module(*args, **kwargs):
+    raise ImportError("sandbox: creating modules is not allowed")
+for _f in ("create_builtin", "exec_builtin", "create_dynamic", "exec_dynamic"):
+    setattr(_imp, _f, _no_module)
+import linecache
+linecache.clearcache()
+os.closerange(3, 1 << 16)  # no inherited descriptor to read from
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+# The hook reads no global or builtin name (a generator could rebind those) and calls no code of the generator: its
+# sets and tuples are constants of its code, the names it needs are bound as positional defaults, replacing a
+# function's __code__ or __defaults__ is refused, and it compares only exact str and int (a str subclass could
+# compare equal to an allowed module name). Once installed it is referenced only by the interpreter.
+def _hook(event, args, _type=type, _str=str, _int=int, _PE=PermissionError, _IE=ImportError, _w=_WRITE):
+    if event == "import":
+        if _type(args[0]) is not _str or args[0] not in __ALLOWED__:
+            raise _IE("sandbox: import of %r is not allowed" % (args[0] if _type(args[0]) is _str else "?",))
     elif event == "open":
-        mode = args[1] if len(args) > 1 else None
-        flags = args[2] if len(args) > 2 else 0
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC)):
-            raise PermissionError(f"sandbox: writing files is not allowed ({args[0]!r})")
-    elif event.startswith(_blocked):
-        raise PermissionError(f"sandbox: {event} is not allowed")
+        path = args[0] if _type(args[0]) is _str else "a descriptor or path object"
+        mode, flags = args[1], args[2]
+        if (_type(mode) is _str and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)) or (
+                _type(flags) is _int and flags & _w):
+            raise _PE("sandbox: writing files is not allowed (%r)" % (path,))
+        raise _PE("sandbox: reading files is not allowed (%r)" % (path,))
+    elif event.startswith(("socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty",
+                           "os.posix_spawn", "os.spawn", "os.kill", "os.remove", "os.rename", "os.rmdir",
+                           "os.mkdir", "os.chmod", "os.lchmod", "os.chown", "os.lchown", "os.unlink",
+                           "os.truncate", "os.link", "os.symlink", "os.utime", "os.mkfifo", "os.mknod",
+                           "os.chflags", "os.chroot", "os.listdir", "os.scandir", "os.fwalk", "os.walk",
+                           "os.getxattr", "os.listxattr", "os.setxattr", "os.removexattr", "glob.",
+                           "ctypes.", "shutil.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.",
+                           "webbrowser.", "code.", "os.putenv", "os.unsetenv", "mmap.", "gc.", "marshal.",
+                           "sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
+                           "sys.addaudithook", "cpython.", "resource.", "fcntl.", "pty.", "tempfile.",
+                           "sqlite3.", "pdb.")):
+        raise _PE("sandbox: %s is not allowed" % (event,))
+    elif event in ("object.__setattr__", "object.__delattr__") and _type(args[1]) is _str and (
+            args[1] in ("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__builtins__")):
+        raise _PE("sandbox: changing a function's %s is not allowed" % (args[1],))
 sys.addaudithook(_hook)
+del _hook, _no_module, _imp, _f
 _ns = {"__name__": "generated"}
 exec(compile(_code, "<generated>", "exec"), _ns)
 if "generate" not in _ns:
@@ -157,6 +189,11 @@ def _kill(proc) -> None:
         pass
 
 
+def _allowed_literal() -> str:
+    """The allowlist as a set display of str constants (compiled into a frozenset constant of the hook's code)."""
+    return "{" + ", ".join(repr(str(m)) for m in ALLOWED_IMPORTS) + "}"
+
+
 def _command(work: str, code: str, seed: int, n: int, isolate_network: bool) -> List[str]:
     """Write the code and the child script into ``work``; the child's command line."""
     src = os.path.join(work, "gen.py")
@@ -164,19 +201,9 @@ def _command(work: str, code: str, seed: int, n: int, isolate_network: bool) -> 
         fh.write(code)
     child = os.path.join(work, "child.py")
     with open(child, "w") as fh:
-        fh.write(_CHILD)
+        fh.write(_CHILD.replace("__ALLOWED__", _allowed_literal()))
     prefix = (network_isolation() or []) if isolate_network else []
-    return prefix + [
-        sys.executable,
-        "-I",
-        "-S",
-        "-B",
-        child,
-        src,
-        str(int(seed)),
-        str(int(n)),
-        json.dumps(list(ALLOWED_IMPORTS)),
-    ]
+    return prefix + [sys.executable, "-I", "-S", "-B", child, src, str(int(seed)), str(int(n))]
 
 
 def _pumps(proc, lim: SandboxLimits) -> tuple:

@@ -1,5 +1,3 @@
-"""The CLI stages, one file each (localize, fit, score, analyze, report, intervene, shards, demo), the checks
-before work (``checks``), what a stage reads (``inputs``) and the output directory (``io``).
-
-Nothing is imported here, so that ``stages.io`` stays a leaf any module can use.
-"""
+"""The CLI stages, one file per command (localize, fit, score, analyze, report, intervene, shards, corpus, train,
+demo, study, augment), the checks before work (``checks``), what a stage reads (``inputs``), what the end-to-end
+commands share (``runs``) and the torchrun machinery (``distributed``, ``topk``). Nothing is imported here."""

@@ -17,6 +17,11 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "save_png",
+    "new_figure",
+    "to_png",
+    "style_axes",
+    "finish_png",
+    "PALETTE",
     "head_name",
     "normalize_emergence",
     "emergence_png",
@@ -55,7 +60,8 @@ def save_png(png: bytes, path: str) -> str:
     return path
 
 
-def _style(ax: Any) -> None:
+def style_axes(ax: Any) -> None:
+    """The report plots' axes style: a light grid, no top or right spine."""
     ax.grid(True, alpha=0.3, linewidth=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -67,7 +73,7 @@ def finish_png(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, **leg
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(**legend)
-    _style(ax)
+    style_axes(ax)
     fig.tight_layout()
     return to_png(fig)
 
@@ -211,7 +217,7 @@ def emergence_png(emergence: Mapping[str, Any], max_labelled: int = 8, top_per_m
         ax.set_ylabel(f"{metric.replace('_', ' ')} score")
         ax.set_title(metric.replace("_", " "))
         ax.legend(fontsize=7.5, loc="upper left", frameon=True, framealpha=0.85)
-        _style(ax)
+        style_axes(ax)
     fig.tight_layout()
     return to_png(fig)
 

@@ -1,15 +1,53 @@
-"""HTML building blocks of the report: escaping, number formats, tables, embedded PNGs, sections."""
+"""HTML building blocks of the reports: the page (style sheet, title, navigation), summary cards, escaping, number
+formats, tables, embedded PNGs, sections. The main report and ``augment.html`` share them, so they look alike."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["esc", "img", "fmt", "pct", "table", "text_html", "section", "kv_table"]
+__all__ = ["PAGE_CSS", "esc", "img", "fmt", "pct", "table", "text_html", "section", "kv_table", "cards", "page"]
+
+
+PAGE_CSS = """
+:root { --fg:#1d2329; --muted:#5b6670; --line:#d9dee3; --bg:#ffffff; --soft:#f5f7f9; --accent:#1f5fa8; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font:15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width:1180px; margin:0 auto; padding:28px 32px 60px; }
+h1 { font-size:26px; margin:0 0 4px; }
+h2 { font-size:20px; margin:36px 0 10px; padding-bottom:6px; border-bottom:2px solid var(--line); }
+h3 { font-size:16px; margin:22px 0 8px; }
+.sub { color:var(--muted); margin:0 0 14px; }
+nav { background:var(--soft); border:1px solid var(--line); border-radius:6px; padding:8px 14px; margin:14px 0; }
+nav a { color:var(--accent); text-decoration:none; margin-right:16px; white-space:nowrap; }
+.cards { display:flex; flex-wrap:wrap; gap:12px; margin:14px 0; }
+.card { background:var(--soft); border:1px solid var(--line); border-radius:6px; padding:10px 14px; min-width:170px; }
+.card .v { font-size:21px; font-weight:600; }
+.card .k { color:var(--muted); font-size:12.5px; }
+figure { margin:10px 0; }
+figure img { max-width:100%; height:auto; display:block; border:1px solid var(--line); border-radius:4px; }
+figcaption { color:var(--muted); font-size:13px; margin-top:4px; }
+.row { display:grid; grid-template-columns:repeat(auto-fit, minmax(420px, 1fr)); gap:16px; align-items:start; }
+table { border-collapse:collapse; margin:8px 0 14px; font-size:13.5px; }
+th, td { border:1px solid var(--line); padding:4px 8px; text-align:left; vertical-align:top; }
+th { background:var(--soft); font-weight:600; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+table.samples { width:100%; table-layout:fixed; }
+table.samples td.text { width:auto; }
+pre { background:var(--soft); border:1px solid var(--line); border-radius:4px; padding:8px 10px; margin:0;
+  font:12.5px/1.45 "DejaVu Sans Mono", Menlo, Consolas, monospace; white-space:pre-wrap; overflow-wrap:anywhere; }
+pre.snippet { max-height:11em; overflow:auto; background:#fbfbfb; }
+.eod { background:#ffe08a; color:#5a4300; border-radius:3px; padding:0 2px; }
+.notes li { margin:4px 0; }
+details { margin:10px 0; }
+summary { cursor:pointer; font-weight:600; color:var(--accent); padding:4px 0; }
+.muted { color:var(--muted); }
+"""
 
 
 def esc(x: Any) -> str:
@@ -85,3 +123,26 @@ def kv_table(d: Mapping[str, Any]) -> str:
             cell = esc(fmt(v) if isinstance(v, float) else v)
         rows.append([esc(k), cell])
     return table(["key", "value"], rows)
+
+
+def cards(items: Sequence[Tuple[str, str]]) -> str:
+    """Summary cards: one box per ``(value, label)`` (both escaped); ``""`` when there are none."""
+    if not items:
+        return ""
+    boxes = "".join(
+        f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for v, k in items
+    )
+    return f'<div class="cards">{boxes}</div>'
+
+
+def page(title: str, subtitle: str, toc: Sequence[Tuple[str, str]], body: str, extra_css: str = "") -> str:
+    """A whole self-contained page: the shared style sheet (plus ``extra_css``), the title, a subtitle line, the
+    navigation bar (``toc``: ``(anchor, label)`` pairs) and the pre-built ``body`` HTML."""
+    nav = "".join(f'<a href="#{esc(a)}">{esc(label)}</a>' for a, label in toc)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}{extra_css}</style></head><body><main>"
+        f'<h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p>'
+        f"<nav>{nav}</nav>{body}</main></body></html>\n"
+    )

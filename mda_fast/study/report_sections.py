@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import intervention_plots, plots
 from .interventions.summary import intervention_summary
+from .report_html import cards as html_cards
 from .report_html import esc, fmt, img, pct, section, table, text_html
 
 __all__ = [
@@ -263,12 +264,4 @@ def summary_cards(analysis: Optional[Mapping[str, Any]], emergence: Optional[Map
         st = [x for x in st if x is not None]
         if st:
             cards.append((f"{min(st):,}", "earliest target-head emergence step"))
-    if not cards:
-        return ""
-    return (
-        '<div class="cards">'
-        + "".join(
-            f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for v, k in cards
-        )
-        + "</div>"
-    )
+    return html_cards(cards)
