@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -20,8 +20,10 @@ BUCKET_BYTES = 256 << 20  # the target size of one bucket
 MAX_BUCKETS = 256
 
 
-def bucket_count(estimated_bytes: int, bucket_bytes: int = BUCKET_BYTES) -> int:
-    """Buckets for about ``estimated_bytes`` of token data: ``ceil(estimate / bucket_bytes)`` in ``[1, 256]``."""
+def bucket_count(estimated_bytes: int, bucket_bytes: Optional[int] = None) -> int:
+    """Buckets for about ``estimated_bytes`` of token data: ``ceil(estimate / bucket_bytes)`` in ``[1, 256]``
+    (default :data:`BUCKET_BYTES`)."""
+    bucket_bytes = bucket_bytes or BUCKET_BYTES
     return int(min(MAX_BUCKETS, max(1, -(-int(estimated_bytes) // int(bucket_bytes)))))
 
 

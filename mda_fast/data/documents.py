@@ -245,6 +245,34 @@ class _Counting(io.RawIOBase):
         return data
 
 
+class _ZstdStream:
+    """The decompressed bytes of a zstd file, frame after frame (zstd's command line concatenates frames); a file
+    that ends inside a frame raises ``EOFError`` (zstandard's stream reader would end quietly)."""
+
+    def __init__(self, raw, zstd):
+        self.raw, self.zstd = raw, zstd
+        self.d = zstd.ZstdDecompressor().decompressobj()
+        self.in_frame = False
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            chunk = self.raw.read(1 << 16)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("the file ends inside a zstd frame (truncated?)")
+                return b""
+            out = []
+            while chunk:
+                if self.d.eof:
+                    self.d = self.zstd.ZstdDecompressor().decompressobj()
+                out.append(self.d.decompress(chunk))
+                chunk = self.d.unused_data if self.d.eof else b""
+                self.in_frame = not self.d.eof
+            data = b"".join(out)
+            if data:
+                return data
+
+
 class DocumentReader:
     """The documents of one input: ``for text, label, record in reader`` (label ``None`` without a category
     field). ``consumed`` is the input's bytes read so far; after the loop ``sha256`` is the file's hash, ``skips``
@@ -322,8 +350,7 @@ class DocumentReader:
 
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")
             elif self.inp.compression == "zstd":
-                zstd = require("zstandard", f"--from {self.inp.where}")
-                stream = zstd.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+                stream = _ZstdStream(raw, require("zstandard", f"--from {self.inp.where}"))
             else:
                 stream = raw
             text_path, cat_path = self.fields.text, self.fields.category
@@ -364,8 +391,8 @@ class DocumentReader:
                 if isinstance(e, DataError):
                     raise
                 raise DataError(
-                    f"--from {self.inp.where}: cannot decompress it after line {n} ({one_line(e, 120)}); expected a "
-                    f"complete {self.inp.compression or 'plain'} JSON-lines file"
+                    f"--from {self.inp.where}: cannot decompress it ({one_line(e, 120)}; {n} whole lines read before); "
+                    f"expected a complete {self.inp.compression} JSON-lines file"
                 ) from None
             self.consumed = raw.n
             if not block:

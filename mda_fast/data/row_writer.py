@@ -114,10 +114,12 @@ class RowWriter:
     ``PREFIX.bin`` as rows fill; memory holds one buffer of rows (about 4 Mi tokens) and its counts.
     """
 
-    def __init__(self, prefix: str, seq_len: int, packing: str, eod: int, dtype, n_views: int):
+    def __init__(
+        self, prefix: str, seq_len: int, packing: str, eod: int, dtype, n_views: int, buffer_rows: Optional[int] = None
+    ):
         self.prefix, self.S, self.packing, self.eod = prefix, int(seq_len), packing, int(eod)
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        self.B = max(2, (1 << 22) // self.S)  # rows in the buffer
+        self.B = int(buffer_rows or max(2, (1 << 22) // self.S))  # rows in the buffer
         self.buf = np.empty(self.B * self.S, dtype=self.dtype)
         self.fill = 0  # tokens in the buffer
         self.base = 0  # global index of the buffer's first token
