@@ -415,6 +415,10 @@ def test_input_errors(tmp_path):
     (tmp_path / "tree" / "x.txt").write_text("hello " * 50)
     with pytest.raises(ConfigError, match="mixes document files"):
         build_corpus([good, str(tmp_path / "tree")], str(tmp_path / "doc"))
+    (tmp_path / "shards").mkdir()
+    write_jsonl(tmp_path / "shards" / "00.jsonl.zst", docs, "zstd")
+    with pytest.raises(DataError, match="no usable text files .*such as 00.jsonl.zst go to --from themselves"):
+        build_corpus([str(tmp_path / "shards")], str(tmp_path / "doc"))
     with pytest.raises(ConfigError, match="--category-field source: only for document inputs"):
         build_corpus([str(tmp_path / "tree")], str(tmp_path / "doc"), CorpusConfig(category_field="source"))
     with pytest.raises(ConfigError, match="needs --category-field"):

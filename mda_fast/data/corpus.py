@@ -52,7 +52,7 @@ from .categories import sidecar_paths, write_category_sidecar
 from .classify import CATEGORIES, SKIP, check_overrides, classify
 from .corpus_documents import build_documents, document_fields
 from .corpus_tokenizer import NEOX_REPOS, encode_texts, file_sha256, resolve_tokenizer  # noqa: F401 (re-exported)
-from .documents import check_input, input_kind, list_inputs
+from .documents import check_input, file_kind, input_kind, list_inputs
 from .megatron import write_megatron
 from .megatron_shards import shard_files, strip_prefix
 from .packing import pack_documents, row_fractions
@@ -288,7 +288,12 @@ def _optional_outputs(prefix: str) -> List[str]:
 
 def _check_walk_options(config: CorpusConfig) -> None:
     """The document-input options make no sense for directories of files: refuse them."""
-    for name, default in (("text_field", "text"), ("category_field", ""), ("categories", "auto")):
+    for name, default in (
+        ("text_field", "text"),
+        ("category_field", ""),
+        ("categories", "auto"),
+        ("bad_records", "error"),
+    ):
         if getattr(config, name) != default:
             raise ConfigError(
                 f"--{name.replace('_', '-')} {getattr(config, name)}: only for document inputs (JSON lines, Parquet, "
@@ -343,7 +348,9 @@ def _check_read(roots: List[str], files: list, skipped: list, docs: List[np.ndar
     skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
     if not files:
         why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
-        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
+        docs_in = [s["path"] for s in skipped if file_kind(s["path"])]
+        hint = f"; JSON lines / Parquet files such as {docs_in[0]} go to --from themselves" if docs_in else ""
+        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files{hint}")
     for d in docs:
         if d.size and int(d.max()) >= tok_rec["vocab_size"]:
             raise DataError(

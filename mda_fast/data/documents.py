@@ -40,6 +40,7 @@ __all__ = [
     "InputFile",
     "Fields",
     "input_kind",
+    "file_kind",
     "list_inputs",
     "check_input",
     "read_documents",
@@ -96,7 +97,12 @@ def input_kind(path: str) -> Optional[str]:
         if "dataset_dict.json" in names or {"state.json", "dataset_info.json"} <= names:
             return "hf-disk"
         return None
-    low = os.path.basename(path).lower()
+    return file_kind(path)
+
+
+def file_kind(name: str) -> Optional[str]:
+    """``"jsonl"`` or ``"parquet"`` from a file's name alone, else ``None``."""
+    low = os.path.basename(name).lower()
     if any(low.endswith(s) for s in JSONL_SUFFIXES):
         return "jsonl"
     if low.endswith(TABLE_SUFFIXES):
