@@ -179,21 +179,23 @@ def check_input(inp: InputFile, fields: Fields) -> None:
         return
     pa = require("pyarrow", f"--from {inp.where}")
     schema = _table_schema(inp)
-    for flag, path, want in (("--text-field", fields.text, "text"), ("--category-field", fields.category, "label")):
+    for flag, path in (("--text-field", fields.text), ("--category-field", fields.category)):
         if path is None:
             continue
         t = _arrow_leaf(schema, path, inp, flag)
-        ok = (pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t)) or (
-            want == "label"
-            and (pa.types.is_integer(t) or (pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)))
-        )
-        if pa.types.is_dictionary(t) and want == "text":
-            ok = pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
-        if not ok:
+        if not (_is_text(pa, t) or (flag == "--category-field" and pa.types.is_integer(t))):
             raise DataError(
                 f"--from {inp.where}: {flag} {'.'.join(path)} has type {t}; expected a string column"
-                + (" (or integers)" if want == "label" else "")
+                + (" (or integers)" if flag == "--category-field" else "")
             )
+
+
+def _is_text(pa, t) -> bool:
+    """A string column of any Arrow flavour (large, view, dictionary-encoded)."""
+    if pa.types.is_dictionary(t):
+        return _is_text(pa, t.value_type)
+    is_view = getattr(pa.types, "is_string_view", None)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(is_view and is_view(t))
 
 
 def _table_schema(inp: InputFile):
@@ -428,7 +430,7 @@ class DocumentReader:
         self.sha256 = file_sha256(self.inp.where)
         pa = require("pyarrow", f"--from {self.inp.where}")
         tops = list(dict.fromkeys([self.fields.text[0]] + ([self.fields.category[0]] if self.fields.category else [])))
-        row = 0
+        row, src = 0, None
         try:
             if self.inp.kind == "parquet":
                 pf = require("pyarrow.parquet").ParquetFile(self.inp.where)
@@ -457,7 +459,7 @@ class DocumentReader:
                 raise
             raise DataError(f"--from {self.inp.where}: cannot read it at row {row} ({one_line(e, 120)})") from None
         finally:
-            if self.inp.kind != "parquet" and "src" in locals() and src is not None:
+            if src is not None:
                 src.close()
         self.consumed = self.inp.size
 
