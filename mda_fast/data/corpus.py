@@ -1,5 +1,11 @@
 """A training corpus from any files: walk, classify, tokenize, pack, write (``mda-fast corpus``).
 
+Document files (JSON lines, ``.gz`` / ``.zst``, Parquet, ``datasets``' ``save_to_disk`` directories; detected by
+:func:`mda_fast.data.documents.input_kind`) are built by :mod:`mda_fast.data.corpus_documents` instead, streamed in
+constant memory (see ``docs/corpus.md``); this module checks the options and ``--out``, creates a missing output
+directory (removed again when the build fails) and moves the finished files into place. The rest of this docstring
+is about directories of files.
+
 :func:`build_corpus` walks one or more directories (or files), reads every text file, labels it with a category
 (:mod:`mda_fast.data.classify`), tokenizes it (bytes or a ``tokenizer.json``, e.g. GPT-NeoX-20B's), packs the
 documents into rows of ``seq_len`` tokens and writes, next to ``PREFIX``:
@@ -217,6 +223,11 @@ def build_corpus(
                     "tokens" (without its EOD), "start" (its first token's index in the flattened rows),
                     "rows" ([first, last] row it occupies, or null when it lies in the dropped tail)}],
          "skipped": [{"root", "path", "reason"}]}
+
+    From document files the manifest has ``"input": "documents"``, ``n_documents``, ``n_skipped_records``,
+    ``shuffle_seed``, ``labellings`` and per input file ``inputs`` (path, format, compression, bytes, sha256,
+    documents, tokens, skipped records by reason) instead of ``files``; ``PREFIX.documents.npy`` maps each
+    document to its input, line / row and first token (:mod:`mda_fast.data.corpus_documents`, ``docs/corpus.md``).
     """
     config = config or CorpusConfig()
     roots = _check_roots(dirs)
