@@ -449,3 +449,23 @@ def test_cli_document_inputs(tmp_path, capsys):
     assert "50 documents from 1 files" in out
     m = json.load(open(prefix + ".manifest.json"))
     assert m["config"]["shuffle_seed"] == 1 and m["config"]["category_field"] == "meta.pile_set_name"
+
+
+def test_shuffle_seed_on_a_directory_of_files(tmp_path):
+    """``--shuffle-seed`` also permutes the files of a directory build (seeded; the same files)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(12):
+        (tree / f"f{i:02d}.txt").write_text(f"file {i} " * 20)
+    plain = build_corpus([str(tree)], str(tmp_path / "a"), CorpusConfig(seq_len=16))
+    m1 = build_corpus([str(tree)], str(tmp_path / "b"), CorpusConfig(seq_len=16, shuffle_seed=5))
+    m2 = build_corpus([str(tree)], str(tmp_path / "c"), CorpusConfig(seq_len=16, shuffle_seed=5))
+    order = [f["path"] for f in m1["files"]]
+    assert order == [f["path"] for f in m2["files"]] and sorted(order) == [f["path"] for f in plain["files"]]
+    assert order != sorted(order)
+    flat = np.fromfile(tmp_path / "b.bin", dtype=np.uint16)
+    for f in m1["files"]:
+        if f["rows"] is not None and f["start"] + f["tokens"] < flat.size:
+            np.testing.assert_array_equal(
+                flat[f["start"] : f["start"] + f["tokens"]], ids((tree / f["path"]).read_text())
+            )
