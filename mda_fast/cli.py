@@ -83,6 +83,11 @@ def _run_whole(args, progress: bool):
         progress=progress,
         include_hidden=args.include_hidden,
         max_file_bytes=args.max_file_bytes,
+        text_field=args.text_field,
+        category_field=args.category_field,
+        categories=args.categories,
+        shuffle_seed=args.shuffle_seed,
+        bad_records=args.bad_records,
     )
 
 
@@ -266,10 +271,10 @@ def _one_line(e) -> str:
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """The package's INFO messages on the current ``sys.stdout`` (the CLI's output)."""
+    """The package's INFO messages on the current ``sys.stdout`` (the CLI's output), its warnings on ``sys.stderr``."""
 
     def emit(self, record):
-        self.stream = sys.stdout
+        self.stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
         super().emit(record)
 
 

@@ -117,7 +117,13 @@ def _corpus_parser(sub) -> None:
         "PREFIX.manifest.json.",
     )
     kp.add_argument(
-        "--from", dest="dirs", nargs="+", required=True, metavar="DIR", help="directories (or files) to read"
+        "--from",
+        dest="dirs",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="directories (or files) to read; or document files: JSON lines (.jsonl, .jsonl.gz, .jsonl.zst, "
+        ".json.gz, ...), Parquet (.parquet), a datasets save_to_disk directory",
     )
     kp.add_argument("--out", required=True, metavar="PREFIX", help="output prefix, e.g. data/document")
     kp.add_argument(
@@ -137,6 +143,35 @@ def _corpus_parser(sub) -> None:
         default=None,
         metavar="FILE",
         help="JSON/TOML table of overrides: pattern (.ext or glob) = category (or skip)",
+    )
+    kp.add_argument(
+        "--text-field", default="text", metavar="PATH", help="document inputs: the text's field (default text)"
+    )
+    kp.add_argument(
+        "--category-field",
+        default="",
+        metavar="PATH",
+        help="document inputs: the label's field, a dotted path (meta.pile_set_name, source)",
+    )
+    kp.add_argument(
+        "--categories",
+        choices=("auto", "field", "content", "field+content", "content+field"),
+        default="auto",
+        help="document inputs: label by the field, by content, or both (the first in the sidecar); "
+        "auto: field with --category-field, else content",
+    )
+    kp.add_argument(
+        "--shuffle-seed",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="shuffle the documents with seed N (default: keep order)",
+    )
+    kp.add_argument(
+        "--bad-records",
+        choices=("error", "skip"),
+        default="error",
+        help="document inputs: a malformed record is an error (default) or skipped and counted in the manifest",
     )
     kp.add_argument("--include-hidden", action="store_true", help="also read names starting with '.'")
     kp.add_argument("--max-file-bytes", type=int, default=0, help="skip larger files (default 0: no limit)")

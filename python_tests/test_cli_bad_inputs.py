@@ -317,7 +317,140 @@ def _cases():
     c.append(("demo-other-corpus", "demo", demo_changed_corpus, ["corpus.seed", "fresh --out"]))
     plain("demo-packing", "demo", _set('corpus.packing="docs"'), ["corpus.packing"])
     plain("demo-preset", "demo", _set('train.preset="tiny-99l"'), ["train.preset"])
+    c.extend(_corpus_cases())
     return c
+
+
+def _pile_line(i, **drop):
+    """One line of the Pile's JSON lines (``{"text", "meta": {"pile_set_name"}}``), without the fields in ``drop``."""
+    rec = {"text": f"document {i}: " + "the quick brown fox. " * 20, "meta": {"pile_set_name": "Pile-CC"}}
+    if drop.get("text"):
+        del rec["text"]
+    if drop.get("label"):
+        del rec["meta"]["pile_set_name"]
+    return json.dumps(rec).encode() + b"\n"
+
+
+def _corpus_file(tmp, name, lines, compress=None):
+    data = b"".join(lines)
+    if compress == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    elif compress == "gzip":
+        import gzip
+
+        data = gzip.compress(data)
+    p = tmp / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def _corpus_cases():
+    """``mda-fast corpus --from`` on the corpus formats people have (the Pile's .jsonl.zst, Dolma's .json.gz,
+    Parquet, save_to_disk), each bad input one line naming the file and line; --out's parent does not exist and
+    must be gone again afterwards."""
+
+    def case(cid, make, words, extra=()):
+        def f(w, tmp):
+            pytest.importorskip("zstandard")
+            pytest.importorskip("pyarrow")
+            return ["--from", *make(tmp), "--seq-len", "16", *extra], str(tmp / "new-dir" / "doc")
+
+        return (cid, "corpus", f, words)
+
+    pile = "00.jsonl.zst"
+    lab = ("--category-field", "meta.pile_set_name")
+    out = [
+        case(
+            "corpus-pile-malformed-line",
+            lambda t: [_corpus_file(t, pile, [_pile_line(1), _pile_line(2), b'{"text": "x",\n'], "zstd")],
+            [pile, "line 3", "not valid JSON", "one JSON object a line"],
+        ),
+        case(
+            "corpus-pile-missing-text",
+            lambda t: [_corpus_file(t, pile, [_pile_line(1), _pile_line(2, text=True)], "zstd")],
+            [pile, "line 2", "no text field", "--text-field"],
+        ),
+        case(
+            "corpus-pile-missing-category",
+            lambda t: [_corpus_file(t, pile, [_pile_line(1), _pile_line(2), _pile_line(3, label=True)], "zstd")],
+            [pile, "line 3", "no meta.pile_set_name field"],
+            lab,
+        ),
+        case(
+            "corpus-dolma-not-utf8",
+            lambda t: [
+                _corpus_file(
+                    t,
+                    "part-0000.json.gz",
+                    [
+                        json.dumps(
+                            {"id": "a", "text": "ok " * 30, "source": "c4", "added": "", "created": "", "metadata": {}}
+                        ).encode()
+                        + b"\n",
+                        b'{"id": "b", "text": "caf\xe9", "source": "c4", "added": "", "created": "", "metadata": {}}\n',
+                    ],
+                    "gzip",
+                )
+            ],
+            ["part-0000.json.gz", "line 2", "not UTF-8", "0xe9"],
+            ("--category-field", "source"),
+        ),
+        case("corpus-empty-file", lambda t: [_corpus_file(t, "empty.jsonl", [])], ["empty.jsonl", "no documents"]),
+        case("corpus-empty-zst", lambda t: [_corpus_file(t, pile, [], "zstd")], [pile, "no documents", "empty"]),
+        case(
+            "corpus-truncated-zst",
+            lambda t: [_truncated(_corpus_file(t, pile, [_pile_line(i) for i in range(200)], "zstd"))],
+            [pile, "cannot decompress"],
+        ),
+        case(
+            "corpus-parquet-missing-column",
+            lambda t: [_parquet(t, {"content": ["a b c " * 10] * 3})],
+            ["a.parquet", "no column 'text'", "content"],
+        ),
+        case(
+            "corpus-parquet-null-text",
+            lambda t: [_parquet(t, {"text": ["a b c " * 10, "d e f " * 10, None]})],
+            ["a.parquet", "row 2", "text is null"],
+        ),
+        case("corpus-not-parquet", lambda t: [_garbage(t, "b.parquet")], ["b.parquet", "not a readable Parquet"]),
+        case("corpus-dataset-dict", lambda t: [_dataset_dict(t)], ["DatasetDict", "train", "one split's directory"]),
+        case(
+            "corpus-mixed-inputs",
+            lambda t: [_corpus_file(t, pile, [_pile_line(1)], "zstd"), str(t)],
+            ["mixes document files"],
+        ),
+    ]
+    return out
+
+
+def _truncated(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return path
+
+
+def _garbage(tmp, name):
+    (tmp / name).write_bytes(b"PAR1 this is not parquet")
+    return str(tmp / name)
+
+
+def _parquet(tmp, columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), str(tmp / "a.parquet"))
+    return str(tmp / "a.parquet")
+
+
+def _dataset_dict(tmp):
+    d = tmp / "saved"
+    (d / "train").mkdir(parents=True)
+    (d / "train" / "state.json").write_text('{"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}')
+    (d / "train" / "dataset_info.json").write_text("{}")
+    (d / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    return str(d)
 
 
 CASES = _cases()
@@ -333,8 +466,9 @@ def test_bad_input(world, tmp_path, capsys, monkeypatch, cid, cmd, extra, words)
     else:
         args, out = (["--config", world["cfg"]] if cmd != "demo" else []) + extra, None
     out = out or str(tmp_path / "fresh-out")
+    watch = os.path.dirname(out) if cmd == "corpus" else out  # corpus: --out is a prefix; its directory is new
     capsys.readouterr()
-    before = _tree(out)
+    before = _tree(watch)
     rc = main([cmd] + args + ["--out", out, "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2, (cid, err)
@@ -343,8 +477,33 @@ def test_bad_input(world, tmp_path, capsys, monkeypatch, cid, cmd, extra, words)
     for w in words:
         assert w in lines[0], (cid, w, lines[0])
     assert "Traceback" not in err
-    assert _tree(out) == before, (cid, "output changed", before, _tree(out))
+    assert _tree(watch) == before, (cid, "output changed", before, _tree(watch))
     print(f"\nCASE {cid} | mda-fast {cmd} | {lines[0]}")  # the table of messages: pytest -s -k test_bad_input
+
+
+def test_fit_on_fewer_sequences_than_asked_says_so(world, tmp_path, capsys):
+    """fit.n_sequences = 100000 on a window of 20 sequences fits on the 20 and says so: one warning line on stderr,
+    requested and used in factors.json and targets.json, and a line of the findings; the config is not changed."""
+    from mda_fast.study.findings import findings, findings_text
+
+    out = str(tmp_path / "o")
+    capsys.readouterr()
+    args = ["fit", "--config", world["cfg"], "--out", out, "--no-progress", "--set", "fit.n_sequences=100000"]
+    assert main(args) == 0
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1 and "fit.n_sequences = 100000" in err[0] and "window holds 20 sequences" in err[0], err
+    meta = json.load(open(os.path.join(out, "factors", "factors.json")))
+    assert meta["n_sequences_requested"] == 100000 and meta["n_sequences_used"] == meta["n_sequences"] == 20
+    targets = json.load(open(os.path.join(out, "targets.json")))
+    assert targets["fit_sample"] == {"requested": 100000, "used": 20, "window": 20}
+    res = json.load(open(os.path.join(world["done"], "analyze", "analysis.json")))
+    text = findings_text(findings(res, targets))
+    assert "The factors were fitted on all 20 window sequences; fit.n_sequences asked for 100000." in text
+    # a fit within the window: no warning, no such finding
+    assert main(args[:-2] + ["--set", "fit.n_sequences=8"]) == 0
+    assert capsys.readouterr().err.strip() == ""
+    targets = json.load(open(os.path.join(out, "targets.json")))
+    assert not any("asked for" in x for x in findings_text(findings(res, targets)))
 
 
 def test_table_is_long_enough():

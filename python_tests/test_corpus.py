@@ -297,6 +297,13 @@ def test_failed_build_leaves_nothing(tree, tmp_path, monkeypatch):
     assert os.listdir(out) == []
 
 
+def test_out_directory_is_created(tree, tmp_path):
+    """``--out data/corpus`` with no ``data/``: the directories are made (every other command creates its --out)."""
+    prefix = tmp_path / "new" / "deeper" / "doc"
+    assert main(["corpus", "--from", tree, "--out", str(prefix), "--seq-len", "16", "--no-progress"]) == 0
+    assert sorted(os.listdir(prefix.parent)) == sorted(os.path.basename(p) for p in corpus_outputs(str(prefix)))
+
+
 def test_library_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such directory"):
         build_corpus([str(tmp_path / "nope")], str(tmp_path / "doc"))
@@ -362,7 +369,12 @@ def _bad_cases(tmp_path):
         ),
         ("seq-len-1", ["--from", good, "--out", out, "--seq-len", "1"], ["--seq-len", ">= 2"]),
         ("seq-len-too-long", ["--from", good, "--out", out, "--seq-len", "100000"], ["seq_len=100000"]),
-        ("out-dir-missing", ["--from", good, "--out", str(tmp_path / "nodir" / "doc")], ["nodir", "does not exist"]),
+        # a missing --out directory is created, and removed again when the build fails (nothing left behind)
+        (
+            "out-dir-missing-build-fails",
+            ["--from", good, "--out", str(tmp_path / "nodir" / "sub" / "doc")],
+            ["less than one row"],
+        ),
         ("out-under-file", ["--from", good, "--out", str(tmp_path / "afile" / "doc")], ["afile", "is a file"]),
         ("out-is-dir", ["--from", good, "--out", str(tmp_path / "outdir")], ["outdir", "is a directory"]),
         ("map-missing", ["--from", good, "--out", out, "--map", str(tmp_path / "nomap.json")], ["--map", "nomap"]),
@@ -384,7 +396,7 @@ CASE_IDS = [
     "tokenizer-unreadable",
     "seq-len-1",
     "seq-len-too-long",
-    "out-dir-missing",
+    "out-dir-missing-build-fails",
     "out-under-file",
     "out-is-dir",
     "map-missing",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh-machine setup: .venv, torch (the local 2.13.0 CPU wheel where it exists, else a normal install),
 # the runtime and test dependencies, kronfluence without torchvision, then the package build (mda_fast._C).
-# Usage: bash scripts/setup.sh [--test]     (--test also installs pytest, pytest-xdist, hypothesis, ruff and kronfluence)
+# Usage: bash scripts/setup.sh [--test]     (--test also installs pytest, pytest-xdist, hypothesis, ruff, kronfluence,
+#                                            zstandard and pyarrow)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,6 +20,8 @@ fi
   "matplotlib==3.11.2"
 if [ "${1:-}" = "--test" ]; then
   "${PIP[@]}" "pytest>=8" "pytest-xdist>=3" "hypothesis==6.170.17" "ruff==0.17.6" "accelerate>=0.31" "einops>=0.8" "einconv>=0.1" "opt-einsum>=3.3"
+  # the corpus extra (mda-fast corpus --from .jsonl.zst / .parquet / save_to_disk): its tests need both
+  "${PIP[@]}" "zstandard==0.25.0" "pyarrow==26.0.1"
   # kronfluence declares torchvision, which would pull CUDA torch: install it without its declared deps
   "${PIP[@]}" --no-deps kronfluence==1.0.1
   "${PIP[@]}" "triton==3.7.1" || echo "triton unavailable: Triton tests will be skipped"

@@ -19,7 +19,14 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SIDECAR_NPY", "SIDECAR_JSON", "sidecar_paths", "write_category_sidecar", "load_category_sidecar"]
+__all__ = [
+    "SIDECAR_NPY",
+    "SIDECAR_JSON",
+    "sidecar_paths",
+    "write_category_sidecar",
+    "write_sidecar_meta",
+    "load_category_sidecar",
+]
 
 SIDECAR_NPY = ".categories.npy"
 SIDECAR_JSON = ".categories.json"
@@ -45,13 +52,24 @@ def write_category_sidecar(prefix, fractions: np.ndarray, categories: Sequence[s
         raise ValueError(f"category names must be distinct, got {names}")
     if "n_rows" in meta and int(meta["n_rows"]) != fr.shape[0]:
         raise ValueError(f"n_rows={meta['n_rows']} disagrees with the fractions' {fr.shape[0]} rows")
-    doc = {"categories": names, **meta}
-    doc["n_rows"] = int(fr.shape[0])
     npy, js = sidecar_paths(prefix)
     np.save(npy, fr)
+    write_sidecar_meta(prefix, names, **{**meta, "n_rows": fr.shape[0]})
+    return [npy, js]
+
+
+def write_sidecar_meta(prefix, categories: Sequence[str], **meta: Any) -> str:
+    """The sidecar's JSON alone (for a ``.npy`` written in pieces, e.g. by a streaming corpus build); ``meta`` must
+    hold ``n_rows``."""
+    names = [str(c) for c in categories]
+    if len(set(names)) != len(names):
+        raise ValueError(f"category names must be distinct, got {names}")
+    doc = {"categories": names, **meta}
+    doc["n_rows"] = int(meta["n_rows"])
+    js = sidecar_paths(prefix)[1]
     with open(js, "w") as f:
         json.dump(doc, f, indent=1)
-    return [npy, js]
+    return js
 
 
 def load_category_sidecar(prefix) -> Optional[Tuple[np.ndarray, List[str]]]:

@@ -1,5 +1,11 @@
 """A training corpus from any files: walk, classify, tokenize, pack, write (``mda-fast corpus``).
 
+Document files (JSON lines, ``.gz`` / ``.zst``, Parquet, ``datasets``' ``save_to_disk`` directories; detected by
+:func:`mda_fast.data.documents.input_kind`) are built by :mod:`mda_fast.data.corpus_documents` instead, streamed in
+constant memory (see ``docs/corpus.md``); this module checks the options and ``--out``, creates a missing output
+directory (removed again when the build fails) and moves the finished files into place. The rest of this docstring
+is about directories of files.
+
 :func:`build_corpus` walks one or more directories (or files), reads every text file, labels it with a category
 (:mod:`mda_fast.data.classify`), tokenizes it (bytes or a ``tokenizer.json``, e.g. GPT-NeoX-20B's), packs the
 documents into rows of ``seq_len`` tokens and writes, next to ``PREFIX``:
@@ -40,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -49,11 +56,12 @@ from ..config.fields import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
 from .classify import CATEGORIES, SKIP, check_overrides, classify
-from .corpus_tokenizer import NEOX_REPOS, file_sha256, resolve_tokenizer  # noqa: F401 (re-exported)
+from .corpus_documents import build_documents, document_fields
+from .corpus_tokenizer import NEOX_REPOS, encode_texts, file_sha256, resolve_tokenizer  # noqa: F401 (re-exported)
+from .documents import check_input, file_kind, input_kind, list_inputs
 from .megatron import write_megatron
 from .megatron_shards import shard_files, strip_prefix
 from .packing import pack_documents, row_fractions
-from .tokenizer import HFTokenizer
 from .walk import public_record, read_text_file, walk_files
 
 __all__ = [
@@ -98,6 +106,24 @@ class CorpusConfig:
     )
     include_hidden: bool = opt(False, "also read names starting with '.' (e.g. .git/, .env)")
     max_file_bytes: int = opt(0, "skip files larger than this many bytes; 0: no limit", ge=0)
+    text_field: str = opt("text", "document inputs: the record field (a dotted path) holding the text")
+    category_field: str = opt(
+        "", "document inputs: the record field (a dotted path, e.g. meta.pile_set_name or source) of its label"
+    )
+    categories: str = opt(
+        "auto",
+        "document inputs: the sidecar's labels: field (from category_field), content (the classifier), "
+        "field+content or content+field (the first in the sidecar, the second beside it); auto: field with a "
+        "category_field, else content",
+        choices=("auto", "field", "content", "field+content", "content+field"),
+    )
+    shuffle_seed: int = opt(-1, "shuffle the documents with this seed before packing; -1: keep their order", ge=-1)
+    bad_records: str = opt(
+        "error",
+        "document inputs: a malformed / non-UTF-8 record or one missing a field: error (exit 2, naming the file "
+        "and line) or skip (counted in the manifest)",
+        choices=("error", "skip"),
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -112,6 +138,16 @@ class CorpusConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def labellings(self) -> List[str]:
+        """The labellings of a document build, the sidecar's first: ``["field"]``, ``["content", "field"]``, ..."""
+        spec = self.categories
+        if spec == "auto":
+            spec = "field" if self.category_field else "content"
+        views = spec.split("+")
+        if "field" in views and not self.category_field:
+            raise ConfigError(f"--categories {self.categories}: needs --category-field (e.g. meta.pile_set_name)")
+        return views
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -128,6 +164,8 @@ def corpus_outputs(prefix) -> List[str]:
 
 
 def _check_out(prefix: str) -> str:
+    """The output prefix, checked: not a directory, its directory existing (or creatable: the nearest existing
+    ancestor a writable directory) and holding no sharded token files of this prefix."""
     p = strip_prefix(prefix)
     if not os.path.basename(p):
         raise ConfigError(f"--out {prefix}: expected a path prefix such as DIR/document, not a directory")
@@ -136,12 +174,13 @@ def _check_out(prefix: str) -> str:
             f"--out {prefix}: is a directory; expected a path prefix such as {os.path.join(p, 'document')}"
         )
     d = os.path.dirname(os.path.abspath(p))
-    if not os.path.exists(d):
-        raise ConfigError(f"--out {prefix}: directory {d} does not exist; expected an existing directory")
-    if not os.path.isdir(d):
-        raise ConfigError(f"--out {prefix}: {d} is a file; expected a directory")
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {prefix}: directory {d} is not writable; expected a writable directory")
+    anc = d
+    while not os.path.exists(anc) and os.path.dirname(anc) != anc:
+        anc = os.path.dirname(anc)
+    if not os.path.isdir(anc):
+        raise ConfigError(f"--out {prefix}: {anc} is a file; expected a directory")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {prefix}: directory {anc} is not writable; expected a writable directory")
     shards = shard_files(p)
     if shards:
         raise ConfigError(
@@ -151,13 +190,18 @@ def _check_out(prefix: str) -> str:
     return p
 
 
+def _make_parents(prefix: str) -> Optional[str]:
+    """Create the directory of ``prefix`` where missing; returns the topmost directory created (None: it existed)."""
+    d = os.path.dirname(os.path.abspath(prefix))
+    top = None
+    while not os.path.exists(d):
+        top, d = d, os.path.dirname(d)
+    if top is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(prefix)))
+    return top
+
+
 # ------------------------------------------------------------------------------------------------ build
-
-
-def _encode(tok, texts: List[str]) -> List[np.ndarray]:
-    if isinstance(tok, HFTokenizer):
-        return [np.asarray(e.ids, dtype=np.int64) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [tok.encode(t) for t in texts]
 
 
 def build_corpus(
@@ -179,11 +223,98 @@ def build_corpus(
                     "tokens" (without its EOD), "start" (its first token's index in the flattened rows),
                     "rows" ([first, last] row it occupies, or null when it lies in the dropped tail)}],
          "skipped": [{"root", "path", "reason"}]}
+
+    From document files the manifest has ``"input": "documents"``, ``n_documents``, ``n_skipped_records``,
+    ``shuffle_seed``, ``labellings`` and per input file ``inputs`` (path, format, compression, bytes, sha256,
+    documents, tokens, skipped records by reason) instead of ``files``; ``PREFIX.documents.npy`` maps each
+    document to its input, line / row and first token (:mod:`mda_fast.data.corpus_documents`, ``docs/corpus.md``).
     """
     config = config or CorpusConfig()
     roots = _check_roots(dirs)
+    kinds = [input_kind(r) for r in roots]
     prefix = _check_out(os.fspath(out_prefix))
-    tok, tok_rec = tokenizer if tokenizer is not None else resolve_tokenizer(config.tokenizer)
+    if any(kinds) and not all(kinds):
+        plain = [r for r, k in zip(roots, kinds) if not k]
+        raise ConfigError(
+            f"--from: mixes document files (JSON lines, Parquet, save_to_disk) with directories or text files "
+            f"({plain[0]}); expected one kind per build"
+        )
+    if not any(kinds):
+        _check_walk_options(config)
+    else:
+        check = document_fields(config)  # before the tokenizer: every option checked first
+        config.labellings()
+    tok = tokenizer if tokenizer is not None else resolve_tokenizer(config.tokenizer)
+    made = None
+    try:
+        if any(kinds):
+            inputs = list_inputs(roots)
+            for inp in inputs:
+                check_input(inp, check)
+            made = _make_parents(prefix)
+            return _build_from_documents(roots, inputs, prefix, config, tok, progress)
+        made = _make_parents(prefix)
+        return _build_files(roots, prefix, config, tok, progress)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _build_from_documents(
+    roots: List[str], inputs: list, prefix: str, config: CorpusConfig, tokenizer, progress: bool
+) -> dict:
+    """The corpus of document inputs (:mod:`mda_fast.data.corpus_documents`), built under a temporary prefix and
+    moved into place (the ``.idx`` last); outputs of an earlier build this one does not write are removed."""
+    d, base = os.path.split(os.path.abspath(prefix))
+    tmp = os.path.join(d, f".{base}.tmp-{os.getpid()}")
+    suffixes: List[str] = []
+    try:
+        body, suffixes = build_documents(inputs, tmp, config, tokenizer, progress, name=base)
+        manifest = {"format": FORMAT, "version": VERSION, "roots": roots, **body}
+        with open(tmp + MANIFEST, "w") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.write("\n")
+        order = [s for s in suffixes if s != ".idx"] + [MANIFEST, ".idx"]
+        for suf in order:
+            os.replace(tmp + suf, prefix + suf)
+        for stale in _optional_outputs(prefix):
+            if stale[len(prefix) :] not in order:
+                with contextlib.suppress(OSError):
+                    os.remove(stale)
+        return manifest
+    finally:
+        for name in os.listdir(d):
+            if name.startswith(f".{base}.tmp-{os.getpid()}"):
+                p = os.path.join(d, name)
+                shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else os.remove(p)
+
+
+def _optional_outputs(prefix: str) -> List[str]:
+    """The files a build may or may not write: the second labelling's sidecar and the documents index."""
+    return [prefix + ".documents.npy"] + [
+        prefix + f".{v}{ext}" for v in ("field", "content") for ext in (".categories.npy", ".categories.json")
+    ]
+
+
+def _check_walk_options(config: CorpusConfig) -> None:
+    """The document-input options make no sense for directories of files: refuse them."""
+    for name, default in (
+        ("text_field", "text"),
+        ("category_field", ""),
+        ("categories", "auto"),
+        ("bad_records", "error"),
+    ):
+        if getattr(config, name) != default:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {getattr(config, name)}: only for document inputs (JSON lines, Parquet, "
+                f"save_to_disk); a directory of files has one document per file, labelled by its name and content"
+            )
+
+
+def _build_files(roots: List[str], prefix: str, config: CorpusConfig, tokenizer, progress: bool) -> dict:
+    """The corpus of the files under ``roots`` (one document per file; see :func:`build_corpus`)."""
+    tok, tok_rec = tokenizer
     cands, skipped = walk_files(roots, config, {os.path.realpath(p) for p in corpus_outputs(prefix)})
     extra = sorted({c for c in config.overrides.values() if c not in CATEGORIES and c != SKIP})
     categories = list(CATEGORIES) + extra
@@ -192,6 +323,9 @@ def build_corpus(
         cands, skipped, config, tok, dtype, {c: i for i, c in enumerate(categories)}, progress
     )
     _check_read(roots, files, skipped, docs, tok_rec)
+    if config.shuffle_seed >= 0:
+        order = np.random.default_rng(config.shuffle_seed).permutation(len(docs)).tolist()
+        files, docs, cats = [files[i] for i in order], [docs[i] for i in order], [cats[i] for i in order]
     S = config.seq_len
     rows, labels, starts, dropped, pad = _pack(roots, docs, cats, config, int(tok_rec["eod_id"]), dtype)
     n_rows = int(rows.shape[0])
@@ -225,7 +359,9 @@ def _check_read(roots: List[str], files: list, skipped: list, docs: List[np.ndar
     skipped.sort(key=lambda r: (r["root"], r["path"].encode("utf-8", "surrogateescape")))
     if not files:
         why = f" ({len(skipped)} skipped: {_reasons(skipped)})" if skipped else ""
-        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files")
+        docs_in = [s["path"] for s in skipped if file_kind(s["path"])]
+        hint = f"; JSON lines / Parquet files such as {docs_in[0]} go to --from themselves" if docs_in else ""
+        raise DataError(f"--from {' '.join(roots)}: no usable text files{why}; expected UTF-8 text files{hint}")
     for d in docs:
         if d.size and int(d.max()) >= tok_rec["vocab_size"]:
             raise DataError(
@@ -273,7 +409,7 @@ def _read_all(
     batch: List[Tuple[dict, str]] = []
 
     def flush():
-        for (rec, _), ids in zip(batch, _encode(tok, [t for _, t in batch])):
+        for (rec, _), ids in zip(batch, encode_texts(tok, [t for _, t in batch])):
             docs.append(ids.astype(dtype))
             cats.append(cat_index[rec["category"]])
             rec["tokens"] = int(ids.size)
@@ -365,6 +501,9 @@ def _write(prefix: str, rows: np.ndarray, dtype, fractions: np.ndarray, categori
             fh.write("\n")
         for src, dst in list(zip(tmp_out, final))[1:] + [(tmp_out[0], final[0])]:  # the .idx last
             os.replace(src, dst)
+        for stale in _optional_outputs(prefix):  # a document build's extras, not this build's
+            with contextlib.suppress(OSError):
+                os.remove(stale)
     finally:
         for p in tmp_out:
             with contextlib.suppress(OSError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
+
+import numpy as np
 
 from ..errors import ConfigError
-from .tokenizer import ByteTokenizer, load_tokenizer
+from .tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 NEOX_REPOS = (
     "EleutherAI/gpt-neox-20b",
@@ -86,3 +88,10 @@ def resolve_tokenizer(spec: str) -> Tuple[object, dict]:
         "vocab_size": int(tok.vocab_size),
         "eod_id": int(tok.eod_id),
     }
+
+
+def encode_texts(tok, texts: List[str]) -> List[np.ndarray]:
+    """The token ids of each text (no special tokens added): a ``tokenizer.json`` encodes the batch in parallel."""
+    if isinstance(tok, HFTokenizer):
+        return [np.asarray(e.ids, dtype=np.int64) for e in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [tok.encode(t) for t in texts]

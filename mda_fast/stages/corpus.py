@@ -22,6 +22,11 @@ def run_corpus(
     progress: bool = True,
     include_hidden: bool = False,
     max_file_bytes: int = 0,
+    text_field: str = "text",
+    category_field: str = "",
+    categories: str = "auto",
+    shuffle_seed: int = -1,
+    bad_records: str = "error",
 ) -> dict:
     """Build the corpus of ``dirs`` at prefix ``out``; returns the manifest (also at ``out.manifest.json``)."""
     if not isinstance(seq_len, int) or seq_len < 2:
@@ -34,12 +39,20 @@ def run_corpus(
         overrides=overrides,
         include_hidden=include_hidden,
         max_file_bytes=max_file_bytes,
+        text_field=text_field,
+        category_field=category_field,
+        categories=categories,
+        shuffle_seed=shuffle_seed,
+        bad_records=bad_records,
     )
     tok = resolve_tokenizer(config.tokenizer)
     m = build_corpus(dirs, out, config, progress=progress, tokenizer=tok)
     shares = ", ".join(f"{c} {t['share']:.1%}" for c, t in m["totals"].items() if t["share"] > 0)
+    what = f"{m['n_files']} files"
+    if m.get("input") == "documents":
+        what = f"{m['n_documents']} documents from {m['n_files']} files ({m['n_skipped_records']} records skipped)"
     logger.info(
-        f"[corpus] {m['n_files']} files -> {m['n_rows']} rows of {m['seq_len']} tokens ({m['packing']}; "
+        f"[corpus] {what} -> {m['n_rows']} rows of {m['seq_len']} tokens ({m['packing']}; "
         f"{m['dropped_tokens']} dropped, {m['pad_tokens']} padding); {m['n_skipped']} skipped; {shares}"
     )
     logger.info(f"[corpus] wrote {out}.bin/.idx, the category sidecar and {manifest_path(out)}")

@@ -3,6 +3,7 @@ the window (``out/factors/``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -14,6 +15,8 @@ from ..core.heads import HeadSpec, check_spec
 from ..core.localize import localize_all
 from ..io import atomic_dir, write_json
 from .inputs import checkpoint_ref, load_model, open_data
+
+logger = logging.getLogger(__name__)
 
 
 def head_entry(L: int, h: int, role: str, pm, pt) -> dict:
@@ -57,10 +60,11 @@ def run_fit(cfg: Config, out: str, progress: bool = True, dist=None) -> Factors:
     specs = [HeadSpec(L, h, m, b) for L, h, m, b in targets["specs"]]
     f, w = cfg.fit, cfg.window
     n_window = (w.end_step - w.start_step) * data.batch_size
+    sample = fit_sample(f.n_sequences, n_window)
+    if sample["used"] < sample["requested"] and (dist is None or dist.is_main):
+        logger.warning(f"mda-fast fit: warning: {sample_note(sample)}")
     rng = np.random.default_rng(f.seed)
-    pick = (
-        np.sort(rng.choice(n_window, size=min(f.n_sequences, n_window), replace=False)) + w.start_step * data.batch_size
-    )
+    pick = np.sort(rng.choice(n_window, size=sample["used"], replace=False)) + w.start_step * data.batch_size
     dev = next(model.parameters()).device
     starts = list(range(0, len(pick), f.batch_size))
     mine = range(len(starts)) if dist is None else range(*fit_part(len(starts), dist.rank, dist.world))
@@ -87,11 +91,27 @@ def run_fit(cfg: Config, out: str, progress: bool = True, dist=None) -> Factors:
     factors.meta["fit_indices"] = (
         f"{len(pick)} sequences sampled from window {w.start_step}..{w.end_step} (seed {f.seed})"
     )
+    factors.meta["n_sequences_requested"] = sample["requested"]
+    factors.meta["n_sequences_used"] = sample["used"]
     factors.meta["targets"] = targets["heads"]
+    targets["fit_sample"] = sample
     with atomic_dir(os.path.join(out, "factors")) as d:
         factors.save(d)
     write_json(os.path.join(out, "targets.json"), targets)
     return factors
+
+
+def fit_sample(requested: int, n_window: int) -> dict:
+    """``{"requested", "used", "window"}``: the fit uses ``min(fit.n_sequences, window sequences)`` of the window."""
+    return {"requested": int(requested), "used": int(min(requested, n_window)), "window": int(n_window)}
+
+
+def sample_note(sample: dict) -> str:
+    """One line on a fit that used fewer sequences than ``fit.n_sequences`` asked for."""
+    return (
+        f"fit.n_sequences = {sample['requested']} but the window holds {sample['window']} sequences; the factors "
+        f"were fitted on all {sample['used']} (factors.json records both)"
+    )
 
 
 def fit_part(n_batches: int, rank: int, world: int) -> tuple[int, int]:

@@ -25,6 +25,9 @@ def findings(res: dict, targets: dict) -> dict:
             ri, rj = roles.get(names[i].split(":")[0].split(".")[0]), roles.get(names[j].split(":")[0].split(".")[0])
             pairs.append({"a": names[i], "b": names[j], "roles": [ri, rj], "jaccard": float(jm[i, j])})
     out["overlap"] = pairs
+    sample = targets.get("fit_sample")
+    if sample and sample["used"] < sample["requested"]:
+        out["fit_sample"] = dict(sample)
     return out
 
 
@@ -53,6 +56,11 @@ def findings_text(f: dict) -> list:
             + "; under-represented: "
             + (", ".join(under) or "none")
             + "."
+        )
+    if f.get("fit_sample"):
+        s = f["fit_sample"]
+        lines.append(
+            f"The factors were fitted on all {s['used']} window sequences; fit.n_sequences asked for {s['requested']}."
         )
     for p in f.get("overlap", []):
         lines.append(
