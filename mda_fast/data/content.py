@@ -124,7 +124,9 @@ _TAG = re.compile(
 _TAG_BARE = re.compile(r"<(?:html|head|body|div|span|p|a|ul|ol|li|table|tr|td|th|br|hr|b|i|em|strong|h[1-6])>", re.I)
 
 _JSON_KEY = re.compile(r"\"[^\"\n]{1,100}\"\s*:\s*(?:[\"{\[\-\d]|true|false|null)")
-_JSON_LINE = re.compile(r"^\s*(?:[{}\[\]],?|\"[^\"\n]*\"\s*:.*|\"[^\"\n]*\",?|-?\d[\d.eE+-]*,?|true,?|false,?|null,?)\s*$", _M)
+_JSON_LINE = re.compile(
+    r"^\s*(?:[{}\[\]],?|\"[^\"\n]*\"\s*:.*|\"[^\"\n]*\",?|-?\d[\d.eE+-]*,?|true,?|false,?|null,?)\s*$", _M
+)
 _JSON_LIT = re.compile(r"\b(?:true|false|null)\b")
 
 _CFG_LINE = re.compile(
@@ -156,18 +158,22 @@ _EN = frozenset(
     "their they its can will would there been if more when one all than so we you your he she his her".split()
 )
 #: function words of other Latin-script languages (German, French, Spanish, Italian, Portuguese, Dutch)
-_FOREIGN = frozenset(
-    "der die das und ist nicht ein eine mit von zu den dem des auf für sich auch wird werden kann "
-    "le la les et est une des du dans pour pas que qui sur avec sont au aux ce cette "
-    "el los las es en del por con una para como más pero sus "
-    "il di che non sono della per nel gli "
-    "não uma com os as ao pelo pela "
-    "het een van en niet zijn voor op met ook"
-    .split()
-) - _EN
+_FOREIGN = (
+    frozenset(
+        "der die das und ist nicht ein eine mit von zu den dem des auf für sich auch wird werden kann "
+        "le la les et est une des du dans pour pas que qui sur avec sont au aux ce cette "
+        "el los las es en del por con una para como más pero sus "
+        "il di che non sono della per nel gli "
+        "não uma com os as ao pelo pela "
+        "het een van en niet zijn voor op met ook".split()
+    )
+    - _EN
+)
 _HEX_BYTE = re.compile(r"^(?:0x)?[0-9a-fA-F]{2}$")
 _ACCENTED = re.compile(r"[\u00c0-\u024f]")
-_TS_ANY = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}[ T]\d{{2}}:\d{{2}}:\d{{2}}|\d{{2}}/{_MON}/\d{{4}}:\d{{2}}|{_MON} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}")
+_TS_ANY = re.compile(
+    rf"\d{{4}}-\d{{2}}-\d{{2}}[ T]\d{{2}}:\d{{2}}:\d{{2}}|\d{{2}}/{_MON}/\d{{4}}:\d{{2}}|{_MON} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}"
+)
 _NUMBER = re.compile(r"^[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?$|^0x[0-9a-fA-F]+$")
 _DELIMS = (",", "\t", ";", "|")
 

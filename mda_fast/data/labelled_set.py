@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import gettext
 import glob
 import hashlib
 import os
@@ -68,19 +67,34 @@ SOURCES: Dict[str, List[tuple]] = {
         (lambda: ["/usr/share/xml", "/usr/share/doc"], ["*/*.xml", "*/*.html", "*/*/*.html"], []),
         (lambda: [_stdlib()], ["idlelib/help.html"], []),
     ],
-    "json": [(_site_packages, ["*.dist-info/sboms/*.json", "cmake/data/share/*/Templates/MSBuild/FlagTables/*.json"], [])],
+    "json": [
+        (_site_packages, ["*.dist-info/sboms/*.json", "cmake/data/share/*/Templates/MSBuild/FlagTables/*.json"], [])
+    ],
     "config": [
         (
             _site_packages,
-            ["torchgen/packaged/*/*.yaml", "torchgen/packaged/*/*/*.yaml", "*/*.toml", "*/*/*.toml", "*/*.ini",
-             "*/*/*/*.ini", "*/*.cfg", "*/*/*.yaml", "*/*/*/*/*/*.yaml", "*.dist-info/entry_points.txt"],
+            [
+                "torchgen/packaged/*/*.yaml",
+                "torchgen/packaged/*/*/*.yaml",
+                "*/*.toml",
+                "*/*/*.toml",
+                "*/*.ini",
+                "*/*/*/*.ini",
+                "*/*.cfg",
+                "*/*/*.yaml",
+                "*/*/*/*/*/*.yaml",
+                "*.dist-info/entry_points.txt",
+            ],
             [],
         ),
         (lambda: ["/etc"], ["*.conf", "*/*.conf", "*/*.yaml", "*/*.yml", "*/*.ini"], []),
     ],  # fmt: skip
     "table": [
-        (_site_packages, ["matplotlib/mpl-data/sample_data/*.csv", "numpy/random/tests/data/*.csv",
-                          "numpy/_core/tests/data/*.csv"], []),
+        (
+            _site_packages,
+            ["matplotlib/mpl-data/sample_data/*.csv", "numpy/random/tests/data/*.csv", "numpy/_core/tests/data/*.csv"],
+            [],
+        ),
         (lambda: ["/usr/share/distro-info"], ["*.csv"], []),
     ],  # fmt: skip
     "markdown": [
@@ -89,7 +103,11 @@ SOURCES: Dict[str, List[tuple]] = {
     "log": [(lambda: ["/var/log"], ["*.log"], [])],
     "prose_en": [
         (lambda: ["/usr/share/common-licenses"], ["*"], []),
-        (_site_packages, ["*.dist-info/LICENSE*", "*.dist-info/licenses/LICENSE*", "matplotlib/mpl-data/fonts/ttf/LICENSE*"], []),
+        (
+            _site_packages,
+            ["*.dist-info/LICENSE*", "*.dist-info/licenses/LICENSE*", "matplotlib/mpl-data/fonts/ttf/LICENSE*"],
+            [],
+        ),
         (lambda: [os.path.dirname(_stdlib())], ["*/LICENSE.txt"], []),
     ],  # fmt: skip
     "prose_other": [(lambda: [os.path.join(_stdlib(), "test", "cjkencodings")], ["*-utf8.txt"], [])],
@@ -133,21 +151,40 @@ def _files(category: str, limit: int, max_bytes: int) -> List[Document]:
     return docs
 
 
+def _mo_messages(data: bytes) -> List[str]:
+    """The translated strings of a GNU gettext ``.mo`` catalog (its published layout: magic, revision, count,
+    then the offsets of the original and the translation tables of (length, offset) pairs)."""
+    import struct
+
+    if len(data) < 28:
+        return []
+    magic = struct.unpack("<I", data[:4])[0]
+    end = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else ""
+    if not end:
+        return []
+    _, n, _, trans = struct.unpack(end + "4I", data[4:20])
+    out = []
+    for i in range(n):
+        length, off = struct.unpack(end + "2I", data[trans + 8 * i : trans + 8 * i + 8])
+        out.append(data[off : off + length].decode("utf-8", errors="replace"))
+    return out
+
+
 def _catalog_documents(limit: int) -> List[Document]:
     """Translated messages of the machine's gettext catalogs (``/usr/share/locale/<lang>/LC_MESSAGES/*.mo``),
     one document per catalog (languages other than English)."""
-    paths = sorted(glob.glob("/usr/share/locale/*/LC_MESSAGES/*.mo"), key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    paths = sorted(
+        glob.glob("/usr/share/locale/*/LC_MESSAGES/*.mo"), key=lambda p: hashlib.sha256(p.encode()).hexdigest()
+    )
     docs = []
     for p in paths:
-        lang = p.split(os.sep)[-3]
-        if lang.startswith("en"):
+        if p.split(os.sep)[-3].startswith("en") or os.path.basename(p).startswith("iso"):  # iso_*: lists of names
             continue
         try:
             with open(p, "rb") as f:
-                cat = gettext.GNUTranslations(f)
-        except (OSError, UnicodeDecodeError, gettext.error if hasattr(gettext, "error") else OSError, Exception):
+                msgs = [m for m in _mo_messages(f.read())[1:] if len(m) > 30]  # [0]: the catalog's header
+        except (OSError, ValueError):
             continue
-        msgs = [v for k, v in getattr(cat, "_catalog", {}).items() if k and isinstance(v, str) and len(v) > 30]
         text = "\n\n".join(msgs)
         if len(text) >= 2000:
             docs.append(Document("prose_other", p, text, hashlib.sha256(text.encode()).hexdigest()))
@@ -191,7 +228,9 @@ def _latex(rng, sents) -> str:
         for _ in range(int(rng.integers(2, 5))):
             kind = int(rng.integers(0, 4))
             if kind == 0:
-                parts.append(rng.choice(sents) + f" See \\cite{{ref{int(rng.integers(1, 40))}}} and Section~\\ref{{sec:{s}}}.")
+                parts.append(
+                    rng.choice(sents) + f" See \\cite{{ref{int(rng.integers(1, 40))}}} and Section~\\ref{{sec:{s}}}."
+                )
             elif kind == 1:
                 a, b = rng.choice(["x", "y", "\\alpha", "\\beta", "\\theta"], 2)
                 parts.append("\\begin{equation}\\label{eq:%d}\n  \\frac{\\partial %s}{\\partial %s} = \\sum_{i=1}^{n} "
@@ -199,7 +238,9 @@ def _latex(rng, sents) -> str:
                              % (int(rng.integers(100)), a, b, a, b))  # fmt: skip
             elif kind == 2:
                 env = envs[int(rng.integers(2))]
-                items = "\n".join(f"  \\item {rng.choice(sents)[:80]} $O(n^{int(rng.integers(1, 4))})$" for _ in range(3))
+                items = "\n".join(
+                    f"  \\item {rng.choice(sents)[:80]} $O(n^{int(rng.integers(1, 4))})$" for _ in range(3)
+                )
                 parts.append(f"\\begin{{{env}}}\n{items}\n\\end{{{env}}}")
             else:
                 parts.append("\\begin{figure}[t]\n  \\centering\n  \\includegraphics[width=0.8\\linewidth]{fig%d}\n"
@@ -262,7 +303,9 @@ def _log(rng) -> str:
         msg = rng.choice(_MSGS) % tuple(int(x) for x in rng.integers(1, 999, 3))
         app, host = rng.choice(_APPS), rng.choice(_HOSTS)
         if kind == 0:  # RFC 3164
-            lines.append(f"{_MONTHS[d.month - 1]} {d.day:2d} {d:%H:%M:%S} {host} {app}[{int(rng.integers(100, 9999))}]: {msg}")
+            lines.append(
+                f"{_MONTHS[d.month - 1]} {d.day:2d} {d:%H:%M:%S} {host} {app}[{int(rng.integers(100, 9999))}]: {msg}"
+            )
         elif kind == 1:  # RFC 5424
             lines.append(f"<{int(rng.integers(0, 191))}>1 {d:%Y-%m-%dT%H:%M:%S}.{int(rng.integers(1000)):03d}Z {host} {app} "
                          f"{int(rng.integers(100, 9999))} ID{int(rng.integers(99))} - {msg}")  # fmt: skip
