@@ -137,7 +137,7 @@ _CFG_LINE = re.compile(
 
 _IDENT = re.compile(r"[^\W\d]\w*")
 _PY_START = ("def ", "class ", "import ", "from ", "elif ", "except", "try:", "finally:", "else:", "with ", "return",
-             "raise ", "yield ", "pass", "assert ", "@", "async def ", "lambda ")  # fmt: skip
+             "raise ", "yield ", "pass", "assert ", "async def ", "lambda ")  # fmt: skip
 _PY_WORDS = ("self", "None", "True", "False", "elif", "def", "isinstance", "kwargs", "args", "cls")
 _C_START = ("#include", "#define", "#if", "#endif", "#else", "#elif", "#pragma", "#undef", "/*", "* ", "*/", "//",
             "typedef ", "struct ", "namespace ", "template", "static ", "extern ", "inline ", "return ", "}")  # fmt: skip
@@ -249,7 +249,7 @@ def _lines_features(lines, cnt) -> Dict[str, float]:
     for ln in lines[:MAX_LINES]:
         st = ln.lstrip()
         end = ln.rstrip()
-        if st.startswith(_PY_START):
+        if st.startswith(_PY_START) or (st[:1] == "@" and st[1:2].isalpha()):
             py += 1
         if st[:1] == "#" and not st.startswith(_C_START):
             hashes += 1
@@ -369,13 +369,13 @@ def decide(f: Dict[str, float]) -> Tuple[str, str]:
     if js >= 0.25 and js >= 0.5 * f["c"]:
         code["javascript"] = max(code.values()) + 1e-9
     lang = max(code, key=lambda k: code[k])
-    if f["cfg"] >= 0.5 and f["cfg"] >= code[lang] and f["md"] < 0.3:
+    if f["cfg"] >= 0.5 and f["cfg"] >= code[lang] and f["cfg"] >= f["md"] + 0.3 and f["md_inline"] < 0.2:
         return "config", "key/value lines"
     if f["hash_comments"] >= 0.5 and code[lang] < f["hash_comments"]:
         return "config", "#-comment lines"
     if code[lang] >= 0.3:
         return lang, f"{lang} evidence {code[lang]:.2f}/line"
-    if f["md"] >= 0.25 or f["md_inline"] >= 0.2:
+    if (f["md"] >= 0.25 or f["md_inline"] >= 0.2) and f["letters"] >= 0.3:
         return "markdown", "markup lines"
     if f["letters"] >= 0.6 and f["n_words"] >= 2:
         if f["non_latin"] >= 0.3:
