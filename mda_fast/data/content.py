@@ -315,6 +315,7 @@ def features(text: str) -> Dict[str, float]:
         "cfg": len(_CFG_LINE.findall(s)) / L,
         "tags": (sum(len(t) for t in tags) + 8 * len(_TAG_BARE.findall(s))) / max(nonspace, 1),
         "n_tags": len(tags),
+        "markup_start": s.lstrip()[:9].lower().startswith(("<?xml", "<!doctype", "<html", "<svg", "<rss", "<feed")),
         "latex": (len(_LATEX_KNOWN.findall(s)) + len(_LATEX_BRACE.findall(s)) + len(_LATEX_MATH.findall(s))) / L,
         "punct": len(_PUNCT.findall(s)) / max(nonspace, 1),
         "md_inline": sum(s.count(x) for x in _MD_INLINE) / L,
@@ -358,7 +359,7 @@ def decide(f: Dict[str, float]) -> Tuple[str, str]:
         return "log", "timestamped lines"
     if f["table"] >= 0.7:
         return "table", "numeric columns"
-    if f["tags"] >= 0.3 or (f["n_tags"] >= 2 and f["tags"] >= 0.15):
+    if f["tags"] >= 0.3 or (f["n_tags"] >= 2 and f["tags"] >= 0.15) or f["markup_start"]:
         return "xml", "markup"
     if f["latex"] >= 0.5:
         return "latex", "LaTeX commands"

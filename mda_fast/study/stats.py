@@ -323,7 +323,8 @@ def enrichment_intervals(
             e[f"n_{sname}"] = int(srows.shape[0])
             if base[j] > 0:
                 e[f"{sname}_ratio"] = float(share[j] / base[j])
-                lo, hi = np.quantile(ratio_b[:, j], q)  # inf where a resampled base is 0: an unbounded upper end
+                # inf where a resampled base is 0 (an unbounded upper end); 0/0 resamples are left out
+                lo, hi = np.nanquantile(ratio_b[:, j], q, method="inverted_cdf")
                 e[f"{sname}_ratio_95"] = [float(lo), float(hi)]
             else:
                 e[f"{sname}_ratio"] = None
