@@ -84,7 +84,7 @@ FAMILIES = {
 }
 CLASSIFIER_VERSION = 1
 #: the characters of a text the classifier reads (longer texts: their head)
-MAX_CHARS = 1 << 14
+MAX_CHARS = 1 << 12
 #: the lines of a text the per-line rules read
 MAX_LINES = 200
 SETTINGS = {"max_chars": MAX_CHARS, "max_lines": MAX_LINES, "blob_share": 0.5, "min_chars": 8}
@@ -181,7 +181,7 @@ _DELIMS = (",", "\t", ";", "|")
 def _blob(text: str, nonspace: int, idents) -> Tuple[str, float]:
     """(the dominant blob kind, the share of the non-space characters in blob tokens of any kind)."""
     mass = {"base64": 0, "hex": 0, "uuid": 0, "hash": 0}
-    n_uuid = len(_UUID.findall(text))
+    n_uuid = len(_UUID.findall(text)) if text.count("-") >= 4 else 0
     mass["uuid"] = 36 * n_uuid
     rest = _UUID.sub(" ", text) if n_uuid else text
     short = sum(len(w) for w in idents) <= 3.0 * len(idents)  # short words: maybe spaced hex bytes
@@ -326,7 +326,7 @@ def features(text: str) -> Dict[str, float]:
         "en": en / nw,
         "foreign": foreign / nw,
         "accented": 0 if s.isascii() else len(_ACCENTED.findall(s)) / max(letters, 1),
-        "ts": len(_TS_ANY.findall(s[:4096])) / L,
+        "ts": len(_TS_ANY.findall(s)) / L if L <= 3 else 0.0,  # only short pieces need it (see decide)
         "mean_word": letters / nw,
         "n_words": len(idents),
     }
@@ -383,6 +383,8 @@ def decide(f: Dict[str, float]) -> Tuple[str, str]:
             return "prose_other", "non-Latin script"
         if f["foreign"] > f["en"] or (f["accented"] >= 0.02 and f["en"] < 0.05):
             return "prose_other", "function words of another language"
+        if f["n_words"] >= 40 and f["en"] < 0.04:
+            return ("prose_other", "many words, few English ones") if f["letters"] >= 0.8 else ("other", "few words")
         return "prose_en", "English (Latin script, English function words or none of another language)"
     if f["table"] >= 0.5:
         return "table", "numeric columns"
