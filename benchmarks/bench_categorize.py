@@ -129,7 +129,10 @@ def _digest(docs) -> str:
 
 
 def _table(acc: dict) -> str:
-    lines = ["| category | files | 129 B: n | P | R | 2,049 tok: n | P | R |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| category | files | 129 B: n | P | R | 2,049 tok: n | P | R |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     f = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731
     for c in CATEGORIES:
         a, b = acc["129 bytes"]["scores"][c], acc["2049 tokens"]["scores"][c]
@@ -143,7 +146,9 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--workers", default="1,2", help="comma-separated process counts")
-    ap.add_argument("--tokenizer", default=os.path.join(here, "..", "..", "shared", "data", "gpt-neox-20b-tokenizer.json"))
+    ap.add_argument(
+        "--tokenizer", default=os.path.join(here, "..", "..", "shared", "data", "gpt-neox-20b-tokenizer.json")
+    )
     ap.add_argument("--dir", default="/tmp/mda_bench_categorize")
     ap.add_argument("--json", default=os.path.join(here, "results", "categorize.json"))
     ap.add_argument("--skip-accuracy", action="store_true")
