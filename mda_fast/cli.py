@@ -105,6 +105,12 @@ def _run_stage(cmd: str, cfg, out: str, progress: bool) -> None:
         localize.run_localize(cfg, out, progress)
     elif cmd == "fit":
         fit.run_fit(cfg, out, progress)
+    elif cmd == "categorize":
+        from .stages.categorize import run_categorize
+
+        r = run_categorize(cfg, out, progress)
+        rate = f" ({r['rows_per_s']:.0f} rows/s on {r['workers']} processes)" if r.get("rows_per_s") else ""
+        print(f"categorized {r['n_rows']} rows -> {r['dir']}{rate}")
     elif cmd == "analyze":
         r = analyze.run_analyze(cfg, out, progress)
         targets, _ = load_targets(out)

@@ -20,6 +20,12 @@ STAGES = {
         "score every sequence of the window (resumable)",
         "needs OUT/factors/ from fit; writes OUT/score/; next: analyze",
     ),
+    "categorize": (
+        "content categories (LaTeX, XML, code by language, JSON, blobs, logs, tables, markdown, prose) for the "
+        "top and bottom rows and a random sample of the window",
+        "needs the finished OUT/score/ and data.tokenizer; writes OUT/categories/ (resumable); analyze runs it "
+        "itself when data.path has no category sidecar; next: analyze",
+    ),
     "analyze": (
         "influence statistics, category enrichment, overlaps, top samples",
         "needs the finished OUT/score/; writes OUT/analyze/; next: report",

@@ -95,6 +95,20 @@ def _set(*items):
     return sum((["--set", s] for s in items), [])
 
 
+def partial_scores_of(cmd):
+    """An output directory whose scoring stopped half way."""
+
+    def f(w, tmp):
+        out = _copy_done(w, tmp)
+        prog = os.path.join(out, "score", "progress.json")
+        p = json.load(open(prog))
+        p["n_done"] = 8
+        json.dump(p, open(prog, "w"))
+        return ["--config", w["cfg"]], out
+
+    return f
+
+
 # (id, command, extra args or a function (world, tmp_path) -> (args, out), words the message must contain)
 # With a plain list, --config is the world's base config and --out a fresh directory.
 def _cases():
@@ -150,6 +164,18 @@ def _cases():
     plain("score-before-fit", "score", [], ["targets.json", "mda-fast fit"])
     plain("analyze-before-score", "analyze", [], ["score", "mda-fast score"])
     plain("report-nothing", "report", [], ["analysis.json", "analyze"])
+    plain("categorize-before-score", "categorize", [], ["score", "mda-fast score"])
+    plain("categorize-sample-negative", "categorize", _set("categorize.sample_rows=-1"), ["categorize.sample_rows"])
+    plain("categorize-targets", "categorize", _set('categorize.targets="some"'), ["categorize.targets", "primary"])
+    plain("categorize-bootstrap", "categorize", _set("categorize.bootstrap=1"), ["categorize.bootstrap", ">= 10"])
+    plain("categorize-no-data", "categorize", _set('data.path="/nonexistent/document"'), ["data.path"])
+
+    def categorize_no_tokenizer(w, tmp):
+        out = _copy_done(w, tmp)
+        return ["--config", w["cfg"], "--set", 'data.tokenizer="/nonexistent/tokenizer.json"'], out
+
+    c.append(("categorize-no-tokenizer", "categorize", categorize_no_tokenizer, ["data.tokenizer", "tokenizer.json"]))
+    c.append(("categorize-partial-scores", "categorize", partial_scores_of("categorize"), ["incomplete", "--resume"]))
 
     def gpt2(w, tmp):
         return ["--config", w["cfg"], "--set", f'model.name="{w["gpt2"]}"', "--set", 'model.run_dir=""'], None

@@ -34,9 +34,12 @@ LOG = (
 # relative path -> (content, expected category or None for skipped, expected rule prefix / skip reason)
 TREE = {
     "src/a.py": ("import os\n\n\ndef f(x):\n    return os.path.join(x, 'y')\n", "python", "extension"),
-    "src/lib.c": ("int main(void) { return 0; }\n", "code", "extension"),
-    "docs/b.md": ("# Title\n\nSome *prose* here, with a [link](http://x.org).\n", "prose", "extension"),
-    "docs/c.rst": ("Title\n=====\n\nA paragraph of reStructuredText.\n", "prose", "extension"),
+    "src/lib.c": ("int main(void) { return 0; }\n", "c", "extension"),
+    "src/app.js": ("function add(a, b) {\n  return a + b;\n}\n", "javascript", "extension"),
+    "src/run.sh": ("echo hello\n", "code", "extension"),
+    "conf/settings.yaml": ("name: demo\nitems:\n  - one\n", "config", "extension"),
+    "docs/b.md": ("# Title\n\nSome *prose* here, with a [link](http://x.org).\n", "markdown", "extension"),
+    "docs/c.rst": ("Title\n=====\n\nA paragraph of reStructuredText.\n", "markdown", "extension"),
     "web/d.xml": ('<?xml version="1.0"?>\n<root><item id="1">one</item></root>\n', "xml", "extension"),
     "web/e.html": ("<!DOCTYPE html>\n<html><body><p>Hello</p></body></html>\n", "xml", "extension"),
     "web/f.svg": ('<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>\n', "xml", "extension"),
@@ -46,11 +49,11 @@ TREE = {
         "extension",
     ),
     "data/h.json": ('{"a": [1, 2, 3], "b": {"c": "d"}}\n', "json", "extension"),
-    "data/i.csv": ("name,age,city\nAda,36,London\nAlan,41,Wilmslow\n", "csv", "extension"),
+    "data/i.csv": ("name,age,city\nAda,36,London\nAlan,41,Wilmslow\n", "table", "extension"),
     "keys/k.pem": (PEM, "base64", "extension"),
     "keys/blob.b64": (B64, "base64", "extension"),
     "logs/app.log": (LOG, "log", "extension"),
-    "notes.txt": ("Just some plain notes.\nNothing special.\n", "text", "extension"),
+    "notes.txt": ("Just some plain notes.\nNothing special.\n", "prose_en", "content"),
     "Makefile": ("all:\n\tcc -o a lib.c\n", "code", "name"),
     # extension-less: sniffed by content
     "sniff/cert": (PEM, "base64", "content"),
@@ -61,11 +64,29 @@ TREE = {
     "sniff/page": ("<html><head></head><body>x</body></html>\n", "xml", "content"),
     "sniff/config": ('{"key": "value", "n": 3}\n', "json", "content"),
     "sniff/events": (LOG, "log", "content"),
-    "sniff/table": ("x,y\n1,2\n3,4\n5,6\n", "csv", "content"),
+    "sniff/table": ("x,y\n1,2\n3,4\n5,6\n", "table", "content"),
+    "sniff/dump": (
+        "4f2a9c01de33b7e85a10ff2c6d8e9b3a7c11d0e4f5a6b7c8d9e0\n9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b\n",
+        "hex",
+        "content",
+    ),
+    "sniff/ids": ("0f8fad5b-d9cb-469f-a165-70867728950e\n7c9e6679-7425-40de-944b-e07fc1f90ae7\n", "uuid", "content"),
+    "sniff/SUMS": (
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  a.txt\n"
+        "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752  b.txt\n",
+        "hash",
+        "content",
+    ),
+    "sniff/brief": (
+        "Sehr geehrte Damen und Herren,\nvielen Dank für Ihren Brief. Wir werden die Unterlagen prüfen.\n",
+        "prose_other",
+        "content",
+    ),
+    "sniff/marks": ("@@@ ### !!! ~~~ *** %%% ^^^\n", "other", "content"),
     "sniff/paper": ("Intro.\n\\section{Method}\nWe do \\emph{this}.\n", "latex", "content"),
-    "sniff/README": ("# Project\n\n- one\n- two\n\nSee ```code```.\n", "prose", "content"),
-    "sniff/letter": ("Dear Sir,\nThank you for your letter.\n", "text", "content"),
-    "héllo wörld.txt": ("Unicode name, unicode text: 世界 🙂\n", "text", "extension"),
+    "sniff/README": ("# Project\n\n- one\n- two\n\nSee ```code```.\n", "markdown", "content"),
+    "sniff/letter": ("Dear Sir,\nThank you for your letter.\n", "prose_en", "content"),
+    "héllo wörld.txt": ("Unicode name, unicode text: 世界 🙂\n", "prose_en", "content"),
     # skipped
     "bin/blob.dat": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", None, "binary (NUL bytes)"),
     "bin/latin1.txt": ("caf\xe9 au lait\n".encode("latin-1"), None, "binary (not UTF-8"),
@@ -132,14 +153,14 @@ def test_classify_rules_and_overrides():
     assert classify("x/y.PY", "") == ("python", "extension .py")
     assert classify("a/CMakeLists.txt", "")[0] == "code"
     assert classify("a.unknownext", "<?xml version='1.0'?><a/>")[0] == "xml"
-    assert sniff("")[0] == "text"
+    assert sniff("")[0] == "other"
     assert sniff('{"a": 1}\n{"b": 2}\n')[0] == "json"  # JSON lines
     ov = {"vendor/*": "skip", ".log": "text", "*.min.js": "minified", "LICENSE": "legal"}
     assert classify("vendor/lib.py", "", ov) == ("skip", "override vendor/*")
     assert classify("logs/a.LOG", LOG, ov) == ("text", "override .log")
     assert classify("web/app.min.js", "x", ov)[0] == "minified"
     assert classify("sub/LICENSE", "MIT", ov)[0] == "legal"
-    assert classify("web/app.js", "x", ov)[0] == "code"
+    assert classify("web/app.js", "x", ov)[0] == "javascript"
     assert classify("a.py", "", {"*.py": "first", "a.py": "second"})[0] == "first"  # first match wins
     with pytest.raises(ConfigError):
         CorpusConfig(overrides={".py": 3})
@@ -152,13 +173,13 @@ def test_classify_rules_and_overrides():
 
 
 def test_overrides_in_a_build(tree, tmp_path):
-    ov = {"logs/*": "skip", ".csv": "tables", "*.md": "markdown"}
+    ov = {"logs/*": "skip", ".csv": "tables", "*.md": "docs"}
     m = build_corpus([tree], str(tmp_path / "doc"), CorpusConfig(seq_len=16, overrides=ov))
     files = {f["path"]: f for f in m["files"]}
     assert "logs/app.log" not in files
     assert {s["path"]: s["reason"] for s in m["skipped"]}["logs/app.log"] == "override logs/*: skip"
-    assert files["data/i.csv"]["category"] == "tables" and files["docs/b.md"]["category"] == "markdown"
-    assert m["categories"] == CATEGORIES + ["markdown", "tables"]
+    assert files["data/i.csv"]["category"] == "tables" and files["docs/b.md"]["category"] == "docs"
+    assert m["categories"] == CATEGORIES + ["docs", "tables"]
     fr, names = load_category_sidecar(str(tmp_path / "doc"))
     assert names == m["categories"] and fr.shape == (m["n_rows"], len(names))
 
@@ -280,7 +301,7 @@ def test_several_roots_and_a_file(tree, tmp_path):
     m = build_corpus([tree, str(other), str(single)], str(tmp_path / "doc"), CorpusConfig(seq_len=16))
     assert m["roots"] == [tree, str(other), str(single)]
     tail = [(f["root"], f["path"], f["category"]) for f in m["files"][-2:]]
-    assert tail == [(1, "z.py", "python"), (2, "single.md", "prose")]
+    assert tail == [(1, "z.py", "python"), (2, "single.md", "markdown")]
 
 
 def test_failed_build_leaves_nothing(tree, tmp_path, monkeypatch):

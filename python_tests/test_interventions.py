@@ -181,6 +181,37 @@ def test_matched_arms_copy_the_top_sets_category_counts(run):
         select_sets(make_config(run, arms=("baseline", "delete-matched"), categories=np.zeros((5, 8))), s, g)
 
 
+def test_matched_arms_from_sampled_categories(run):
+    """Categories of only some rows (``mda-fast categorize``: the top set and a random sample, NaN elsewhere): the
+    matched set is drawn from the categorized rows alone; too few of them, or an uncategorized top row, is an error."""
+    from mda_fast.data.synthetic import load_category_sidecar
+
+    d, data = run
+    fr, names = load_category_sidecar(str(d / "corpus"))
+    s_perm, g_perm, s, g = window_scores(3)
+    arms = ("baseline", "delete-matched")
+    top = select_sets(make_config(run, arms=("baseline", "delete-top")), s, g)["top"]
+    rest = g[~np.isin(g, top)]
+    sample = np.random.default_rng(0).choice(rest, size=3 * len(top), replace=False)
+    part = np.full(fr.shape, np.nan, dtype=np.float32)
+    part[top], part[sample] = fr[top], fr[sample]
+    got = select_sets(make_config(run, arms=arms, categories=(part, names)), s, g)
+    dom = fr.argmax(1)
+    for m in got["matched"].values():
+        assert set(m.tolist()) <= set(sample.tolist())  # only categorized rows are drawn
+        short = got["matched_composition"].get("shortfall", {})
+        if not short:
+            np.testing.assert_array_equal(np.bincount(dom[m], minlength=8), np.bincount(dom[top], minlength=8))
+    few = np.full(fr.shape, np.nan, dtype=np.float32)
+    few[top], few[sample[:2]] = fr[top], fr[sample[:2]]
+    with pytest.raises(ValueError, match="categorize.sample_rows"):
+        select_sets(make_config(run, arms=arms, categories=(few, names)), s, g)
+    unknown_top = part.copy()
+    unknown_top[top[0]] = np.nan
+    with pytest.raises(ValueError, match="carry no category"):
+        select_sets(make_config(run, arms=arms, categories=(unknown_top, names)), s, g)
+
+
 def test_icl_positions_and_derived_figures(run):
     assert icl_positions(128) == (13, 125)
     assert icl_positions(2048) == (200, 2000)

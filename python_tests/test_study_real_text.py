@@ -62,7 +62,7 @@ def test_same_command_same_corpus(tmp_path):
     order = np.load(os.path.join(tmp_path, "a", "data", "corpus.order.npy"))
     assert sorted(order.tolist()) == list(range(m1["n_rows"]))
     cats = {f["category"] for f in m1["files"]}
-    assert {"python", "base64", "xml", "text"} <= cats
+    assert {"python", "base64", "xml"} <= cats and len(cats) >= 4, cats
 
 
 def test_packaged_config_validates():

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..config import Config
-from ..errors import NonFiniteError, StateError
+from ..errors import DataError, NonFiniteError, StateError
 from ..io import SCORE_FILES, atomic_dir, read_json
 from .checks import require_complete_scores
 from .inputs import open_data
@@ -36,6 +36,8 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
     data = open_data(cfg)
     side = load_category_sidecar(cfg.data.path)
     cats, cat_names = (None, None) if side is None else side
+    cat_kw = {} if side is not None else _categorized(cfg, out, arr["global_index"], progress)
+    cat_names = cat_kw.pop("category_names", cat_names)
     try:
         decode = get_decoder(cfg.data.tokenizer)
     except Exception as e:  # noqa: BLE001 - the hub may be unreachable: keep the analysis, drop the snippets
@@ -52,6 +54,9 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
             loss=arr["loss"],
             category_fractions=cats,
             category_names=cat_names,
+            bootstrap=cfg.categorize.bootstrap,
+            seed=cfg.categorize.seed,
+            **cat_kw,
             top_fraction=a.top_frac,
             table_k=a.table_k,
             row_tokens=lambda gi: data.rows(np.array([gi]))[0],
@@ -63,3 +68,30 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
     final = os.path.join(out, "analyze")
     res["files"] = {k: os.path.join(final, os.path.basename(v)) for k, v in res.get("files", {}).items()}
     return res
+
+
+def _categorized(cfg: Config, out: str, global_index: np.ndarray, progress: bool) -> dict:
+    """The keyword arguments of ``analyze`` for content categories from ``out/categories/`` (run first when
+    ``categorize.auto``); empty when off, or when ``data.tokenizer`` cannot be loaded (said in one line)."""
+    from .categorize import aligned, check_tokenizer, load_categorized, run_categorize
+
+    if not cfg.categorize.auto:
+        return {}
+    try:
+        check_tokenizer(cfg)
+    except DataError as e:
+        logger.info(f"[analyze] no category enrichment: {e}")
+        return {}
+    run_categorize(cfg, out, progress=progress)
+    cat = load_categorized(out)
+    rows = aligned(cat, global_index)
+    pos = np.searchsorted(np.asarray(global_index), cat["sample"]) if _sorted(global_index) else None
+    if pos is None:
+        where = {int(g): i for i, g in enumerate(np.asarray(global_index).tolist())}
+        pos = np.array([where[int(g)] for g in cat["sample"]], dtype=np.int64)
+    return {"category_rows": rows, "category_names": cat["names"], "category_base": pos}
+
+
+def _sorted(a) -> bool:
+    a = np.asarray(a)
+    return bool(a.size < 2 or (np.diff(a) > 0).all())

@@ -19,7 +19,7 @@ from ..errors import ConfigError, DataError, StateError
 from ..io import SCORE_FILES
 from .inputs import checkpoint_ref, open_data
 
-NEEDS_DATA = ("fit", "score", "analyze", "intervene")
+NEEDS_DATA = ("fit", "score", "categorize", "analyze", "intervene")
 NEEDS_MODEL = ("localize", "fit", "score", "intervene")
 
 
@@ -123,8 +123,12 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     if cmd in ("score",):
         require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
         require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
-    if cmd in ("analyze", "intervene"):
+    if cmd in ("categorize", "analyze", "intervene"):
         require_complete_scores(out)
+    if cmd == "categorize":
+        from .categorize import check_tokenizer
+
+        check_tokenizer(cfg)
     if cmd == "intervene" and not cfg.model.run_dir:
         from .inputs import pretrained_start
 

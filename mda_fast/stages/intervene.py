@@ -8,8 +8,30 @@ import os
 import numpy as np
 
 from ..config import Config
+from ..errors import StateError
 from .checks import require_complete_scores
 from .inputs import device_of, load_targets, open_data, pretrained_start
+
+
+def _content_categories(cfg: Config, out: str, data):
+    """For the matched arms when data.path has no category sidecar: ``(fractions, names)`` of the top set and the
+    random sample from ``out/categories/`` (``mda-fast categorize``; run here when absent and ``categorize.auto``),
+    NaN on every other row (the bottom set is left out: it is no random draw); ``None`` when not needed."""
+    from ..data.categories import load_category_sidecar
+    from .categorize import load_categorized, plan_rows, run_categorize
+
+    if not any(a.endswith("-matched") for a in cfg.intervene.arms) or load_category_sidecar(cfg.data.path):
+        return None
+    if cfg.categorize.auto:
+        run_categorize(cfg, out, progress=False)
+    cat = load_categorized(out)
+    if cat is None:
+        raise StateError(f"{out}/categories not found: the matched arms need categories; run `mda-fast categorize`")
+    plan = plan_rows(cfg, out)
+    keep = np.isin(cat["rows"], np.union1d(plan["top"], cat["sample"]))
+    fr = np.full((cfg.window.end_step * data.batch_size, len(cat["names"])), np.nan, dtype=np.float32)
+    fr[cat["rows"][keep]] = cat["fractions"][keep]
+    return fr, list(cat["names"])
 
 
 def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> dict | None:
@@ -51,6 +73,7 @@ def run_intervene(cfg: Config, out: str, progress: bool = True, dist=None) -> di
         device=str(device_of(cfg)),
         checkpoint_dir=checkpoint_dir,
         pretrained=pretrained,
+        categories=_content_categories(cfg, out, data),
     )
     scores = np.load(os.path.join(d, "scores.npy"), mmap_mode="r")
     gi = np.load(os.path.join(d, "global_index.npy"), mmap_mode="r")

@@ -14,10 +14,10 @@ import numpy as np
 
 from ..io import jsonable, write_json
 from .stats import (
-    category_enrichment,
     check_categories,
     check_vector,
     cumulative_influence,
+    enrichment_intervals,
     influence_per_step,
     jaccard_of_sets,
     power_law_fit,
@@ -64,6 +64,8 @@ def _target_entry(
     lo: Optional[np.ndarray],
     cat_rows: Optional[np.ndarray],
     cat_names: List[str],
+    cat_base: Optional[np.ndarray] = None,
+    boot: tuple = (1000, 0),
 ) -> Dict[str, Any]:
     """One target's cumulative curve, score summary, power-law fit, Pearson with the loss and enrichment."""
     entry: Dict[str, Any] = {
@@ -77,8 +79,29 @@ def _target_entry(
     if lo is not None and s.std() > 0 and lo.std() > 0:
         entry["score_loss_pearson"] = float(np.corrcoef(s, lo.astype(np.float64))[0, 1])
     if cat_rows is not None:
-        entry["category_enrichment"] = category_enrichment(order[:k_top], cat_rows, cat_names)
+        sets = {"top": order[:k_top], "bottom": order[-k_top:]}
+        if all(np.isfinite(cat_rows[ix]).all() for ix in sets.values()):
+            base = np.arange(len(s)) if cat_base is None else cat_base
+            entry["category_enrichment"] = enrichment_intervals(
+                cat_rows, sets, base, cat_names, n_boot=boot[0], seed=boot[1], resample_base=cat_base is not None
+            )
+        else:
+            entry["category_note"] = "its top or bottom set was not classified (categorize.targets = 'all' does)"
     return entry
+
+
+def _aligned_categories(rows, names, base, n: int) -> tuple:
+    """``category_rows`` (aligned with the scores, NaN where unclassified) and its names and base positions, checked."""
+    fr = np.asarray(rows, dtype=np.float64)
+    if names is None or fr.ndim != 2 or fr.shape != (n, len(names)):
+        raise ValueError(f"category_rows must be [n_samples={n}, n_categories] with category_names, got {fr.shape}")
+    known = np.isfinite(fr).all(axis=1)
+    if ((fr[known] < 0) | (fr[known] > 1 + 1e-6)).any():
+        raise ValueError("category fractions must lie within [0, 1]")
+    b = np.asarray(base if base is not None else np.flatnonzero(known), dtype=np.int64)
+    if b.size == 0 or not known[b].all():
+        raise ValueError("category_base must index a non-empty set of classified rows")
+    return fr, [str(c) for c in names]
 
 
 def _per_step(scores: np.ndarray, st: np.ndarray, names: List[str]) -> Dict[str, Any]:
@@ -100,14 +123,18 @@ def _categories(category_fractions, category_names, gi: np.ndarray) -> tuple[Opt
     return None, []
 
 
-def _per_target(scores, names, top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names):
+def _per_target(
+    scores, names, top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names, cat_base=None, boot=(1000, 0)
+):
     """``({target: its entry}, [ranking of each target])``."""
     per_target: Dict[str, Any] = {}
     orders = []
     for j, name in enumerate(names):
         s = np.asarray(scores[:, j], dtype=np.float64)
         orders.append(ranking(s))
-        per_target[name] = _target_entry(s, orders[-1], top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names)
+        per_target[name] = _target_entry(
+            s, orders[-1], top_fraction, fit_max_rank, k_top, lo, cat_rows, cat_names, cat_base, boot
+        )
     return per_target, orders
 
 
@@ -121,6 +148,10 @@ def analyze(
     loss: Optional[np.ndarray] = None,
     category_fractions: Optional[np.ndarray] = None,
     category_names: Optional[Sequence[str]] = None,
+    category_rows: Optional[np.ndarray] = None,
+    category_base: Optional[np.ndarray] = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
     top_fraction: float = 0.1,
     k: Optional[int] = None,
     table_k: Optional[int] = None,
@@ -136,7 +167,11 @@ def analyze(
     ``k`` (default: the top ``top_fraction`` of samples) sizes the top sets for the Jaccard overlap; the top
     share and the category enrichment always use the top ``top_fraction``. ``table_k`` (default ``k``) rows of
     each end go into ``top.csv``. The power-law fit covers positive ranks ``1..fit_max_rank`` (default: the top
-    ``top_fraction`` of samples). ``category_fractions`` ``[n_rows, n_categories]`` is indexed by global index.
+    ``top_fraction`` of samples). ``category_fractions`` ``[n_rows, n_categories]`` is indexed by global index; instead, ``category_rows``
+    ``[n_samples, n_categories]`` is aligned with the scores' rows, NaN on rows that were not classified, and
+    ``category_base`` the positions of the rows whose mean is the base rate (a random sample). Each category's
+    enrichment in the top and bottom sets has a bootstrap 95% interval (``bootstrap`` resamples, ``seed``;
+    :func:`mda_fast.study.stats.enrichment_intervals`); the base rate is resampled only when it is a sample.
 
     Returns a JSON-serialisable dict: ``n_samples``, ``targets``, ``primary_target`` (the first target),
     ``top_share`` (the share held by the top ``top_fraction``, beside it) and ``category_enrichment`` (category
@@ -148,8 +183,13 @@ def analyze(
     n, t = scores.shape
     col = _columns(n, global_index, step, position, loss)
     k_top, k, table_k, fit_max_rank = _sizes(n, top_fraction, k, table_k, fit_max_rank)
-    cat_rows, cat_names = _categories(category_fractions, category_names, col["gi"])
-    per_target, orders = _per_target(scores, names, top_fraction, fit_max_rank, k_top, col["lo"], cat_rows, cat_names)
+    if category_rows is not None:
+        cat_rows, cat_names = _aligned_categories(category_rows, category_names, category_base, n)
+    else:
+        cat_rows, cat_names = _categories(category_fractions, category_names, col["gi"])
+        category_base = None
+    per_target, orders = _per_target(scores, names, top_fraction, fit_max_rank, k_top, col["lo"], cat_rows, cat_names,
+                                     category_base, (bootstrap, seed))  # fmt: skip
     primary = names[0]
     result: Dict[str, Any] = {
         "n_samples": n, "n_targets": t, "targets": names, "top_fraction": float(top_fraction), "k_top": k_top,
@@ -159,8 +199,9 @@ def analyze(
         "jaccard": {"targets": names, "k": int(k), "matrix": jaccard_of_sets([o[:k] for o in orders])},
         "per_step": _per_step(scores, col["st"], names), "files": {},
     }  # fmt: skip
-    if cat_rows is not None:
+    if cat_rows is not None and "category_enrichment" in per_target[primary]:
         result["category_enrichment"] = {c: v["ratio"] for c, v in per_target[primary]["category_enrichment"].items()}
+        result["category_base"] = "sample" if category_base is not None else "window"
     if out_dir is not None:
         rows = top_bottom_table(scores, names, global_index=col["gi"], step=col["st"], position=col["po"],
                                 k=int(table_k), loss=col["lo"], category_rows=cat_rows, category_names=cat_names,

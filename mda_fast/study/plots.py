@@ -287,15 +287,19 @@ def category_png(analysis: Mapping[str, Any], target: Optional[str] = None) -> b
     enr = analysis["per_target"][t].get("category_enrichment")
     if not enr:
         raise ValueError(f"the analysis has no category enrichment for target {t!r}")
-    cats = list(enr)
+    cats = [c for c in enr if any((enr[c].get(k) or 0) > 0 for k in ("base_share", "top_share", "bottom_share"))]
+    cats = cats or list(enr)
     top = np.array([enr[c]["top_share"] for c in cats]) * 100
     base = np.array([enr[c]["base_share"] for c in cats]) * 100
+    bottom = np.array([enr[c].get("bottom_share") or 0.0 for c in cats]) * 100
     x = np.arange(len(cats))
-    w = 0.38
+    w = 0.38 if "bottom_share" not in enr[cats[0]] else 0.27
     fig = new_figure(max(6.0, 0.9 * len(cats) + 2.5), 4.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(x - w / 2, base, w, color="#9aa5b1", label="base rate (all scored samples)")
     ax.bar(x + w / 2, top, w, color="#d62728", label=f"top {100 * analysis['top_fraction']:.4g}% by score")
+    if "bottom_share" in enr[cats[0]]:
+        ax.bar(x + 1.5 * w, bottom, w, color="#1f77b4", label=f"bottom {100 * analysis['top_fraction']:.4g}%")
     for i, c in enumerate(cats):
         ratio = enr[c]["ratio"]
         txt = "n/a" if ratio is None else f"×{ratio:.2f}"

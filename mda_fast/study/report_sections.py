@@ -106,17 +106,34 @@ def category_section(analysis: Mapping[str, Any]) -> str:
     body = [img(plots.category_png(analysis, t0), "category bars",
                 f"Token-fraction-weighted share of each category in the top {frac:.0%} of {t0} against its base "
                 "rate over all scored samples; label = ratio.")]  # fmt: skip
-    cats = analysis["categories"]
-    header = ["category"] + [f"{t}: top / base (ratio)" for t in analysis["targets"]]
+    enr0 = analysis["per_target"][t0]["category_enrichment"]
+    cats = [c for c in analysis["categories"] if any((enr0[c].get(k) or 0) > 0 for k in ("base_share", "top_share",
+                                                                                          "bottom_share"))]  # fmt: skip
+    base_of = "a random sample of the window" if analysis.get("category_base") == "sample" else "all scored samples"
+    n_base = enr0[cats[0]].get("n_base") if cats else None
+    body.append(f"<p>Base rates over {base_of}" + (f" ({n_base} rows)" if n_base else "") + "; intervals: "
+                "bootstrap 95%. Categories with no tokens anywhere are left out.</p>")  # fmt: skip
+    others = [t for t in analysis["targets"][1:] if analysis["per_target"][t].get("category_enrichment")]
+    header = ["category", "base", f"top {frac:.0%}", "top ratio [95%]", f"bottom {frac:.0%}", "bottom ratio [95%]"]
+    header += [f"{t}: top ratio [95%]" for t in others]
     rows = []
     for c in cats:
-        r = [esc(c)]
-        for t in analysis["targets"]:
-            v = analysis["per_target"][t]["category_enrichment"][c]
-            r.append(f"{pct(v['top_share'])} / {pct(v['base_share'])} (×{fmt(v['ratio'], 3)})")
+        v = enr0[c]
+        r = [esc(c), pct(v["base_share"]), pct(v["top_share"]), _ratio(v, "top")]
+        r += [pct(v["bottom_share"]), _ratio(v, "bottom")] if "bottom_share" in v else ["", ""]
+        r += [_ratio(analysis["per_target"][t]["category_enrichment"][c], "top") for t in others]
         rows.append(r)
     body.append(table(header, rows, num_cols=range(1, len(header))))
-    return section("categories", "Categories in the top set", "".join(body))
+    return section("categories", "Categories in the top and bottom sets", "".join(body))
+
+
+def _ratio(v: Mapping[str, Any], which: str) -> str:
+    """``×r [lo, hi]`` of a set's enrichment ratio (``n/a`` without a base share)."""
+    r = v.get(f"{which}_ratio", v.get("ratio"))
+    ci = v.get(f"{which}_ratio_95")
+    if r is None:
+        return "n/a"
+    return f"×{fmt(r, 3)}" + (f" [{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else "")
 
 
 def _sample_row(r: Mapping[str, Any], has_cats: bool, eod: Optional[str]) -> str:

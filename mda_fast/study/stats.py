@@ -27,6 +27,7 @@ __all__ = [
     "cumulative_influence",
     "power_law_fit",
     "category_enrichment",
+    "enrichment_intervals",
     "score_stats",
     "top_sets",
     "jaccard_matrix",
@@ -260,6 +261,77 @@ def category_enrichment(
             "base_share": float(base[c]),
             "ratio": float(top[c] / base[c]) if base[c] > 0 else None,
         }
+    return out
+
+
+def _boot_means(rows: np.ndarray, n_boot: int, rng: np.random.Generator, block: int = 64) -> np.ndarray:
+    """``[n_boot, n_categories]``: the mean of ``rows`` over ``n_boot`` resamples with replacement."""
+    k = rows.shape[0]
+    out = np.empty((n_boot, rows.shape[1]))
+    for b0 in range(0, n_boot, block):
+        b1 = min(n_boot, b0 + block)
+        w = np.stack([np.bincount(rng.integers(0, k, size=k), minlength=k) for _ in range(b1 - b0)]).astype(np.float64)
+        out[b0:b1] = w @ rows / k
+    return out
+
+
+def enrichment_intervals(
+    rows: np.ndarray,
+    sets: Dict[str, np.ndarray],
+    base_idx: np.ndarray,
+    category_names: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    resample_base: bool = True,
+) -> Dict[str, Dict[str, Any]]:
+    """Each category's share in each set of ``sets`` (``{"top": idx, "bottom": idx}``) against its base rate over
+    ``base_idx``, with a percentile bootstrap interval of every ratio.
+
+    ``rows`` ``[n, n_categories]`` are the fractions of each row's tokens per category (float64, finite on every
+    indexed row). Per category: ``base_share`` and, for each set ``s``, ``s_share``, ``s_ratio = s_share /
+    base_share`` (``None`` when the base share is 0) and ``s_ratio_95`` ``[lo, hi]``: the ``(1-level)/2`` and
+    ``(1+level)/2`` quantiles of the ratio over ``n_boot`` resamples, each set and the base rows resampled
+    independently with replacement (seeded); with ``resample_base=False`` the base rate is taken as exact (the base
+    rows are the whole population, e.g. every row of the window) and only the sets are resampled. The set ``"top"`` also appears under the names ``top_share`` and
+    ``ratio`` of :func:`category_enrichment`.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    names = [str(c) for c in category_names]
+    if rows.ndim != 2 or rows.shape[1] != len(names):
+        raise ValueError(f"rows must be [n, {len(names)}], got shape {tuple(rows.shape)}")
+    rng = np.random.default_rng([seed, 0xB007])
+    base_rows = rows[np.asarray(base_idx)]
+    if base_rows.shape[0] == 0 or not np.isfinite(base_rows).all():
+        raise ValueError("base_idx must index a non-empty set of classified (finite) rows")
+    base = base_rows.mean(axis=0)
+    base_b = _boot_means(base_rows, n_boot, rng) if resample_base else np.broadcast_to(base, (n_boot, base.size))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    out: Dict[str, Dict[str, Any]] = {c: {"base_share": float(base[j]), "n_base": int(base_rows.shape[0])}
+                                      for j, c in enumerate(names)}  # fmt: skip
+    for sname, idx in sets.items():
+        srows = rows[np.asarray(idx)]
+        if srows.shape[0] == 0 or not np.isfinite(srows).all():
+            raise ValueError(f"set {sname!r} must index a non-empty set of classified (finite) rows")
+        share = srows.mean(axis=0)
+        share_b = _boot_means(srows, n_boot, rng)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_b = share_b / base_b
+        for j, c in enumerate(names):
+            e = out[c]
+            e[f"{sname}_share"] = float(share[j])
+            e[f"n_{sname}"] = int(srows.shape[0])
+            if base[j] > 0:
+                e[f"{sname}_ratio"] = float(share[j] / base[j])
+                # inf where a resampled base is 0 (an unbounded upper end); 0/0 resamples are left out
+                lo, hi = np.nanquantile(ratio_b[:, j], q, method="inverted_cdf")
+                e[f"{sname}_ratio_95"] = [float(lo), float(hi)]
+            else:
+                e[f"{sname}_ratio"] = None
+                e[f"{sname}_ratio_95"] = None
+    for e in out.values():
+        if "top_share" in e:
+            e["ratio"] = e["top_ratio"]
     return out
 
 

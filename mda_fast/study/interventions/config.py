@@ -206,7 +206,8 @@ class InterventionConfig:
                 f"categories: expected [n_rows >= {self.end_step * self.batch_size}, n_categories], "
                 f"got shape {fr.shape}"
             )
-        return np.argmax(fr, axis=1), names
+        known = np.isfinite(fr).all(axis=1)  # rows without categories (a sampled categorization) are -1
+        return np.where(known, np.argmax(np.where(np.isfinite(fr), fr, -1.0), axis=1), -1), names
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "categories"}

@@ -99,6 +99,17 @@ def _matched_sets(config: InterventionConfig, top: np.ndarray, pool: np.ndarray)
     of them, and the shortfall is filled with uniformly random rows of the other categories; the composition
     then records ``{"shortfall": {category: rows not matched}}`` and a warning names it."""
     dom, names = config.dominant_categories()
+    if (dom[top] < 0).any():
+        raise ValueError(
+            f"matched arms: {int((dom[top] < 0).sum())} rows of the top set carry no category; categorize the "
+            "top set first (`mda-fast categorize`)"
+        )
+    pool = pool[dom[pool] >= 0]  # only rows with a category can be matched (a sampled categorization: the sample)
+    if pool.size < top.size:
+        raise ValueError(
+            f"matched arms: only {pool.size} rows outside the top set carry a category, fewer than the top set's "
+            f"{top.size}; categorize more of the window (categorize.sample_rows, 0: every row)"
+        )
     need = np.bincount(dom[top], minlength=len(names))
     pool_dom = dom[pool]
     take = np.minimum(need, np.bincount(pool_dom, minlength=len(names)))
