@@ -57,6 +57,8 @@ rm -f "$OUT/gpu_check.json" "$OUT/gpu_check.md" "$OUT"/logs/*
 # scratch (test-outcome streams) outside $OUT, so $OUT holds 8 files: gpu_check.json, gpu_check.md, 6 logs
 export GPU_CHECK_WORK="${GPU_CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_work.XXXXXX")}"
 export PYTHONUNBUFFERED=1
+# CMake finds CUDA's nvcc in /usr/local/cuda without PATH; the package check looks on PATH
+if ! command -v nvcc > /dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then export PATH="$PATH:/usr/local/cuda/bin"; fi
 NAMES=(_ build op_tests kernels e2e torchrun suite)
 BUDGET=(_ 90 75 60 75 90 90)
 DRYARG=()

@@ -56,7 +56,8 @@ def pytest_runtest_logreport(report):
         line = {"nodeid": report.nodeid, "outcome": outcome_of(report), "when": report.when}
         line["seconds"] = round(float(getattr(report, "duration", 0.0)), 4)
         if report.failed:
-            text = str(report.longrepr) if report.longrepr is not None else ""
-            line["error"] = (text.strip().splitlines() or [""])[-1][:300]
+            crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+            text = crash or (str(report.longrepr) if report.longrepr is not None else "")
+            line["error"] = " ".join(text.split())[:300]  # the assertion / exception message, on one line
         with open(path, "a") as fh:
             fh.write(json.dumps(line) + "\n")

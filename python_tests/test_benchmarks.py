@@ -243,3 +243,24 @@ def test_gpu_check_missing_package_stops_after_stage_1(tmp_path):
 def test_gpu_check_bad_usage(tmp_path, args, env, msg):
     p = _gpu_check(tmp_path, *args, **env)
     assert p.returncode == 2 and msg in p.stdout and not (tmp_path / "gpu_check.json").exists()
+
+
+def test_gpu_check_pytest_runner_stops_at_its_deadline_and_keeps_outcomes(tmp_path, monkeypatch):
+    """gpu_stages.run_pytest: a pytest run past the stage's deadline is stopped (Ctrl-C, then a kill); the tests
+    that ended before it stay counted, from the outcome stream of the gpu_check_pytest plugin."""
+    stages = load("gpu_stages")
+    monkeypatch.setenv("GPU_CHECK_WORK", str(tmp_path / "work"))
+    os.makedirs(tmp_path / "work")
+    t = tmp_path / "t"
+    t.mkdir()
+    (t / "test_slow.py").write_text(
+        "import time\n\ndef test_a_fast():\n    assert True\n\n\ndef test_b_fails():\n    assert 1 == 2\n\n\n"
+        "def test_c_slow():\n    time.sleep(300)\n"
+    )
+    res = stages.run_pytest(str(tmp_path), "x", [str(t / "test_slow.py"), "-p", "no:xdist"], deadline=8)
+    assert res["rc"] == "timeout"
+    assert res["counts"] == {"passed": 1, "failed": 1} and res["n_failures"] == 1
+    assert (
+        list(res["failures"]) == ["test_slow.py::test_b_fails"]
+        and "assert 1 == 2" in res["failures"]["test_slow.py::test_b_fails"]
+    )
