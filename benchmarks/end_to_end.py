@@ -3,12 +3,14 @@
 (a) authors' method, re-implemented: batch size 1, full ``loss.backward()`` per sequence, then
     Σ_b ⟨∇_b L(z), P_b⟩ with the head's weight-slice gradients and the scorer's preconditioned probe gradients P_b;
 (b) kronfluence 1.0.1 EK-FAC, tracking the layer's whole ``query_key_value`` and ``dense`` modules;
-(c) mda-fast ``InfluenceScorer.score`` in batches.
+(c) mda-fast ``InfluenceScorer.score`` in batches;
+(f) with ``--forward``: one no-grad forward of the model in the same batches (the floor any scoring method pays).
 
 (a) and (c) share the same factors and P_b, so their scores must agree (Pearson > 0.999 in fp32).
 
     python benchmarks/end_to_end.py --model demo --n 128
     python benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --batch-size 8
+    python benchmarks/end_to_end.py ... --tf32 --forward --json e2e.json   # seq/s and tokens/s per method as JSON
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import sys
 import tempfile
@@ -108,6 +111,13 @@ def method_c(scorer, rows, bs) -> torch.Tensor:
         for i in tqdm(range(0, len(rows), bs), desc="(c) mda-fast", unit="batch", leave=False)
     ]
     return torch.cat(parts)
+
+
+def method_f(model, rows, bs) -> None:
+    """(f): one no-grad forward of the whole model (logits included), in batches of ``bs``; no scores."""
+    with torch.no_grad():
+        for i in range(0, len(rows), bs):
+            model(input_ids=rows[i : i + bs, :-1])
 
 
 def method_c_hf(scorer, rows, bs) -> torch.Tensor:
@@ -226,6 +236,8 @@ def parse_args(argv=None):
         action="store_true",
         help="also time (c) with the lean forward's torch.compile'd pieces (compiled before timing)",
     )
+    ap.add_argument("--forward", action="store_true", help="also time (f): one no-grad forward in the same batches")
+    ap.add_argument("--json", help="write the per-method seq/s and tokens/s, agreement and settings here")
     ap.add_argument("--skip-a", action="store_true", help="skip (a) (its row and Pearson then compare to (c))")
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
@@ -240,6 +252,7 @@ NAMES = {
     "t": "(c) mda-fast, TF32 matmuls, bs {bs}",
     "h": "(c) without the lean forward (HF forward + hooks), bs {bs}",
     "k": "(c) mda-fast, torch.compile'd lean forward, bs {bs}",
+    "f": "(f) one no-grad forward (logits), bs {bs}",
 }
 
 
@@ -248,6 +261,7 @@ def alternate(args, model, blocks, scorers, rows, bs, dev):
     machine hit all alike. Returns ``(seconds per method, per-round seconds per method, scores per method)``."""
     n = len(rows)
     keys = [k for k in ("a", "c", "t", "h", "k") if k in scorers or (k == "a" and not args.skip_a)]
+    keys += ["f"] if args.forward else []
     res, per_round, parts = {k: 0.0 for k in keys}, {k: [] for k in keys}, {k: [] for k in keys}
     step = -(-n // args.rounds // bs) * bs  # whole batches per round
     for r0 in range(0, n, step):
@@ -258,13 +272,14 @@ def alternate(args, model, blocks, scorers, rows, bs, dev):
             "t": lambda: method_c(scorers.get("t"), part, bs),
             "h": lambda: method_c_hf(scorers["c"], part, bs),
             "k": lambda: method_c(scorers.get("k"), part, bs),
+            "f": lambda: method_f(model, part, bs),
         }
         for k in keys:
             out, t = timed(runs[k], dev)
             parts[k].append(out)
             res[k] += t
             per_round[k].append(t)
-    return res, per_round, {k: torch.cat(v) for k, v in parts.items()}
+    return res, per_round, {k: torch.cat(v) for k, v in parts.items() if k != "f"}
 
 
 def build_scorers(args, model, spec, factors, pk, rows, bs):
@@ -292,7 +307,7 @@ def report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev)
     sa, sc = scores[ref], scores["c"]
     r_ac = pearson(sa, sc)
     lines = [f"| method | seq/s | time for N | speed vs ({ref}) |", "| --- | ---: | ---: | ---: |"]
-    for k in ("a", "b", "h", "c", "t", "k"):
+    for k in ("a", "b", "h", "c", "t", "k", "f"):
         if k in res:
             rate = n / res[k]
             lines.append(
@@ -335,6 +350,43 @@ def report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev)
     return "\n".join(lines), notes, where, r_ac
 
 
+def write_json(args, argv, res, scores, n, n_fit, T, bs, t_fit_c, where, r_ac) -> None:
+    """Per method: seconds for the N rows, seq/s, tokens/s (T input tokens a row) and speed against (a) or (c)."""
+    ref = "a" if "a" in res else "c"
+    methods = {
+        k: {
+            "name": NAMES[k].format(bs=bs),
+            "seconds": t,
+            "seq_per_s": n / t,
+            "tokens_per_s": n * T / t,
+            "speed_vs_ref": res[ref] / t,
+        }
+        for k, t in res.items()
+    }
+    for k in methods:
+        if k in scores and k != ref:
+            methods[k]["pearson_vs_ref"] = pearson(scores[ref], scores[k])
+    out = {
+        "command": "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": str(datetime.date.today()),
+        "where": where,
+        "device": str(args.device),
+        "model": args.model,
+        "T": T,
+        "n": n,
+        "n_fit": n_fit,
+        "batch_size": bs,
+        "ref": ref,
+        "fit_seconds": t_fit_c,
+        "pearson_ref_c": r_ac,
+        "agree": r_ac > 0.999,
+        "methods": methods,
+        "projected_window_seconds": PYTHIA_WINDOW / (n / res["c"]),
+    }
+    with open(args.json, "w") as fh:
+        json.dump(out, fh, indent=1)
+
+
 def main(argv=None):
     args = parse_args(argv)
     dev = torch.device(args.device)
@@ -372,6 +424,8 @@ def main(argv=None):
     scorers = build_scorers(args, model, spec, factors, pk, rows, bs)
     if not args.skip_a:
         method_a(model, blocks, scorers["c"].queries, rows[:1], dev)  # warm-up: one sequence of (a)
+    if args.forward:
+        method_f(model, rows[:bs], bs)  # warm-up
     res, per_round, scores = alternate(args, model, blocks, scorers, rows, bs, dev)
     t_fit_b = None
     if not args.skip_kronfluence:
@@ -382,6 +436,8 @@ def main(argv=None):
     print(table)
     for line in notes:
         print(line)
+    if args.json:
+        write_json(args, argv, res, scores, n, n_fit, T, bs, t_fit_c, where, r_ac)
     if args.markdown:
         cmd = "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv)
         with open(args.markdown, "a") as f:

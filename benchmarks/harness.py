@@ -69,15 +69,21 @@ class Case:
 
 
 def make_inputs(c: Case, device: str):
-    """X, Y, mask (90% of tokens), P, Q_S, Q_A on ``device`` (seeded)."""
-    g = torch.Generator(device="cpu").manual_seed(0)
+    """X, Y, mask (90% of tokens), P, Q_S, Q_A on ``device`` (seeded; drawn on the GPU for a CUDA device, where
+    the Pythia-1b blocks' 268M-element X would take seconds on the CPU)."""
+    gen_dev = "cuda" if torch.device(device).type == "cuda" else "cpu"
+    g = torch.Generator(device=gen_dev).manual_seed(0)
     dt = DTYPES[c.dtype]
-    X = torch.randn(c.N, c.T, c.d_in, generator=g).to(device=device, dtype=dt)
-    Y = torch.randn(c.N, c.T, c.d_out, generator=g).to(device=device, dtype=dt)
-    mask = (torch.rand(c.N, c.T, generator=g) < 0.9).to(device)
-    P = torch.randn(c.K, c.d_out, c.D, generator=g).to(device)
-    Q_S = torch.linalg.qr(torch.randn(c.d_out, c.d_out, generator=g))[0].contiguous().to(device)
-    Q_A = torch.linalg.qr(torch.randn(c.D, c.D, generator=g))[0].contiguous().to(device)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, device=gen_dev)
+
+    X = randn(c.N, c.T, c.d_in).to(device=device, dtype=dt)
+    Y = randn(c.N, c.T, c.d_out).to(device=device, dtype=dt)
+    mask = (torch.rand(c.N, c.T, generator=g, device=gen_dev) < 0.9).to(device)
+    P = randn(c.K, c.d_out, c.D).to(device)
+    Q_S = torch.linalg.qr(randn(c.d_out, c.d_out))[0].contiguous().to(device)
+    Q_A = torch.linalg.qr(randn(c.D, c.D))[0].contiguous().to(device)
     return X, Y, mask, P, Q_S, Q_A
 
 

@@ -69,3 +69,24 @@ def test_kernels_compile_for_sm80_and_sm90():
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert res.stdout.count("sm_90") == res.stdout.count("sm_80") == 8  # 4 kernels x 2 dtypes
+
+
+def test_autotune_env_keeps_only_the_largest_config(monkeypatch):
+    """MDA_FAST_TRITON_AUTOTUNE=0 (gpu_check.sh's op tests and microbenchmarks): each kernel's last, largest
+    config, the one compile_check compiles; unset: the whole table."""
+    from mda_fast.kernels import triton_covariance, triton_eigen_sq, triton_score
+    from mda_fast.kernels.triton_tile import AUTOTUNE_ENV
+
+    def cfg(c):
+        return (tuple(sorted(c.kwargs.items())), c.num_warps, c.num_stages)
+
+    monkeypatch.delenv(AUTOTUNE_ENV, raising=False)
+    full = {m: [cfg(c) for c in m._configs(False)] for m in (triton_score, triton_covariance, triton_eigen_sq)}
+    assert all(len(v) > 1 for v in full.values())
+    for off in ("0", "off", "False"):
+        monkeypatch.setenv(AUTOTUNE_ENV, off)
+        for m, configs in full.items():
+            assert [cfg(c) for c in m._configs(False)] == configs[-1:]
+            assert len(m._configs(True)) == 1  # the interpreter's one small config, as before
+    monkeypatch.setenv(AUTOTUNE_ENV, "1")
+    assert {m: [cfg(c) for c in m._configs(False)] for m in full} == full

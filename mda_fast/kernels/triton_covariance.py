@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_tile import compile_configs, g_tile, interpret_mode, precision, signature
+from .triton_tile import autotune_configs, compile_configs, g_tile, interpret_mode, precision, signature
 
 # Rows per program are a multiple of this (every config's BLOCK_R divides it).
 ROW_QUANTUM = 256
@@ -46,17 +46,19 @@ def _covariance_kernel(X, M, Acc, R, d_in, D, rows_per_split, HAS_MASK: tl.const
 def _configs(interpret: bool):
     if interpret:
         return [triton.Config({"BLOCK_D": 64, "BLOCK_R": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_D": bd, "BLOCK_R": br}, num_warps=w, num_stages=s)
-        for bd, br, w, s in [
-            (64, 64, 4, 4),
-            (64, 128, 4, 3),
-            (128, 32, 8, 4),
-            (128, 64, 8, 3),
-            (128, 64, 4, 3),
-            (128, 128, 8, 3),
+    return autotune_configs(
+        [
+            triton.Config({"BLOCK_D": bd, "BLOCK_R": br}, num_warps=w, num_stages=s)
+            for bd, br, w, s in [
+                (64, 64, 4, 4),
+                (64, 128, 4, 3),
+                (128, 32, 8, 4),
+                (128, 64, 8, 3),
+                (128, 64, 4, 3),
+                (128, 128, 8, 3),
+            ]
         ]
-    ]
+    )
 
 
 @functools.cache

@@ -13,6 +13,7 @@ check it, ``interpret_mode``).
 from __future__ import annotations
 
 import inspect
+import os
 
 import triton
 import triton.language as tl
@@ -134,10 +135,25 @@ def tile_configs(interpret: bool, table=TABLE):
     config in interpreter mode."""
     if interpret:
         return [triton.Config({"BLOCK_O": 64, "BLOCK_I": 64, "BLOCK_T": 32}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
-        for bo, bi, bt, w, s in table
-    ]
+    return autotune_configs(
+        [
+            triton.Config({"BLOCK_O": bo, "BLOCK_I": bi, "BLOCK_T": bt}, num_warps=w, num_stages=s)
+            for bo, bi, bt, w, s in table
+        ]
+    )
+
+
+#: ``MDA_FAST_TRITON_AUTOTUNE=0``: each compiled kernel runs its largest config (the one ``compile_check``
+#: compiles) instead of autotuning over its table, so a new shape costs one compile instead of one per config
+#: (benchmarks/gpu_check.sh sets it for the op tests and the microbenchmarks, where cold autotuning would not fit)
+AUTOTUNE_ENV = "MDA_FAST_TRITON_AUTOTUNE"
+
+
+def autotune_configs(configs: list) -> list:
+    """``configs``, or only the last (largest) one when ``MDA_FAST_TRITON_AUTOTUNE`` is 0/off/false/no."""
+    if os.environ.get(AUTOTUNE_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+        return configs[-1:]
+    return configs
 
 
 def compile_configs(configs, all_configs: bool):
