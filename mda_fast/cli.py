@@ -73,21 +73,10 @@ def _run_whole(args, progress: bool):
         return run_study(args.out, args.set, config_path=args.config, progress=progress, quick=args.quick)
     from .stages.corpus import run_corpus
 
+    options = ("tokenizer", "seq_len", "packing", "include_hidden", "max_file_bytes", "text_field", "category_field",
+               "categories", "shuffle_seed", "bad_records")  # fmt: skip
     return run_corpus(
-        args.dirs,
-        args.out,
-        tokenizer=args.tokenizer,
-        seq_len=args.seq_len,
-        packing=args.packing,
-        map_path=args.map,
-        progress=progress,
-        include_hidden=args.include_hidden,
-        max_file_bytes=args.max_file_bytes,
-        text_field=args.text_field,
-        category_field=args.category_field,
-        categories=args.categories,
-        shuffle_seed=args.shuffle_seed,
-        bad_records=args.bad_records,
+        args.dirs, args.out, map_path=args.map, progress=progress, **{k: getattr(args, k) for k in options}
     )
 
 

@@ -28,11 +28,12 @@ return tokens as ``[*, seq_len]`` arrays (inputs ``row[:-1]``, labels ``row[1:]`
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import DataError, MissingDataError
+from .batches import StepBatches
 
 __all__ = ["OLMO_DTYPES", "OLMoBatches", "olmo_order", "read_path_list"]
 
@@ -83,7 +84,7 @@ def read_path_list(path: Union[str, os.PathLike], root: Optional[str] = None) ->
     return out
 
 
-class OLMoBatches:
+class OLMoBatches(StepBatches):
     """Batches of OLMo token files in OLMo's shuffled step order.
 
     Args:
@@ -208,7 +209,7 @@ class OLMoBatches:
 
     def sequence_ids(self, global_indices) -> np.ndarray:
         """OLMo's instance index (its ``batch["index"]``) of each training-order position."""
-        g = self._check_positions(global_indices)
+        g = self.checked_indices(global_indices)
         return np.asarray(self.order[g], dtype=np.int64)
 
     def source(self, sequence_id: int) -> Tuple[str, int, int]:
@@ -220,36 +221,9 @@ class OLMoBatches:
         local = s - int(self.offsets[i])
         return self.files[i], local, local * self.seq_len
 
-    # -- index arithmetic (as PythiaBatches) -----------------------------------------------------------------
-    def global_index(self, step, pos):
-        """``step * batch_size + pos`` (ints or arrays): a position in the epoch's training order."""
-        s, p = np.asarray(step), np.asarray(pos)
-        if np.any(s < 0) or np.any(s >= self.n_steps):
-            raise ValueError(f"step {step} outside [0, {self.n_steps})")
-        if np.any(p < 0) or np.any(p >= self.batch_size):
-            raise ValueError(f"position {pos} outside [0, {self.batch_size})")
-        out = s.astype(np.int64) * self.batch_size + p
-        return int(out) if out.ndim == 0 else out
-
-    def locate(self, global_index):
-        """Inverse of :meth:`global_index`: ``(step, position_in_batch)``."""
-        g = np.asarray(global_index)
-        if np.any(g < 0) or np.any(g >= self.n_steps * self.batch_size):
-            raise ValueError(
-                f"global index {global_index} outside the {self.n_steps} full steps "
-                f"[0, {self.n_steps * self.batch_size})"
-            )
-        s, p = np.divmod(g.astype(np.int64), self.batch_size)
-        return (int(s), int(p)) if g.ndim == 0 else (s, p)
-
     # -- reading ---------------------------------------------------------------------------------------------
-    def _check_positions(self, global_indices) -> np.ndarray:
-        g = np.asarray(global_indices)
-        if g.ndim != 1 or (g.size and g.dtype.kind not in "iu"):
-            raise ValueError(f"global_indices must be a 1-D integer array, got shape {g.shape} dtype {g.dtype}")
-        if g.size and (g.min() < 0 or g.max() >= self.n_rows):
-            raise ValueError(f"global indices must lie in [0, {self.n_rows}), got range [{g.min()}, {g.max()}]")
-        return g.astype(np.int64)
+    def _range(self, lo: int, hi: int) -> np.ndarray:
+        return self.rows(np.arange(lo, hi, dtype=np.int64))
 
     def rows(self, global_indices) -> np.ndarray:
         """Tokens ``[len, seq_len]`` at training-order positions (any order, repeats allowed), native byte order."""
@@ -261,32 +235,6 @@ class OLMoBatches:
             out[m] = self._tokens(i)[ids[m] - int(self.offsets[i])]
         return out
 
-    def step(self, k: int) -> np.ndarray:
-        """Step ``k``'s batch ``[batch_size, seq_len]`` (in ``order`` order, not OLMo's rank interleaving)."""
-        if not isinstance(k, (int, np.integer)):
-            raise TypeError(f"step must be an int, got {type(k).__name__}")
-        if not 0 <= k < self.n_steps:
-            raise ValueError(f"step {k} outside [0, {self.n_steps}) for {self.n_rows} rows of batch {self.batch_size}")
-        return self.rows(np.arange(k * self.batch_size, (k + 1) * self.batch_size, dtype=np.int64))
-
-    def window(
-        self, start_step: int, end_step: int, chunk: Optional[int] = None
-    ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(global_index, step, position_in_batch, tokens)`` for steps ``[start_step, end_step)``, ``chunk``
-        rows at a time (default ``batch_size``), as :meth:`PythiaBatches.window`."""
-        if not (0 <= start_step <= end_step <= self.n_steps):
-            raise ValueError(
-                f"window [{start_step}, {end_step}) is not within the {self.n_steps} steps of {self.path!r} "
-                f"(end_step is exclusive, so it may equal n_steps)"
-            )
-        chunk = self.batch_size if chunk is None else chunk
-        if not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        lo, hi = start_step * self.batch_size, end_step * self.batch_size
-        for a in range(lo, hi, chunk):
-            g = np.arange(a, min(hi, a + chunk), dtype=np.int64)
-            yield g, g // self.batch_size, g % self.batch_size, self.rows(g)
-
     def write_order(self, path: Union[str, os.PathLike]) -> str:
         """Write the epoch's order as OLMo writes ``global_indices.npy`` (raw ``uint32``, no header), so later runs
         read it (``order_file``) instead of shuffling again; returns the path."""
@@ -295,9 +243,6 @@ class OLMoBatches:
         np.asarray(self.order, dtype="<u4").tofile(tmp)
         os.replace(tmp, path)
         return path
-
-    def __len__(self) -> int:
-        return self.n_steps
 
     def __repr__(self) -> str:
         return (

@@ -15,17 +15,18 @@ is ``document.idx`` plus the 21 byte-split shards ``document-00000-of-00020.bin`
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 
 from ..errors import DataError
+from .batches import StepBatches
 from .megatron import MMapIndexedDataset
 
 __all__ = ["PythiaBatches"]
 
 
-class PythiaBatches:
+class PythiaBatches(StepBatches):
     """Batches of a pre-shuffled token file in Pythia's step order.
 
     Args:
@@ -103,28 +104,6 @@ class PythiaBatches:
                 blocks.append((r0, r1, buf[r0 * rb - a : r1 * rb - a].view(ds.dtype).reshape(r1 - r0, L)))
         return blocks
 
-    # -- index arithmetic ------------------------------------------------------------------------------------
-    def global_index(self, step, pos):
-        """``step * batch_size + pos`` (ints or arrays); validates both ranges."""
-        s, p = np.asarray(step), np.asarray(pos)
-        if np.any(s < 0) or np.any(s >= self.n_steps):
-            raise ValueError(f"step {step} outside [0, {self.n_steps})")
-        if np.any(p < 0) or np.any(p >= self.batch_size):
-            raise ValueError(f"position {pos} outside [0, {self.batch_size})")
-        out = s.astype(np.int64) * self.batch_size + p
-        return int(out) if out.ndim == 0 else out
-
-    def locate(self, global_index):
-        """Inverse of :meth:`global_index`: ``(step, position_in_batch)``."""
-        g = np.asarray(global_index)
-        if np.any(g < 0) or np.any(g >= self.n_steps * self.batch_size):
-            raise ValueError(
-                f"global index {global_index} outside the {self.n_steps} full steps "
-                f"[0, {self.n_steps * self.batch_size})"
-            )
-        s, p = np.divmod(g.astype(np.int64), self.batch_size)
-        return (int(s), int(p)) if g.ndim == 0 else (s, p)
-
     # -- reading ---------------------------------------------------------------------------------------------
     def _range(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` as a fresh ``[hi - lo, seq_len]`` array."""
@@ -143,22 +122,9 @@ class PythiaBatches:
             toks = toks.copy()
         return toks.astype(self.dtype.newbyteorder("="), copy=False).reshape(hi - lo, L)
 
-    def step(self, k: int) -> np.ndarray:
-        """Step ``k``'s batch ``[batch_size, seq_len]`` in the native dtype."""
-        if not isinstance(k, (int, np.integer)):
-            raise TypeError(f"step must be an int, got {type(k).__name__}")
-        if not 0 <= k < self.n_steps:
-            raise ValueError(f"step {k} outside [0, {self.n_steps}) for {self.n_rows} rows of batch {self.batch_size}")
-        return self._range(k * self.batch_size, (k + 1) * self.batch_size)
-
     def rows(self, global_indices) -> np.ndarray:
         """Rows at arbitrary global indices ``[len, seq_len]`` (any order, repeats allowed)."""
-        g = np.asarray(global_indices)
-        if g.ndim != 1 or (g.size and g.dtype.kind not in "iu"):
-            raise ValueError(f"global_indices must be a 1-D integer array, got shape {g.shape} dtype {g.dtype}")
-        if g.size and (g.min() < 0 or g.max() >= self.n_rows):
-            raise ValueError(f"global indices must lie in [0, {self.n_rows}), got range [{g.min()}, {g.max()}]")
-        g = g.astype(np.int64)
+        g = self.checked_indices(global_indices)
         out = np.empty((g.size, self.seq_len), dtype=self.dtype.newbyteorder("="))
         if self._npy is not None:
             out[:] = self._npy[g]
@@ -177,32 +143,6 @@ class PythiaBatches:
         ds = self._ds
         start = int(ds.pointers[i]) // ds.dtype.itemsize if self.packing == "rows" else i * self.seq_len
         return ds.read_tokens(start, self.seq_len)
-
-    def window(
-        self, start_step: int, end_step: int, chunk: Optional[int] = None
-    ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(global_index, step, position_in_batch, tokens)`` for steps ``[start_step, end_step)``.
-
-        ``end_step`` is exclusive. Each tuple holds ``chunk`` rows (default ``batch_size``; the last may be
-        shorter) in global order, so a chunk may straddle a step boundary. Index arrays are int64 ``[c]``,
-        tokens ``[c, seq_len]``.
-        """
-        if not (0 <= start_step <= end_step <= self.n_steps):
-            raise ValueError(
-                f"window [{start_step}, {end_step}) is not within the {self.n_steps} steps of {self.path!r} "
-                f"(end_step is exclusive, so it may equal n_steps)"
-            )
-        chunk = self.batch_size if chunk is None else chunk
-        if not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-        lo, hi = start_step * self.batch_size, end_step * self.batch_size
-        for a in range(lo, hi, chunk):
-            b = min(hi, a + chunk)
-            g = np.arange(a, b, dtype=np.int64)
-            yield g, g // self.batch_size, g % self.batch_size, self._range(a, b)
-
-    def __len__(self) -> int:
-        return self.n_steps
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,16 @@ __all__ = ["RowWriter", "NpyAppender", "MAX_COLUMNS"]
 MAX_COLUMNS = 4096
 
 
-class NpyAppender:
+class _Spool:
+    """A temporary file written as the build streams (``path``, open as ``fh``), turned into its ``.npy`` at the end."""
+
+    path: str
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class NpyAppender(_Spool):
     """Rows of a fixed width and dtype appended to a raw file, turned into a ``.npy`` at :meth:`save`."""
 
     def __init__(self, path: str, dtype, width: int):
@@ -47,11 +56,8 @@ class NpyAppender:
         del out
         os.remove(self.path)
 
-    def close(self) -> None:
-        self.fh.close()
 
-
-class _Counts:
+class _Counts(_Spool):
     """Per-row token counts of one labelling, for the rows in the buffer; flushed as chunks of the columns seen."""
 
     def __init__(self, path: str, rows: int):
@@ -102,9 +108,6 @@ class _Counts:
         out.flush()
         del out
         os.remove(self.path)
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 class RowWriter:
