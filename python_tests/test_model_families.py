@@ -438,3 +438,18 @@ def test_demo_refuses_a_family_without_an_adapter(tmp_path):
     cfg = load_config(overrides=[f"train.family={unserved[0]}"])
     with pytest.raises(ConfigError, match=f"train.family = '{unserved[0]}': no model adapter serves it"):
         validate("demo", cfg, str(tmp_path / "out"))
+
+
+def test_the_olmo2_config_loads_and_names_its_revisions_by_step():
+    from mda_fast.config import packaged_config
+    from mda_fast.stages.inputs import hub_revision
+
+    cfg = load_config(packaged_config("olmo2-1b-induction"))
+    assert cfg.model.name == "allenai/OLMo-2-0425-1B"
+    steps = [k for k, _ in order_revisions(cfg.localize.revisions)]
+    assert steps == list(range(1000, 10001, 1000))
+    assert checkpoint_ref(cfg) == (cfg.model.name, "stage1-step2000-tokens5B")
+    assert revision_step(cfg.model.revision) == cfg.window.end_step
+    assert hub_revision(cfg, cfg.window.start_step) == "stage1-step1000-tokens3B"
+    assert cfg.data.seq_len - 1 <= 4096 and cfg.data.batch_size == 512
+    assert cfg.score.limit_steps * cfg.data.batch_size == 25_600  # the sequences its cost estimate counts
