@@ -40,7 +40,8 @@ STAGES = {
         "OUT/interventions/ and the report",
     ),
     "train": (
-        "train a GPT-NeoX preset on a Megatron data set (Pythia recipe, checkpoints with optimizer state)",
+        "train a model preset (train.family: gpt_neox, llama, olmo2, gpt2, ...) on a Megatron data set (Pythia "
+        "recipe, checkpoints with optimizer state)",
         "needs data.path and train.preset; writes OUT/run/ (step<k>/ checkpoints, logs); next: localize with "
         "model.run_dir = OUT/run",
     ),

@@ -17,6 +17,7 @@ LAYERS = {
     "configs": 0,
     "io": 0,
     "version": 0,
+    "revisions": 0,
     "_C": 0,
     "kernels": 1,
     "adapters": 1,

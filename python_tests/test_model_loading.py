@@ -54,18 +54,22 @@ def test_tiny_checkpoint_round_trip_and_config_shape(saved_tiny):
     assert read_model_config(str(d)).n_heads == 2 and read_model_config(str(d)).max_positions == 64
 
 
-def test_gpt2_directory_is_refused_fast_without_building(tmp_path, no_build):
-    from transformers import GPT2Config
+def test_unsupported_family_is_refused_fast_without_building(tmp_path, no_build):
+    """An ALiBi model (BLOOM): one line naming why and the registered families (asked of the registry)."""
+    from transformers import BloomConfig
 
-    GPT2Config().save_pretrained(str(tmp_path))
+    from mda_fast.adapters import registered_model_types
+
+    BloomConfig().save_pretrained(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"")  # weights are never looked at
     t0 = time.perf_counter()
     for fn in (load_pythia, read_model_config):
         msg = err(fn, str(tmp_path))
-        assert msg == (
-            f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+        assert msg.startswith(
+            f"{tmp_path / 'config.json'} has model_type 'bloom' (ALiBi position biases, which no adapter reproduces "
+            "exactly); expected one of the supported families: 'gpt_neox' (Pythia / GPT-NeoX)"
         )
+        assert all(repr(t) in msg for t in registered_model_types())
     assert time.perf_counter() - t0 < 2.0
 
 
@@ -170,4 +174,4 @@ def test_config_the_weights_do_not_fit_or_that_is_invalid(saved_tiny, capsys):
     assert "LOAD REPORT" not in capsys.readouterr().err  # no transformers table before the one-line error
     cfg["num_attention_heads"] = 3  # 32 is not a multiple of 3
     cfg_path.write_text(json.dumps(cfg))
-    assert err(read_model_config, str(d)).startswith(f"{cfg_path} is not a valid GPT-NeoX config (")
+    assert err(read_model_config, str(d)).startswith(f"{cfg_path} is not a valid Pythia / GPT-NeoX config (")

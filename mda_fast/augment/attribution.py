@@ -57,11 +57,11 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
 def _model_ref(cfg, base: dict) -> tuple:
     """``(model.run_dir, model.name, model.revision, model.device)`` for MDA on ``base``: a preset's run on the CPU,
     or a hub size's window-end revision (its local HF cache directory) on ``model.device``."""
-    from ..core.model import hub_checkpoint_dir
+    from .pretrained import size_checkpoint
 
     if not base.get("pretrained"):
         return base["run_dir"], "", cfg.model.revision, "cpu"
-    return "", hub_checkpoint_dir(base["name"], base["window"][1], " (the window end)"), "", cfg.model.device
+    return "", size_checkpoint(cfg, base["name"], base["window"][1], " (the window end)"), "", cfg.model.device
 
 
 def row_decoder(cfg):

@@ -11,15 +11,10 @@ __all__ = ["train_base", "saved_steps", "base_window", "base_record"]
 
 def saved_steps(run_dir: str) -> List[int]:
     """The steps of ``run_dir``'s ``step<k>/`` checkpoints that hold a training state, ascending."""
+    from ..revisions import run_dir_steps
     from ..train.checkpoint import has_state
 
-    if not os.path.isdir(run_dir):
-        return []
-    return sorted(
-        int(d[4:])
-        for d in os.listdir(run_dir)
-        if d.startswith("step") and d[4:].isdigit() and has_state(os.path.join(run_dir, d))
-    )
+    return [s for s in run_dir_steps(run_dir) if has_state(os.path.join(run_dir, f"step{s}"))]
 
 
 def _emergence(eval_path: str, threshold: float) -> Optional[int]:
@@ -56,6 +51,7 @@ def _trainer(cfg, preset: str, data, run_dir: str, eval_fn, progress: bool):
     a, tr = cfg.augment, cfg.train
     tc = TrainConfig(
         preset=preset,
+        family=tr.family,
         total_steps=max(tr.schedule_steps, tr.total_steps),
         lr=tr.lr,
         seed=tr.seed,

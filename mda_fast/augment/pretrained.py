@@ -22,6 +22,7 @@ import time
 from typing import List
 
 from ..errors import ConfigError
+from ..revisions import order_revisions, revision_for_step
 from .base_runs import base_record
 from .cache import fingerprint
 
@@ -53,7 +54,18 @@ def revision_steps(cfg) -> List[int]:
     from ..core.model import pythia_revisions
 
     revs = cfg.localize.revisions or pythia_revisions(cfg.train.total_steps)
-    return sorted({int(r[4:]) for r in revs if int(r[4:]) <= cfg.train.total_steps})
+    try:
+        return [k for k, _ in order_revisions(revs) if k <= cfg.train.total_steps]
+    except ValueError as e:
+        raise ConfigError(f"localize.revisions: {e}") from None
+
+
+def size_checkpoint(cfg, name: str, step: int, what: str = "") -> str:
+    """The local HF cache directory of hub size ``name`` at training step ``step`` (its revision in
+    ``localize.revisions``, else ``step<k>``)."""
+    from ..core.model import hub_checkpoint_dir
+
+    return hub_checkpoint_dir(name, revision_for_step(cfg.localize.revisions, step), what)
 
 
 def pretrained_window(steps: List[int], scores: List[float], threshold: float, a, last: int) -> tuple:
@@ -78,7 +90,7 @@ def pretrained_window(steps: List[int], scores: List[float], threshold: float, a
 
 def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict:
     """step -> ``eval_fn`` record of every revision, cached in ``out/revisions.json`` (a rerun does not reload)."""
-    from ..core.model import hub_checkpoint_dir, load_pythia, resolve_device
+    from ..core.model import load_model, resolve_device
 
     path = os.path.join(out, "revisions.json")
     key = fingerprint(
@@ -94,7 +106,7 @@ def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict
     for s in steps:
         if s in evals:
             continue
-        model = load_pythia(hub_checkpoint_dir(name, s), device=resolve_device(cfg.model.device))
+        model = load_model(size_checkpoint(cfg, name, s), device=resolve_device(cfg.model.device))
         evals[s] = {"step": s, **eval_fn(model, s)}
         del model
         os.makedirs(out, exist_ok=True)
@@ -106,7 +118,7 @@ def _revision_evals(cfg, name: str, steps: List[int], eval_fn, out: str) -> dict
 
 def pretrained_base(cfg, name: str, data, out: str, eval_fn, progress: bool) -> dict:
     """The "base run" of hub size ``name``: its revisions evaluated, its window; ``train_base``'s dict shape."""
-    from ..core.model import hub_checkpoint_dir, read_model_config
+    from ..core.model import read_model_config
     from ..train import preset_for_shape
 
     a = cfg.augment
@@ -116,25 +128,25 @@ def pretrained_base(cfg, name: str, data, out: str, eval_fn, progress: bool) -> 
     em, start, end, until = pretrained_window(
         steps, [evals[s]["max_prefix_matching"] for s in steps], cfg.localize.threshold, a, cfg.train.total_steps
     )
-    s = read_model_config(hub_checkpoint_dir(name, start, " (the window start)"))
+    s = read_model_config(size_checkpoint(cfg, name, start, " (the window start)"))
     try:
         preset = preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size).name
     except ValueError as e:
         raise ConfigError(f"augment.sizes {name!r}: {e}") from None
     grid = range(start, until + 1, a.eval_every)
     base = base_record(preset, None, em, (start, end, until), t0, {k: evals[k] for k in steps})
-    return {**base, "name": name, "pretrained": True, "eval_steps": sorted({*grid, int(end), int(until)})}
+    eval_steps = sorted({*grid, int(end), int(until)})
+    return {**base, "name": name, "family": s.model_type, "pretrained": True, "eval_steps": eval_steps}
 
 
 def arm_trainer(cfg, base: dict, data, out: str, iv, eval_fn, progress: bool):
     """A ``Trainer`` of one arm of hub size ``base``: branched from its window-start revision, AdamW from zero
     moments (``branch_from_pretrained``), checkpointed and evaluated at ``base["eval_steps"]``."""
-    from ..core.model import hub_checkpoint_dir
     from ..train import branch_from_pretrained
 
     start = base["window"][0]
     tc = arm_recipe(cfg, base, out, progress)
-    ck = hub_checkpoint_dir(base["name"], start, " (the window start)")
+    ck = size_checkpoint(cfg, base["name"], start, " (the window start)")
     return branch_from_pretrained(ck, data, out, start, tc, interventions=iv, eval_fn=eval_fn)
 
 
@@ -146,6 +158,7 @@ def arm_recipe(cfg, base: dict, out: str, progress: bool):
     a = cfg.augment
     return TrainConfig(
         preset=base["preset"],
+        family=base.get("family", "gpt_neox"),
         total_steps=a.schedule_steps,
         seed=cfg.train.seed,
         checkpoint_every=10**9,

@@ -11,11 +11,11 @@ within its context, a GPT-NeoX ``config.json``) are made by the stages before th
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..revisions import order_revisions
 from .fields import TYPE_NAMES, check_value, opt, type_ok  # noqa: F401 (re-exported)
 
 #: intervention arms (``mda_fast.study.interventions`` defines what each does)
@@ -31,6 +31,8 @@ ARMS = (
 )
 DEFAULT_ARMS = ARMS[:5]
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
+#: model families (HF model_types) ``train.family`` builds a preset as (``mda_fast.train.presets.FAMILIES``)
+TRAIN_FAMILIES = ("gpt_neox", "llama", "mistral", "qwen2", "qwen3", "olmo2", "gpt2")
 
 
 @dataclass
@@ -40,7 +42,11 @@ class ModelSection:
     name: str = opt(
         "", "HF hub name (e.g. EleutherAI/pythia-14m, read from the local HF cache) or a local HF directory"
     )
-    revision: str = opt("", "checkpoint to score at, e.g. step2000; empty: step<window.end_step>")
+    revision: str = opt(
+        "",
+        "checkpoint to score at, e.g. step2000, stage1-step2000-tokens5B or main; empty: the revision of "
+        "localize.revisions whose step is window.end_step, else step<window.end_step>",
+    )
     run_dir: str = opt("", "instead of name: a mda-fast training run holding step<k>/ checkpoints")
     dtype: str = opt("float32", "parameter dtype of the loaded model", choices=DTYPE_NAMES)
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda or cuda:N", kind="device")
@@ -98,7 +104,10 @@ class LocalizeSection:
     """Prefix-matching and previous-token scores of every head over checkpoints."""
 
     revisions: list = opt(
-        [], "HF revisions to track (step<k>); empty: a Pythia-like list up to the window end", kind="list[str]"
+        [],
+        "HF revisions to track, each carrying its step (step1000, OLMo-2's stage1-step1000-tokens3B; ordered by "
+        "step, one training stage; not main); empty: a Pythia-like step<k> list up to the window end",
+        kind="list[str]",
     )
     steps: list = opt([], "with model.run_dir: checkpoint steps; empty: every saved step<k>", kind="list[int]")
     seq_len: int = opt(32, "length L of the random block (rows are 2L tokens)", ge=2)
@@ -233,9 +242,16 @@ class CorpusSection:
 
 @dataclass
 class TrainSection:
-    """Demo only: training the tiny GPT-NeoX."""
+    """Training a model from scratch (mda-fast train, demo, study, augment): its family, size and recipe."""
 
-    preset: str = opt("tiny-2l", "model preset (mda_fast.train.presets)")
+    family: str = opt(
+        "gpt_neox",
+        "model family (HF model_type) the preset is built as: gpt_neox (Pythia), llama (grouped-query: half as "
+        "many key/value heads), mistral, qwen2 (q/k/v biases), qwen3 (per-head q/k norm), olmo2 (q/k norm over "
+        "the width, norms after attention and MLP), gpt2 (learned positions, tied embeddings)",
+        choices=TRAIN_FAMILIES,
+    )
+    preset: str = opt("tiny-2l", "model preset (mda_fast.train.presets): its sizes are the same in every family")
     total_steps: int = opt(2000, "the most steps trained (the corpus holds this many batches)", ge=1)
     schedule_steps: int = opt(10000, "length of the cosine LR schedule", ge=1)
     lr: float = opt(3e-3, "peak learning rate", gt=0.0)
@@ -429,9 +445,10 @@ def sections(cfg: Config):
 def check_key(key: str, v) -> None:
     """The checks of single keys beyond their field's type, choices and range."""
     if key == "localize.revisions":
-        bad = [r for r in v if not re.fullmatch(r"step\d+", r)]
-        if bad:
-            raise ConfigError(f"localize.revisions: {bad[0]!r} is not of the form step<k>")
+        try:
+            order_revisions(v)
+        except ValueError as e:
+            raise ConfigError(f"localize.revisions: {e}") from None
     if key in ("intervene.arms",):
         unknown = [a for a in v if a not in ARMS]
         if unknown:

@@ -1,7 +1,15 @@
-"""Loading checkpoints, and the model-facing names of the core (re-exported from the model's adapter).
+"""Loading checkpoints, revision names, and the model-facing names of the core (re-exported from the model's adapter).
 
-``load_pythia`` / ``read_model_config`` validate a checkpoint's ``config.json`` first (its ``model_type`` picks the
-adapter, ``mda_fast.adapters``), then build the adapter's HF model class. ``neox_shape``, ``check_gpt_neox``,
+``load_model`` / ``read_model_config`` validate a checkpoint's ``config.json`` first (its ``model_type`` picks the
+adapter from the registry, ``mda_fast.adapters``; a family no adapter serves is one ``ModelError`` naming the
+supported ones, and why, for the known unsupported kinds: ALiBi, mixture-of-experts, soft-capping, cross-attention),
+then build the adapter's HF model class. ``load_pythia`` is the Pythia entry point (the same loader).
+
+Revisions: a hub checkpoint's revision name carries its training step as ``step<k>`` (Pythia's ``step1000``,
+OLMo-2's ``stage1-step1000-tokens3B``); :func:`revision_step` reads it, :func:`order_revisions` orders a list of
+them by step, :func:`revision_for_step` finds the name of a step in such a list, and :func:`run_dir_steps` lists the
+``step<k>/`` checkpoints of a mda-fast training run. ``main`` (or any name without a step) names one checkpoint and
+is accepted only where a single checkpoint is meant (``model.revision``). ``neox_shape``, ``check_gpt_neox``,
 ``backbone``, ``layers`` dispatch to the model's handle (``core.handle``); ``rotary_params``, ``config_shape`` and ``NeoXShape``
 (an alias of ``ModelShape``) are the GPT-NeoX adapter's.
 """
@@ -15,10 +23,11 @@ import pickle
 import torch
 from safetensors import SafetensorError
 
-from ..adapters import ModelShape, adapter_for_type
+from ..adapters import ModelShape, UnsupportedModelError, adapter_for_type, registered_model_types
 from ..adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
 from ..errors import ModelError, one_line
 from ..io import load_json_as
+from ..revisions import order_revisions, revision_for_step, revision_step, run_dir_steps
 from .handle import handle
 
 try:  # huggingface_hub >= 1.0 validates configs as strict dataclasses
@@ -35,7 +44,13 @@ __all__ = [
     "check_model",
     "config_shape",
     "layers",
+    "load_model",
     "load_pythia",
+    "order_revisions",
+    "revision_for_step",
+    "revision_step",
+    "run_dir_steps",
+    "UNSUPPORTED_FAMILIES",
     "model_shape",
     "neox_shape",
     "read_model_config",
@@ -75,6 +90,45 @@ def model_shape(model) -> ModelShape:
 
 
 neox_shape = model_shape
+
+
+# ---- families ---------------------------------------------------------------------------------------------------
+UNSUPPORTED_FAMILIES = {
+    "bloom": "ALiBi position biases",
+    "mpt": "ALiBi position biases",
+    "falcon": "ALiBi and multi-query variants",
+    "mixtral": "a mixture of experts",
+    "olmoe": "a mixture of experts",
+    "qwen2_moe": "a mixture of experts",
+    "qwen3_moe": "a mixture of experts",
+    "deepseek_v2": "a mixture of experts with latent attention",
+    "deepseek_v3": "a mixture of experts with latent attention",
+    "jamba": "a mixture of experts and state-space layers",
+    "gemma2": "attention logit soft-capping",
+    "gemma3": "attention logit soft-capping and local/global layers",
+    "mllama": "cross-attention layers",
+    "t5": "an encoder-decoder with cross-attention",
+    "bart": "an encoder-decoder with cross-attention",
+    "whisper": "an encoder-decoder with cross-attention",
+}
+"""model_types mda-fast refuses, and why (no adapter proves its heads' parameter subspace exact for them)."""
+
+
+def supported_families() -> str:
+    """The registered families, for messages: ``'gpt_neox' (Pythia / GPT-NeoX), ...``."""
+    return ", ".join(f"{t!r} ({adapter_for_type(t).family})" for t in registered_model_types())
+
+
+def family_adapter(model_type, where: str):
+    """The registered adapter of ``model_type`` (asked of the registry, ``mda_fast.adapters``); otherwise one
+    ``UnsupportedModelError`` line naming the supported families, and why for a known unsupported kind."""
+    if model_type in registered_model_types():
+        return adapter_for_type(model_type, where)
+    why = UNSUPPORTED_FAMILIES.get(model_type)
+    reason = f" ({why}, which no adapter reproduces exactly)" if why else ""
+    raise UnsupportedModelError(
+        f"{where} has model_type {model_type!r}{reason}; expected one of the supported families: {supported_families()}"
+    )
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
@@ -117,13 +171,13 @@ def _local_adapter(path: str):
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise ModelError(
-            f"model directory {path!r} has no config.json; expected a save_pretrained GPT-NeoX checkpoint "
+            f"model directory {path!r} has no config.json; expected a save_pretrained Hugging Face checkpoint "
             f"(config.json and one of {', '.join(WEIGHT_FILES)})"
         )
-    raw = load_json_as(cfg_path, ModelError, "a GPT-NeoX model config")
+    raw = load_json_as(cfg_path, ModelError, "a Hugging Face model config")
     if not isinstance(raw, dict):
-        raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a GPT-NeoX model config object")
-    return cfg_path, adapter_for_type(raw.get("model_type"), cfg_path)
+        raise ModelError(f"{cfg_path} holds a JSON {type(raw).__name__}; expected a Hugging Face model config object")
+    return cfg_path, family_adapter(raw.get("model_type"), cfg_path)
 
 
 def _check_weight_files(path: str) -> None:
@@ -159,7 +213,7 @@ def _local_config(name: str):
     try:
         config = adapter.config_class().from_pretrained(name)
     except (OSError, ValueError, TypeError, KeyError, _ConfigInvalid) as e:
-        raise ModelError(f"{where} is not a valid GPT-NeoX config ({one_line(e)})") from None
+        raise ModelError(f"{where} is not a valid {adapter.family} config ({one_line(e)})") from None
     return config, adapter, where
 
 
@@ -186,7 +240,7 @@ def _hub_config(name: str, revision: str | None):
             f"{where}: {one_line(e)}; expected a local directory or a Hugging Face model id "
             "such as EleutherAI/pythia-14m"
         ) from None
-    return config, adapter_for_type(getattr(config, "model_type", None), where), where
+    return config, family_adapter(getattr(config, "model_type", None), where), where
 
 
 def _read_config(name_or_path: str, revision: str | None):
@@ -210,20 +264,21 @@ def _read_config(name_or_path: str, revision: str | None):
         config, adapter, where = _hub_config(name, revision)
     try:
         adapter.config_shape(config)
-        if config.hidden_size % config.num_attention_heads:
+        if getattr(config, "head_dim", None) is None and config.hidden_size % config.num_attention_heads:
             raise ValueError(
                 f"hidden_size {config.hidden_size} is not a multiple of "
                 f"num_attention_heads {config.num_attention_heads}"
             )
     except (ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
-        raise ModelError(f"{where}: unsupported GPT-NeoX config ({one_line(e)})") from None
+        raise ModelError(f"{where}: unsupported {adapter.family} config ({one_line(e)})") from None
     return config, adapter
 
 
 def read_model_config(name_or_path: str, revision: str | None = None) -> ModelShape:
-    """The shape of a GPT-NeoX checkpoint (layers, heads, widths, rotary, vocabulary, context) read from its
-    ``config.json`` only: cheap, and it raises the same ``ModelError`` as ``load_pythia`` for a non-GPT-NeoX
-    config, a local directory without weights, or a hub model that is not in the local cache without network."""
+    """The shape of a checkpoint of any registered family (layers, heads, widths, rotary, vocabulary, context, read
+    by its adapter with the family's own config keys) from its ``config.json`` only: cheap, and it raises the same
+    ``ModelError`` as ``load_model`` for a family no adapter serves, a local directory without weights, or a hub
+    model that is not in the local cache without network."""
     config, adapter = _read_config(name_or_path, revision)
     return adapter.config_shape(config)
 
@@ -275,23 +330,24 @@ def _check_loading_info(name: str, info: dict) -> None:
     if missing:
         raise ModelError(
             f"the weights of {name!r} lack {len(missing)} of the model's tensors (first: {missing[0]}); "
-            "expected a complete GPT-NeoX checkpoint (they would be left randomly initialised)"
+            "expected a complete checkpoint (they would be left randomly initialised)"
         )
 
 
-def load_pythia(
+def load_model(
     name_or_path: str,
     revision: str | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     attn_implementation: str | None = None,
 ):
-    """Load a Pythia / GPT-NeoX checkpoint with ``GPTNeoXForCausalLM.from_pretrained`` (the adapter's model class).
+    """Load a checkpoint of any registered family (a local ``save_pretrained`` directory, or a hub id read from the
+    local HF cache) with its adapter's HF causal-LM class.
 
-    ``revision`` selects a training checkpoint on the hub (e.g. ``"step1000"``); it is ignored for local paths.
-    The config is read and checked first (``ModelError`` before any model is built, see ``read_model_config``);
-    a weight file that cannot be read or lacks some of the model's weights also raises ``ModelError``.
-    The model is returned in eval mode with its parameters frozen.
+    ``revision`` selects a hub revision (``step1000``, ``stage1-step1000-tokens3B``, ``main``); it is ignored for
+    local paths. The config is read and checked first (``ModelError`` before any model is built, see
+    ``read_model_config``); a weight file that cannot be read or lacks some of the model's weights also raises
+    ``ModelError``. The model is returned in eval mode with its parameters frozen, its handle made.
     """
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
@@ -311,20 +367,33 @@ def load_pythia(
     return model
 
 
-def hub_checkpoint_dir(name: str, step: int, what: str = "") -> str:
-    """The local directory of hub model ``name`` at revision ``step<k>``, from the local HF cache only (no network);
-    ``ModelError`` saying how to download it otherwise (``what``: the checkpoint's role, for the message)."""
-    from ..errors import ModelError
+def load_pythia(
+    name_or_path: str,
+    revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = None,
+):
+    """The Pythia entry point: :func:`load_model` (e.g. ``load_pythia("EleutherAI/pythia-14m", "step1000")``).
 
+    Any registered family loads through it as well (the config's ``model_type`` picks the adapter)."""
+    return load_model(name_or_path, revision, dtype, device, attn_implementation)
+
+
+def hub_checkpoint_dir(name: str, revision, what: str = "") -> str:
+    """The local directory of hub model ``name`` at ``revision`` (a revision name, or a step ``k`` meaning
+    ``step<k>``), from the local HF cache only (no network); ``ModelError`` saying how to download it otherwise
+    (``what``: the checkpoint's role, for the message)."""
+    rev = f"step{int(revision)}" if isinstance(revision, int) else str(revision)
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(name, revision=f"step{step}", local_files_only=True)
+        return snapshot_download(name, revision=rev, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any miss of the local cache reads the same to the user
         raise ModelError(
-            f"model {name!r} at revision 'step{step}'{what} is not in the local Hugging "
+            f"model {name!r} at revision {rev!r}{what} is not in the local Hugging "
             f"Face cache ({type(e).__name__}); download it once where there is network: hf download "
-            f"{name} --revision step{step}"
+            f"{name} --revision {rev}"
         ) from None
 
 

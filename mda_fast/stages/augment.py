@@ -16,6 +16,7 @@ import numpy as np
 from ..config import Config, load_config, packaged_config, resolve_config_arg
 from ..errors import ConfigError
 from ..io import OutputLock, write_json
+from .checks import check_family
 from .runs import refuse_other_config
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,11 @@ def _check_hub(cfg: Config) -> None:
 
 def check_augment(cfg: Config) -> None:
     """The augment section against itself, the presets and the corpus (one ConfigError naming the key); no data
-    is read (``check_augment_data`` checks a hub study's data and checkpoints)."""
+    is read (``check_augment_data`` checks a hub study's data and checkpoints). ``train.family`` must have an
+    adapter (the study localizes, fits and scores its sizes)."""
     from ..augment.study import STUDY_ARMS
+
+    check_family(cfg)
 
     a = cfg.augment
     hub = _check_sizes(cfg)
@@ -149,8 +153,8 @@ def check_augment_data(cfg: Config) -> None:
     """A hub study's inputs: ``data.path`` readable and holding ``train.total_steps`` steps and the held-out rows
     after them, every revision of every size in the local HF cache, of a known shape and vocabulary (one line)."""
     from ..augment.arms import copy_range
-    from ..augment.pretrained import is_hub_size, revision_steps
-    from ..core.model import hub_checkpoint_dir, read_model_config
+    from ..augment.pretrained import is_hub_size, revision_steps, size_checkpoint
+    from ..core.model import read_model_config
     from ..train import preset_for_shape
     from .inputs import open_data
 
@@ -166,7 +170,7 @@ def check_augment_data(cfg: Config) -> None:
     high = copy_range(cfg)[1]
     for p in a.sizes:
         for k in revision_steps(cfg):
-            s = read_model_config(hub_checkpoint_dir(p, k))
+            s = read_model_config(size_checkpoint(cfg, p, k))
             try:
                 preset_for_shape(s.n_layers, s.d_model, s.n_heads, s.vocab_size)
             except ValueError as e:

@@ -101,6 +101,7 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
     facts = Facts()
     if cmd in ("train", "demo"):
         check_preset(cfg)
+        check_family(cfg, needs_adapter=cmd == "demo" or cfg.train.after_emergence >= 0)
     if cmd == "train":
         facts.data = open_data(cfg, check_window=False)
         check_tokens_fit_preset(cfg, facts.data)
@@ -149,6 +150,24 @@ def check_preset(cfg: Config) -> None:
         get_preset(cfg.train.preset)
     except (KeyError, ValueError) as e:
         raise ConfigError(f"train.preset: {e}") from None
+
+
+def check_family(cfg: Config, needs_adapter: bool = True) -> None:
+    """``train.family`` builds a model (``train.FAMILIES``); with ``needs_adapter`` (the emergence monitor, localize,
+    fit and score read its heads) an adapter must serve it (``mda_fast.adapters``). Training alone needs none:
+    ``mda-fast train`` with ``train.after_emergence = -1`` runs without the monitor."""
+    from ..adapters import registered_model_types
+    from ..train import FAMILIES
+
+    fam = cfg.train.family
+    if fam not in FAMILIES:
+        raise ConfigError(f"train.family = {fam!r}: expected one of {list(FAMILIES)}")
+    if needs_adapter and fam not in registered_model_types():
+        raise ConfigError(
+            f"train.family = {fam!r}: no model adapter serves it in this installation (registered: "
+            f"{', '.join(registered_model_types())}), so its heads cannot be scored; expected a registered family, "
+            "or for mda-fast train alone train.after_emergence = -1 (no emergence monitor)"
+        )
 
 
 def check_tokens_fit_preset(cfg: Config, data) -> None:

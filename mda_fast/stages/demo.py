@@ -1,7 +1,8 @@
 """``mda-fast demo``: the whole method on a laptop CPU, with no data or network.
 
 1. generate the synthetic corpus (``mda_fast.data.synthetic``), Megatron format with a category sidecar;
-2. train a tiny GPT-NeoX with Pythia-style checkpoints until an induction head forms;
+2. train a tiny model (``train.family``, GPT-NeoX by default) with Pythia-style checkpoints until an induction head
+   forms;
 3. localize every head at every checkpoint and find the emergence step;
 4. fit EK-FAC for the induction head (and a control head) at the window-end checkpoint;
 5. score every sequence of the formation window; 6. analyze and write the report;

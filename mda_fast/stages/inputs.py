@@ -7,10 +7,12 @@ import os
 import torch
 
 from ..config import Config
+from ..core import model as core_model
 from ..core.heads import HeadSpec
-from ..core.model import hub_checkpoint_dir, load_pythia, resolve_device
+from ..core.model import hub_checkpoint_dir, resolve_device
 from ..errors import ConfigError, DataError, StateError
 from ..io import read_json
+from ..revisions import revision_for_step
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -58,8 +60,17 @@ def open_data(cfg: Config, check_window: bool = True):
     return data
 
 
+def hub_revision(cfg: Config, step: int) -> str:
+    """The hub revision name of training step ``step``: the one of ``localize.revisions`` carrying that step
+    (OLMo-2's ``stage1-step2000-tokens5B``), else Pythia's ``step<k>``."""
+    try:
+        return revision_for_step(cfg.localize.revisions, step)
+    except ValueError as e:
+        raise ConfigError(f"localize.revisions: {e}") from None
+
+
 def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | None]:
-    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end)."""
+    """(name_or_path, revision) of the checkpoint at ``step`` (default: the window end, or ``model.revision``)."""
     m = cfg.model
     step = cfg.window.end_step if step is None else step
     if m.run_dir:
@@ -73,11 +84,12 @@ def checkpoint_ref(cfg: Config, step: int | None = None) -> tuple[str, str | Non
         raise ConfigError("model: set model.name (HF name or local directory) or model.run_dir (a mda-fast run)")
     if os.path.isdir(m.name):
         return m.name, None
-    return m.name, (m.revision or f"step{step}")
+    return m.name, (m.revision or hub_revision(cfg, step))
 
 
 def hf_checkpoint_dir(cfg: Config, step: int) -> str:
-    """The local directory of hub checkpoint ``model.name`` at revision ``step<k>`` (the local HF cache only)."""
+    """The local directory of hub checkpoint ``model.name`` at the revision of ``step`` (``hub_revision``; the local
+    HF cache only)."""
     name = cfg.model.name
     if not name:
         raise ConfigError("model: set model.run_dir (a mda-fast training run) or model.name (a Pythia hub name)")
@@ -86,12 +98,12 @@ def hf_checkpoint_dir(cfg: Config, step: int) -> str:
             f"model.name {name!r} is a local directory (one checkpoint, step unknown); intervene "
             f"needs the window-start checkpoint: use model.run_dir (step<k>/ dirs) or a hub name"
         )
-    return hub_checkpoint_dir(name, step, " (the window start)")
+    return hub_checkpoint_dir(name, hub_revision(cfg, step), " (the window start)")
 
 
 def load_model(cfg: Config, step: int | None = None):
     name, rev = checkpoint_ref(cfg, step)
-    return load_pythia(
+    return core_model.load_model(
         name,
         revision=rev,
         dtype=DTYPES[cfg.model.dtype],
@@ -130,6 +142,7 @@ def pretrained_start(cfg: Config) -> tuple[str, dict]:
         raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
     return ck, {
         "preset": preset.name,
+        "family": s.model_type,
         "total_steps": cfg.intervene.schedule_steps,
         "seed": 0,
         "attn_implementation": cfg.model.attn_implementation,

@@ -3,10 +3,8 @@ emergence steps, ``out/localize/`` (``localize.json``, ``localize.csv``, ``emerg
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 
 import numpy as np
 import torch
@@ -14,9 +12,10 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..core.localize import localize_all
-from ..core.model import load_pythia, pythia_revisions
-from ..errors import NonFiniteError, StateError
+from ..core.model import load_model, pythia_revisions
+from ..errors import ConfigError, NonFiniteError, StateError
 from ..io import atomic_dir, write_json
+from ..revisions import order_revisions, revision_step, run_dir_steps
 from .inputs import checkpoint_ref, device_of
 
 logger = logging.getLogger(__name__)
@@ -25,23 +24,26 @@ logger = logging.getLogger(__name__)
 def localize_checkpoints(cfg: Config) -> list:
     """[(label step, name_or_path, revision)] of the checkpoints to localize.
 
-    ``model.run_dir``: its ``step<k>/`` checkpoints (or ``localize.steps``). A hub name: ``localize.revisions`` or a
-    Pythia-like default list. A local model directory is one checkpoint (revisions do not apply): it is
-    localized once, labelled with ``model.revision``'s step if that reads ``step<k>``, else the window end.
+    ``model.run_dir``: its ``step<k>/`` checkpoints (or ``localize.steps``). A hub name: ``localize.revisions``
+    (any names carrying ``step<k>``, e.g. OLMo-2's ``stage1-step1000-tokens3B``, ordered by step) or a Pythia-like
+    default list. A local model directory is one checkpoint (revisions do not apply): it is localized once,
+    labelled with ``model.revision``'s step if it carries one, else the window end.
     """
     m, loc = cfg.model, cfg.localize
     if m.run_dir:
-        steps = loc.steps or sorted(
-            int(re.findall(r"step(\d+)$", p)[0])
-            for p in glob.glob(os.path.join(m.run_dir, "step*"))
-            if re.search(r"step\d+$", p)
-        )
+        steps = loc.steps or run_dir_steps(m.run_dir)
         return [(s, *checkpoint_ref(cfg, s)) for s in steps]
     if os.path.isdir(m.name):
-        mm = re.fullmatch(r"step(\d+)", m.revision or "")
-        return [(int(mm.group(1)) if mm else cfg.window.end_step, m.name, None)]
+        try:
+            step = revision_step(m.revision)
+        except ValueError:
+            step = cfg.window.end_step
+        return [(step, m.name, None)]
     revs = loc.revisions or pythia_revisions(cfg.window.end_step)
-    return [(int(r[4:]), m.name, r) for r in revs]
+    try:
+        return [(k, m.name, r) for k, r in order_revisions(revs)]
+    except ValueError as e:
+        raise ConfigError(f"localize.revisions: {e}") from None
 
 
 def emergence_steps(steps, scores: np.ndarray, threshold: float) -> list:
@@ -89,7 +91,7 @@ def _score_checkpoints(cfg: Config, ckpts, progress: bool):
     loc = cfg.localize
     steps, per = [], {"prefix_matching": [], "prev_token": []}
     for step, name, rev in tqdm(ckpts, desc="localize checkpoints", unit="ckpt", disable=not progress):
-        model = load_pythia(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
+        model = load_model(name, revision=rev, dtype=torch.float32, device=device_of(cfg))
         res = localize_all(model, **loc.kwargs())
         for k in per:
             v = res[k].numpy()

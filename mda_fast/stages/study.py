@@ -7,7 +7,7 @@
    (Pythia shuffles its packed rows too). ``OUT/data/corpus.manifest.json`` records every file's SHA-256, each
    source's distribution and version, the interpreter's version and the permutation's hash, so the same command
    gives the same corpus on a machine with the same versions (``corpus_fingerprint`` in the summary);
-2. train a tiny GPT-NeoX until an induction head forms (``train_base``); 3. localize; 4. fit; 5. score the
+2. train a tiny model of ``train.family`` until an induction head forms (``train_base``); 3. localize; 4. fit; 5. score the
    formation window with the probes of ``targets.probes`` (the real-text induction probe first: it ranks);
 6. analyze, plus the category enrichment of the top *and* bottom sets against base rates, each with the spread of
    ``study.random_sets`` random sets of the same size; how often plain induction holds in the top, bottom and all

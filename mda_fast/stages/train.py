@@ -1,8 +1,10 @@
-"""``mda-fast train``: train a GPT-NeoX preset on any Megatron data set with the Pythia recipe and checkpoints.
+"""``mda-fast train``: train a model preset (``train.family``: GPT-NeoX, Llama, OLMo-2, GPT-2, ...) on any Megatron
+data set with the Pythia recipe and checkpoints.
 
 The run goes to ``out/run/``: ``step<k>/`` checkpoints (HF weights + ``trainer_state.pt`` with the optimizer
 state, so ``intervene`` can branch from them), ``metrics.jsonl``, ``batches.jsonl`` and ``eval.jsonl`` (every
-head's prefix-matching score at each checkpoint, so ``localize`` and the emergence step need no second pass).
+head's prefix-matching score at each checkpoint, so ``localize`` and the emergence step need no second pass; a family
+no adapter serves trains without it, with ``train.after_emergence = -1``).
 Training stops at ``train.total_steps`` (or the data's end), or ``train.after_emergence`` steps after a head
 first reaches ``localize.threshold``; a rerun continues from the last checkpoint.
 """
@@ -14,6 +16,8 @@ import os
 
 from ..config import Config, fields_for
 from ..core.localize import emergence_monitor
+from ..errors import ConfigError
+from ..revisions import run_dir_steps
 from ..train import STATE_FILE
 from .inputs import device_of, open_data
 
@@ -21,12 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def latest_checkpoint(run_dir: str):
-    steps = (
-        [int(d[4:]) for d in os.listdir(run_dir) if d.startswith("step") and d[4:].isdigit()]
-        if os.path.isdir(run_dir)
-        else []
-    )
-    steps = [s for s in steps if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
+    steps = [s for s in run_dir_steps(run_dir) if os.path.exists(os.path.join(run_dir, f"step{s}", STATE_FILE))]
     return max(steps) if steps else None
 
 
@@ -41,6 +40,21 @@ def stop_step(run_dir: str, threshold: float, after: int):
         if r.get("max_prefix_matching", 0.0) >= threshold
     ]
     return min(hits) + after if hits else None
+
+
+def _monitor(cfg: Config):
+    """The emergence monitor (every head's prefix matching at each checkpoint), or None for a family no adapter
+    serves when training does not stop on emergence (``train.after_emergence = -1``)."""
+    from ..adapters import registered_model_types
+
+    if cfg.train.family in registered_model_types():
+        return emergence_monitor(cfg.localize)
+    if cfg.train.after_emergence >= 0:
+        raise ConfigError(
+            f"train.family = {cfg.train.family!r}: no model adapter serves it, so the emergence monitor cannot score "
+            "its heads; expected a registered family or train.after_emergence = -1"
+        )
+    return None
 
 
 def train_base(cfg: Config, out: str, progress: bool, data=None) -> str:
@@ -67,7 +81,7 @@ def train_base(cfg: Config, out: str, progress: bool, data=None) -> str:
             progress=progress,
         )
     )
-    trainer = Trainer(tc, data, eval_fn=emergence_monitor(cfg.localize))
+    trainer = Trainer(tc, data, eval_fn=_monitor(cfg))
     last = latest_checkpoint(run_dir)
     if last is not None:
         trainer.load_checkpoint(os.path.join(run_dir, f"step{last}"))

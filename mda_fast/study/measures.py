@@ -88,7 +88,7 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
     score (from the run's ``eval.jsonl``)."""
     import torch
 
-    from ..core.model import load_pythia
+    from ..core.model import load_model, run_dir_steps
     from ..core.text_probes import TextInductionProbe, icl_score_text
     from ..data.pythia import PythiaBatches
     from ..train import read_jsonl
@@ -98,7 +98,7 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
     n = min(cfg.study.icl_rows, cfg.corpus.heldout_sequences)
     ix = np.arange(b.n_rows - n, b.n_rows)
     rows = torch.from_numpy(np.asarray(b.rows(ix)).astype(np.int64))
-    steps = sorted(int(x[4:]) for x in os.listdir(run_dir) if x.startswith("step") and x[4:].isdigit())
+    steps = run_dir_steps(run_dir)
     done = read_json(path) if os.path.exists(path) else {"steps": [], "icl": [], "probe_f": []}
     if done["steps"] == steps:
         return done
@@ -113,7 +113,7 @@ def icl_curve(cfg: Config, out: str, run_dir: str) -> dict:
     }
     torch.manual_seed(0)
     for s in steps:
-        model = load_pythia(os.path.join(run_dir, f"step{s}"))
+        model = load_model(os.path.join(run_dir, f"step{s}"))
         res["icl"].append(icl_score_text(model, rows, batch_size=16))
         with torch.no_grad():
             ids = probe.inputs(model)

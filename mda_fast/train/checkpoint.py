@@ -58,9 +58,11 @@ def read_state(checkpoint_dir: str) -> dict:
     return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True)
 
 
-def check_state(state: dict, checkpoint_dir: str, batch_size: int, seq_len: int, preset: str) -> None:
-    """``ValueError`` unless ``state`` (read from ``checkpoint_dir``) was saved with this data shape and preset
-    and with optimizer state (resumable)."""
+def check_state(
+    state: dict, checkpoint_dir: str, batch_size: int, seq_len: int, preset: str, family: str = "gpt_neox"
+) -> None:
+    """``ValueError`` unless ``state`` (read from ``checkpoint_dir``) was saved with this data shape, preset and
+    family (a state without one is GPT-NeoX's, saved before families existed) and with optimizer state."""
     d = state["data"]
     if (d["batch_size"], d["seq_len"]) != (batch_size, seq_len):
         raise ValueError(
@@ -71,6 +73,9 @@ def check_state(state: dict, checkpoint_dir: str, batch_size: int, seq_len: int,
         raise ValueError(
             f"{checkpoint_dir!r}: preset {state['config']['preset']!r} differs from config.preset {preset!r}"
         )
+    saved = state["config"].get("family", "gpt_neox")
+    if saved != family:
+        raise ValueError(f"{checkpoint_dir!r}: model family {saved!r} differs from config.family {family!r}")
     if state.get("optimizer") is None:
         raise ValueError(f"{checkpoint_dir!r}: saved without optimizer state (save_optimizer=False)")
 
@@ -85,11 +90,12 @@ def write_checkpoint(final: str, model, state: dict) -> str:
 
 
 def load_checkpoint_model(checkpoint_dir: str, attn_implementation: str = "sdpa"):
-    """``GPTNeoXForCausalLM`` from a ``step{k}`` directory, in fp32."""
-    from transformers import GPTNeoXForCausalLM
+    """The causal LM of a ``step{k}`` directory (any family: its ``config.json``'s ``model_type`` picks the HF
+    class), in fp32, for training (no adapter is needed)."""
+    from transformers import AutoModelForCausalLM
 
     if not os.path.isfile(os.path.join(checkpoint_dir, "config.json")):
         raise ValueError(f"{checkpoint_dir!r}: no config.json; not a save_pretrained checkpoint directory")
     with _QuietHF():
-        model = GPTNeoXForCausalLM.from_pretrained(checkpoint_dir, **from_pretrained_kwargs(attn_implementation))
+        model = AutoModelForCausalLM.from_pretrained(checkpoint_dir, **from_pretrained_kwargs(attn_implementation))
     return model.float()

@@ -137,7 +137,8 @@ class Trainer:
 
     def init_model(self) -> None:
         """Fresh seeded model (``config.seed``) and optimizer at step 0."""
-        self.model = make_model(self.preset, self.config.seed, self.config.attn_implementation).to(self.device)
+        c = self.config
+        self.model = make_model(self.preset, c.seed, c.attn_implementation, c.family).to(self.device)
         self.model.train()
         self.step = 0
         self._build_optimizer()
@@ -145,7 +146,9 @@ class Trainer:
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Load weights, optimizer state, step and RNG state from ``checkpoint_dir`` (a ``step{k}`` directory)."""
         state = read_state(checkpoint_dir)
-        check_state(state, checkpoint_dir, self.data.batch_size, self.data.seq_len, self.config.preset)
+        check_state(
+            state, checkpoint_dir, self.data.batch_size, self.data.seq_len, self.config.preset, self.config.family
+        )
         self.model = load_checkpoint_model(checkpoint_dir, self.config.attn_implementation).to(self.device)
         self.model.train()
         self.step = int(state["step"])
@@ -164,6 +167,8 @@ class Trainer:
             raise ValueError(f"step: expected an int >= 0, got {step!r}")
         self.model = load_checkpoint_model(checkpoint_dir, self.config.attn_implementation).to(self.device)
         c, p = self.model.config, self.preset
+        if c.model_type != self.config.family:
+            raise ValueError(f"{checkpoint_dir!r} is a {c.model_type!r} model; config.family is {self.config.family!r}")
         got = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size)
         if got != (p.n_layers, p.d_model, p.n_heads, p.vocab_size):
             raise ValueError(

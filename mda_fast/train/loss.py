@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-__all__ = ["lm_loss", "param_groups"]
+__all__ = ["is_norm", "lm_loss", "param_groups"]
 
 
 def lm_loss(
@@ -44,11 +44,22 @@ def lm_loss(
     return ce.sum() / denom
 
 
+_NORMS = tuple(c for c in (torch.nn.LayerNorm, getattr(torch.nn, "RMSNorm", None)) if c is not None)
+
+
+def is_norm(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a normalisation layer: ``nn.LayerNorm`` / ``nn.RMSNorm`` or a family's own class
+    (``LlamaRMSNorm``, ``Olmo2RMSNorm``, ``Qwen3RMSNorm``, ...: HF names them ``*RMSNorm`` / ``*LayerNorm``)."""
+    return isinstance(module, _NORMS) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
+
+
 def param_groups(model, weight_decay: float) -> List[dict]:
-    """AdamW groups: ``weight_decay`` on every parameter except biases and LayerNorm weights (decay 0)."""
+    """AdamW groups: ``weight_decay`` on every parameter except biases and the weights of norm layers (decay 0):
+    LayerNorm and RMSNorm alike, including OLMo-2's and Qwen3's q/k norms (``is_norm``). A tied parameter (GPT-2's
+    embedding and LM head) is one parameter, in one group."""
     no_decay_ids = set()
     for mod in model.modules():
-        if isinstance(mod, torch.nn.LayerNorm):
+        if is_norm(mod):
             no_decay_ids.update(id(p) for p in mod.parameters(recurse=False))
     decay, no_decay = [], []
     for name, p in model.named_parameters():

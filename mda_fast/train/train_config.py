@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .presets import get_preset
+from .presets import check_family, get_preset
 from .schedule import CosineSchedule, checkpoint_steps
 
 __all__ = ["TrainConfig"]
@@ -20,13 +20,16 @@ class TrainConfig:
 
     Attributes:
         preset: model preset name (``presets.PRESETS``).
+        family: the model family (HF ``model_type``) the preset is built as (``presets.FAMILIES``: gpt_neox,
+            llama, mistral, qwen2, qwen3, olmo2, gpt2).
         total_steps: length of the LR schedule in optimizer updates (>= 1).
         lr: peak learning rate; ``None`` uses the preset's Pythia peak LR (1e-3; 6e-4 for pythia-160m).
         warmup_frac: fraction of ``total_steps`` of linear warmup (``0 <= warmup_frac < 1``).
         min_lr_frac: the cosine decay's floor as a fraction of the peak LR (``0 <= min_lr_frac <= 1``).
         betas: AdamW ``(beta1, beta2)``.
         eps: AdamW epsilon.
-        weight_decay: AdamW weight decay (>= 0) on every parameter except biases and LayerNorm weights.
+        weight_decay: AdamW weight decay (>= 0) on every parameter except biases and norm weights (LayerNorm,
+            RMSNorm).
         clip: grad-norm clip (> 0), or ``None`` for no clipping.
         seed: seed of the model initialisation.
         checkpoint_every: save ``out_dir/step{k}`` every this many steps (with ``checkpoint_extra``, see
@@ -44,6 +47,7 @@ class TrainConfig:
     """
 
     preset: str = "tiny-2l"
+    family: str = "gpt_neox"
     total_steps: int = 1000
     lr: Optional[float] = None
     warmup_frac: float = 0.01
@@ -66,6 +70,7 @@ class TrainConfig:
 
     def __post_init__(self):
         get_preset(self.preset)
+        check_family(self.family)
         self.betas = tuple(float(b) for b in self.betas)
         self.checkpoint_extra = tuple(int(s) for s in self.checkpoint_extra)
         if self.clip is not None and not self.clip > 0:
