@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import HeadPart, ModelAdapter, ModelShape, UnsupportedModelError
+from .base import HeadPart, ModelAdapter, ModelShape, Segment, UnsupportedModelError
 from .gpt_neox import GPTNeoXAdapter
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "HeadPart",
     "ModelAdapter",
     "ModelShape",
+    "Segment",
     "UnsupportedModelError",
     "adapter_for",
     "adapter_for_type",

@@ -54,18 +54,48 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
-class HeadPart:
-    """One slice ``W[out_start:out_stop, in_start:in_stop]`` of an attention module that a head owns.
-
-    ``head_bias``: the module's bias rows ``out_start:out_stop`` belong to this head alone (so a
-    ``HeadSpec(bias=True)`` tracks them); False for a bias shared by all heads (an output projection's)."""
+class Segment:
+    """Rows ``out_start:out_stop`` of the attention linear ``module`` (HF ``nn.Linear`` orientation: a row is one
+    output of the module)."""
 
     module: str
     out_start: int
     out_stop: int
+
+    def __post_init__(self):
+        if not (isinstance(self.module, str) and 0 <= self.out_start < self.out_stop):
+            raise ValueError(f"a Segment needs a module name and 0 <= out_start < out_stop, got {self!r}")
+
+    @property
+    def size(self) -> int:
+        return self.out_stop - self.out_start
+
+
+@dataclass(frozen=True)
+class HeadPart:
+    """The slice of the attention weights that one part (qk, v or o) of a head owns: the rows of every
+    :class:`Segment`, stacked in segment order, restricted to input columns ``in_start:in_stop``.
+
+    All segments' modules read the same input (GPT-NeoX: one ``query_key_value``, its q rows then its k rows;
+    Llama: ``q_proj`` and ``k_proj``, both fed the same normed hidden state), so the part is one
+    ``[Σ rows, in_stop - in_start]`` matrix with one input.
+
+    ``head_bias``: the modules' bias entries of those rows belong to this part (so a ``HeadSpec(bias=True)`` tracks
+    them as a ones column); False for a bias no head owns (an output projection's). ``shared_by``: the query heads
+    of the layer whose parts contain some of these parameters (the head itself; with grouped-query attention,
+    every head of the KV group for a part holding K or V rows)."""
+
+    segments: tuple
     in_start: int
     in_stop: int
     head_bias: bool
+    shared_by: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "segments", tuple(self.segments))
+        object.__setattr__(self, "shared_by", tuple(self.shared_by))
+        if not self.segments or not all(isinstance(s, Segment) for s in self.segments):
+            raise ValueError(f"a HeadPart needs at least one Segment, got {self.segments!r}")
 
 
 Tap = Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]
