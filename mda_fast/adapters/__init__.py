@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 
 from .base import HeadPart, ModelAdapter, ModelShape, Segment, UnsupportedModelError
+from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter
 
 __all__ = [
+    "GPT2Adapter",
     "GPTNeoXAdapter",
     "HeadPart",
     "ModelAdapter",
@@ -68,3 +70,4 @@ def adapter_for(model) -> ModelAdapter:
 
 
 register_adapter(GPTNeoXAdapter())
+register_adapter(GPT2Adapter())

@@ -12,15 +12,16 @@ model's :class:`ModelAdapter` (``mda_fast.adapters.adapter_for(model)``, dispatc
 * **which parameters a head owns**: :meth:`~ModelAdapter.head_parts`, the row / column ranges of head h in each
   module, as :class:`HeadPart` slices (``heads.head_blocks`` turns them into Kronecker blocks);
 * **attention**: :meth:`~ModelAdapter.split_qkv` (per-head q, k, v from the captured ``qkv_module`` output) and
-  :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores), for attention-pattern
+  :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores) and
+  :meth:`~ModelAdapter.softmax_scale` (the factor on each layer's scores), for attention-pattern
   probes and localization;
 * **the lean forward** (optional, ``mda_fast.core.lean_forward``): :meth:`~ModelAdapter.lean_supports`,
   :meth:`~ModelAdapter.lean_begin`, :meth:`~ModelAdapter.lean_layer`, :meth:`~ModelAdapter.lean_end`. An adapter
   that leaves them out gets HF's forward with hooks, which is always correct.
 
 A second architecture (GPT-2, Llama, ...) is one new file: a subclass of :class:`ModelAdapter` implementing these
-methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) is the only
-adapter for now.
+methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) and GPT-2
+(``adapters/gpt2.py``, the fused ``Conv1D`` layout) are registered.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ModelShape:
     vocab_size: int
     max_positions: int
     model_type: str = "gpt_neox"
+    attn_scales: tuple = ()  # softmax scale of each layer's scores (GPT-2's options); empty: d_head^-0.5 everywhere
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,12 @@ class ModelAdapter(abc.ABC):
     def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:
         """The linear ``module`` (one of :attr:`modules`) of layer ``layer``'s attention."""
 
+    def linear_weight(self, module: torch.nn.Module, grad: bool = False) -> torch.Tensor | None:
+        """An attention module's weight (``grad=True``: its ``.grad``, None if unset) in ``nn.Linear`` orientation
+        ``[d_out, d_in]``, whatever the storage (default: ``module.weight`` as stored; GPT-2's ``Conv1D``
+        transposes)."""
+        return module.weight.grad if grad else module.weight
+
     # ---- which parameters a head owns ------------------------------------------------------------------------
     @abc.abstractmethod
     def head_parts(self, shape: ModelShape, head: int, mode: str) -> dict[str, HeadPart]:
@@ -158,6 +166,19 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def rotate_qk(self, q: torch.Tensor, k: torch.Tensor, shape: ModelShape):
         """q, k ``[..., T, d_head]`` with the model's positional rotation applied (computed in q's dtype)."""
+
+    def softmax_scale(self, shape: ModelShape, layer: int | None) -> float:
+        """The factor on layer ``layer``'s scores ``q·kᵀ`` before the softmax: ``shape.attn_scales[layer]`` where
+        the shape has them (GPT-2), else ``d_head^-0.5``. ``layer=None`` is only allowed where every layer has the
+        same scale."""
+        scales = shape.attn_scales
+        if not scales:
+            return shape.d_head**-0.5
+        if layer is None:
+            if len(set(scales)) > 1:
+                raise ValueError("this model scales each layer's attention differently; pass the layer")
+            return scales[0]
+        return scales[layer]
 
     def check_attention(self, shape: ModelShape) -> None:
         """Raise ``ModelError`` where the attention pattern is not well defined (default: always defined)."""

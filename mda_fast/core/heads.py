@@ -12,6 +12,11 @@ convention on every layout (``head_blocks`` states it for each):
 GPT-NeoX: head h's W_Q, W_K, W_V rows of ``query_key_value.weight`` are ``h·3·d_head + (0, 1, 2)·d_head`` (d_head
 each), its W_O columns of ``attention.dense.weight`` are ``h·d_head : (h+1)·d_head``.
 
+GPT-2 (``Conv1D``, weight stored ``[d_in, d_out]``, read through the adapter's ``linear_weight`` as its transpose):
+``c_attn``'s outputs are [Q of all heads | K | V], so head h's W_Q, W_K, W_V rows are ``(0, 1, 2)·d_model +
+h·d_head`` (d_head each; qk is two segments of ``c_attn``), its W_O columns of ``c_proj`` are
+``h·d_head : (h+1)·d_head`` (rows of ``c_proj.weight`` as stored).
+
 A :class:`Block` is one Kronecker-factored parameter block: one input slice (columns ``in_start:in_stop`` of the
 input that all its modules read) and a list of output :class:`~mda_fast.adapters.Segment` s (rows of one or more
 modules), stacked in segment order. Its token inputs ``X`` are that input slice, its output gradients ``Y`` the
@@ -203,7 +208,7 @@ def head_blocks(model, spec) -> list[Block]:
     if isinstance(spec, ModuleSpec):
         mod = module_of(model, L, spec.module)
         has_b = mod.bias is not None
-        d_out, d_in = mod.weight.shape
+        d_out, d_in = handle(model).adapter.linear_weight(mod).shape
         every = tuple(range(handle(model).shape.n_heads))
         return [Block(spec.name, L, (Segment(spec.module, 0, d_out),), 0, d_in, has_b, every)]
     h = handle(model)
@@ -234,9 +239,10 @@ def block_weight(model, block: Block, grad: bool = False) -> torch.Tensor:
     With ``grad=True`` returns the same slice of ``weight.grad`` / ``bias.grad`` (for tests against autograd).
     """
     rows = []
+    adapter = handle(model).adapter
     for seg in block.segments:
         mod = module_of(model, block.layer, seg.module)
-        w = mod.weight.grad if grad else mod.weight
+        w = adapter.linear_weight(mod, grad)  # nn.Linear orientation [d_out, d_in] (GPT-2's Conv1D: transposed)
         out = w[seg.out_start : seg.out_stop, block.in_start : block.in_stop]
         if block.bias:
             b = mod.bias.grad if grad else mod.bias
