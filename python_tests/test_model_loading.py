@@ -54,17 +54,17 @@ def test_tiny_checkpoint_round_trip_and_config_shape(saved_tiny):
     assert read_model_config(str(d)).n_heads == 2 and read_model_config(str(d)).max_positions == 64
 
 
-def test_gpt2_directory_is_refused_fast_without_building(tmp_path, no_build):
-    from transformers import GPT2Config
+def test_unsupported_family_directory_is_refused_fast_without_building(tmp_path, no_build):
+    from transformers import BloomConfig
 
-    GPT2Config().save_pretrained(str(tmp_path))
+    BloomConfig().save_pretrained(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"")  # weights are never looked at
     t0 = time.perf_counter()
     for fn in (load_pythia, read_model_config):
         msg = err(fn, str(tmp_path))
         assert msg == (
-            f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+            f"{tmp_path / 'config.json'} has model_type 'bloom'; expected 'gpt2' or 'gpt_neox' "
+            "(mda-fast supports Pythia / GPT-NeoX / GPT-2 checkpoints only)"
         )
     assert time.perf_counter() - t0 < 2.0
 
