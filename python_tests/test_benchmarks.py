@@ -91,3 +91,13 @@ def test_kernel_op_benchmarks_write_json_and_render(tmp_path, capsys):
         assert render.main([str(path)]) == 0
         md = capsys.readouterr().out
         assert f"| {op} | demo-64 | V |" in md and "torch ms" in md
+
+
+def test_capture_ratio_benchmark_times_every_family_side_by_side(tmp_path):
+    e2e = load("end_to_end")
+    md = tmp_path / "ratio.md"
+    argv = ["--capture-ratio", "--capture-size", "16,2,2,64,8", "--rounds", "1", "--batch-size", "2"]
+    assert e2e.main(argv + ["--device", "cpu", "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "| gpt_neox | lean forward |" in text and "| gpt2 | HF forward + hooks |" in text
+    assert "capture / forward" in text
