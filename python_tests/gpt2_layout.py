@@ -3,10 +3,18 @@ adapter): ``Conv1D`` weights ``[d_in, d_out]``, ``c_attn``'s output [Q of all he
 input columns ``h·d_head:(h+1)·d_head`` of ``c_proj`` (rows of ``c_proj.weight`` as stored)."""
 
 import torch
+import transformers
 
 from mda_fast import ModuleSpec
 
 VOCAB, CTX = 48, 65
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+
+
+def refused(cfg) -> bool:
+    """The adapter refuses this config here: transformers 4.x's sdpa attention ignores GPT-2's scaling options."""
+    default_scaling = cfg["scale_weights"] and not cfg["inverse_layer"]
+    return cfg["attn"] == "sdpa" and not default_scaling and not TRANSFORMERS_5
 
 
 def upcasts(cfg) -> bool:

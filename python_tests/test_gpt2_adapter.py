@@ -89,7 +89,7 @@ def test_fit_score_and_factors_on_gpt2(tmp_path):
     """K-FAC's A of a qk block is the token covariance of [ln_1(hidden), 1]; the scorer's scores are
     −Σ_b ⟨H_b⁻¹∇_b f, G_n⟩ with G_n from per_sample_head_grads; saved factors score the same."""
     torch.set_num_threads(1)
-    model = build(**{**CFG, "attn": "sdpa", "tied": False})
+    model = build(**{**CFG, "tied": False})
     specs = [HeadSpec(1, 0, bias=True), ModuleSpec(0, "c_attn"), ModuleSpec(1, "c_proj")]
     g = torch.Generator().manual_seed(3)
     batches = [torch.randint(0, VOCAB, (4, 13), generator=g) for _ in range(2)]

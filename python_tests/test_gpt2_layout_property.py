@@ -16,6 +16,9 @@ to 64, no mask / token-loss masks / right-padding attention masks), in float64:
 - ``attention_pattern`` (localize's and the pattern probes' patterns from the captured ``c_attn`` output) equals
   HF eager's ``output_attentions`` (1e-10; 1e-6 on the float32 model of the upcast path), and ``localize_all`` equals the scores
   computed from HF's own attention probabilities;
+- where HF's own forward cannot run a case (transformers 4.49: a float64 sdpa GPT-2 with a padding mask overflows
+  its float32 mask), capture raises too; where the adapter refuses a model (transformers 4.x sdpa with non-default
+  scaling, which that release ignores), capture raises that one-line ``ModelError``;
 - mutations of the layout (a K row range off by one head, ``c_proj``'s stored rows read as output rows, the
   ``Conv1D`` weight not transposed) are caught.
 
@@ -31,11 +34,21 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from gpt2_layout import VOCAB, build, convention_slice, hf_patterns, names_of, parts_of, upcasts  # noqa: E402
+from gpt2_layout import (  # noqa: E402
+    TRANSFORMERS_5,
+    VOCAB,
+    build,
+    convention_slice,
+    hf_patterns,
+    names_of,
+    parts_of,
+    refused,
+    upcasts,
+)
 from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from mda_fast import HeadSpec, ModuleSpec, head_blocks, localize_all, per_sample_head_grads  # noqa: E402
+from mda_fast import HeadSpec, ModelError, ModuleSpec, head_blocks, localize_all, per_sample_head_grads  # noqa: E402
 from mda_fast.adapters import GPT2Adapter, HeadPart, Segment, register_adapter  # noqa: E402
 from mda_fast.core.attention import attention_pattern  # noqa: E402
 from mda_fast.core.capture import block_grad, capture, loss_objective, sequence_loss, split_rows  # noqa: E402
@@ -151,9 +164,26 @@ def ours(model, rows, specs, mask, am):
     return {b.name: block_grad(res.x(b), res.y(b), b.bias) for b in blocks}
 
 
+def hf_forward_fails(model, rows, am) -> bool:
+    try:
+        with torch.no_grad():
+            model(input_ids=rows[:, :-1], attention_mask=am)
+    except RuntimeError:
+        return True
+    return False
+
+
 def check_grads(cfg, specs, T, N, masks):
     model = build(**cfg)
     rows, mask, am = rows_and_masks(T, N, masks, cfg["seed"] + 1)
+    if refused(cfg):  # transformers 4.x, sdpa ignoring the scaling options: one line, nothing computed
+        with pytest.raises(ModelError, match="ignores GPT-2's scale_attn_weights"):
+            ours(model, rows, specs, mask, am)
+        return
+    if hf_forward_fails(model, rows, am):  # e.g. transformers 4.49: a float64 sdpa GPT-2 with a padding mask
+        with pytest.raises(RuntimeError):
+            ours(model, rows, specs, mask, am)
+        return
     tol, floor = (1e-4, 1e-5) if upcasts(cfg) else (1e-10, 1e-13)
     for s in specs:
         blocks = head_blocks(model, s)
@@ -197,6 +227,10 @@ def test_per_sample_head_grads_equal_autograd_on_conv1d_weights(case):
     cfg, specs, T, N, masks = case
     event(f"{cfg['attn']}{' upcast (float32 model)' if upcasts(cfg) else ''}")
     event(f"masks: {masks}")
+    if refused(cfg):
+        event("refused: transformers 4.x sdpa with non-default scaling")
+    elif masks == "padding" and cfg["attn"] == "sdpa" and not TRANSFORMERS_5:
+        event("HF cannot run it: transformers 4.x float64 sdpa with a padding mask")
     event("ModuleSpec" if isinstance(specs[0], ModuleSpec) else f"{len(specs)} head spec(s)")
     check_grads(*case)
 
