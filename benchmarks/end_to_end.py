@@ -11,6 +11,11 @@
     python benchmarks/end_to_end.py --model demo --n 128
     python benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --batch-size 8
     python benchmarks/end_to_end.py ... --tf32 --forward --json e2e.json   # seq/s and tokens/s per method as JSON
+
+``--capture-ratio`` instead times, per model family at one size side by side, the capture of one head's blocks
+(forward + backward to the lowest tracked layer, ``mda_fast.core.capture.capture``) against one no-grad forward:
+
+    python benchmarks/end_to_end.py --capture-ratio --device cpu
 """
 
 from __future__ import annotations
@@ -202,6 +207,122 @@ def method_b(model, layer, probe, fit_rows, rows, bs, device):
     return -kf, t_fit, t_score  # kronfluence scores are +∇fᵀH⁻¹∇L; ours carry the minus sign
 
 
+# ---- capture vs forward, per family ------------------------------------------------------------------------------
+def family_model(family: str, d_model: int, n_heads: int, n_layers: int, vocab: int, ctx: int, seed: int):
+    """A randomly initialised float32 eval model of ``family`` at the given size (sdpa attention)."""
+    import transformers
+
+    torch.manual_seed(seed)
+    if family == "gpt_neox":  # Pythia's layout: partial rotary, parallel residual, untied
+        cfg = transformers.GPTNeoXConfig(
+            vocab_size=vocab,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            intermediate_size=4 * d_model,
+            rotary_pct=0.25,
+            max_position_embeddings=ctx,
+            use_parallel_residual=True,
+            tie_word_embeddings=False,
+        )
+        cls = transformers.GPTNeoXForCausalLM
+    elif family == "gpt2":
+        cfg = transformers.GPT2Config(
+            vocab_size=vocab,
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_positions=ctx,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        cls = transformers.GPT2LMHeadModel
+    else:
+        raise ValueError(f"--capture-ratio: unknown family {family!r}; expected one of {CAPTURE_FAMILIES}")
+    cfg._attn_implementation = "sdpa"
+    model = cls(cfg).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+CAPTURE_FAMILIES = ("gpt_neox", "gpt2")
+
+
+def capture_ratio(args, dev) -> list[dict]:
+    """Per family: seconds of one no-grad forward and of one capture (training loss, head ``--head`` of layer
+    ``--layer``, qkvo blocks), best of ``--rounds`` rounds that alternate every method; capture through the path
+    ``capture`` picks (the lean forward where the family has one) and through HF's forward + hooks."""
+    from mda_fast.core.capture import capture, hf_forward, loss_objective, uses_lean_forward
+
+    d, H, layers, vocab, T = (int(x) for x in args.capture_size.split(","))
+    bs = args.batch_size or 8
+    rows = make_rows(args, vocab, T, bs).to(dev)
+    inputs, labels = rows[:, :-1], rows[:, 1:]
+    models = {f: family_model(f, d, H, layers, vocab, T + 1, args.seed).to(dev) for f in CAPTURE_FAMILIES}
+    spec = mda_fast.HeadSpec(args.layer, args.head)
+    runs = {}
+    for f, m in models.items():
+        blocks = mda_fast.head_blocks(m, spec)
+        obj = loss_objective(labels)
+
+        def fwd(m=m):
+            with torch.no_grad():
+                return m(input_ids=inputs, use_cache=False).logits
+
+        def cap(m=m, blocks=blocks, obj=obj):
+            return capture(m, inputs, blocks, obj)
+
+        def cap_hf(m=m, blocks=blocks, obj=obj):
+            with hf_forward():
+                return capture(m, inputs, blocks, obj)
+
+        runs[f] = {"forward": fwd, "capture": cap, "capture_hf": cap_hf, "lean": uses_lean_forward(m, obj, blocks)}
+    best = {f: {k: float("inf") for k in ("forward", "capture", "capture_hf")} for f in runs}
+    for f in runs:  # warm-up
+        for k in best[f]:
+            runs[f][k]()
+    for _ in range(args.rounds):
+        for f in runs:
+            for k in best[f]:
+                _, t = timed(runs[f][k], dev)
+                best[f][k] = min(best[f][k], t)
+    out = []
+    for f in runs:
+        b = best[f]
+        out.append(
+            dict(
+                family=f,
+                lean=runs[f]["lean"],
+                forward=b["forward"],
+                capture=b["capture"],
+                capture_hf=b["capture_hf"],
+                size=f"d_model {d}, {H} heads, {layers} layers, vocab {vocab}, T {T}, batch {bs}",
+            )
+        )
+    return out
+
+
+def report_capture_ratio(results, args, dev) -> str:
+    lines = [
+        "| family | capture path | forward (no grad) | capture | capture / forward | HF forward + hooks capture "
+        "| its / forward |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['family']} | {'lean forward' if r['lean'] else 'HF forward + hooks'} | {r['forward'] * 1e3:.1f} ms "
+            f"| {r['capture'] * 1e3:.1f} ms | {r['capture'] / r['forward']:.2f}× | {r['capture_hf'] * 1e3:.1f} ms "
+            f"| {r['capture_hf'] / r['forward']:.2f}× |"
+        )
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    return (
+        "\n".join(lines)
+        + f"\n\n{results[0]['size']}, L{args.layer}H{args.head} qkvo, float32, sdpa; {where}, "
+        + (f"torch threads {torch.get_num_threads()}, best of {args.rounds} alternating rounds\n")
+    )
+
+
 def fmt_time(s: float) -> str:
     if s < 120:
         return f"{s:.2f} s"
@@ -242,6 +363,16 @@ def parse_args(argv=None):
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
+    ap.add_argument(
+        "--capture-ratio",
+        action="store_true",
+        help="only time capture (forward + backward to the tracked layer) against a no-grad forward, per family",
+    )
+    ap.add_argument(
+        "--capture-size",
+        default="128,4,4,4096,128",
+        help="--capture-ratio's model size and sequence length: d_model,heads,layers,vocab,T",
+    )
     return ap.parse_args(argv)
 
 
@@ -390,6 +521,14 @@ def write_json(args, argv, res, scores, n, n_fit, T, bs, t_fit_c, where, r_ac) -
 def main(argv=None):
     args = parse_args(argv)
     dev = torch.device(args.device)
+    if args.capture_ratio:
+        table = report_capture_ratio(capture_ratio(args, dev), args, dev)
+        print(table)
+        if args.markdown:
+            cmd = "python benchmarks/end_to_end.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            with open(args.markdown, "a") as f:
+                f.write(f"\n`{cmd}` ({datetime.date.today()})\n\n{table}")
+        return 0
     if args.checkpoint and args.model != "demo":
         raise ValueError("--checkpoint loads a local demo-model checkpoint; use it with --model demo")
     if args.model != "demo" and dev.type == "cpu" and not args.force:

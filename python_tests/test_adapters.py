@@ -85,14 +85,14 @@ def test_registered_adapter_is_used_by_the_core(counting_model):
 
 def test_unknown_model_type_is_one_line_model_error():
     model = make_tiny()
-    model.config.model_type = "gpt2"
+    model.config.model_type = "bloom"
     for fn in (adapter_for, lambda m: head_blocks(m, HeadSpec(0, 0))):
         with pytest.raises(ModelError) as e:
             fn(model)
         assert isinstance(e.value, (UnsupportedModelError, TypeError)) and "\n" not in str(e.value)
         assert str(e.value) == (
-            "GPTNeoXForCausalLM has model_type 'gpt2'; expected 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+            "GPTNeoXForCausalLM has model_type 'bloom'; expected 'gpt2' or 'gpt_neox' "
+            "(mda-fast supports Pythia / GPT-NeoX / GPT-2 checkpoints only)"
         )
     with pytest.raises(ModelError, match="model_type 'llama'"):
         adapter_for_type("llama")
@@ -125,6 +125,6 @@ def test_the_adapter_is_resolved_once_per_model(monkeypatch):
     other = make_tiny(n_layers=2, attn="sdpa")
     handle(other)
     assert calls == [id(model), id(other)]
-    other.config.model_type = "gpt2"  # a handle never outlives a change of model_type
-    with pytest.raises(ModelError, match="model_type 'gpt2'"):
+    other.config.model_type = "bloom"  # a handle never outlives a change of model_type
+    with pytest.raises(ModelError, match="model_type 'bloom'"):
         handle(other)

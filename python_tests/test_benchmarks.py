@@ -278,3 +278,13 @@ def test_gpu_check_documented_budgets_are_the_timeouts():
     results = open(os.path.join(ROOT, "benchmarks", "RESULTS.md")).read()
     for n, b in enumerate(budget, 1):
         assert re.search(rf"^\| {n} \| .* \| {b} s \|$", results, re.M), n
+
+
+def test_capture_ratio_benchmark_times_every_family_side_by_side(tmp_path):
+    e2e = load("end_to_end")
+    md = tmp_path / "ratio.md"
+    argv = ["--capture-ratio", "--capture-size", "16,2,2,64,8", "--rounds", "1", "--batch-size", "2"]
+    assert e2e.main(argv + ["--device", "cpu", "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "| gpt_neox | lean forward |" in text and "| gpt2 | HF forward + hooks |" in text
+    assert "capture / forward" in text

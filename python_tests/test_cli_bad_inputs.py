@@ -60,11 +60,11 @@ def world(tmp_path_factory):
     done = str(root / "done")
     for cmd in ("fit", "score", "analyze"):
         assert main([cmd, "--config", str(cfg), "--out", done, "--no-progress"]) == 0, cmd
-    gpt2 = root / "gpt2"
-    from transformers import GPT2Config
+    bloom = root / "bloom"  # an unsupported family (ALiBi)
+    from transformers import BloomConfig
 
-    GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16).save_pretrained(str(gpt2))
-    return {"root": root, "cfg": str(cfg), "base": base, "done": done, "run": str(run), "gpt2": str(gpt2)}
+    BloomConfig(n_layer=1, hidden_size=8, n_head=2, vocab_size=16).save_pretrained(str(bloom))
+    return {"root": root, "cfg": str(cfg), "base": base, "done": done, "run": str(run), "bloom": str(bloom)}
 
 
 def _tree(path):
@@ -177,10 +177,10 @@ def _cases():
     c.append(("categorize-no-tokenizer", "categorize", categorize_no_tokenizer, ["data.tokenizer", "tokenizer.json"]))
     c.append(("categorize-partial-scores", "categorize", partial_scores_of("categorize"), ["incomplete", "--resume"]))
 
-    def gpt2(w, tmp):
-        return ["--config", w["cfg"], "--set", f'model.name="{w["gpt2"]}"', "--set", 'model.run_dir=""'], None
+    def bloom(w, tmp):
+        return ["--config", w["cfg"], "--set", f'model.name="{w["bloom"]}"', "--set", 'model.run_dir=""'], None
 
-    c.append(("gpt2-directory", "localize", gpt2, ["model_type", "gpt2", "GPT-NeoX"]))
+    c.append(("unsupported-family-directory", "localize", bloom, ["model_type", "bloom", "GPT-NeoX"]))
 
     def offline(w, tmp):
         return [

@@ -166,7 +166,7 @@ def autograd_grads(model, rows, specs, mask):
             out.append({b.name: block_weight(model, b, grad=True).clone() for b in blocks})
             scales.append(
                 {
-                    b.name: float(getattr(model.gpt_neox.layers[b.layer].attention, b.module).weight.grad.norm())
+                    b.name: float(getattr(model.gpt_neox.layers[b.layer].attention, b.input_module).weight.grad.norm())
                     for b in blocks
                 }
             )

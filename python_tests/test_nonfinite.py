@@ -287,7 +287,7 @@ def test_load_missing_files_and_tensors(saved):
 def test_load_shape_mismatch_with_json(saved):
     d, j, t = saved
     meta = json.loads(j.read_text())
-    meta["blocks"]["L1H0.qk.qk"]["out_stop"] += 1  # the JSON now says d_out is one larger
+    meta["blocks"]["L1H0.qk.qk"]["segments"][-1]["out_stop"] += 1  # the JSON now says d_out is one larger
     j.write_text(json.dumps(meta))
     msg = _load_err(d)
     assert msg.startswith(

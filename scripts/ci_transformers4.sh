@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# CI: the adapter tests (model layout, capture, lean forward and its property test, localize) on transformers 4.4x,
-# the older GPT-NeoX layout (config.rotary_pct / rotary_emb_base) the README claims, in its own venv .venv-tf4.
+# CI: the adapter tests (model layout, capture, lean forward and its property test, localize, the GPT-2 layout) on
+# transformers 4.4x, the older GPT-NeoX layout (config.rotary_pct / rotary_emb_base) the README claims, in its own
+# venv .venv-tf4.
 # The lean capture forward claims 4.49 too (same forward arithmetic), so the property test proves it here as well. Usage: bash scripts/ci_transformers4.sh      (TF4_VERSION=4.4x.y to try another release)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,4 +25,5 @@ SO="$(cd / && "$VPY" -c "import mda_fast._C as c; print(c.__file__)")"
 [ -e "$ROOT/mda_fast/$(basename "$SO")" ] || cp -f "$SO" "$ROOT/mda_fast/"
 "$VPY" -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
 "$VPY" -m pytest -p no:xdist -q python_tests/test_lean_forward.py python_tests/test_lean_forward_property.py \
-  python_tests/test_capture.py python_tests/test_localize.py
+  python_tests/test_capture.py python_tests/test_localize.py \
+  python_tests/test_gpt2_adapter.py python_tests/test_gpt2_layout_property.py

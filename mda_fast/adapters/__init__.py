@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from .base import HeadPart, ModelAdapter, ModelShape, UnsupportedModelError
+from .base import HeadPart, ModelAdapter, ModelShape, Segment, UnsupportedModelError
+from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter
 
 __all__ = [
+    "GPT2Adapter",
     "GPTNeoXAdapter",
     "HeadPart",
     "ModelAdapter",
     "ModelShape",
+    "Segment",
     "UnsupportedModelError",
     "adapter_for",
     "adapter_for_type",
@@ -67,3 +70,4 @@ def adapter_for(model) -> ModelAdapter:
 
 
 register_adapter(GPTNeoXAdapter())
+register_adapter(GPT2Adapter())

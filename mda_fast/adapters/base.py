@@ -12,15 +12,16 @@ model's :class:`ModelAdapter` (``mda_fast.adapters.adapter_for(model)``, dispatc
 * **which parameters a head owns**: :meth:`~ModelAdapter.head_parts`, the row / column ranges of head h in each
   module, as :class:`HeadPart` slices (``heads.head_blocks`` turns them into Kronecker blocks);
 * **attention**: :meth:`~ModelAdapter.split_qkv` (per-head q, k, v from the captured ``qkv_module`` output) and
-  :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores), for attention-pattern
+  :meth:`~ModelAdapter.rotate_qk` (the positional rotation applied before the scores) and
+  :meth:`~ModelAdapter.softmax_scale` (the factor on each layer's scores), for attention-pattern
   probes and localization;
 * **the lean forward** (optional, ``mda_fast.core.lean_forward``): :meth:`~ModelAdapter.lean_supports`,
   :meth:`~ModelAdapter.lean_begin`, :meth:`~ModelAdapter.lean_layer`, :meth:`~ModelAdapter.lean_end`. An adapter
   that leaves them out gets HF's forward with hooks, which is always correct.
 
 A second architecture (GPT-2, Llama, ...) is one new file: a subclass of :class:`ModelAdapter` implementing these
-methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) is the only
-adapter for now.
+methods, registered with ``mda_fast.adapters.register_adapter``. GPT-NeoX (``adapters/gpt_neox.py``) and GPT-2
+(``adapters/gpt2.py``, the fused ``Conv1D`` layout) are registered.
 """
 
 from __future__ import annotations
@@ -51,21 +52,52 @@ class ModelShape:
     vocab_size: int
     max_positions: int
     model_type: str = "gpt_neox"
+    attn_scales: tuple = ()  # softmax scale of each layer's scores (GPT-2's options); empty: d_head^-0.5 everywhere
 
 
 @dataclass(frozen=True)
-class HeadPart:
-    """One slice ``W[out_start:out_stop, in_start:in_stop]`` of an attention module that a head owns.
-
-    ``head_bias``: the module's bias rows ``out_start:out_stop`` belong to this head alone (so a
-    ``HeadSpec(bias=True)`` tracks them); False for a bias shared by all heads (an output projection's)."""
+class Segment:
+    """Rows ``out_start:out_stop`` of the attention linear ``module`` (HF ``nn.Linear`` orientation: a row is one
+    output of the module)."""
 
     module: str
     out_start: int
     out_stop: int
+
+    def __post_init__(self):
+        if not (isinstance(self.module, str) and 0 <= self.out_start < self.out_stop):
+            raise ValueError(f"a Segment needs a module name and 0 <= out_start < out_stop, got {self!r}")
+
+    @property
+    def size(self) -> int:
+        return self.out_stop - self.out_start
+
+
+@dataclass(frozen=True)
+class HeadPart:
+    """The slice of the attention weights that one part (qk, v or o) of a head owns: the rows of every
+    :class:`Segment`, stacked in segment order, restricted to input columns ``in_start:in_stop``.
+
+    All segments' modules read the same input (GPT-NeoX: one ``query_key_value``, its q rows then its k rows;
+    Llama: ``q_proj`` and ``k_proj``, both fed the same normed hidden state), so the part is one
+    ``[Σ rows, in_stop - in_start]`` matrix with one input.
+
+    ``head_bias``: the modules' bias entries of those rows belong to this part (so a ``HeadSpec(bias=True)`` tracks
+    them as a ones column); False for a bias no head owns (an output projection's). ``shared_by``: the query heads
+    of the layer whose parts contain some of these parameters (the head itself; with grouped-query attention,
+    every head of the KV group for a part holding K or V rows)."""
+
+    segments: tuple
     in_start: int
     in_stop: int
     head_bias: bool
+    shared_by: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "segments", tuple(self.segments))
+        object.__setattr__(self, "shared_by", tuple(self.shared_by))
+        if not self.segments or not all(isinstance(s, Segment) for s in self.segments):
+            raise ValueError(f"a HeadPart needs at least one Segment, got {self.segments!r}")
 
 
 Tap = Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -114,6 +146,12 @@ class ModelAdapter(abc.ABC):
     def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:
         """The linear ``module`` (one of :attr:`modules`) of layer ``layer``'s attention."""
 
+    def linear_weight(self, module: torch.nn.Module, grad: bool = False) -> torch.Tensor | None:
+        """An attention module's weight (``grad=True``: its ``.grad``, None if unset) in ``nn.Linear`` orientation
+        ``[d_out, d_in]``, whatever the storage (default: ``module.weight`` as stored; GPT-2's ``Conv1D``
+        transposes)."""
+        return module.weight.grad if grad else module.weight
+
     # ---- which parameters a head owns ------------------------------------------------------------------------
     @abc.abstractmethod
     def head_parts(self, shape: ModelShape, head: int, mode: str) -> dict[str, HeadPart]:
@@ -128,6 +166,19 @@ class ModelAdapter(abc.ABC):
     @abc.abstractmethod
     def rotate_qk(self, q: torch.Tensor, k: torch.Tensor, shape: ModelShape):
         """q, k ``[..., T, d_head]`` with the model's positional rotation applied (computed in q's dtype)."""
+
+    def softmax_scale(self, shape: ModelShape, layer: int | None) -> float:
+        """The factor on layer ``layer``'s scores ``q·kᵀ`` before the softmax: ``shape.attn_scales[layer]`` where
+        the shape has them (GPT-2), else ``d_head^-0.5``. ``layer=None`` is only allowed where every layer has the
+        same scale."""
+        scales = shape.attn_scales
+        if not scales:
+            return shape.d_head**-0.5
+        if layer is None:
+            if len(set(scales)) > 1:
+                raise ValueError("this model scales each layer's attention differently; pass the layer")
+            return scales[0]
+        return scales[layer]
 
     def check_attention(self, shape: ModelShape) -> None:
         """Raise ``ModelError`` where the attention pattern is not well defined (default: always defined)."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
-from .base import HeadPart, ModelAdapter, ModelShape
+from .base import HeadPart, ModelAdapter, ModelShape, Segment
 
 NeoXShape = ModelShape
 
@@ -238,10 +238,12 @@ class GPTNeoXAdapter(ModelAdapter):
 
     def head_parts(self, shape: ModelShape, head: int, mode: str) -> dict[str, HeadPart]:
         dh, dm, base = shape.d_head, shape.d_model, head * 3 * shape.d_head
-        parts = {"qk": HeadPart("query_key_value", base, base + 2 * dh, 0, dm, True)}
+        qkv, own = "query_key_value", (head,)
+        q, k = Segment(qkv, base, base + dh), Segment(qkv, base + dh, base + 2 * dh)
+        parts = {"qk": HeadPart((q, k), 0, dm, True, own)}
         if mode == "qkvo":
-            parts["v"] = HeadPart("query_key_value", base + 2 * dh, base + 3 * dh, 0, dm, True)
-            parts["o"] = HeadPart("dense", 0, dm, head * dh, (head + 1) * dh, False)
+            parts["v"] = HeadPart((Segment(qkv, base + 2 * dh, base + 3 * dh),), 0, dm, True, own)
+            parts["o"] = HeadPart((Segment("dense", 0, dm),), head * dh, (head + 1) * dh, False, own)
         return parts
 
     def split_qkv(self, qkv, shape, heads=None):

@@ -100,15 +100,22 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 class CaptureResult:
     """Per-layer module inputs / output grads; ``x(block)``, ``y(block)`` give contiguous block slices."""
 
-    inputs: dict = field(default_factory=dict)  # (layer, module) -> [N, T, d_in] (detached)
-    grads: dict = field(default_factory=dict)  # (layer, module) -> [N, T, d_out]
+    inputs: dict = field(default_factory=dict)  # (layer, module) -> module input [N, T, d_in] (detached)
+    grads: dict = field(default_factory=dict)  # (layer, module) -> module output gradient [N, T, d_out]
     value: torch.Tensor | None = None  # objective per sequence [N] (detached)
 
     def x(self, block: Block) -> torch.Tensor:
-        return self.inputs[(block.layer, block.module)][..., block.in_start : block.in_stop].contiguous()
+        return self.inputs[(block.layer, block.input_module)][..., block.in_start : block.in_stop].contiguous()
 
     def y(self, block: Block) -> torch.Tensor:
-        return self.grads[(block.layer, block.module)][..., block.out_start : block.out_stop].contiguous()
+        """The output gradients of the block's segments, concatenated in segment order ``[N, T, d_out]``."""
+        parts = [self.grads[(block.layer, s.module)][..., s.out_start : s.out_stop] for s in block.runs()]
+        return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def block_keys(blocks) -> set:
+    """``{(layer, module)}`` of every segment of ``blocks``: the module outputs a capture differentiates."""
+    return {(b.layer, s.module) for b in blocks for s in b.segments}
 
 
 class _Hooks:
@@ -173,7 +180,7 @@ def capture(
     """
     h = handle(model)
     adapter, model = h.adapter, h.model
-    keys = {(b.layer, b.module) for b in blocks}
+    keys = block_keys(blocks)
     if uses_lean_forward(model, objective, blocks, attention_mask):
         return _capture_lean(model, input_ids, blocks, objective, compile)
     hooks = _Hooks(model, keys, qkv_layers)

@@ -104,7 +104,7 @@ class Factors:
             "method": self.method,
             "fisher": self.fisher,
             "specs": [_spec_to_dict(s) for s in self.specs],
-            "blocks": {n: asdict(b) for n, b in self.block_info.items()},
+            "blocks": {n: b.to_dict() for n, b in self.block_info.items()},
             "damping": {n: f.damping for n, f in self.blocks.items()},
         }
         with atomic_file(os.path.join(path, "factors.safetensors"), "wb") as fh:
@@ -147,7 +147,7 @@ class Factors:
 def _read_meta(meta: dict, jpath: str):
     """``(block_info, damping, method, fisher, specs)`` popped from ``factors.json``'s dict (the rest is ``meta``)."""
     try:
-        info = {n: Block(**b) for n, b in meta.pop("blocks").items()}
+        info = {n: Block.from_dict(b) for n, b in meta.pop("blocks").items()}
         raw_damping = meta.pop("damping")
         damping = {n: float(raw_damping[n]) for n in info}
         method, fisher = meta.pop("method"), meta.pop("fisher")

@@ -49,15 +49,15 @@ def supports(model, attention_mask: torch.Tensor | None = None) -> bool:
 
 def heads_touched(adapter, shape, blocks, layer: int) -> set[int]:
     """Heads of ``layer`` whose ``qkv_module`` rows (per ``adapter.head_parts``) meet a tracked block's rows."""
-    spans = [(b.out_start, b.out_stop) for b in blocks if b.layer == layer and b.module == adapter.qkv_module]
+
+    def spans(segments):
+        return [(s.out_start, s.out_stop) for s in segments if s.module == adapter.qkv_module]
+
+    tracked = spans(s for b in blocks if b.layer == layer for s in b.segments)
     touched = set()
     for h in range(shape.n_heads):
-        rows = [
-            (p.out_start, p.out_stop)
-            for p in adapter.head_parts(shape, h, "qkvo").values()
-            if p.module == adapter.qkv_module
-        ]
-        if any(s < e2 and s2 < e for s, e in spans for s2, e2 in rows):
+        rows = spans(s for p in adapter.head_parts(shape, h, "qkvo").values() for s in p.segments)
+        if any(s < e2 and s2 < e for s, e in tracked for s2, e2 in rows):
             touched.add(h)
     return touched
 
@@ -67,7 +67,7 @@ class _Taps:
 
     def __init__(self, adapter, shape, blocks):
         self.adapter, self.shape, self.blocks = adapter, shape, blocks
-        self.keys = {(b.layer, b.module) for b in blocks}
+        self.keys = {(b.layer, s.module) for b in blocks for s in b.segments}
         self.inputs, self.outputs, self.leaves = {}, {}, set()
 
     def __call__(self, layer: int, module: str, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

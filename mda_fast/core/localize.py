@@ -57,7 +57,7 @@ def localize_all(
             batch = ids[start : start + batch_size]
             model(input_ids=batch, use_cache=False)
             for L in range(s.n_layers):
-                pat = attention_pattern(qkv[L], s).double().cpu()
+                pat = attention_pattern(qkv[L], s, layer=L).double().cpu()
                 if "prefix_matching" in totals:
                     totals["prefix_matching"][L] += pat[:, :, q_pm, k_pm].mean(dim=-1).sum(dim=0)
                 if "prev_token" in totals:

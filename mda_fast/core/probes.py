@@ -185,7 +185,7 @@ class InductionProbe(Probe):
 
 def head_pattern(model, spec, hooks) -> torch.Tensor:
     """The attention pattern ``[N, T, T]`` of ``spec``'s head, from the captured qkv output of its layer."""
-    return attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head])[:, 0]
+    return attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head], layer=spec.layer)[:, 0]
 
 
 class PatternProbe(Probe):
