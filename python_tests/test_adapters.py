@@ -91,11 +91,12 @@ def test_unknown_model_type_is_one_line_model_error():
             fn(model)
         assert isinstance(e.value, (UnsupportedModelError, TypeError)) and "\n" not in str(e.value)
         assert str(e.value) == (
-            "GPTNeoXForCausalLM has model_type 'gpt2'; expected 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+            "GPTNeoXForCausalLM has model_type 'gpt2'; expected 'gpt_neox' or 'llama' or 'mistral' or 'olmo' or 'olmo2' "
+            "or 'qwen2' or 'qwen3' "
+            "(mda-fast supports Pythia / GPT-NeoX / Llama / Mistral / Qwen2 / Qwen3 / OLMo / OLMo-2 checkpoints only)"
         )
-    with pytest.raises(ModelError, match="model_type 'llama'"):
-        adapter_for_type("llama")
+    with pytest.raises(ModelError, match="model_type 'rwkv'"):
+        adapter_for_type("rwkv")
     with pytest.raises(TypeError, match="GPT-NeoX"):
         adapter_for(torch.nn.Linear(2, 2))
 

@@ -63,8 +63,9 @@ def test_gpt2_directory_is_refused_fast_without_building(tmp_path, no_build):
     for fn in (load_pythia, read_model_config):
         msg = err(fn, str(tmp_path))
         assert msg == (
-            f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX checkpoints only)"
+            f"{tmp_path / 'config.json'} has model_type 'gpt2'; expected 'gpt_neox' or 'llama' or 'mistral' or 'olmo' or 'olmo2' "
+            "or 'qwen2' or 'qwen3' "
+            "(mda-fast supports Pythia / GPT-NeoX / Llama / Mistral / Qwen2 / Qwen3 / OLMo / OLMo-2 checkpoints only)"
         )
     assert time.perf_counter() - t0 < 2.0
 

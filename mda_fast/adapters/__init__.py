@@ -10,10 +10,13 @@ import torch
 
 from .base import HeadPart, ModelAdapter, ModelShape, Segment, UnsupportedModelError
 from .gpt_neox import GPTNeoXAdapter
+from .llama import FAMILIES as LLAMA_FAMILIES
+from .llama import LlamaAdapter
 
 __all__ = [
     "GPTNeoXAdapter",
     "HeadPart",
+    "LlamaAdapter",
     "ModelAdapter",
     "ModelShape",
     "Segment",
@@ -26,6 +29,22 @@ __all__ = [
 ]
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
+
+REFUSED = {
+    "bloom": "ALiBi position biases",
+    "mpt": "ALiBi position biases",
+    "falcon": "ALiBi or parallel multi-query variants",
+    "mixtral": "mixture-of-experts MLPs",
+    "olmoe": "mixture-of-experts MLPs",
+    "qwen2_moe": "mixture-of-experts MLPs",
+    "qwen3_moe": "mixture-of-experts MLPs",
+    "gemma2": "attention logit soft-capping",
+    "t5": "cross-attention",
+    "bart": "cross-attention",
+    "whisper": "cross-attention",
+    "mllama": "cross-attention",
+}
+"""model_types mda-fast refuses by name, with the reason its attributions could not be proven exact there."""
 
 
 def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
@@ -48,6 +67,12 @@ def registered_model_types() -> tuple[str, ...]:
 def adapter_for_type(model_type, where: str = "the model") -> ModelAdapter:
     """The adapter of ``model_type``; ``UnsupportedModelError`` (a ``ModelError``, one line) if none serves it."""
     adapter = _ADAPTERS.get(model_type)
+    if adapter is None and model_type in REFUSED:
+        families = ", ".join(a.family for a in _ADAPTERS.values())
+        raise UnsupportedModelError(
+            f"{where} has model_type {model_type!r} ({REFUSED[model_type]}), which mda-fast cannot prove exact; "
+            f"expected one of the supported families: {families}"
+        )
     if adapter is None:
         families = " / ".join(a.family for a in _ADAPTERS.values())
         raise UnsupportedModelError(
@@ -68,3 +93,5 @@ def adapter_for(model) -> ModelAdapter:
 
 
 register_adapter(GPTNeoXAdapter())
+for _type in LLAMA_FAMILIES:
+    register_adapter(LlamaAdapter(_type))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import attention_pattern
+from .attention import layer_pattern
 from .finite import check_model_finite
 from .handle import handle
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
@@ -42,12 +42,14 @@ def localize_all(
     high = high if high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
     device = next(model.parameters()).device
     ids = repeated_random_tokens(n, seq_len, low, high, seed, device)
-    qkv = {}
+    outputs: dict = {L: {} for L in range(s.n_layers)}
+    copy = adapter.copies_hooked_outputs(model)  # a module output the model then changes in place is kept as a copy
     handles = [
-        adapter.attention_module(model, L, adapter.qkv_module).register_forward_hook(
-            lambda mod, args, out, L=L: qkv.__setitem__(L, out)
+        adapter.attention_module(model, L, m).register_forward_hook(
+            lambda mod, args, out, L=L, m=m: outputs[L].__setitem__(m, out.clone() if copy else out)
         )
         for L in range(s.n_layers)
+        for m in adapter.pattern_modules()
     ]
     totals = {m: torch.zeros(s.n_layers, s.n_heads, dtype=torch.float64) for m in metrics}
     q_pm, k_pm = prefix_matching_pairs(seq_len)
@@ -57,7 +59,7 @@ def localize_all(
             batch = ids[start : start + batch_size]
             model(input_ids=batch, use_cache=False)
             for L in range(s.n_layers):
-                pat = attention_pattern(qkv[L], s).double().cpu()
+                pat = layer_pattern(model, L, outputs[L]).double().cpu()
                 if "prefix_matching" in totals:
                     totals["prefix_matching"][L] += pat[:, :, q_pm, k_pm].mean(dim=-1).sum(dim=0)
                 if "prev_token" in totals:
