@@ -9,6 +9,13 @@
 
     python benchmarks/end_to_end.py --model demo --n 128
     python benchmarks/end_to_end.py --model pythia-14m --device cuda --n 512 --batch-size 8
+
+``--mode capture-vs-forward`` times instead, side by side in one run, one capture (forward + backward to the lowest
+tracked layer, the head's blocks) against one no-grad forward, for a GPT-NeoX model (lean forward, and HF's forward
+with hooks) and a Llama-layout model of the same size (d_model, layers, heads, MLP width, vocabulary; HF's forward
+with hooks): whether a lean forward for the Llama layout would pay (issue 22: only if capture gets ≥ 1.3× faster).
+
+    python benchmarks/end_to_end.py --mode capture-vs-forward --capture-preset tiny-4l --n 64 --layer 1
 """
 
 from __future__ import annotations
@@ -230,7 +237,90 @@ def parse_args(argv=None):
     ap.add_argument("--skip-kronfluence", action="store_true")
     ap.add_argument("--force", action="store_true", help="run the pythia presets on the CPU anyway")
     ap.add_argument("--markdown", help="append the result table to this Markdown file")
+    ap.add_argument("--mode", choices=("score", "capture-vs-forward"), default="score")
+    ap.add_argument("--capture-preset", default="tiny-4l", help="capture-vs-forward: the GPT-NeoX preset's size")
+    ap.add_argument("--capture-T", type=int, default=256, help="capture-vs-forward: tokens per row")
     return ap.parse_args(argv)
+
+
+def llama_like(neox):
+    """A Llama (separate q/k/v/o, RMSNorm, SwiGLU MLP) of ``neox``'s size: d_model, layers, heads, MLP width, vocab."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = neox.config
+    cfg = LlamaConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        max_position_embeddings=c.max_position_embeddings,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).float()
+
+
+def capture_vs_forward(args) -> int:
+    """Median seconds of one capture and of one no-grad forward per model, and their ratio (see the docstring)."""
+    from mda_fast.core.capture import capture, hf_forward, loss_objective, uses_lean_forward
+    from mda_fast.train import make_model
+
+    dev = torch.device(args.device)
+    neox = make_model(args.capture_preset, seed=args.seed).to(dev).eval()
+    llama = llama_like(neox).to(dev).eval()
+    n, T = args.n or 64, args.capture_T
+    bs = args.batch_size or 16
+    rows = torch.randint(4, neox.config.vocab_size, (n, T + 1), generator=torch.Generator().manual_seed(args.seed))
+    rows = rows.to(dev)
+    spec = mda_fast.HeadSpec(args.layer, args.head, mode="qkvo")
+    print(
+        f"capture vs forward: preset {args.capture_preset} (d_model {neox.config.hidden_size}, "
+        f"{neox.config.num_hidden_layers} layers), {spec.name}, T={T}, N={n}, batch {bs}, device {dev}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    arms = [("gpt_neox, lean forward", neox, False), ("gpt_neox, HF forward + hooks", neox, True)]
+    arms.append(("llama, HF forward + hooks", llama, False))
+    times = {name: {"capture": [], "forward": []} for name, _, _ in arms}
+    for model in (neox, llama):
+        for p in model.parameters():
+            p.requires_grad_(False)
+    for r in range(args.rounds + 1):  # round 0 warms up; arms alternate inside each round
+        for name, model, force_hf in arms:
+            blocks = mda_fast.head_blocks(model, spec)
+            for i in range(0, n, bs):
+                inputs, labels = rows[i : i + bs, :-1], rows[i : i + bs, 1:]
+                with torch.no_grad():
+                    _, tf = timed(lambda: model(input_ids=inputs, use_cache=False), dev)
+                obj = loss_objective(labels)
+                if force_hf:
+                    with hf_forward():
+                        _, tc = timed(lambda: capture(model, inputs, blocks, obj), dev)
+                else:
+                    _, tc = timed(lambda: capture(model, inputs, blocks, obj), dev)
+                if r:
+                    times[name]["forward"].append(tf)
+                    times[name]["capture"].append(tc)
+            if r == 0:
+                lean = uses_lean_forward(model, loss_objective(rows[:1, 1:]), blocks) and not force_hf
+                print(f"  {name}: capture runs the {'lean' if lean else 'HF'} forward")
+    print("| model | capture (s / batch) | no-grad forward (s / batch) | capture / forward |")
+    print("| --- | --- | --- | --- |")
+    median = {name: {k: float(torch.tensor(v).median()) for k, v in t.items()} for name, t in times.items()}
+    # one forward time per model: the median over every arm of that model (the arms' forwards are the same work)
+    forward = {id(m): float(torch.tensor([x for a, mm, _ in arms if mm is m for x in times[a]["forward"]]).median())
+               for _, m, _ in arms}  # fmt: skip
+    ratio = {}
+    for name, model, _ in arms:
+        ratio[name] = median[name]["capture"] / forward[id(model)]
+        print(f"| {name} | {median[name]['capture']:.4f} | {forward[id(model)]:.4f} | {ratio[name]:.2f} |")
+    neox_lean, neox_hf = median["gpt_neox, lean forward"]["capture"], median["gpt_neox, HF forward + hooks"]["capture"]
+    print(
+        f"the lean forward makes GPT-NeoX capture {neox_hf / neox_lean:.2f}x faster than HF's forward + hooks; "
+        f"Llama capture / forward with HF's forward + hooks: {ratio['llama, HF forward + hooks']:.2f}"
+    )
+    return 0
 
 
 NAMES = {
@@ -337,6 +427,8 @@ def report(args, res, per_round, scores, n, T, bs, t_fit_c, t_fit_b, n_fit, dev)
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.mode == "capture-vs-forward":
+        return capture_vs_forward(args)
     dev = torch.device(args.device)
     if args.checkpoint and args.model != "demo":
         raise ValueError("--checkpoint loads a local demo-model checkpoint; use it with --model demo")

@@ -91,3 +91,12 @@ def test_kernel_op_benchmarks_write_json_and_render(tmp_path, capsys):
         assert render.main([str(path)]) == 0
         md = capsys.readouterr().out
         assert f"| {op} | demo-64 | V |" in md and "torch ms" in md
+
+
+def test_capture_vs_forward_mode_runs(capsys):
+    e2e = load("end_to_end")
+    argv = ["--mode", "capture-vs-forward", "--capture-preset", "tiny-1l", "--n", "4", "--batch-size", "2"]
+    assert e2e.main(argv + ["--capture-T", "8", "--rounds", "1", "--layer", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for arm in ("gpt_neox, lean forward", "gpt_neox, HF forward + hooks", "llama, HF forward + hooks"):
+        assert f"| {arm} |" in out
