@@ -237,6 +237,21 @@ def family_model(family: str, d_model: int, n_heads: int, n_layers: int, vocab: 
             eos_token_id=0,
         )
         cls = transformers.GPT2LMHeadModel
+    elif family in ("llama", "olmo2"):  # separate q/k/v/o, RMSNorm, SwiGLU; llama with grouped-query attention
+        kw = dict(
+            vocab_size=vocab,
+            hidden_size=d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=max(1, n_heads // 2) if family == "llama" else n_heads,
+            intermediate_size=4 * d_model,
+            max_position_embeddings=ctx,
+            tie_word_embeddings=False,
+        )
+        if family == "llama":
+            cfg, cls = transformers.LlamaConfig(**kw), transformers.LlamaForCausalLM
+        else:
+            cfg, cls = transformers.Olmo2Config(**kw), transformers.Olmo2ForCausalLM
     else:
         raise ValueError(f"--capture-ratio: unknown family {family!r}; expected one of {CAPTURE_FAMILIES}")
     cfg._attn_implementation = "sdpa"
@@ -246,7 +261,7 @@ def family_model(family: str, d_model: int, n_heads: int, n_layers: int, vocab: 
     return model
 
 
-CAPTURE_FAMILIES = ("gpt_neox", "gpt2")
+CAPTURE_FAMILIES = ("gpt_neox", "gpt2", "llama", "olmo2")
 
 
 def capture_ratio(args, dev) -> list[dict]:

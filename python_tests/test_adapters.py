@@ -91,11 +91,12 @@ def test_unknown_model_type_is_one_line_model_error():
             fn(model)
         assert isinstance(e.value, (UnsupportedModelError, TypeError)) and "\n" not in str(e.value)
         assert str(e.value) == (
-            "GPTNeoXForCausalLM has model_type 'bloom'; expected 'gpt2' or 'gpt_neox' "
-            "(mda-fast supports Pythia / GPT-NeoX / GPT-2 checkpoints only)"
+            "GPTNeoXForCausalLM has model_type 'bloom' (ALiBi position biases, which no adapter reproduces exactly); "
+            "expected one of the supported families: 'gpt2' (GPT-2), 'gpt_neox' (Pythia / GPT-NeoX), 'llama' (Llama), "
+            "'mistral' (Mistral), 'olmo' (OLMo), 'olmo2' (OLMo-2), 'qwen2' (Qwen2), 'qwen3' (Qwen3)"
         )
-    with pytest.raises(ModelError, match="model_type 'llama'"):
-        adapter_for_type("llama")
+    with pytest.raises(ModelError, match="model_type 'rwkv'"):
+        adapter_for_type("rwkv")
     with pytest.raises(TypeError, match="GPT-NeoX"):
         adapter_for(torch.nn.Linear(2, 2))
 

@@ -287,4 +287,5 @@ def test_capture_ratio_benchmark_times_every_family_side_by_side(tmp_path):
     assert e2e.main(argv + ["--device", "cpu", "--markdown", str(md)]) == 0
     text = md.read_text()
     assert "| gpt_neox | lean forward |" in text and "| gpt2 | HF forward + hooks |" in text
+    assert "| llama | HF forward + hooks |" in text and "| olmo2 | HF forward + hooks |" in text
     assert "capture / forward" in text

@@ -11,11 +11,14 @@ import torch
 from .base import HeadPart, ModelAdapter, ModelShape, Segment, UnsupportedModelError
 from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter
+from .llama import FAMILIES as LLAMA_FAMILIES
+from .llama import LlamaAdapter
 
 __all__ = [
     "GPT2Adapter",
     "GPTNeoXAdapter",
     "HeadPart",
+    "LlamaAdapter",
     "ModelAdapter",
     "ModelShape",
     "Segment",
@@ -28,6 +31,26 @@ __all__ = [
 ]
 
 _ADAPTERS: dict[str, ModelAdapter] = {}
+
+REFUSED = {
+    "bloom": "ALiBi position biases",
+    "mpt": "ALiBi position biases",
+    "falcon": "ALiBi and multi-query variants",
+    "mixtral": "a mixture of experts",
+    "olmoe": "a mixture of experts",
+    "qwen2_moe": "a mixture of experts",
+    "qwen3_moe": "a mixture of experts",
+    "deepseek_v2": "a mixture of experts with latent attention",
+    "deepseek_v3": "a mixture of experts with latent attention",
+    "jamba": "a mixture of experts and state-space layers",
+    "gemma2": "attention logit soft-capping",
+    "gemma3": "attention logit soft-capping and local/global layers",
+    "mllama": "cross-attention layers",
+    "t5": "an encoder-decoder with cross-attention",
+    "bart": "an encoder-decoder with cross-attention",
+    "whisper": "an encoder-decoder with cross-attention",
+}
+"""model_types mda-fast refuses by name, and why (no adapter proves its heads' parameter subspace exact there)."""
 
 
 def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
@@ -51,12 +74,18 @@ def adapter_for_type(model_type, where: str = "the model") -> ModelAdapter:
     """The adapter of ``model_type``; ``UnsupportedModelError`` (a ``ModelError``, one line) if none serves it."""
     adapter = _ADAPTERS.get(model_type)
     if adapter is None:
-        families = " / ".join(a.family for a in _ADAPTERS.values())
+        why = REFUSED.get(model_type)
+        reason = f" ({why}, which no adapter reproduces exactly)" if why else ""
         raise UnsupportedModelError(
-            f"{where} has model_type {model_type!r}; expected {' or '.join(map(repr, registered_model_types()))} "
-            f"(mda-fast supports {families} checkpoints only)"
+            f"{where} has model_type {model_type!r}{reason}; expected one of the supported families: "
+            f"{supported_families()}"
         )
     return adapter
+
+
+def supported_families() -> str:
+    """The registered families, for messages: ``'gpt_neox' (Pythia / GPT-NeoX), ...``."""
+    return ", ".join(f"{t!r} ({_ADAPTERS[t].family})" for t in registered_model_types())
 
 
 def adapter_for(model) -> ModelAdapter:
@@ -71,3 +100,5 @@ def adapter_for(model) -> ModelAdapter:
 
 register_adapter(GPTNeoXAdapter())
 register_adapter(GPT2Adapter())
+for _type in LLAMA_FAMILIES:
+    register_adapter(LlamaAdapter(_type))

@@ -53,6 +53,17 @@ class ModelShape:
     max_positions: int
     model_type: str = "gpt_neox"
     attn_scales: tuple = ()  # softmax scale of each layer's scores (GPT-2's options); empty: d_head^-0.5 everywhere
+    n_kv_heads: int = 0  # key/value heads (grouped-query attention); 0 in the constructor means n_heads
+    rope_type: str = "default"  # the rotary kind (HF's rope_type: default, linear, dynamic, llama3, yarn)
+
+    def __post_init__(self):
+        if not self.n_kv_heads:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV group, ``n_heads // n_kv_heads``; head h belongs to KV group ``h // group_size``."""
+        return self.n_heads // self.n_kv_heads
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,32 @@ class ModelAdapter(abc.ABC):
 
     def check_attention(self, shape: ModelShape) -> None:
         """Raise ``ModelError`` where the attention pattern is not well defined (default: always defined)."""
+
+    def pattern_modules(self) -> tuple[str, ...]:
+        """The attention modules whose outputs :meth:`query_key` reads (default: ``qkv_module`` alone)."""
+        return (self.qkv_module,)
+
+    def query_key(self, model, layer: int, outputs: dict, shape: ModelShape, heads=None, dtype=torch.float32):
+        """The rotated q and k of query heads ``heads`` (all: None) of ``layer``, each ``[N, H', T, d_head]`` in
+        ``dtype`` (k of each query head's KV group), from ``outputs`` = ``{module: output}`` of
+        :meth:`pattern_modules` (differentiable where they are). Default: :meth:`split_qkv` + :meth:`rotate_qk`."""
+        q, k, _ = self.split_qkv(outputs[self.qkv_module], shape, heads)
+        return self.rotate_qk(q.to(dtype), k.to(dtype), shape)
+
+    def scale_scores(self, scores: torch.Tensor, model, layer: int | None, shape: ModelShape) -> torch.Tensor:
+        """``q·kᵀ`` of ``layer`` scaled as the model's attention scales it (default: × :meth:`softmax_scale`,
+        ``d_head^-0.5`` or the shape's per-layer scales)."""
+        return scores * self.softmax_scale(shape, layer)
+
+    def sliding_window(self, model, layer: int) -> int | None:
+        """The sliding attention window of ``layer`` (key j is seen from query i when ``i - window < j <= i``), or
+        None for full causal attention (default)."""
+        return None
+
+    def copies_hooked_outputs(self, model) -> bool:
+        """True when the model modifies a hooked module output in place (OLMo's ``clip_qkv`` clamps q, k, v), so a
+        capture hook must hand the model a copy and keep the linear output itself (default: False)."""
+        return False
 
     # ---- lean forward (optional) -----------------------------------------------------------------------------
     def lean_supports(self, model, attention_mask: torch.Tensor | None = None) -> bool:

@@ -125,13 +125,15 @@ class _Hooks:
         h = handle(model)
         adapter, model = h.adapter, h.model
         self.qkv_module = adapter.qkv_module
+        self.pattern_modules = adapter.pattern_modules()
+        self.copy = adapter.copies_hooked_outputs(model)
         self.keys = set(keys)
         self.keep_qkv = set(keep_qkv_layers)
         self.inputs, self.outputs, self.handles = {}, {}, []
         for L in range(len(adapter.layers(model))):
             for module in adapter.modules:
                 key = (L, module)
-                if key in self.keys or (module == self.qkv_module and L in self.keep_qkv):
+                if key in self.keys or (module in self.pattern_modules and L in self.keep_qkv):
                     mod = adapter.attention_module(model, L, module)
                     self.handles.append(mod.register_forward_hook(self._hook(key)))
 
@@ -142,13 +144,18 @@ class _Hooks:
                 if not out.requires_grad:
                     out = out.detach().requires_grad_(True)
             self.outputs[key] = out
-            return out
+            # the model changes this output in place: it gets a copy, the linear output stays differentiable
+            return out.clone() if self.copy else out
 
         return hook
 
     def qkv(self, layer: int) -> torch.Tensor:
         """The (differentiable) ``qkv_module`` output of a layer (GPT-NeoX: ``[N, T, 3·d_model]``)."""
         return self.outputs[(layer, self.qkv_module)]
+
+    def pattern_outputs(self, layer: int) -> dict:
+        """``{module: output}`` of the adapter's ``pattern_modules`` in ``layer`` (``attention.layer_pattern``'s)."""
+        return {m: self.outputs[(layer, m)] for m in self.pattern_modules}
 
     def remove(self):
         for h in self.handles:

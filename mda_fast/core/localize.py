@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import torch
 
-from .attention import attention_pattern
+from .attention import layer_pattern
 from .finite import check_model_finite
 from .handle import handle
 from .probes import PYTHIA_REAL_VOCAB, prefix_matching_pairs, repeated_random_tokens
 
 METRICS = ("prefix_matching", "prev_token")
+
+
+@torch.no_grad()
+def attention_patterns(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """Every layer's attention probabilities ``[N, H, T, T]`` on ``input_ids [N, T]``: one forward of the model,
+    the adapter's ``pattern_modules`` outputs captured by hooks, ``attention.layer_pattern`` per layer."""
+    h = handle(model)
+    adapter, model = h.adapter, h.model
+    outputs: dict = {L: {} for L in range(h.shape.n_layers)}
+    copy = adapter.copies_hooked_outputs(model)  # a module output the model then changes in place is kept as a copy
+    handles = [
+        adapter.attention_module(model, L, m).register_forward_hook(
+            lambda mod, args, out, L=L, m=m: outputs[L].__setitem__(m, out.clone() if copy else out)
+        )
+        for L in range(h.shape.n_layers)
+        for m in adapter.pattern_modules()
+    ]
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    finally:
+        for hk in handles:
+            hk.remove()
+    return [layer_pattern(h, L, outputs[L]) for L in range(h.shape.n_layers)]
 
 
 @torch.no_grad()
@@ -29,7 +52,7 @@ def localize_all(
     ``prev_token``: mean attention from t to t−1 over t ≥ 1.
     """
     h = handle(model)
-    adapter, model = h.adapter, h.model
+    model = h.model
     check_model_finite(model)
     for m in metrics:
         if m not in METRICS:
@@ -42,29 +65,16 @@ def localize_all(
     high = high if high is not None else min(s.vocab_size, PYTHIA_REAL_VOCAB)
     device = next(model.parameters()).device
     ids = repeated_random_tokens(n, seq_len, low, high, seed, device)
-    qkv = {}
-    handles = [
-        adapter.attention_module(model, L, adapter.qkv_module).register_forward_hook(
-            lambda mod, args, out, L=L: qkv.__setitem__(L, out)
-        )
-        for L in range(s.n_layers)
-    ]
     totals = {m: torch.zeros(s.n_layers, s.n_heads, dtype=torch.float64) for m in metrics}
     q_pm, k_pm = prefix_matching_pairs(seq_len)
     t = torch.arange(1, 2 * seq_len)
-    try:
-        for start in range(0, n, batch_size):
-            batch = ids[start : start + batch_size]
-            model(input_ids=batch, use_cache=False)
-            for L in range(s.n_layers):
-                pat = attention_pattern(qkv[L], s, layer=L).double().cpu()
-                if "prefix_matching" in totals:
-                    totals["prefix_matching"][L] += pat[:, :, q_pm, k_pm].mean(dim=-1).sum(dim=0)
-                if "prev_token" in totals:
-                    totals["prev_token"][L] += pat[:, :, t, t - 1].mean(dim=-1).sum(dim=0)
-    finally:
-        for h in handles:
-            h.remove()
+    for start in range(0, n, batch_size):
+        for L, pat in enumerate(attention_patterns(h, ids[start : start + batch_size])):
+            pat = pat.double().cpu()
+            if "prefix_matching" in totals:
+                totals["prefix_matching"][L] += pat[:, :, q_pm, k_pm].mean(dim=-1).sum(dim=0)
+            if "prev_token" in totals:
+                totals["prev_token"][L] += pat[:, :, t, t - 1].mean(dim=-1).sum(dim=0)
     return {m: (v / n).float() for m, v in totals.items()}
 
 

@@ -23,7 +23,7 @@ import pickle
 import torch
 from safetensors import SafetensorError
 
-from ..adapters import ModelShape, UnsupportedModelError, adapter_for_type, registered_model_types
+from ..adapters import REFUSED, ModelShape, adapter_for_type
 from ..adapters.gpt_neox import GPTNeoXAdapter, NeoXShape, rotary_params
 from ..errors import ModelError, one_line
 from ..io import load_json_as
@@ -93,42 +93,13 @@ neox_shape = model_shape
 
 
 # ---- families ---------------------------------------------------------------------------------------------------
-UNSUPPORTED_FAMILIES = {
-    "bloom": "ALiBi position biases",
-    "mpt": "ALiBi position biases",
-    "falcon": "ALiBi and multi-query variants",
-    "mixtral": "a mixture of experts",
-    "olmoe": "a mixture of experts",
-    "qwen2_moe": "a mixture of experts",
-    "qwen3_moe": "a mixture of experts",
-    "deepseek_v2": "a mixture of experts with latent attention",
-    "deepseek_v3": "a mixture of experts with latent attention",
-    "jamba": "a mixture of experts and state-space layers",
-    "gemma2": "attention logit soft-capping",
-    "gemma3": "attention logit soft-capping and local/global layers",
-    "mllama": "cross-attention layers",
-    "t5": "an encoder-decoder with cross-attention",
-    "bart": "an encoder-decoder with cross-attention",
-    "whisper": "an encoder-decoder with cross-attention",
-}
-"""model_types mda-fast refuses, and why (no adapter proves its heads' parameter subspace exact for them)."""
-
-
-def supported_families() -> str:
-    """The registered families, for messages: ``'gpt_neox' (Pythia / GPT-NeoX), ...``."""
-    return ", ".join(f"{t!r} ({adapter_for_type(t).family})" for t in registered_model_types())
+UNSUPPORTED_FAMILIES = REFUSED
 
 
 def family_adapter(model_type, where: str):
     """The registered adapter of ``model_type`` (asked of the registry, ``mda_fast.adapters``); otherwise one
     ``UnsupportedModelError`` line naming the supported families, and why for a known unsupported kind."""
-    if model_type in registered_model_types():
-        return adapter_for_type(model_type, where)
-    why = UNSUPPORTED_FAMILIES.get(model_type)
-    reason = f" ({why}, which no adapter reproduces exactly)" if why else ""
-    raise UnsupportedModelError(
-        f"{where} has model_type {model_type!r}{reason}; expected one of the supported families: {supported_families()}"
-    )
+    return adapter_for_type(model_type, where)
 
 
 # ---- loading --------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 
 from ..errors import ConfigError
-from .attention import attention_pattern
+from .attention import layer_pattern
 from .model import model_shape
 
 PYTHIA_REAL_VOCAB = 50277  # ids >= this are untrained padding rows of Pythia's 50304-row embedding
@@ -185,7 +185,7 @@ class InductionProbe(Probe):
 
 def head_pattern(model, spec, hooks) -> torch.Tensor:
     """The attention pattern ``[N, T, T]`` of ``spec``'s head, from the captured qkv output of its layer."""
-    return attention_pattern(hooks.qkv(spec.layer), model_shape(model), heads=[spec.head], layer=spec.layer)[:, 0]
+    return layer_pattern(model, spec.layer, hooks.pattern_outputs(spec.layer), heads=[spec.head])[:, 0]
 
 
 class PatternProbe(Probe):
