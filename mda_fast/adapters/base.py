@@ -124,9 +124,30 @@ class ModelAdapter(abc.ABC):
     qkv_module: ClassVar[str]  # the module whose output split_qkv reads
 
     # ---- what the model is -----------------------------------------------------------------------------------
-    @abc.abstractmethod
+    #: for messages: the family's name as users say it, a HF class of it, and where its layers sit
+    check_name: str = ""
+    example_class: str = ""
+    backbone_where: str = ""
+
     def check(self, model) -> None:
-        """Raise ``TypeError`` unless ``model`` is a usable model of this architecture."""
+        """Raise ``TypeError`` unless ``model`` is a HF module of this ``model_type`` with a backbone to hook, then
+        the family's own checks (:meth:`check_layout`)."""
+        config = getattr(model, "config", None)
+        mtype = getattr(config, "model_type", None)
+        if not isinstance(model, torch.nn.Module) or config is None or mtype != self.model_type:
+            raise TypeError(
+                f"expected a HF {self.check_name or self.family} model ({self.example_class}, config.model_type == "
+                f"{self.model_type!r}); got {type(model).__name__}" + (f" with model_type={mtype!r}" if mtype else "")
+            )
+        if self.backbone(model) is None:
+            raise TypeError(
+                f"{type(model).__name__} has no {self.check_name or self.family} backbone ({self.backbone_where}) "
+                "to hook"
+            )
+        self.check_layout(model)
+
+    def check_layout(self, model) -> None:
+        """Checks beyond the model type and backbone (default: none); raise ``ModelError`` naming what is wrong."""
 
     @abc.abstractmethod
     def config_shape(self, config) -> ModelShape:

@@ -61,23 +61,11 @@ class GPT2Adapter(ModelAdapter):
     family = "GPT-2"
     modules = ("c_attn", "c_proj")
     qkv_module = "c_attn"
+    check_name, example_class, backbone_where = "GPT-2", "GPT2LMHeadModel", ".transformer or .h"
 
     # ---- what the model is -----------------------------------------------------------------------------------
-    def check(self, model) -> None:
-        config = getattr(model, "config", None)
-        if (
-            not isinstance(model, torch.nn.Module)
-            or config is None
-            or getattr(config, "model_type", None) != self.model_type
-        ):
-            got = type(model).__name__
-            mtype = getattr(config, "model_type", None)
-            raise TypeError(
-                f"expected a HF GPT-2 model (GPT2LMHeadModel, config.model_type == 'gpt2'); got {got}"
-                + (f" with model_type={mtype!r}" if mtype else "")
-            )
-        if self.backbone(model) is None:
-            raise TypeError(f"{type(model).__name__} has no GPT-2 backbone (.transformer or .h) to hook")
+    def check_layout(self, model) -> None:
+        config = model.config
         attn = self.layers(model)[0].attn if len(self.layers(model)) else None
         if attn is not None and not (is_conv1d(attn.c_attn) and is_conv1d(attn.c_proj)):
             raise ModelError(

@@ -182,22 +182,7 @@ class GPTNeoXAdapter(ModelAdapter):
     family = "Pythia / GPT-NeoX"
     modules = ("query_key_value", "dense")
     qkv_module = "query_key_value"
-
-    def check(self, model) -> None:
-        config = getattr(model, "config", None)
-        if (
-            not isinstance(model, torch.nn.Module)
-            or config is None
-            or getattr(config, "model_type", None) != self.model_type
-        ):
-            got = type(model).__name__
-            mtype = getattr(config, "model_type", None)
-            raise TypeError(
-                f"expected a HF GPT-NeoX model (GPTNeoXForCausalLM, config.model_type == 'gpt_neox'); got {got}"
-                + (f" with model_type={mtype!r}" if mtype else "")
-            )
-        if self.backbone(model) is None:
-            raise TypeError(f"{type(model).__name__} has no GPT-NeoX backbone (.gpt_neox or .layers) to hook")
+    check_name, example_class, backbone_where = "GPT-NeoX", "GPTNeoXForCausalLM", ".gpt_neox or .layers"
 
     def config_shape(self, config) -> ModelShape:
         rot, base = rotary_params(config)

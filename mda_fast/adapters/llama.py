@@ -88,19 +88,9 @@ class LlamaAdapter(ModelAdapter):
             raise ValueError(f"LlamaAdapter serves model_types {tuple(FAMILIES)}, got {model_type!r}")
         self.model_type = model_type
         self.family = FAMILIES[model_type][0]
+        self.example_class, self.backbone_where = FAMILIES[model_type][2], ".model.layers"
 
     # ---- what the model is -----------------------------------------------------------------------------------
-    def check(self, model) -> None:
-        config = getattr(model, "config", None)
-        mtype = getattr(config, "model_type", None)
-        if not isinstance(model, torch.nn.Module) or mtype != self.model_type:
-            raise TypeError(
-                f"expected a HF {self.family} model ({FAMILIES[self.model_type][2]}, config.model_type == "
-                f"{self.model_type!r}); got {type(model).__name__}" + (f" with model_type={mtype!r}" if mtype else "")
-            )
-        if self.backbone(model) is None:
-            raise TypeError(f"{type(model).__name__} has no {self.family} backbone (.model.layers) to hook")
-
     def config_shape(self, config) -> ModelShape:
         where = f"the {self.family} config"
         if getattr(config, "is_encoder_decoder", False) or getattr(config, "add_cross_attention", False):
