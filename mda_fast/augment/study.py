@@ -3,7 +3,8 @@
 Steps (``run_study``; every trained run is cached by a fingerprint of what it depends on, so rerunning the same
 command continues an interrupted study):
 
-1. **Corpus** (the demo's synthetic corpus, ``corpus`` section) and the held-out rows after the last training
+1. **Corpus** (the demo's synthetic corpus, ``corpus`` section; with ``augment.corpus = "real-text"`` the
+   real-text study's corpus of ``study.sources``, ``stages.study_corpus``) and the held-out rows after the last training
    step: ``augment.n_heldout`` prose rows (the downstream check: loss on natural text never trained on) and as
    many rows of any category (the ICL score).
 2. **Base run per size** (``augment.sizes``, smallest first): trained from scratch until the best head's
@@ -53,7 +54,7 @@ from typing import Any, Dict
 
 from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, curve, plan_arm, run_arm, synthetic_rows
 from .attribution import attribute, category_mix, motifs_from_scores
-from .base_runs import train_base
+from .base_runs import base_grid, train_base
 from .cache import fingerprint
 from .evaluation import heldout_rows, make_eval
 from .insertion import budget_rows
@@ -137,6 +138,8 @@ def _size_result(ctx: ArmContext, base: dict, arms: list) -> dict:
     }
     if base.get("pretrained"):  # its base run is the published checkpoints; every arm (none too) restarts AdamW
         size.update(pretrained=True, name=base["name"], eval_steps=base["eval_steps"])
+    elif "eval_steps" in base:  # a base run on a coarser grid: none is a branch evaluated with the arms
+        size.update(eval_steps=base["eval_steps"], base_eval_every=base_grid(ctx.cfg.augment))
     for arm in arms:
         size["arms"][arm] = arm_entry(ctx, base, arm, n)
     derive(size, ctx.cfg.localize.threshold)
@@ -189,11 +192,21 @@ def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[
     return results
 
 
+def _text_probe_rows(cfg, manifest: dict) -> None:
+    """The real-text induction probe's rows, unless given: the first ``targets.text_probe_n`` of the corpus's
+    held-out tail (never trained on; the held-out rows of the evaluation come before the tail)."""
+    t = cfg.targets
+    if "induction_text" in t.probes and not t.text_probe_rows:
+        lo = manifest["n_rows"] - cfg.corpus.heldout_sequences
+        t.text_probe_rows = list(range(lo, lo + min(t.text_probe_n, cfg.corpus.heldout_sequences)))
+
+
 def run_study(cfg, out: str, progress: bool = True) -> dict:
     """The whole study into ``out`` (see the module docstring); returns the ``augment.json`` dict."""
     from ..data import PythiaBatches
     from ..io import write_json
     from ..stages.demo import prepare_corpus
+    from ..stages.study_corpus import prepare_real_corpus
     from ..version import environment
 
     t_all = time.perf_counter()
@@ -201,6 +214,11 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
     timings: Dict[str, float] = {}
     if any(is_hub_size(p) for p in a.sizes):  # a real dataset (e.g. the Pile): no synthetic corpus
         prefix = cfg.data.path
+    elif a.corpus == "real-text":  # the real-text study's corpus; sets data.path and caps train.total_steps
+        cfg.train.window_steps = a.window_steps  # the corpus check: at least a window of steps before the tail
+        manifest = _timed(timings, "corpus", prepare_real_corpus, cfg, out, progress)
+        prefix = cfg.data.path
+        _text_probe_rows(cfg, manifest)
     else:
         prefix = _timed(timings, "corpus", prepare_corpus, cfg, out, progress)
     data = PythiaBatches(prefix, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
