@@ -16,6 +16,9 @@ command continues an interrupted study):
    induction head on that size's window (the stages of ``mda-fast fit`` / ``score``).
 4. **Motifs** from the top ``augment.top_frac`` of the window by score, against the bottom set and a random set of
    the same size (``motifs.mine_motifs``).
+   Then **what separates the top rows from generated ones** (``compare.compare_sets``): the top, bottom and random
+   rows against the rows the ``mechanistic`` and ``copy`` arms insert, on plain induction, the copy parse, the
+   token distribution and the bigram cross-entropy under the window's other rows (``comparison`` in the results).
 5. **Synthetic data** per seed: ``budget_rows(window rows, augment.budget_frac)`` rows for every arm, the same rows
    for every size.
 6. **Arms** per size and seed, each branched from the size's window-start checkpoint and trained to
@@ -192,6 +195,44 @@ def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[
     return results
 
 
+def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
+    """``compare_sets`` of the smallest size's top, bottom and random window rows against the rows the arms insert
+    (``mechanistic`` and ``mechanistic-large`` with the built-in generators, ``copy``; the first seed's, as many as
+    one arm's budget), the bigram reference being other rows of that window; plus each motif's generator round trip
+    on the features the generators reproduce."""
+    import numpy as np
+
+    from .compare import compare_sets
+    from .generators import MotifGenerator, roundtrip
+
+    cfg, data = ctx.cfg, ctx.data
+    B, S = data.batch_size, data.seq_len
+    start, end = base["window"]
+    n = budget_rows((end - start) * B, cfg.augment.budget_frac)
+    rows = lambda idx: np.asarray(data.rows(np.asarray(idx, np.int64))).astype(np.int64)  # noqa: E731
+    m = mined["small"]
+    sets = {"top": rows(m["top"]), "bottom": rows(m["bottom"]), "random": rows(m["random"])}
+    seed = int(cfg.augment.seeds[0])
+    generated = (
+        [] if cfg.augment.llm_url else ["mechanistic"] + (["mechanistic-large"] if "large" in ctx.motifs else [])
+    )
+    for arm in ["copy", *generated]:  # an LLM-written generator's rows are compared in its arms' logs only
+        sets[arm] = synthetic_rows(cfg, arm, seed, n, S, ctx.motifs, ctx.top, data, ctx.llm_log)[0]
+    used = np.concatenate([m["top"], m["bottom"], m["random"]])
+    pool = np.setdiff1d(np.arange(start * B, end * B), used)
+    ref = np.random.default_rng([cfg.augment.motif_seed, 0x2EF]).choice(pool, size=min(2000, pool.size), replace=False)
+    res = compare_sets(sets, rows(np.sort(ref)))
+    res["reference_rows"] = int(ref.size)
+    res["seed"] = seed
+    res["roundtrip"] = {}
+    for k, ms in ctx.motifs.items():
+        for mo in ms:
+            g = MotifGenerator(mo, S)
+            rt = roundtrip(mo, g.rows(max(32, int(round(n * mo.share))), seed))
+            res["roundtrip"][f"{k}/{mo.id}"] = {"ok": rt["ok"], "failed": rt["failed"], "copy_scale": g.copy_scale}
+    return res
+
+
 def _text_probe_rows(cfg, manifest: dict) -> None:
     """The real-text induction probe's rows, unless given: the first ``targets.text_probe_n`` of the corpus's
     held-out tail (never trained on; the held-out rows of the evaluation come before the tail)."""
@@ -229,6 +270,7 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
     motifs = {k: v["motifs"] for k, v in mined.items()}
     ctx = ArmContext(cfg, data, motifs, mined["small"]["top"], out, eval_fn, progress)
     transfer = a.transfer and len(a.sizes) > 1
+    comparison = _timed(timings, "comparison", _comparison, ctx, mined, bases[a.sizes[0]])
     results = _timed(timings, "arms", _all_sizes, ctx, bases, transfer)
     res = {
         "sizes": results,
@@ -236,6 +278,7 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "seeds": list(a.seeds),
         "gain_definition": GAIN_DEFINITION,
         "motifs": _motifs_record(list(a.sizes), mined, attr, prefix),
+        "comparison": comparison,
         "llm": ctx.llm_log,
         "settings": _settings(cfg, data),
         "stage_seconds": timings,
