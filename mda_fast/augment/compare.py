@@ -25,7 +25,7 @@ import numpy as np
 
 from .row_features import EOD, measure_rows
 
-__all__ = ["MEASURES", "row_measures", "bigram_model", "compare_sets", "js_divergence"]
+__all__ = ["MEASURES", "row_measures", "bigram_model", "compare_sets", "js_divergence", "comparison_findings"]
 
 #: the measures per row, in the report's order
 MEASURES = (
@@ -103,3 +103,24 @@ def compare_sets(
         res["n"][name] = int(rows.shape[0])
         res["token_js"][name] = js_divergence(rows, arrays["top"], vocab)
     return res
+
+
+def comparison_findings(cmp: Mapping) -> list:
+    """Plain sentences: how far each generated set is from the top rows on the measures, in the top set's stds."""
+    top = cmp["sets"]["top"]
+    out = []
+    for name in (n for n in cmp["sets"] if n not in ("top", "bottom", "random")):
+        g = cmp["sets"][name]
+        far = [
+            (k, g[k]["mean"], top[k]["mean"], (g[k]["mean"] - top[k]["mean"]) / max(top[k]["std"], 1e-9))
+            for k in ("induction", "copy_frac", "span_len", "copy_dist", "entropy", "bigram_ce")
+        ]
+        off = [f"{k} {v:.3g} vs {t:.3g}" for k, v, t, z in far if abs(z) > 0.5]
+        out.append(
+            f"Top vs {name} rows: plain induction {g['induction']['mean']:.3f} vs {top['induction']['mean']:.3f}, "
+            f"bigram cross-entropy {g['bigram_ce']['mean']:.2f} vs {top['bigram_ce']['mean']:.2f} bits, token JS "
+            f"divergence {cmp['token_js'][name]:.3f} bits; more than half a top-set std apart: "
+            + (", ".join(off) if off else "none")
+            + "."
+        )
+    return out

@@ -59,6 +59,7 @@ from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, curve, plan_ar
 from .attribution import attribute, category_mix, motifs_from_scores
 from .base_runs import base_grid, train_base
 from .cache import fingerprint
+from .compare import comparison_findings
 from .evaluation import heldout_rows, make_eval
 from .insertion import budget_rows
 from .outcomes import derive, findings
@@ -285,6 +286,6 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "elapsed_s": round(time.perf_counter() - t_all, 1),
         "environment": environment(),
     }
-    res["findings"] = findings(res)
+    res["findings"] = comparison_findings(comparison) + findings(res)
     write_json(os.path.join(out, OUTPUT), res)
     return res
