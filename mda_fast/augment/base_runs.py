@@ -102,11 +102,23 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
     recs = {r["step"]: r for r in read_jsonl(eval_path) if "max_prefix_matching" in r}
     start, end, until = base_window(recs, em, a)
     rec = base_record(preset, run_dir, em, (start, end, until), t0, recs)
+    rec["train_s"] = _add_seconds(run_dir, rec["train_s"])
     if base_grid(a) != a.eval_every:  # the arms (none too) evaluate on the finer grid: none is a trained branch
         rec["eval_steps"] = list(range(start, until + 1, a.eval_every))
         if rec["eval_steps"][-1] != until:
             rec["eval_steps"].append(until)
     return rec
+
+
+def _add_seconds(run_dir: str, seconds: float) -> float:
+    """The base run's wall time over every call that trained it (``run_dir/base_seconds.json``; a cached rerun
+    adds ~0), so a resumed study still reports what the run cost."""
+    from ..io import read_json, write_json
+
+    path = os.path.join(run_dir, "base_seconds.json")
+    total = round((read_json(path)["seconds"] if os.path.exists(path) else 0.0) + seconds, 1)
+    write_json(path, {"seconds": total})
+    return total
 
 
 def base_record(preset: str, run_dir, emergence, bounds: tuple, t0: float, evals: dict) -> dict:
