@@ -62,10 +62,17 @@ class MotifGenerator:
     from the previous token, falling back to the token frequencies where a token has no recorded successor (and
     everywhere for a motif without transitions). Text drawn that way repeats short n-grams by itself, as the rows
     did, and so holds copies nobody planned; ``calibrate`` scales the planned copy share (``copy_scale``, by
-    bisection on rows of a fixed seed) so that the re-measured copy share matches the motif's."""
+    bisection on rows of a fixed seed) so that the re-measured copy share matches the motif's. ``chain=False,
+    calibrate=False``: fresh tokens from the frequencies alone, the planned share as drawn (the generator before
+    the real-text study, kept for the comparison)."""
 
     def __init__(
-        self, motif: Motif | dict, seq_len: Optional[int] = None, fallback_tokens=(36, 131), calibrate: bool = True
+        self,
+        motif: Motif | dict,
+        seq_len: Optional[int] = None,
+        fallback_tokens=(36, 131),
+        calibrate: bool = True,
+        chain: bool = True,
     ):
         self.motif = motif if isinstance(motif, Motif) else Motif.from_dict(motif)
         d = self.motif.dist
@@ -88,7 +95,7 @@ class MotifGenerator:
         self._cum = np.cumsum(self.p)
         self.chain = {
             int(a): (np.array([int(k) for k in nxt], np.int64), np.cumsum(np.array(list(nxt.values()), np.float64)))
-            for a, nxt in (d.get("transitions") or {}).items()
+            for a, nxt in ((d.get("transitions") or {}) if chain else {}).items()
             if nxt
         }
         self.copy_scale = 1.0
@@ -167,12 +174,13 @@ class MotifGenerator:
 
 
 class MixtureGenerator:
-    """Rows from several motifs: each row's motif drawn with the motifs' shares (of the top set)."""
+    """Rows from several motifs: each row's motif drawn with the motifs' shares (of the top set); ``kw`` go to every
+    ``MotifGenerator``."""
 
-    def __init__(self, motifs: Sequence[Motif | dict], seq_len: Optional[int] = None):
+    def __init__(self, motifs: Sequence[Motif | dict], seq_len: Optional[int] = None, **kw):
         if not motifs:
             raise ValueError("MixtureGenerator: expected at least one motif")
-        self.gens = [MotifGenerator(m, seq_len) for m in motifs]
+        self.gens = [MotifGenerator(m, seq_len, **kw) for m in motifs]
         w = np.array([g.motif.share for g in self.gens], np.float64)
         self.p = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
         self.seq_len = self.gens[0].seq_len
