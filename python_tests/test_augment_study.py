@@ -65,11 +65,39 @@ def test_rerun_reuses_and_other_config_is_refused(study):
         ("augment.budget_frac=0", "budget_frac"),
         ("augment.seeds=[]", "augment.seeds"),
         ("augment.llm_url=ftp://x", "llm_url"),
+        ("augment.base_eval_every=15", "base_eval_every"),
+        ("augment.corpus='pile'", "augment.corpus"),
     ],
 )
 def test_bad_config(override, key):
     with pytest.raises(ConfigError, match=key):
         load_augment_config(None, [override], quick=True)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("study.sources={ no-such-source = 10 }", "study.sources"),
+        ("study.sources={}", "study.sources"),
+        ("augment.sizes=['EleutherAI/pythia-14m']", "real-text"),
+        ("augment.n_heldout=1000", "heldout_sequences"),
+    ],
+)
+def test_bad_real_text_config(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_augment_config("augment-real-text", [override], quick=False)
+
+
+def test_real_text_config_is_the_real_text_recipe():
+    """augment-real-text trains on the real-text study's corpus and recipe (the same sources, rows, batch, LR)."""
+    from mda_fast.stages.study import load_study_config
+
+    a, s = load_augment_config("augment-real-text", [], quick=False), load_study_config(None, [])
+    assert a.augment.corpus == "real-text" and dict(a.study.sources) == dict(s.study.sources)
+    for sec, key in [("data", "batch_size"), ("data", "seq_len"), ("corpus", "packing"), ("train", "lr")]:
+        assert getattr(getattr(a, sec), key) == getattr(getattr(s, sec), key), (sec, key)
+    assert a.train.schedule_steps == s.train.schedule_steps and a.study.shuffle_seed == s.study.shuffle_seed
+    assert a.augment.base_eval_every % a.augment.eval_every == 0 and len(a.augment.sizes) == 4
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
