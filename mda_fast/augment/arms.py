@@ -79,7 +79,8 @@ def synthetic_rows(
         ms = motifs["small" if arm == "mechanistic" else "large"]
         if a.llm_url:
             return _llm_rows(cfg, ms, seed, n, seq_len, data, llm_log), None
-        return MixtureGenerator(ms, seq_len).rows(n, seed), None
+        chain = a.fresh_text == "chain"
+        return MixtureGenerator(ms, seq_len, chain=chain, calibrate=chain).rows(n, seed), None
     raise ValueError(f"arm {arm!r} has no synthetic rows")
 
 

@@ -199,8 +199,8 @@ def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[
 def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
     """``compare_sets`` of the smallest size's top, bottom and random window rows against the rows the arms insert
     (``mechanistic`` and ``mechanistic-large`` with the built-in generators, ``copy``; the first seed's, as many as
-    one arm's budget) and the built-in generator without its order-1 chain and calibration (``unigram-generator``,
-    the generator before the real-text study), the bigram reference being other rows of that window; plus each motif's generator round trip
+    one arm's budget) and the built-in generator with the other kind of fresh text (``augment.fresh_text``:
+    ``frequencies-generator``, the generator before the real-text study, or ``chain-generator``), the bigram reference being other rows of that window; plus each motif's generator round trip
     on the features the generators reproduce."""
     import numpy as np
 
@@ -220,8 +220,10 @@ def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
     )
     for arm in ["copy", *generated]:  # an LLM-written generator's rows are compared in its arms' logs only
         sets[arm] = synthetic_rows(cfg, arm, seed, n, S, ctx.motifs, ctx.top, data, ctx.llm_log)[0]
-    # the built-in generator as it was before the real-text study: fresh text from the token frequencies alone
-    sets["unigram-generator"] = MixtureGenerator(ctx.motifs["small"], S, chain=False, calibrate=False).rows(n, seed)
+    # the built-in generator with the other kind of fresh text (augment.fresh_text)
+    chain = cfg.augment.fresh_text != "chain"
+    other = "chain-generator" if chain else "frequencies-generator"
+    sets[other] = MixtureGenerator(ctx.motifs["small"], S, chain=chain, calibrate=chain).rows(n, seed)
     used = np.concatenate([m["top"], m["bottom"], m["random"]])
     pool = np.setdiff1d(np.arange(start * B, end * B), used)
     ref = np.random.default_rng([cfg.augment.motif_seed, 0x2EF]).choice(pool, size=min(2000, pool.size), replace=False)

@@ -286,6 +286,13 @@ class AugmentSection:
         lt=1.0,
     )
     n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
+    fresh_text: str = opt(
+        "chain",
+        "the built-in generators' text between copies: chain (the motif's order-1 chain, copy share calibrated: "
+        "rows that read like the top rows) or frequencies (bytes drawn one by one from the motif's frequencies, the "
+        "generator before the real-text study)",
+        choices=("chain", "frequencies"),
+    )
     motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
     transfer: bool = opt(True, "also mine motifs on the largest size and apply them to it (arm mechanistic-large)")
     n_heldout: int = opt(64, "held-out rows for the ICL score, and as many prose rows for the held-out loss", ge=1)
