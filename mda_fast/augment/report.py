@@ -225,7 +225,7 @@ def summary_cards_html(res: Mapping) -> str:
         where = ", ".join(f"{len(m['motifs'])} on {m['mined_on']}" for m in mined)
         items.append((str(n), f"motifs mined ({where})"))
     if res.get("elapsed_s") is not None:
-        items.append((f"{res['elapsed_s']:,.0f} s", "study wall time"))
+        items.append((f"{res['elapsed_s']:,.0f} s", "wall time of this call (runs read from the cache cost ~0)"))
     return cards(items)
 
 
