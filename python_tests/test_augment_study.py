@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from mda_fast.cli import main
@@ -65,11 +66,39 @@ def test_rerun_reuses_and_other_config_is_refused(study):
         ("augment.budget_frac=0", "budget_frac"),
         ("augment.seeds=[]", "augment.seeds"),
         ("augment.llm_url=ftp://x", "llm_url"),
+        ("augment.base_eval_every=15", "base_eval_every"),
+        ("augment.corpus='pile'", "augment.corpus"),
     ],
 )
 def test_bad_config(override, key):
     with pytest.raises(ConfigError, match=key):
         load_augment_config(None, [override], quick=True)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("study.sources={ no-such-source = 10 }", "study.sources"),
+        ("study.sources={}", "study.sources"),
+        ("augment.sizes=['EleutherAI/pythia-14m']", "real-text"),
+        ("augment.n_heldout=1000", "heldout_sequences"),
+    ],
+)
+def test_bad_real_text_config(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_augment_config("augment-real-text", [override], quick=False)
+
+
+def test_real_text_config_is_the_real_text_recipe():
+    """augment-real-text trains on the real-text study's corpus and recipe (the same sources, rows, batch, LR)."""
+    from mda_fast.stages.study import load_study_config
+
+    a, s = load_augment_config("augment-real-text", [], quick=False), load_study_config(None, [])
+    assert a.augment.corpus == "real-text" and dict(a.study.sources) == dict(s.study.sources)
+    for sec, key in [("data", "batch_size"), ("data", "seq_len"), ("corpus", "packing"), ("train", "lr")]:
+        assert getattr(getattr(a, sec), key) == getattr(getattr(s, sec), key), (sec, key)
+    assert a.train.schedule_steps == s.train.schedule_steps and a.study.shuffle_seed == s.study.shuffle_seed
+    assert a.augment.base_eval_every % a.augment.eval_every == 0 and len(a.augment.sizes) == 4
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
@@ -78,3 +107,38 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("mda-fast augment: error:") and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_base_window_on_a_coarser_base_grid():
+    """With augment.base_eval_every coarser than eval_every, the window starts at a base checkpoint and E is on
+    both grids."""
+    from types import SimpleNamespace
+
+    from mda_fast.augment.base_runs import base_grid, base_window
+
+    a = SimpleNamespace(eval_every=25, base_eval_every=200, window_steps=300, train_after=200)
+    recs = {s: {} for s in range(0, 2001, 200)}
+    assert base_grid(a) == 200
+    assert base_window(recs, 1600, a) == (1200, 1600, 1800)  # 1600 - 300 = 1300, down to the base checkpoint 1200
+    a.base_eval_every = 0
+    assert base_grid(a) == 25 and base_window(recs, 1600, a) == (1300, 1600, 1800)
+
+
+def test_fresh_text_picks_the_generator():
+    """augment.fresh_text: chain (the order-1 chain, calibrated) or frequencies (the generator before)."""
+    from mda_fast.augment.arms import synthetic_rows
+    from mda_fast.augment.generators import MixtureGenerator
+    from mda_fast.augment.motifs import mine_motifs
+
+    rng = np.random.default_rng(0)
+    s = rng.integers(40, 120, size=(12, 20))
+    rows = np.concatenate([s, s, rng.integers(40, 120, size=(12, 25))], 1)
+    ms = {"small": mine_motifs(rows, list(range(12)), n_motifs=1)["motifs"]}
+    cfg = load_augment_config(None, [], quick=True)
+    got = {}
+    for ft in ("chain", "frequencies"):
+        cfg.augment.fresh_text = ft
+        got[ft] = synthetic_rows(cfg, "mechanistic", 3, 6, 65, ms, [], None, [])[0]
+    assert (got["chain"] == MixtureGenerator(ms["small"], 65).rows(6, 3)).all()
+    old = MixtureGenerator(ms["small"], 65, chain=False, calibrate=False).rows(6, 3)
+    assert (got["frequencies"] == old).all() and not (got["chain"] == old).all()

@@ -29,6 +29,7 @@ __all__ = [
     "copy_range",
     "plan_arm",
     "arm_steps",
+    "trains_none",
     "run_arm",
     "arm_entry",
     "curve",
@@ -78,7 +79,8 @@ def synthetic_rows(
         ms = motifs["small" if arm == "mechanistic" else "large"]
         if a.llm_url:
             return _llm_rows(cfg, ms, seed, n, seq_len, data, llm_log), None
-        return MixtureGenerator(ms, seq_len).rows(n, seed), None
+        chain = a.fresh_text == "chain"
+        return MixtureGenerator(ms, seq_len, chain=chain, calibrate=chain).rows(n, seed), None
     raise ValueError(f"arm {arm!r} has no synthetic rows")
 
 
@@ -120,7 +122,7 @@ def plan_arm(ctx: ArmContext, base: dict, arm: str, seed: int, n: int):
     B, S = ctx.data.batch_size, ctx.data.seq_len
     start, end = base["window"]
     win_steps = list(range(start, end))
-    if arm == "none":  # trained only for hub sizes (all their arms share the AdamW restart)
+    if arm == "none":  # trained only where trains_none (a hub size's AdamW restart, or the arms' finer grid)
         return Interventions()
     if arm == "random":
         pool = np.arange(start * B, end * B)
@@ -133,8 +135,15 @@ def plan_arm(ctx: ArmContext, base: dict, arm: str, seed: int, n: int):
 
 
 def arm_steps(base: dict) -> list:
-    """The evaluation steps of ``base``'s arms: its own (a preset's base run) or its ``eval_steps`` (a hub size)."""
-    return list(base["eval_steps"]) if base.get("pretrained") else sorted(base["evals"])
+    """The evaluation steps of ``base``'s arms: its ``eval_steps`` (a hub size, or a base run on a coarser grid than
+    the arms') or else its own evaluations."""
+    return list(base["eval_steps"]) if "eval_steps" in base else sorted(base["evals"])
+
+
+def trains_none(base: dict) -> bool:
+    """Whether the ``none`` arm is a trained branch (a hub size, or a base run evaluated on a coarser grid) rather
+    than the base run's own evaluations."""
+    return "eval_steps" in base
 
 
 def _arm_key(base: dict, arm: str, seed: int, iv, recipe) -> str:
@@ -224,7 +233,7 @@ def arm_entry(ctx: ArmContext, base: dict, arm: str, n: int) -> dict:
     entry = {"deterministic": det, "seeds": {}}
     none = curve({str(s): r for s, r in base["evals"].items()})
     for seed in seeds:
-        if arm == "none" and not base.get("pretrained"):  # a preset's base run trained exactly these steps
+        if arm == "none" and not trains_none(base):  # a preset's base run trained exactly these steps
             entry["seeds"][str(seed)] = dict(none)
         elif det and seed != seeds[0]:
             entry["seeds"][str(seed)] = entry["seeds"][str(seeds[0])]

@@ -1,4 +1,8 @@
-"""Base runs: each size trained from scratch until a head forms (+ ``augment.train_after``), and its window."""
+"""Base runs: each size trained from scratch until a head forms (+ ``augment.train_after``), and its window.
+
+A base run checkpoints and evaluates every ``base_grid`` steps (``augment.base_eval_every``, by default
+``eval_every``). With a coarser base grid (long base runs on real text) its record carries ``eval_steps``, the
+arms' finer grid over ``[window start, until]``, and the ``none`` arm is trained as a branch like the others."""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import os
 import time
 from typing import List, Optional
 
-__all__ = ["train_base", "saved_steps", "base_window", "base_record"]
+__all__ = ["train_base", "saved_steps", "base_window", "base_record", "base_grid"]
+
+
+def base_grid(a) -> int:
+    """Steps between a base run's checkpoints and evaluations: ``augment.base_eval_every`` or ``eval_every``."""
+    return int(a.base_eval_every or a.eval_every)
 
 
 def saved_steps(run_dir: str) -> List[int]:
@@ -29,7 +38,8 @@ def base_window(recs: dict, emergence: Optional[int], a) -> tuple:
     """``(start, end, until)`` of a base run with evaluations ``recs`` (step -> record) and settings ``a``.
 
     ``end`` is the emergence step or, without a head, the latest evaluation that still leaves ``a.train_after``
-    steps; ``start = end - a.window_steps`` rounded down to an evaluation; ``until = end + a.train_after``.
+    steps; ``start = end - a.window_steps`` rounded down to a base checkpoint (``base_grid``);
+    ``until = end + a.train_after``.
     """
     last = max(recs)
     if emergence is not None:
@@ -37,9 +47,10 @@ def base_window(recs: dict, emergence: Optional[int], a) -> tuple:
     else:  # no head: the latest window that still leaves train_after steps
         cands = [s for s in recs if s <= last - a.train_after]
         end = max(cands) if cands else last
-    end = max(end, a.eval_every)
+    grid = base_grid(a)
+    end = max(end, grid)
     start = max(0, end - a.window_steps)
-    start -= start % a.eval_every
+    start -= start % grid  # a base checkpoint: the arms branch from it
     until = min(last, end + a.train_after)
     return start, end, until
 
@@ -55,7 +66,7 @@ def _trainer(cfg, preset: str, data, run_dir: str, eval_fn, progress: bool):
         total_steps=max(tr.schedule_steps, tr.total_steps),
         lr=tr.lr,
         seed=tr.seed,
-        checkpoint_every=a.eval_every,
+        checkpoint_every=base_grid(a),
         device="cpu",
         out_dir=run_dir,
         progress=progress,
@@ -86,7 +97,24 @@ def train_base(cfg, preset: str, data, out: str, eval_fn, progress: bool) -> dic
     em = _emergence(eval_path, cfg.localize.threshold)
     recs = {r["step"]: r for r in read_jsonl(eval_path) if "max_prefix_matching" in r}
     start, end, until = base_window(recs, em, a)
-    return base_record(preset, run_dir, em, (start, end, until), t0, recs)
+    rec = base_record(preset, run_dir, em, (start, end, until), t0, recs)
+    rec["train_s"] = _add_seconds(run_dir, rec["train_s"])
+    if base_grid(a) != a.eval_every:  # the arms (none too) evaluate on the finer grid: none is a trained branch
+        rec["eval_steps"] = list(range(start, until + 1, a.eval_every))
+        if rec["eval_steps"][-1] != until:
+            rec["eval_steps"].append(until)
+    return rec
+
+
+def _add_seconds(run_dir: str, seconds: float) -> float:
+    """The base run's wall time over every call that trained it (``run_dir/base_seconds.json``; a cached rerun
+    adds ~0), so a resumed study still reports what the run cost."""
+    from ..io import read_json, write_json
+
+    path = os.path.join(run_dir, "base_seconds.json")
+    total = round((read_json(path)["seconds"] if os.path.exists(path) else 0.0) + seconds, 1)
+    write_json(path, {"seconds": total})
+    return total
 
 
 def base_record(preset: str, run_dir, emergence, bounds: tuple, t0: float, evals: dict) -> dict:

@@ -23,16 +23,13 @@ def _cross_entropy(model, rows: torch.Tensor) -> torch.Tensor:
 
 
 def make_eval(cfg, heldout_any: np.ndarray, heldout_prose: np.ndarray):
-    """``eval_fn(model, step)``: best-head prefix matching, every head's score, ICL and held-out prose loss."""
+    """``eval_fn(model, step)``: best-head prefix matching, every head's score, the ICL score of
+    :func:`mda_fast.core.text_probes.icl_score_text` on ``heldout_any`` and the held-out loss on ``heldout_prose``."""
     from ..core.localize import emergence_monitor
-    from ..core.probes import icl_positions
+    from ..core.text_probes import icl_window
 
     monitor = emergence_monitor(cfg.localize)
-    T = heldout_any.shape[1] - 1
-    early, late = icl_positions(T)
-    band = T // 64
-    early_pos = torch.arange(early - 1 - band, early + band)
-    late_pos = torch.arange(late - 1 - band, late + band)
+    early_pos, late_pos = icl_window(heldout_any.shape[1] - 1)  # icl_score_text's positions (Olsson et al.'s)
     any_rows, prose_rows = torch.from_numpy(heldout_any), torch.from_numpy(heldout_prose)
 
     @torch.no_grad()
@@ -55,7 +52,8 @@ def heldout_rows(cfg, data, prefix: str) -> tuple:
 
     No run trains beyond ``train.total_steps`` (a preset's base run stops there; a hub size's revisions and arms
     do not go beyond it), so these rows are never trained on. The prose rows come from the synthetic corpus's
-    category sidecar; a dataset without one (the Pile) gives the same later rows for both (its text is natural).
+    category sidecar; a dataset without one (the Pile) and the real-text corpus (``augment.corpus = "real-text"``:
+    all of it is natural text) give the same later rows for both.
     """
     from ..data.synthetic import CATEGORIES, load_category_sidecar
 
@@ -63,7 +61,7 @@ def heldout_rows(cfg, data, prefix: str) -> tuple:
     n = cfg.augment.n_heldout
     if first >= data.n_rows:
         raise ConfigError(f"corpus.heldout_sequences: no rows after step train.total_steps={cfg.train.total_steps}")
-    side = load_category_sidecar(prefix)
+    side = None if cfg.augment.corpus == "real-text" else load_category_sidecar(prefix)
     if side is None:
         rows = np.asarray(data.rows(np.arange(first, min(data.n_rows, first + n), dtype=np.int64))).astype(np.int64)
         return rows, rows

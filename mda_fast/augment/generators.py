@@ -2,7 +2,8 @@
 
 * ``MotifGenerator``: the built-in generator of one motif. A row is filled with documents (lengths drawn from the
   motif's ``doc_len``), each followed by EOD. A document alternates *fresh runs* (lengths from ``fresh_run``, tokens
-  from the motif's token frequencies) and *copy spans* (length from ``span_len``, distance
+  from the motif's order-1 chain ``transitions``, else its token frequencies; the planned copy share calibrated
+  for the copies such text holds by itself) and *copy spans* (length from ``span_len``, distance
   from ``copy_dist``, clipped to what is already written; a distance below the length makes a periodic run). After
   each segment it copies when the document's copied share is below a target drawn from ``copy_frac``; a copy's distance
   is drawn once and the copy made as soon as that much is written (just enough fresh tokens until then), so the distances keep
@@ -55,9 +56,24 @@ def byte_encode(text: str | bytes) -> np.ndarray:
 
 
 class MotifGenerator:
-    """The built-in generator of ``motif`` (see the module docstring). ``seq_len`` defaults to the motif's."""
+    """The built-in generator of ``motif`` (see the module docstring). ``seq_len`` defaults to the motif's.
 
-    def __init__(self, motif: Motif | dict, seq_len: Optional[int] = None, fallback_tokens=(36, 131)):
+    Fresh text follows the motif's order-1 chain (``dist["transitions"]``, next-token counts of the supporting rows)
+    from the previous token, falling back to the token frequencies where a token has no recorded successor (and
+    everywhere for a motif without transitions). Text drawn that way repeats short n-grams by itself, as the rows
+    did, and so holds copies nobody planned; ``calibrate`` scales the planned copy share (``copy_scale``, by
+    bisection on rows of a fixed seed) so that the re-measured copy share matches the motif's. ``chain=False,
+    calibrate=False``: fresh tokens from the frequencies alone, the planned share as drawn (the generator before
+    the real-text study, kept for the comparison)."""
+
+    def __init__(
+        self,
+        motif: Motif | dict,
+        seq_len: Optional[int] = None,
+        fallback_tokens=(36, 131),
+        calibrate: bool = True,
+        chain: bool = True,
+    ):
         self.motif = motif if isinstance(motif, Motif) else Motif.from_dict(motif)
         d = self.motif.dist
         self.seq_len = int(seq_len or d["seq_len"])
@@ -76,18 +92,37 @@ class MotifGenerator:
             self.tokens = np.arange(*fallback_tokens, dtype=np.int64)
             w = np.ones(self.tokens.size)
         self.p = w / w.sum()
+        self._cum = np.cumsum(self.p)
+        self.chain = {
+            int(a): (np.array([int(k) for k in nxt], np.int64), np.cumsum(np.array(list(nxt.values()), np.float64)))
+            for a, nxt in ((d.get("transitions") or {}) if chain else {}).items()
+            if nxt
+        }
+        self.copy_scale = 1.0
+        if calibrate and float(self.copy_frac.max()) > 0:
+            self.copy_scale = self._calibrate()
 
-    def _fresh(self, rng, n: int) -> List[int]:
-        return rng.choice(self.tokens, size=n, p=self.p).tolist()
+    def _draw(self, toks: np.ndarray, cum: np.ndarray, u: float) -> int:
+        return int(toks[min(int(np.searchsorted(cum, u * cum[-1], side="right")), toks.size - 1)])
+
+    def _fresh(self, rng, n: int, prev: Optional[int] = None) -> List[int]:
+        """``n`` fresh tokens continuing from ``prev`` (the document's last token; None at its start)."""
+        out: List[int] = []
+        for u in rng.random(int(n)):
+            c = self.chain.get(prev) if prev is not None else None
+            prev = self._draw(*c, u) if c is not None else self._draw(self.tokens, self._cum, u)
+            out.append(prev)
+        return out
 
     def document(self, rng: np.random.Generator, length: int) -> List[int]:
         """One document of exactly ``length`` tokens (no EOD)."""
-        target = float(rng.choice(self.copy_frac))
+        target = self.copy_scale * float(rng.choice(self.copy_frac))
         out: List[int] = []
         copied = 0
         D = None  # the next copy's distance: drawn once, used as soon as that much is written
         while len(out) < length:
             left = length - len(out)
+            prev = out[-1] if out else None
             want = len(out) >= self.min_span and copied < target * max(1, len(out))
             if want and D is None:
                 D = int(max(1, rng.choice(self.copy_dist)))
@@ -99,9 +134,9 @@ class MotifGenerator:
                 copied += L
                 D = None
             elif want:  # wait for the copy's source: just enough fresh tokens
-                out += self._fresh(rng, int(min(left, D - len(out))))
+                out += self._fresh(rng, int(min(left, D - len(out))), prev)
             else:
-                out += self._fresh(rng, int(min(left, max(1, rng.choice(self.fresh_run)))))
+                out += self._fresh(rng, int(min(left, max(1, rng.choice(self.fresh_run)))), prev)
         return out[:length]
 
     def row(self, rng: np.random.Generator) -> np.ndarray:
@@ -118,14 +153,34 @@ class MotifGenerator:
         rng = np.random.default_rng([int(seed), 0xA06])
         return np.stack([self.row(rng) for _ in range(int(n))]) if n else np.zeros((0, self.seq_len), np.int64)
 
+    def _calibrate(self, n: int = 48, iters: int = 7) -> float:
+        """The planned-copy scale in ``[0, 2]`` whose rows (seed fixed) re-measure closest to the motif's mean copy
+        share (bisection: the measured share grows with the scale)."""
+        target = float(self.motif.features["copy_frac"]["mean"])
+
+        def measured(scale: float) -> float:
+            self.copy_scale = scale
+            ms = measure_rows(self.rows(n, seed=0x0CA1), None, self.min_span, self.eod)
+            return float(np.mean([m.features["copy_frac"] for m in ms]))
+
+        lo, hi = 0.0, 2.0
+        best = (abs(measured(1.0) - target), 1.0)
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            got = measured(mid)
+            best = min(best, (abs(got - target), mid))
+            lo, hi = (mid, hi) if got < target else (lo, mid)
+        return float(best[1])
+
 
 class MixtureGenerator:
-    """Rows from several motifs: each row's motif drawn with the motifs' shares (of the top set)."""
+    """Rows from several motifs: each row's motif drawn with the motifs' shares (of the top set); ``kw`` go to every
+    ``MotifGenerator``."""
 
-    def __init__(self, motifs: Sequence[Motif | dict], seq_len: Optional[int] = None):
+    def __init__(self, motifs: Sequence[Motif | dict], seq_len: Optional[int] = None, **kw):
         if not motifs:
             raise ValueError("MixtureGenerator: expected at least one motif")
-        self.gens = [MotifGenerator(m, seq_len) for m in motifs]
+        self.gens = [MotifGenerator(m, seq_len, **kw) for m in motifs]
         w = np.array([g.motif.share for g in self.gens], np.float64)
         self.p = w / w.sum() if w.sum() > 0 else np.full(len(w), 1 / len(w))
         self.seq_len = self.gens[0].seq_len

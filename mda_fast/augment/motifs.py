@@ -38,6 +38,7 @@ __all__ = [
     "feature_matrix",
     "kmeans",
     "mine_motifs",
+    "transitions",
     "summarize",
 ]
 
@@ -81,7 +82,8 @@ class Motif:
         dist: the empirical distributions a generator samples from: ``span_len``, ``copy_dist``, ``fresh_run``,
             ``doc_len`` (lists of ints; complete documents only), ``copy_frac`` (per-sample), ``fresh_tokens``
             (token -> count over the supporting rows, EOD excluded: copies replicate fresh tokens, so fresh tokens
-            drawn from the whole rows' frequencies reproduce their character classes), ``seq_len``.
+            drawn from the whole rows' frequencies reproduce their character classes), ``transitions`` (token ->
+            next token -> count over the supporting rows: the fresh text's order-1 chain), ``seq_len``.
         description: a one-line plain summary.
         examples: up to 3 ``{"id", "spans"}`` of the highest-scored supporters (spans for highlighting).
     """
@@ -177,6 +179,7 @@ def _motif_dist(ms: Sequence[RowMeasure], rows: np.ndarray, eod: int, min_span: 
     toks, counts = np.unique(rows[rows != eod], return_counts=True)
     fresh = dict(zip(toks.tolist(), counts.tolist()))
     return {
+        "transitions": transitions(rows, eod),
         "span_len": [int(m) for r in ms for _, _, m in r.spans],
         "copy_dist": [int(s - j) for r in ms for s, j, _ in r.spans],
         "fresh_run": [int(v) for r in ms for v in r.fresh_runs],
@@ -187,6 +190,20 @@ def _motif_dist(ms: Sequence[RowMeasure], rows: np.ndarray, eod: int, min_span: 
         "eod": int(eod),
         "min_span": int(min_span),
     }
+
+
+def transitions(rows: np.ndarray, eod: int = EOD) -> Dict[str, Dict[str, int]]:
+    """Next-token counts after each token of ``rows`` (``{str(token): {str(next): count}}``, sorted; pairs with
+    EOD on either side left out): the order-1 Markov chain a generator draws its fresh text from, so that the text
+    between the copies has the rows' bigram statistics (what plain induction on natural text feeds on)."""
+    r = np.asarray(rows, np.int64)
+    a, b = r[:, :-1].ravel(), r[:, 1:].ravel()
+    keep = (a != eod) & (b != eod)
+    pairs, counts = np.unique(np.stack([a[keep], b[keep]], 1), axis=0, return_counts=True)
+    out: Dict[str, Dict[str, int]] = {}
+    for (x, y), c in zip(pairs.tolist(), counts.tolist()):
+        out.setdefault(str(x), {})[str(y)] = int(c)
+    return out
 
 
 def _motif(c: int, idx: np.ndarray, mt, Xt, top_rows, top_ids, contrast, eod: int, min_span: int) -> Motif:

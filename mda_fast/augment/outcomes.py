@@ -1,4 +1,5 @@
-"""The study's derived figures: gain, emergence, ICL and held-out loss per arm and seed, and plain findings."""
+"""The study's derived figures: gain, emergence, area against none (the trapezoid integral of the score's difference
+from none's over the evaluated steps, score x steps), ICL and held-out loss per arm and seed, and plain findings."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def derive(size: dict, threshold: float) -> None:
             d["score_at_gain_step"] = d["score"][i]
             d["gain"] = (d["score"][i] - b["score"][i]) / b["score"][i] if b["score"][i] else None
             d["emergence_step"] = next((s for s, v in zip(d["steps"], d["score"]) if v >= threshold), None)
+            diff = np.asarray(d["score"], np.float64) - np.asarray(b["score"], np.float64)
+            st = np.asarray(d["steps"], np.float64)
+            d["area_vs_none"] = float(np.sum(0.5 * (diff[1:] + diff[:-1]) * np.diff(st)))  # score x steps
             d["icl_at_gain_step"] = d["icl"][i]
             d["heldout_loss_final"] = d["heldout_loss"][-1]
             d["heldout_loss_change"] = (
@@ -42,6 +46,7 @@ def derive(size: dict, threshold: float) -> None:
                 "gain",
                 "score_at_gain_step",
                 "emergence_step",
+                "area_vs_none",
                 "icl_at_gain_step",
                 "heldout_loss_final",
                 "heldout_loss_change",
@@ -67,6 +72,16 @@ def findings(res: dict) -> List[str]:
             if v["mean"] is not None and a != "none"
         )
         out.append(f"{p} (gain at step {sz['gain_step']}): {txt}.")
+        if "mechanistic" in g and g["mechanistic"]["mean"] is not None:
+            m = g["mechanistic"]
+            speed = m["mean"] > m["std"]
+            txt = f"the mechanistic data {'sped' if speed else 'did not speed'} the head up beyond seed spread"
+            txt += f" ({100 * m['mean']:+.1f}% ± {100 * m['std']:.1f} over none)"
+            if "random" in g and g["random"]["mean"] is not None:
+                r = g["random"]
+                beat = m["mean"] > r["mean"] + max(m["std"], r["std"])
+                txt += f" and {'beat' if beat else 'did not beat'} random beyond seed spread ({100 * r['mean']:+.1f}%)"
+            out.append(f"{p}: {txt}.")
         if "mechanistic" in g and "copy" in g and g["mechanistic"]["mean"] is not None:
             m, c = g["mechanistic"], g["copy"]
             if m["mean"] > c["mean"] + max(m["std"], c["std"]):

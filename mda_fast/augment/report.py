@@ -4,7 +4,7 @@ in :mod:`mda_fast.study.plots`' style).
 
 ``augment_sections(res, texts)`` renders ``augment.json``'s dict as ``(anchor, label, html)`` sections: the findings
 as prose per size, the gain-by-size plot (mean and std over seeds per arm), per-size score curves, the per size ×
-arm table, the sizes, the motifs with the repeated spans of example texts highlighted (``texts``: sample id ->
+arm table, the sizes, what separates the top rows from the generated ones (``comparison_html``), the motifs with the repeated spans of example texts highlighted (``texts``: sample id ->
 token row), the LLM generators' messages, and the settings and timing. ``summary_cards_html(res)`` gives the
 cards; ``augment_section_html`` both as one block the main report can embed; ``write_augment_report`` the page.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "augment_section_html",
     "render_augment_report",
     "findings_by_size",
+    "comparison_html",
     "write_augment_report",
 ]
 
@@ -169,6 +170,7 @@ _ARM_HEAD = (
     "gain",
     "score at gain step",
     "emergence step",
+    "area vs none",
     "ICL at gain step",
     "held-out loss",
     "Δ held-out loss",
@@ -223,7 +225,7 @@ def summary_cards_html(res: Mapping) -> str:
         where = ", ".join(f"{len(m['motifs'])} on {m['mined_on']}" for m in mined)
         items.append((str(n), f"motifs mined ({where})"))
     if res.get("elapsed_s") is not None:
-        items.append((f"{res['elapsed_s']:,.0f} s", "study wall time"))
+        items.append((f"{res['elapsed_s']:,.0f} s", "wall time of this call (runs read from the cache cost ~0)"))
     return cards(items)
 
 
@@ -280,6 +282,7 @@ def _arm_rows(res: Mapping) -> list:
                     esc(_ms(s["gain"], True)),
                     esc(_ms(s["score_at_gain_step"])),
                     esc(_ms(em, d=0) if em.get("n") else "never"),
+                    esc(_ms(s.get("area_vs_none"), d=2)),
                     esc(_ms(s["icl_at_gain_step"])),
                     esc(_ms(s["heldout_loss_final"], d=4)),
                     esc(_ms(s["heldout_loss_change"], d=4)),
@@ -332,6 +335,53 @@ def _motif_html(mo: Mapping, texts: Dict[int, np.ndarray]) -> str:
     )
 
 
+_COMPARE_LABELS = {
+    "induction": "plain induction hit rate",
+    "repeat_positions": "positions whose token occurred before",
+    "copy_frac": "share of tokens in copies (>= 4)",
+    "span_len": "copy length (mean)",
+    "copy_dist": "copy distance (median)",
+    "entropy": "token entropy (bits)",
+    "frac_alpha": "letters",
+    "frac_space": "whitespace",
+    "frac_punct": "punctuation",
+    "frac_digit": "digits",
+    "bigram_ce": "bigram cross-entropy under the window's text (bits/token)",
+}
+
+
+def comparison_html(cmp: Mapping) -> str:
+    """The top-versus-generated table (measure × set, mean ± std over rows), the token histograms' divergence from
+    the top set's, and each motif generator's round trip."""
+    names = list(cmp["sets"])
+    head = ["measure"] + [f"{n} ({cmp['n'][n]})" for n in names]
+    rows = [
+        [esc(_COMPARE_LABELS.get(k, k))]
+        + [esc(f"{cmp['sets'][n][k]['mean']:.3f} ± {cmp['sets'][n][k]['std']:.3f}") for n in names]
+        for k in cmp["measures"]
+    ]
+    rows.append(
+        [esc("token histogram: JS divergence from top (bits)")] + [esc(f"{cmp['token_js'][n]:.3f}") for n in names]
+    )
+    intro = (
+        "<p>Every row of each set measured on what predicts the score: plain induction (the next token is the one "
+        "that followed this token's last earlier occurrence), the copy parse, the token distribution, and how much "
+        f"the row reads like the corpus around it (an add-one bigram model of {cmp.get('reference_rows', 0)} other "
+        f"rows of the window). The generated sets are the rows the arms insert with seed {cmp.get('seed', 0)}.</p>"
+    )
+    rt = cmp.get("roundtrip") or {}
+    rt_html = ""
+    if rt:
+        items = [
+            f"{esc(k)}: "
+            + ("all features within tolerance" if v["ok"] else "off on " + esc(", ".join(v["failed"])))
+            + f" (planned-copy scale {v['copy_scale']:.2f})"
+            for k, v in rt.items()
+        ]
+        rt_html = "<h3>Generator round trip</h3><p>" + "; ".join(items) + ".</p>"
+    return intro + table(head, rows, num_cols=range(1, len(head))) + rt_html
+
+
 def _categories(c: Optional[Mapping]) -> str:
     if not c:
         return "—"
@@ -377,6 +427,8 @@ def augment_sections(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None
         ("aug-table", "Per size × arm", table(_ARM_HEAD, _arm_rows(res), num_cols=range(2, len(_ARM_HEAD)))),
         ("aug-sizes", "Sizes", table(_SIZE_HEAD, _size_rows(res), num_cols=range(1, len(_SIZE_HEAD)))),
     ]  # fmt: skip
+    if res.get("comparison"):
+        out.append(("aug-compare", "Top vs generated rows", comparison_html(res["comparison"])))
     if res.get("motifs"):
         out.append(("aug-motifs", "Motifs", _motifs_html(res, texts)))
     if res.get("llm"):

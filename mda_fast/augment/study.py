@@ -3,7 +3,8 @@
 Steps (``run_study``; every trained run is cached by a fingerprint of what it depends on, so rerunning the same
 command continues an interrupted study):
 
-1. **Corpus** (the demo's synthetic corpus, ``corpus`` section) and the held-out rows after the last training
+1. **Corpus** (the demo's synthetic corpus, ``corpus`` section; with ``augment.corpus = "real-text"`` the
+   real-text study's corpus of ``study.sources``, ``stages.study_corpus``) and the held-out rows after the last training
    step: ``augment.n_heldout`` prose rows (the downstream check: loss on natural text never trained on) and as
    many rows of any category (the ICL score).
 2. **Base run per size** (``augment.sizes``, smallest first): trained from scratch until the best head's
@@ -15,6 +16,9 @@ command continues an interrupted study):
    induction head on that size's window (the stages of ``mda-fast fit`` / ``score``).
 4. **Motifs** from the top ``augment.top_frac`` of the window by score, against the bottom set and a random set of
    the same size (``motifs.mine_motifs``).
+   Then **what separates the top rows from generated ones** (``compare.compare_sets``): the top, bottom and random
+   rows against the rows the ``mechanistic`` and ``copy`` arms insert, on plain induction, the copy parse, the
+   token distribution and the bigram cross-entropy under the window's other rows (``comparison`` in the results).
 5. **Synthetic data** per seed: ``budget_rows(window rows, augment.budget_frac)`` rows for every arm, the same rows
    for every size.
 6. **Arms** per size and seed, each branched from the size's window-start checkpoint and trained to
@@ -53,8 +57,9 @@ from typing import Any, Dict
 
 from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, curve, plan_arm, run_arm, synthetic_rows
 from .attribution import attribute, category_mix, motifs_from_scores
-from .base_runs import train_base
+from .base_runs import base_grid, train_base
 from .cache import fingerprint
+from .compare import comparison_findings
 from .evaluation import heldout_rows, make_eval
 from .insertion import budget_rows
 from .outcomes import derive, findings
@@ -137,6 +142,8 @@ def _size_result(ctx: ArmContext, base: dict, arms: list) -> dict:
     }
     if base.get("pretrained"):  # its base run is the published checkpoints; every arm (none too) restarts AdamW
         size.update(pretrained=True, name=base["name"], eval_steps=base["eval_steps"])
+    elif "eval_steps" in base:  # a base run on a coarser grid: none is a branch evaluated with the arms
+        size.update(eval_steps=base["eval_steps"], base_eval_every=base_grid(ctx.cfg.augment))
     for arm in arms:
         size["arms"][arm] = arm_entry(ctx, base, arm, n)
     derive(size, ctx.cfg.localize.threshold)
@@ -189,11 +196,64 @@ def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[
     return results
 
 
+def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
+    """``compare_sets`` of the smallest size's top, bottom and random window rows against the rows the arms insert
+    (``mechanistic`` and ``mechanistic-large`` with the built-in generators, ``copy``; the first seed's, as many as
+    one arm's budget) and the built-in generator with the other kind of fresh text (``augment.fresh_text``:
+    ``frequencies-generator``, the generator before the real-text study, or ``chain-generator``), the bigram reference being other rows of that window; plus each motif's generator round trip
+    on the features the generators reproduce."""
+    import numpy as np
+
+    from .compare import compare_sets
+    from .generators import MixtureGenerator, MotifGenerator, roundtrip
+
+    cfg, data = ctx.cfg, ctx.data
+    B, S = data.batch_size, data.seq_len
+    start, end = base["window"]
+    n = budget_rows((end - start) * B, cfg.augment.budget_frac)
+    rows = lambda idx: np.asarray(data.rows(np.asarray(idx, np.int64))).astype(np.int64)  # noqa: E731
+    m = mined["small"]
+    sets = {"top": rows(m["top"]), "bottom": rows(m["bottom"]), "random": rows(m["random"])}
+    seed = int(cfg.augment.seeds[0])
+    generated = (
+        [] if cfg.augment.llm_url else ["mechanistic"] + (["mechanistic-large"] if "large" in ctx.motifs else [])
+    )
+    for arm in ["copy", *generated]:  # an LLM-written generator's rows are compared in its arms' logs only
+        sets[arm] = synthetic_rows(cfg, arm, seed, n, S, ctx.motifs, ctx.top, data, ctx.llm_log)[0]
+    # the built-in generator with the other kind of fresh text (augment.fresh_text)
+    chain = cfg.augment.fresh_text != "chain"
+    other = "chain-generator" if chain else "frequencies-generator"
+    sets[other] = MixtureGenerator(ctx.motifs["small"], S, chain=chain, calibrate=chain).rows(n, seed)
+    used = np.concatenate([m["top"], m["bottom"], m["random"]])
+    pool = np.setdiff1d(np.arange(start * B, end * B), used)
+    ref = np.random.default_rng([cfg.augment.motif_seed, 0x2EF]).choice(pool, size=min(2000, pool.size), replace=False)
+    res = compare_sets(sets, rows(np.sort(ref)))
+    res["reference_rows"] = int(ref.size)
+    res["seed"] = seed
+    res["roundtrip"] = {}
+    for k, ms in ctx.motifs.items():
+        for mo in ms:
+            g = MotifGenerator(mo, S)
+            rt = roundtrip(mo, g.rows(max(32, int(round(n * mo.share))), seed))
+            res["roundtrip"][f"{k}/{mo.id}"] = {"ok": rt["ok"], "failed": rt["failed"], "copy_scale": g.copy_scale}
+    return res
+
+
+def _text_probe_rows(cfg, manifest: dict) -> None:
+    """The real-text induction probe's rows, unless given: the first ``targets.text_probe_n`` of the corpus's
+    held-out tail (never trained on; the held-out rows of the evaluation come before the tail)."""
+    t = cfg.targets
+    if "induction_text" in t.probes and not t.text_probe_rows:
+        lo = manifest["n_rows"] - cfg.corpus.heldout_sequences
+        t.text_probe_rows = list(range(lo, lo + min(t.text_probe_n, cfg.corpus.heldout_sequences)))
+
+
 def run_study(cfg, out: str, progress: bool = True) -> dict:
     """The whole study into ``out`` (see the module docstring); returns the ``augment.json`` dict."""
     from ..data import PythiaBatches
     from ..io import write_json
     from ..stages.demo import prepare_corpus
+    from ..stages.study_corpus import prepare_real_corpus
     from ..version import environment
 
     t_all = time.perf_counter()
@@ -201,6 +261,11 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
     timings: Dict[str, float] = {}
     if any(is_hub_size(p) for p in a.sizes):  # a real dataset (e.g. the Pile): no synthetic corpus
         prefix = cfg.data.path
+    elif a.corpus == "real-text":  # the real-text study's corpus; sets data.path and caps train.total_steps
+        cfg.train.window_steps = a.window_steps  # the corpus check: at least a window of steps before the tail
+        manifest = _timed(timings, "corpus", prepare_real_corpus, cfg, out, progress)
+        prefix = cfg.data.path
+        _text_probe_rows(cfg, manifest)
     else:
         prefix = _timed(timings, "corpus", prepare_corpus, cfg, out, progress)
     data = PythiaBatches(prefix, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
@@ -211,6 +276,7 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
     motifs = {k: v["motifs"] for k, v in mined.items()}
     ctx = ArmContext(cfg, data, motifs, mined["small"]["top"], out, eval_fn, progress)
     transfer = a.transfer and len(a.sizes) > 1
+    comparison = _timed(timings, "comparison", _comparison, ctx, mined, bases[a.sizes[0]])
     results = _timed(timings, "arms", _all_sizes, ctx, bases, transfer)
     res = {
         "sizes": results,
@@ -218,12 +284,13 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "seeds": list(a.seeds),
         "gain_definition": GAIN_DEFINITION,
         "motifs": _motifs_record(list(a.sizes), mined, attr, prefix),
+        "comparison": comparison,
         "llm": ctx.llm_log,
         "settings": _settings(cfg, data),
         "stage_seconds": timings,
         "elapsed_s": round(time.perf_counter() - t_all, 1),
         "environment": environment(),
     }
-    res["findings"] = findings(res)
+    res["findings"] = comparison_findings(comparison) + findings(res)
     write_json(os.path.join(out, OUTPUT), res)
     return res

@@ -303,9 +303,21 @@ class AugmentSection:
     )
     seeds: list = opt([0, 1, 2], "seeds of the seeded arms (random, copy, mechanistic)", kind="list[int]")
     budget_frac: float = opt(0.02, "synthetic rows per arm as a fraction of the window's tokens", gt=0.0, le=10.0)
+    corpus: str = opt(
+        "synthetic",
+        "synthetic: the demo's embedded corpus (the corpus section's mix); real-text: the real-text study's corpus "
+        "(study.sources, built as mda-fast study builds it; held-out loss on its held-out rows)",
+        choices=("synthetic", "real-text"),
+    )
     window_steps: int = opt(200, "the window: this many steps before the base run's emergence checkpoint", ge=1)
     train_after: int = opt(50, "arms train this many steps past the window end", ge=0)
-    eval_every: int = opt(50, "steps between checkpoints / evaluations (window_steps must be a multiple)", ge=1)
+    eval_every: int = opt(50, "steps between the arms' evaluations (window_steps must be a multiple)", ge=1)
+    base_eval_every: int = opt(
+        0,
+        "steps between a base run's checkpoints / evaluations (a multiple of eval_every; window_steps a multiple of "
+        "it); 0: eval_every. When coarser, the none arm is a branch from the window start evaluated every eval_every",
+        ge=0,
+    )
     top_frac: float = opt(
         0.05,
         "motifs are mined from this top fraction of the window (and as many bottom and random rows as contrast)",
@@ -313,6 +325,13 @@ class AugmentSection:
         lt=1.0,
     )
     n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
+    fresh_text: str = opt(
+        "chain",
+        "the built-in generators' text between copies: chain (the motif's order-1 chain, copy share calibrated: "
+        "rows that read like the top rows) or frequencies (bytes drawn one by one from the motif's frequencies, the "
+        "generator before the real-text study)",
+        choices=("chain", "frequencies"),
+    )
     motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
     transfer: bool = opt(True, "also mine motifs on the largest size and apply them to it (arm mechanistic-large)")
     n_heldout: int = opt(64, "held-out rows for the ICL score, and as many prose rows for the held-out loss", ge=1)

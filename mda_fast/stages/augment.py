@@ -106,6 +106,30 @@ def _check_hub(cfg: Config) -> None:
         )
 
 
+def _check_real_text(cfg: Config) -> None:
+    """``augment.corpus = "real-text"``: known ``study.sources`` with positive caps, byte-level presets."""
+    from ..data.sources import SOURCES
+    from ..train import get_preset
+
+    src = cfg.study.sources
+    unknown = [n for n in src if n not in SOURCES]
+    if not src or unknown:
+        raise ConfigError(
+            f"study.sources {dict(src)}: augment.corpus = 'real-text' needs name = max_bytes entries from "
+            f"{sorted(SOURCES)}" + (f"; unknown: {unknown}" if unknown else "")
+        )
+    if any(v < 1 for v in src.values()):
+        raise ConfigError(f"study.sources: every cap must be >= 1 byte, got {dict(src)}")
+    small = [p for p in cfg.augment.sizes if get_preset(p).vocab_size < 260]
+    if small:
+        raise ConfigError(f"augment.sizes {small}: the real-text corpus is byte-level; expected tiny-* presets")
+    if cfg.corpus.heldout_sequences < cfg.augment.n_heldout:
+        raise ConfigError(
+            f"corpus.heldout_sequences = {cfg.corpus.heldout_sequences} is below augment.n_heldout = "
+            f"{cfg.augment.n_heldout} (the ICL and held-out-loss rows)"
+        )
+
+
 def check_augment(cfg: Config) -> None:
     """The augment section against itself, the presets and the corpus (one ConfigError naming the key); no data
     is read (``check_augment_data`` checks a hub study's data and checkpoints). ``train.family`` must have an
@@ -126,6 +150,11 @@ def check_augment(cfg: Config) -> None:
             f"augment.window_steps = {a.window_steps} must be a multiple of augment.eval_every = "
             f"{a.eval_every} (the window starts at a checkpoint)"
         )
+    if a.base_eval_every and a.base_eval_every % a.eval_every:
+        raise ConfigError(
+            f"augment.base_eval_every = {a.base_eval_every} must be a multiple of augment.eval_every = "
+            f"{a.eval_every} (the window end is a base-run evaluation the arms evaluate too)"
+        )
     if a.copy_span_min > a.copy_span_max:
         raise ConfigError(f"augment.copy_span_min = {a.copy_span_min} exceeds copy_span_max = {a.copy_span_max}")
     seq_key, seq_len = ("data.seq_len", cfg.data.seq_len) if hub else ("corpus.seq_len", cfg.corpus.seq_len)
@@ -138,6 +167,13 @@ def check_augment(cfg: Config) -> None:
             f"augment.window_steps + train_after = {a.window_steps + a.train_after} must be below "
             f"train.total_steps = {cfg.train.total_steps}"
         )
+    if hub and a.corpus == "real-text":
+        raise ConfigError(
+            f"augment.corpus = 'real-text' with hub sizes {a.sizes}: the real-text corpus is byte-level; "
+            f"expected presets (tiny-*) or augment.corpus = 'synthetic' with data.path"
+        )
+    if a.corpus == "real-text":
+        _check_real_text(cfg)
     if hub:
         _check_hub(cfg)
     elif cfg.data.seq_len != cfg.corpus.seq_len:
