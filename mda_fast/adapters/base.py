@@ -166,13 +166,24 @@ class ModelAdapter(abc.ABC):
         """The HF causal-LM class that ``load_pythia`` builds with ``from_pretrained``."""
 
     # ---- where things are ------------------------------------------------------------------------------------
-    @abc.abstractmethod
+    #: where the transformer sits: the causal LM's attribute holding it, the transformer's attribute holding the
+    #: layers, and an attribute only the bare transformer has (its token embedding)
+    backbone_attr: str = ""
+    layers_attr: str = "layers"
+    embed_attr: str = ""
+
     def backbone(self, model):
         """The transformer without its LM head (``model`` itself for a bare backbone), or None."""
+        inner = getattr(model, self.backbone_attr, None) if self.backbone_attr else None
+        if isinstance(inner, torch.nn.Module) and hasattr(inner, self.layers_attr):
+            return inner
+        if hasattr(model, self.layers_attr) and hasattr(model, self.embed_attr):
+            return model
+        return None
 
-    @abc.abstractmethod
     def layers(self, model) -> Sequence[torch.nn.Module]:
         """The transformer layers, bottom to top."""
+        return getattr(self.backbone(model), self.layers_attr)
 
     @abc.abstractmethod
     def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:

@@ -57,11 +57,15 @@ def is_conv1d(module) -> bool:
 
 
 class GPT2Adapter(ModelAdapter):
+    """GPT-2's fused ``Conv1D`` layout (weights stored ``[d_in, d_out]``, read transposed): ``c_attn`` outputs
+    [Q all heads | K | V], ``c_proj`` reads the heads' outputs; learned positions; per-layer softmax scales."""
+
     model_type = "gpt2"
     family = "GPT-2"
     modules = ("c_attn", "c_proj")
     qkv_module = "c_attn"
     check_name, example_class, backbone_where = "GPT-2", "GPT2LMHeadModel", ".transformer or .h"
+    backbone_attr, layers_attr, embed_attr = "transformer", "h", "wte"
 
     # ---- what the model is -----------------------------------------------------------------------------------
     def check_layout(self, model) -> None:
@@ -113,16 +117,6 @@ class GPT2Adapter(ModelAdapter):
         return GPT2LMHeadModel
 
     # ---- where things are ------------------------------------------------------------------------------------
-    def backbone(self, model):
-        if hasattr(model, "transformer") and hasattr(model.transformer, "h"):
-            return model.transformer
-        if hasattr(model, "h") and hasattr(model, "wte"):
-            return model
-        return None
-
-    def layers(self, model):
-        return self.backbone(model).h
-
     def attention_module(self, model, layer: int, module: str):
         return getattr(self.layers(model)[layer].attn, module)
 

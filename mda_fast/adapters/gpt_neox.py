@@ -178,11 +178,15 @@ def attention(
 
 # ---- the adapter ----------------------------------------------------------------------------------------------
 class GPTNeoXAdapter(ModelAdapter):
+    """Pythia's layout: ``query_key_value`` rows ``[head][q,k,v][d_head]``, ``dense`` columns per head, partial
+    rotary, parallel residual; the lean capture forward."""
+
     model_type = "gpt_neox"
     family = "Pythia / GPT-NeoX"
     modules = ("query_key_value", "dense")
     qkv_module = "query_key_value"
     check_name, example_class, backbone_where = "GPT-NeoX", "GPTNeoXForCausalLM", ".gpt_neox or .layers"
+    backbone_attr, embed_attr = "gpt_neox", "embed_in"
 
     def config_shape(self, config) -> ModelShape:
         rot, base = rotary_params(config)
@@ -207,16 +211,6 @@ class GPTNeoXAdapter(ModelAdapter):
         from transformers import GPTNeoXForCausalLM
 
         return GPTNeoXForCausalLM
-
-    def backbone(self, model):
-        if hasattr(model, "gpt_neox"):
-            return model.gpt_neox
-        if hasattr(model, "layers") and hasattr(model, "embed_in"):
-            return model
-        return None
-
-    def layers(self, model):
-        return self.backbone(model).layers
 
     def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:
         return getattr(self.layers(model)[layer].attention, module)

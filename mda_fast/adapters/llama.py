@@ -82,6 +82,7 @@ class LlamaAdapter(ModelAdapter):
 
     modules = ("q_proj", "k_proj", "v_proj", "o_proj")
     qkv_module = "q_proj"
+    backbone_attr, embed_attr = "model", "embed_tokens"
 
     def __init__(self, model_type: str = "llama"):
         if model_type not in FAMILIES:
@@ -134,17 +135,6 @@ class LlamaAdapter(ModelAdapter):
         return _transformers_class(FAMILIES[self.model_type][2], self.model_type)
 
     # ---- where things are ------------------------------------------------------------------------------------
-    def backbone(self, model):
-        inner = getattr(model, "model", None)
-        if isinstance(inner, torch.nn.Module) and hasattr(inner, "layers"):
-            return inner
-        if hasattr(model, "layers") and hasattr(model, "embed_tokens"):
-            return model
-        return None
-
-    def layers(self, model):
-        return self.backbone(model).layers
-
     def attention_module(self, model, layer: int, module: str) -> torch.nn.Linear:
         return getattr(self.layers(model)[layer].self_attn, module)
 

@@ -327,9 +327,8 @@ class AugmentSection:
     n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
     fresh_text: str = opt(
         "chain",
-        "the built-in generators' text between copies: chain (the motif's order-1 chain, copy share calibrated: "
-        "rows that read like the top rows) or frequencies (bytes drawn one by one from the motif's frequencies, the "
-        "generator before the real-text study)",
+        "generated text between copies: chain (the motif's order-1 byte chain, copy share calibrated) or frequencies "
+        "(bytes drawn from the motif's byte frequencies, the generator before the real-text study)",
         choices=("chain", "frequencies"),
     )
     motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
@@ -349,9 +348,7 @@ class AugmentSection:
     )
     micro_batch_size: int = opt(0, "hub sizes: rows per gradient-accumulation chunk of an arm step; 0: one chunk", ge=0)
     llm_url: str = opt(
-        "",
-        "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that writes the generators; "
-        "empty: built-in generators",
+        "", "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) writing generators; empty: built-in"
     )
     llm_model: str = opt("default", "model name sent to the endpoint")
     llm_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the endpoint's API key (may be unset)")

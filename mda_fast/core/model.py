@@ -338,17 +338,12 @@ def load_model(
     return model
 
 
-def load_pythia(
-    name_or_path: str,
-    revision: str | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-    attn_implementation: str | None = None,
-):
+def load_pythia(name_or_path: str, revision: str | None = None, **kwargs):
     """The Pythia entry point: :func:`load_model` (e.g. ``load_pythia("EleutherAI/pythia-14m", "step1000")``).
 
-    Any registered family loads through it as well (the config's ``model_type`` picks the adapter)."""
-    return load_model(name_or_path, revision, dtype, device, attn_implementation)
+    Any registered family loads through it as well (the config's ``model_type`` picks the adapter); ``kwargs``:
+    :func:`load_model`'s ``dtype``, ``device``, ``attn_implementation``."""
+    return load_model(name_or_path, revision, **kwargs)
 
 
 def hub_checkpoint_dir(name: str, revision, what: str = "") -> str:

@@ -163,11 +163,14 @@ def _family_config(p: Preset, family: str):
         vocab_size=p.vocab_size, initializer_range=0.02, bos_token_id=p.eod_token_id, eos_token_id=p.eod_token_id
     )
     if family == "gpt2":
+        sizes = {
+            "n_positions": "max_position_embeddings",
+            "n_embd": "d_model",
+            "n_layer": "n_layers",
+            "n_head": "n_heads",
+        }
         return transformers.GPT2Config(
-            n_positions=p.max_position_embeddings,
-            n_embd=p.d_model,
-            n_layer=p.n_layers,
-            n_head=p.n_heads,
+            **{k: getattr(p, v) for k, v in sizes.items()},
             n_inner=p.d_ff,
             activation_function="gelu_new",
             resid_pdrop=0.0,
