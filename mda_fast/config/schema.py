@@ -326,11 +326,10 @@ class AugmentSection:
     )
     n_motifs: int = opt(3, "at most this many motifs (k-means clusters of the top set)", ge=1)
     fresh_text: str = opt(
-        "chain",
-        "generated text between copies: chain (the motif's order-1 byte chain, copy share calibrated) or frequencies "
-        "(bytes drawn from the motif's byte frequencies, the generator before the real-text study)",
+        "chain", "generated text between copies: chain (the motif's order-1 byte chain, copy share calibrated) or "
+        "frequencies (bytes drawn from its byte frequencies: the generator before the real-text study)",
         choices=("chain", "frequencies"),
-    )
+    )  # fmt: skip
     motif_seed: int = opt(0, "seed of the clustering and of the random contrast set")
     transfer: bool = opt(True, "also mine motifs on the largest size and apply them to it (arm mechanistic-large)")
     n_heldout: int = opt(64, "held-out rows for the ICL score, and as many prose rows for the held-out loss", ge=1)
