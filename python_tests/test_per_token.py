@@ -1,0 +1,227 @@
+"""Per-token influence (``InfluenceScorer.per_token``): both decompositions sum to the row's score, each term
+is checked against an independent computation, masked tokens, every kernel backend, and a trained induction head
+whose loss-token influence sits where induction predicts (positions shifted by one fail that check)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import test_kernels_reference  # noqa: F401  (TRITON_INTERPRET=1 without a GPU, before triton is imported)
+import torch
+from conftest import make_tiny
+
+from mda_fast import HeadSpec, InfluenceScorer, fit_ekfac
+from mda_fast.core.capture import sequence_loss, split_rows
+from mda_fast.core.heads import module_of
+from mda_fast.core.per_token import loss_token_scores, weight_tangents
+from mda_fast.kernels import available_backends
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "induction_tiny")
+SPECS = [HeadSpec(1, 2), HeadSpec(2, 0, "qk", bias=True), HeadSpec(0, 3, bias=True)]
+
+
+def _scorer(model, specs=SPECS, probes=("induction", "prev_token"), backend="torch", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    fit = [torch.randint(0, model.config.vocab_size, (6, 25), generator=g)]
+    factors = fit_ekfac(model, specs, fit, progress=False)
+    return InfluenceScorer(model, specs, factors, probe=list(probes), probe_kwargs={"L": 8}, backend=backend)
+
+
+def _rel(a, b) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+@pytest.fixture(scope="module")
+def f64():
+    model = make_tiny(n_layers=3, attn="sdpa", dtype=torch.float64)
+    rows = torch.randint(0, 64, (3, 21), generator=torch.Generator().manual_seed(5))
+    return model, _scorer(model), rows
+
+
+def test_both_decompositions_sum_to_the_score_float64(f64):
+    model, scorer, rows = f64
+    score = scorer.score(rows)
+    out = scorer.per_token(rows)
+    assert list(out) == scorer.target_names
+    for k, name in enumerate(scorer.target_names):
+        d = out[name]
+        assert d["position"].shape == d["loss_token"].shape == (3, 20)
+        assert d["position"].dtype == d["loss_token"].dtype == torch.float64
+        assert torch.equal(d["score"], score[:, k])
+        for part in ("position", "loss_token"):
+            assert _rel(d[part].sum(1), score[:, k]) < 1e-10, (name, part)
+        # the terms are not trivially concentrated: several positions carry a share
+        assert (d["loss_token"].abs() > 1e-3 * d["loss_token"].abs().max()).sum() > 10
+
+
+def test_loss_token_terms_equal_one_hot_masked_scores(f64):
+    """ℓ_t is the score of the row with the loss kept at token t only (capture + kernel path, no jvp)."""
+    model, scorer, rows = f64
+    out = scorer.per_token(rows)
+    T = rows.shape[1] - 1
+    for t in (0, 1, 7, T - 1):
+        mask = torch.zeros(rows.shape[0], T, dtype=torch.float64)
+        mask[:, t] = 1
+        s = scorer.score(rows, mask=mask)
+        for k, name in enumerate(scorer.target_names):
+            lt = out[name]["loss_token"]
+            assert float((lt[:, t] - s[:, k]).abs().max()) < 1e-10 * float(lt.abs().max()), (name, t)
+
+
+def test_position_terms_equal_a_weight_perturbation_at_one_position(f64):
+    """s_t = d/dε L(θ) when the blocks' weights move by ε·P at position t only (a hook on the module output;
+    independent of the captured X, Y)."""
+    model, scorer, rows = f64
+    out = scorer.per_token(rows)
+    inputs, labels = split_rows(rows)
+    blocks = list(scorer.blocks.values())
+    for k, name in enumerate(scorer.target_names):
+        tangents = weight_tangents(model, blocks, scorer.queries, k)
+        mods = {(b.layer, b.module) for b in blocks if scorer.queries[b.name][k].any()}
+        for t in (0, 5, 19):
+            eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+
+            def hook(mod, args, o, t=t):
+                dw = tangents.get(mod.weight, torch.zeros_like(mod.weight))
+                delta = args[0][:, t] @ dw.T
+                if mod.bias is not None and mod.bias in tangents:
+                    delta = delta + tangents[mod.bias]
+                o = o.clone()
+                o[:, t] = o[:, t] + eps * delta
+                return o
+
+            hs = [module_of(model, L, m).register_forward_hook(hook) for L, m in mods]
+            try:
+                with torch.enable_grad():
+                    loss = sequence_loss(model(input_ids=inputs).logits, labels)
+                    want = torch.stack([torch.autograd.grad(loss[n], eps, retain_graph=True)[0] for n in range(3)])
+            finally:
+                for h in hs:
+                    h.remove()
+            got = out[name]["position"][:, t]
+            assert float((got - want).abs().max()) < 1e-10 * float(out[name]["position"].abs().max()), (name, t)
+
+
+def test_masked_loss_token_is_zero_and_sums_still_hold(f64):
+    model, scorer, rows = f64
+    T = rows.shape[1] - 1
+    mask = torch.ones(3, T, dtype=torch.float64)
+    mask[0, 4] = 0
+    mask[2, T - 1] = 0
+    mask[1, :3] = 0.5
+    score = scorer.score(rows, mask=mask)
+    out = scorer.per_token(rows, mask=mask)
+    full = scorer.per_token(rows)
+    for k, name in enumerate(scorer.target_names):
+        lt = out[name]["loss_token"]
+        assert float(lt[0, 4]) == 0.0 and float(lt[2, T - 1]) == 0.0
+        assert float(full[name]["loss_token"][0, 4].abs()) > 0  # not zero without the mask
+        assert _rel(lt[1, :3], 0.5 * full[name]["loss_token"][1, :3]) < 1e-12
+        for part in ("position", "loss_token"):
+            assert _rel(out[name][part].sum(1), score[:, k]) < 1e-10, (name, part)
+
+
+def test_eager_attention_agrees_within_its_float32_softmax():
+    """HF's eager attention takes its softmax in float32 even in a float64 model; the forward-mode and the
+    backward pass then agree to about 1e-5 instead of 1e-10 (sdpa models are exact, above)."""
+    model = make_tiny(n_layers=3, attn="eager", dtype=torch.float64)
+    scorer = _scorer(model, specs=[HeadSpec(1, 2)])
+    rows = torch.randint(0, 64, (2, 21), generator=torch.Generator().manual_seed(6))
+    score = scorer.score(rows)
+    out = scorer.per_token(rows)
+    for k, name in enumerate(scorer.target_names):
+        assert _rel(out[name]["position"].sum(1), score[:, k]) < 1e-10
+        assert _rel(out[name]["loss_token"].sum(1), score[:, k]) < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_sums_match_each_backends_float32_score(backend):
+    """float32 model: the decompositions (accumulated in float64) sum to the score each kernel backend returns,
+    to float32 rounding (float64 inputs run on the torch backend only)."""
+    if backend not in available_backends("cpu"):
+        pytest.skip(f"backend {backend!r} is not available here")
+    model = make_tiny(n_layers=3, attn="sdpa", dtype=torch.float32)
+    scorer = _scorer(model, backend=backend)
+    rows = torch.randint(0, 64, (3, 21), generator=torch.Generator().manual_seed(7))
+    score = scorer.score(rows)
+    out = scorer.per_token(rows)
+    for k, name in enumerate(scorer.target_names):
+        d = out[name]
+        assert d["position"].dtype == d["loss_token"].dtype == torch.float32
+        assert torch.equal(d["score"], score[:, k])
+        for part in ("position", "loss_token"):
+            scale = float(d[part].abs().sum(1).max())
+            assert float((d[part].double().sum(1) - score[:, k].double()).abs().max()) < 2e-5 * scale, (name, part)
+
+
+def test_bad_input():
+    model = make_tiny(n_layers=2, attn="sdpa")
+    scorer = _scorer(model, specs=[HeadSpec(1, 0)], probes=("induction",))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        scorer.per_token(torch.zeros(2, 9, dtype=torch.long), mask=torch.ones(2, 9))
+    with pytest.raises(TypeError, match="integer token ids"):
+        scorer.per_token(torch.zeros(2, 9))
+
+
+# ---- a trained induction head: exact alignment ------------------------------------------------------------
+
+
+def _aligned(lt: torch.Tensor, lt_changed: torch.Tensor, j: int, masked: torch.Tensor, t: int) -> bool:
+    """Two exact facts of the loss-token index t (the prediction of row token t+1 from tokens ≤ t):
+    changing row token j leaves ℓ_s unchanged for s < j-1 and changes ℓ_{j-1} (its label); ℓ_t equals the score
+    of the row with the loss kept at token t only."""
+    before = bool((lt[:, : j - 1] - lt_changed[:, : j - 1]).abs().max() < 1e-12 * lt.abs().max())
+    at = bool(((lt[:, j - 1] - lt_changed[:, j - 1]).abs() > 1e-6 * lt.abs().max()).all())
+    same = bool((lt[:, t] - masked).abs().max() < 1e-10 * lt.abs().max())
+    return before and at and same
+
+
+@pytest.fixture(scope="module")
+def induction_model():
+    if not os.path.isdir(FIXTURE):
+        pytest.skip(f"{FIXTURE} is missing (scripts/make_induction_fixture.py writes it)")
+    from transformers import GPTNeoXForCausalLM
+
+    from mda_fast.core.localize import localize
+
+    model = GPTNeoXForCausalLM.from_pretrained(FIXTURE, dtype=torch.float64, attn_implementation="sdpa").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    pm = localize(model, "prefix_matching", seq_len=10, n=16)
+    layer, head = divmod(int(pm.argmax()), pm.shape[1])
+    assert float(pm.max()) > 0.5, "the fixture model has no induction head"
+    return model, HeadSpec(layer, head)
+
+
+def test_induction_head_loss_tokens_are_aligned_on_repeated_rows(induction_model):
+    """Rows whose second half repeats the first, the induction head of a trained model, the induction probe: the
+    decomposition is exact, causal and aligned with the labels; an array shifted by one position, or labels that
+    are the inputs (the classic bug), fail the same check."""
+    model, spec = induction_model
+    half, j, t = 10, 14, 12
+    g = torch.Generator().manual_seed(11)
+    rows = torch.cat([torch.randint(0, 64, (4, half), generator=g)] * 2, 1)
+    fit = [torch.cat([torch.randint(0, 64, (16, half), generator=g)] * 2, 1)]
+    factors = fit_ekfac(model, [spec], fit, progress=False)
+    scorer = InfluenceScorer(model, [spec], factors, probe="induction", probe_kwargs={"L": 8}, backend="torch")
+    name = scorer.target_names[0]
+    out = scorer.per_token(rows)[name]
+    lt = out["loss_token"]
+    assert _rel(lt.sum(1), out["score"]) < 1e-10
+    assert _rel(out["position"].sum(1), out["score"]) < 1e-10
+    changed = rows.clone()
+    changed[:, j] = (changed[:, j] + 1) % 64
+    lt_changed = scorer.per_token(changed)[name]["loss_token"]
+    mask = torch.zeros(4, rows.shape[1] - 1, dtype=torch.float64)
+    mask[:, t] = 1
+    masked = scorer.score(rows, mask=mask)[:, 0]
+    assert _aligned(lt, lt_changed, j, masked, t)
+    for shift in (1, -1):
+        assert not _aligned(torch.roll(lt, shift, 1), torch.roll(lt_changed, shift, 1), j, masked, t), shift
+    inputs, labels = split_rows(rows)
+    tangents = weight_tangents(model, list(scorer.blocks.values()), scorer.queries, 0)
+    assert torch.allclose(loss_token_scores(model, inputs, labels, None, tangents), lt, rtol=0, atol=1e-12)
+    c_inputs, _ = split_rows(changed)
+    bug, bug_changed = (loss_token_scores(model, x, x, None, tangents) for x in (inputs, c_inputs))
+    assert not _aligned(bug, bug_changed, j, masked, t)
