@@ -176,7 +176,11 @@ class InfluenceScorer:
         return (scores, res.value) if return_loss else scores
 
     def per_token(
-        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, mask: torch.Tensor | None = None, rows=None
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        targets=None,
     ) -> dict:
         """Both per-token decompositions of the rows' scores (``mda_fast.core.per_token``), for every target.
 
@@ -185,8 +189,13 @@ class InfluenceScorer:
         part carried by the prediction of ``labels[n, t]`` (zero where ``mask`` is zero); each sums over t to
         ``score`` (this scorer's backend, the value :meth:`score` returns). Accumulated in float64, returned in
         the scores' dtype (float32; float64 for a float64 model). One capture pass for the scores and the
-        positions, then one forward-mode pass per target for the loss tokens.
+        positions, then one forward-mode pass per target for the loss tokens. ``targets`` (names from
+        ``target_names``; default all) limits the result, and the forward-mode passes, to those targets.
         """
+        names = self.target_names if targets is None else list(targets)
+        unknown = [n for n in names if n not in self.target_names]
+        if unknown:
+            raise ValueError(f"unknown targets {unknown}; expected names from {self.target_names}")
         inputs, labels = split_rows(input_ids, labels)
         mask = check_mask(mask, labels.shape)
         blocks = list(self.blocks.values())
@@ -197,7 +206,8 @@ class InfluenceScorer:
         pos = sum(position_scores(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks)
         del res, parts
         out = {}
-        for k, name in enumerate(self.target_names):
+        for name in names:
+            k = self.target_names.index(name)
             lt = loss_token_scores(
                 self.model, inputs, labels, mask, weight_tangents(self.model, blocks, self.queries, k)
             )
