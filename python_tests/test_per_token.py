@@ -225,3 +225,142 @@ def test_induction_head_loss_tokens_are_aligned_on_repeated_rows(induction_model
     c_inputs, _ = split_rows(changed)
     bug, bug_changed = (loss_token_scores(model, x, x, None, tangents) for x in (inputs, c_inputs))
     assert not _aligned(bug, bug_changed, j, masked, t)
+
+
+# ---- the CLI: analyze writes out/per_token/, resumes, and the report shows it --------------------------------
+
+
+def _toml(d: dict) -> str:
+    import json
+
+    return "".join(f"[{s}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in kv.items()) for s, kv in d.items())
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    import numpy as np
+
+    from mda_fast.cli import main
+    from mda_fast.data import write_megatron
+
+    root = tmp_path_factory.mktemp("pt")
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 64, size=(40, 12))
+    rows = np.concatenate([first, first, first[:, :1]], 1)  # 25 tokens: a repeat in every row
+    rows[::2, 12:] = rng.integers(0, 64, size=(20, 13))  # half the rows without it
+    write_megatron(str(root / "data" / "document"), rows.astype(np.uint16))
+    for step in (0, 5, 10):
+        make_tiny(n_layers=2, attn="sdpa", dtype=torch.float32, seed=step).save_pretrained(
+            str(root / "run" / f"step{step}")
+        )
+    cfg = {
+        "model": {"run_dir": str(root / "run"), "device": "cpu"},
+        "data": {"path": str(root / "data" / "document"), "batch_size": 4, "seq_len": 25, "tokenizer": "bytes"},
+        "window": {"start_step": 5, "end_step": 10},
+        "targets": {"heads": [[1, 2]], "probe_L": 8, "probe_n": 4, "probe_low": 4, "probe_high": 60},
+        "fit": {"n_sequences": 8, "batch_size": 4},
+        "score": {"batch_size": 4, "chunk": 8},
+        "analyze": {"table_k": 4, "snippet_tokens": 8, "per_token_k": 3},
+    }
+    path = root / "c.toml"
+    path.write_text(_toml(cfg))
+    out = str(root / "out")
+    for cmd in ("fit", "score", "analyze", "report"):
+        assert main([cmd, "--config", str(path), "--out", out, "--no-progress"]) == 0, cmd
+    return {"cfg": str(path), "out": out, "main": main}
+
+
+def test_analyze_writes_per_token_arrays_that_sum_to_the_stored_scores(cli_run):
+    import json
+
+    import numpy as np
+
+    from mda_fast.stages.per_token import load_target
+
+    out = cli_run["out"]
+    summary = json.load(open(os.path.join(out, "per_token", "summary.json")))
+    names = json.load(open(os.path.join(out, "score", "targets.json")))["target_names"]
+    assert set(summary["targets"]) == set(names) and summary["k"] == 3
+    scores = np.load(os.path.join(out, "score", "scores.npy"))
+    gi_all = np.load(os.path.join(out, "score", "global_index.npy"))
+    for j, name in enumerate(names):
+        a = load_target(summary["files"][name])
+        assert a["position"].shape == a["loss_token"].shape == (6, 24) and a["tokens"].shape == (6, 25)
+        want_top = gi_all[np.argsort(-scores[:, j], kind="stable")[:3]]
+        want_bottom = gi_all[np.argsort(scores[:, j], kind="stable")[:3]]
+        assert list(a["global_index"]) == list(want_top) + list(want_bottom)
+        assert list(a["side"]) == [0, 0, 0, 1, 1, 1]
+        assert (np.diff(a["stored_score"][:3]) <= 0).all() and (np.diff(a["stored_score"][3:]) >= 0).all()
+        s = summary["targets"][name]
+        assert s["max_rel_diff"]["position"] < 1e-5 and s["max_rel_diff"]["loss_token"] < 1e-4
+        assert s["recomputed_vs_stored"] < 1e-5
+        assert 0 < s["top_loss_token"]["induction_position_share"] < 1
+
+
+def test_analyze_resumes_per_token_and_recomputes_on_a_new_k(cli_run, monkeypatch):
+    out, main = cli_run["out"], cli_run["main"]
+    path = os.path.join(out, "per_token")
+    before = {f: os.stat(os.path.join(path, f)).st_mtime_ns for f in os.listdir(path) if f.endswith(".npz")}
+
+    def boom(*a, **k):
+        raise AssertionError("per_token recomputed on a resume")
+
+    monkeypatch.setattr(InfluenceScorer, "per_token", boom)
+    assert main(["analyze", "--config", cli_run["cfg"], "--out", out, "--no-progress"]) == 0
+    after = {f: os.stat(os.path.join(path, f)).st_mtime_ns for f in os.listdir(path) if f.endswith(".npz")}
+    assert before == after
+    monkeypatch.undo()
+    assert (
+        main(["analyze", "--config", cli_run["cfg"], "--out", out, "--no-progress", "--set", "analyze.per_token_k=2"])
+        == 0
+    )
+    from mda_fast.stages.per_token import load_target
+
+    assert all(load_target(os.path.join(path, f))["side"].shape == (4,) for f in before)
+
+
+def test_report_shows_the_per_token_section(cli_run):
+    html = open(os.path.join(cli_run["out"], "report.html"), encoding="utf-8").read()
+    assert 'id="per-token"' in html and "by loss token" in html and "by position" in html
+    assert "rgba(214,39,40," in html and "rgba(31,95,168," in html  # both colours: positive and negative tokens
+    assert "builds the head (+)" in html  # the legend
+
+
+def test_report_tokens_decode_per_token_with_the_neox_tokenizer():
+    """GPT-NeoX pieces keep their spaces and the section escapes them (skips without ../shared)."""
+    from mda_fast.data import get_decoder
+    from mda_fast.study.report_tokens import per_token_section
+
+    tok = os.path.join(
+        os.path.dirname(os.path.dirname(FIXTURE)), "..", "..", "shared", "data", "gpt-neox-20b-tokenizer.json"
+    )
+    if not os.path.exists(tok):
+        pytest.skip("../shared/data/gpt-neox-20b-tokenizer.json is absent")
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(tok).encode("def f(x): return x < 1  # <b>").ids
+    decode = get_decoder(tok)
+    row = {"tokens": ids, "loss_token": [0.1 * (-1) ** i for i in range(len(ids) - 1)], "position": [0.0] * (len(ids) - 1),
+           "score": 1.0, "rank": 0, "global_index": 7}  # fmt: skip
+    html = per_token_section({"L1H1:induction": [row]}, lambda t: decode([t]))
+    assert html.count("<b>") == 2 and "&lt;</span>" in html  # the text's own markup is escaped
+    assert '"> return</span>' in html  # a piece with its leading space
+
+
+def test_report_renders_in_chromium(cli_run, tmp_path):
+    """A real browser renders the report (skips without chromium): the screenshot is a non-blank PNG."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no chromium on PATH")
+    png = tmp_path / "report.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tempfile.mkdtemp()}", f"--screenshot={png}", "--window-size=1280,2000"]  # fmt: skip
+    url = "file://" + os.path.abspath(os.path.join(cli_run["out"], "report.html"))
+    subprocess.run([exe, *flags, url], check=True, timeout=120, capture_output=True)
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000
