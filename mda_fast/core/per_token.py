@@ -100,10 +100,13 @@ def _names(module: torch.nn.Module, tangents: dict) -> dict:
 
 
 def _ce_derivative(z: torch.Tensor, dz: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``d CE(z, label) = softmax(z)·dz − dz[label]`` per token, float64 (``z``, ``dz`` ``[M, V]``)."""
-    z, dz = z.to(ACC), dz.to(ACC)
+    """``d CE(z, label) = softmax(z)·dz − dz[label]`` per token (``z``, ``dz`` ``[M, V]``), float64 out. The softmax
+    and the products over the vocabulary run in float32 (float64 for a float64 model), as the training loss's own
+    chunked LM head does (``mda_fast.core.lm_head``)."""
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    z, dz = z.to(acc), dz.to(acc)
     prob = torch.softmax(z, dim=-1)
-    return (prob * dz).sum(-1) - dz.gather(-1, labels[:, None]).squeeze(-1)
+    return (prob * dz).sum(-1).to(ACC) - dz.gather(-1, labels[:, None]).squeeze(-1).to(ACC)
 
 
 def loss_token_scores(
