@@ -364,3 +364,21 @@ def test_report_renders_in_chromium(cli_run, tmp_path):
     subprocess.run([exe, *flags, url], check=True, timeout=120, capture_output=True)
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000
+
+
+def test_induction_positions_and_shares():
+    """On ``a b c d a b c d`` the loss tokens 4, 5, 6 (predicting the repeat's 2nd..4th tokens) are induction
+    positions; 3 (predicting the repeat's first token) is not; a shift by one would move the mask."""
+    import numpy as np
+
+    from mda_fast.study.per_token import induction_positions, induction_share, share_by_category
+
+    row = np.array([5, 6, 7, 8, 5, 6, 7, 8])
+    assert induction_positions(row).tolist() == [False, False, False, False, True, True, True]
+    vals = np.array([[0.0, 1.0, 0.0, -2.0, 3.0, 0.0, 0.0]])
+    s = induction_share(vals, row[None])
+    assert s["positive_share_on_induction"] == 0.75 and s["induction_position_share"] == 3 / 7
+    assert s["net_on_induction"] == 3.0 and s["net_elsewhere"] == -1.0
+    by = share_by_category(np.vstack([vals, vals]), np.vstack([row, row]), ["a", "b"])
+    assert set(by) == {"a", "b"} and by["a"]["ratio"] == s["ratio"]
+    assert share_by_category(vals, row[None], None) is None
