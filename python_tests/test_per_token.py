@@ -382,3 +382,19 @@ def test_induction_positions_and_shares():
     by = share_by_category(np.vstack([vals, vals]), np.vstack([row, row]), ["a", "b"])
     assert set(by) == {"a", "b"} and by["a"]["ratio"] == s["ratio"]
     assert share_by_category(vals, row[None], None) is None
+
+
+def test_analyze_without_factors_fails_before_any_work_unless_per_token_is_off(cli_run, tmp_path, capsys):
+    import shutil
+
+    out = str(tmp_path / "copy")
+    shutil.copytree(cli_run["out"], out)
+    shutil.rmtree(os.path.join(out, "factors"))
+    shutil.rmtree(os.path.join(out, "per_token"))
+    base = ["analyze", "--config", cli_run["cfg"], "--out", out, "--no-progress"]
+    assert cli_run["main"](base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "factors" in err[0] and "mda-fast fit" in err[0]
+    assert not os.path.exists(os.path.join(out, "per_token"))
+    assert cli_run["main"](base + ["--set", "analyze.per_token_k=0"]) == 0
+    assert not os.path.exists(os.path.join(out, "per_token"))

@@ -121,11 +121,14 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
                 f"localize.revisions is set but model.name {cfg.model.name!r} is a local directory "
                 f"(one checkpoint, no revisions); use hub revisions or model.run_dir with step<k>/"
             )
-    if cmd in ("score",) or per_token:
+    if cmd in ("score",):
         require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
         require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
     if cmd in ("analyze", "intervene"):
         require_complete_scores(out)
+    if per_token:
+        require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
+        require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
     if cmd == "intervene" and not cfg.model.run_dir:
         from .inputs import pretrained_start
 
