@@ -194,6 +194,12 @@ class AnalyzeSection:
     top_frac: float = opt(0.1, "the top set: this fraction of the window (k = ceil(top_frac * n))", gt=0.0, lt=1.0)
     table_k: int = opt(50, "rows of the top-samples table", ge=1)
     snippet_tokens: int = opt(96, "tokens of text shown per top sample", ge=0)
+    per_token_k: int = opt(
+        20,
+        "per-token influence (both decompositions) of the top and bottom k rows of each target, into "
+        "out/per_token/ (loads the model and factors); 0: none",
+        ge=0,
+    )
 
 
 @dataclass

@@ -193,7 +193,7 @@ def capture(
     hooks = _Hooks(model, keys, qkv_layers)
     try:
         with frozen(model), torch.enable_grad():
-            if isinstance(objective, TokenLoss) and _plain_lm_head(model):
+            if isinstance(objective, TokenLoss) and plain_lm_head(model) is not None:
                 # a token loss: fused chunked LM head + cross-entropy, no [N, T, vocab] logits
                 hidden = adapter.backbone(model)(
                     input_ids=input_ids, attention_mask=attention_mask, use_cache=False
@@ -288,18 +288,19 @@ class FisherObjective(TokenLoss):
         return sample_from_logits(logits.detach().reshape(N * T, V), u).view(N, T)
 
 
-def _plain_lm_head(model) -> bool:
-    """True when logits = head(backbone(...).last_hidden_state) with a bias-free linear output head
-    (GPT-NeoX: ``embed_out`` in transformers 4.x, ``lm_head`` in 5.x)."""
+def plain_lm_head(model):
+    """``(backbone, unembedding weight)`` when logits = ``backbone(...).last_hidden_state @ weightᵀ`` with a bias-free
+    linear output head (GPT-NeoX: ``embed_out`` in transformers 4.x, ``lm_head`` in 5.x), else ``None``."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inner = handle(model).backbone()
-    return (
+    ok = (
         inner is not None
         and inner is not model
         and isinstance(head, torch.nn.Linear)
         and head.bias is None
         and type(head).forward is torch.nn.Linear.forward
     )
+    return (inner, head.weight) if ok else None
 
 
 def loss_objective(labels: torch.Tensor, mask: torch.Tensor | None = None) -> Objective:

@@ -20,6 +20,7 @@ from .. import kernels
 from .capture import capture, check_mask, loss_objective, resolve_blocks, split_rows
 from .ekfac import Factors
 from .finite import check_finite, check_model_finite
+from .per_token import loss_token_scores, position_scores, weight_tangents
 from .probes import get_probe
 
 
@@ -173,3 +174,52 @@ class InfluenceScorer:
             rows=rows,
         )
         return (scores, res.value) if return_loss else scores
+
+    def per_token(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        targets=None,
+    ) -> dict:
+        """Both per-token decompositions of the rows' scores (``mda_fast.core.per_token``), for every target.
+
+        Returns ``{target_name: {"position": [N, T], "loss_token": [N, T], "score": [N]}}``: ``position[n, t]``
+        is the part of row n's score carried by the head's computation at position t, ``loss_token[n, t]`` the
+        part carried by the prediction of ``labels[n, t]`` (zero where ``mask`` is zero); each sums over t to
+        ``score`` (this scorer's backend, the value :meth:`score` returns). Accumulated in float64, returned in
+        the scores' dtype (float32; float64 for a float64 model). One capture pass for the scores and the
+        positions, then one forward-mode pass per target for the loss tokens. ``targets`` (names from
+        ``target_names``; default all) limits the result, and the forward-mode passes, to those targets.
+        """
+        names = self.target_names if targets is None else list(targets)
+        unknown = [n for n in names if n not in self.target_names]
+        if unknown:
+            raise ValueError(f"unknown targets {unknown}; expected names from {self.target_names}")
+        inputs, labels = split_rows(input_ids, labels)
+        mask = check_mask(mask, labels.shape)
+        blocks = list(self.blocks.values())
+        with tf32_matmuls(self.tf32 and inputs.device.type == "cuda"):
+            res = capture(self.model, inputs, blocks, loss_objective(labels, mask), compile=self.compile)
+        parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
+        scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
+        pos = sum(position_scores(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks)
+        del res, parts
+        out = {}
+        for name in names:
+            k = self.target_names.index(name)
+            lt = loss_token_scores(
+                self.model, inputs, labels, mask, weight_tangents(self.model, blocks, self.queries, k)
+            )
+            out[name] = {
+                "position": pos[..., k].to(scores.dtype),
+                "loss_token": lt.to(scores.dtype),
+                "score": scores[:, k],
+            }
+            check_finite(
+                {"position": out[name]["position"], "loss_token": out[name]["loss_token"]},
+                f"the per-token influence of {name}",
+                expected="finite values",
+                cause="the training loss or its derivative overflows on these sequences",
+            )
+        return out

@@ -1,5 +1,6 @@
 """``mda-fast analyze``: influence statistics of the finished scores into ``out/analyze/`` (``analysis.json``,
-``top.csv``)."""
+``top.csv``), then the per-token influence of the top and bottom rows into ``out/per_token/`` (``stages.per_token``;
+``analyze.per_token_k = 0`` skips it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..errors import DataError, NonFiniteError, StateError
 from ..io import SCORE_FILES, atomic_dir, read_json
 from .checks import require_complete_scores
 from .inputs import open_data
+from .per_token import run_per_token
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def run_analyze(cfg: Config, out: str, progress: bool = True) -> dict:
         )
     final = os.path.join(out, "analyze")
     res["files"] = {k: os.path.join(final, os.path.basename(v)) for k, v in res.get("files", {}).items()}
+    res["per_token"] = run_per_token(cfg, out, progress)
     return res
 
 

@@ -107,7 +107,8 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
         check_tokens_fit_preset(cfg, facts.data)
     if cmd in NEEDS_DATA:
         facts.data = open_data(cfg)
-    if cmd in NEEDS_MODEL:
+    per_token = cmd == "analyze" and cfg.analyze.per_token_k > 0  # analyze then loads the model and factors
+    if cmd in NEEDS_MODEL or per_token:
         name, rev = checkpoint_ref(cfg)
         facts.model_config = read_model_config(name, rev)
         check_model(cfg, facts.model_config)
@@ -130,6 +131,9 @@ def validate(cmd: str, cfg: Config, out: str) -> Facts:
         from .categorize import check_tokenizer
 
         check_tokenizer(cfg)
+    if per_token:
+        require(out, "targets.json", "run `mda-fast fit` first (it chooses the target heads)")
+        require(out, os.path.join("factors", "factors.json"), "run `mda-fast fit` first")
     if cmd == "intervene" and not cfg.model.run_dir:
         from .inputs import pretrained_start
 

@@ -54,6 +54,7 @@ def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=N
     if notes is None and targets is not None:
         notes = findings_text(findings(analysis, targets))
     path = os.path.join(out, "report.html")
+    per_token = per_token_rows(cfg, out)
     return write_report(
         path,
         title=cfg.report.title,
@@ -64,5 +65,33 @@ def run_report(cfg: Config, out: str, interventions: dict | None = None, notes=N
         top_samples=top,
         interventions=interventions,
         notes=notes,
+        per_token=per_token,
         eod_marker="<|eod|>" if cfg.data.tokenizer == "bytes" else "<|endoftext|>",
     )
+
+
+def per_token_rows(cfg: Config, out: str, n_rows: int = 3) -> dict | None:
+    """The top ``n_rows`` rows of each target from ``out/per_token/`` for the report, with a per-token decoder
+    (``None`` without per-token results or without the tokenizer)."""
+    import logging
+
+    from ..data import get_decoder
+    from .per_token import PER_TOKEN_DIR, load_target
+
+    s_path = os.path.join(out, PER_TOKEN_DIR, "summary.json")
+    if not os.path.exists(s_path):
+        return None
+    summary = read_json(s_path)
+    try:
+        decode = get_decoder(cfg.data.tokenizer)
+    except Exception as e:  # noqa: BLE001 - the hub may be unreachable: the report goes on without the section
+        logging.getLogger(__name__).info(f"[report] no per-token text: tokenizer unavailable ({type(e).__name__})")
+        return None
+    targets = {}
+    for name, path in summary.get("files", {}).items():
+        a = load_target(path)
+        top = [i for i in range(len(a["side"])) if a["side"][i] == 0][:n_rows]
+        targets[name] = [
+            {k: a[k][i] for k in ("tokens", "loss_token", "position", "score", "rank", "global_index")} for i in top
+        ]
+    return {"targets": targets, "summary": summary, "decode_token": lambda t: decode([t])}

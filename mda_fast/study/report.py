@@ -22,6 +22,8 @@ from .report_sections import (
     summary_cards,
     top_samples_section,
 )
+from .report_tokens import CSS as TOKENS_CSS
+from .report_tokens import per_token_section
 
 __all__ = ["write_report", "render_report", "EOD_MARKER"]
 
@@ -38,6 +40,7 @@ def render_report(
     top_samples: Optional[Sequence[Mapping[str, Any]]] = None,
     interventions: Optional[Mapping[str, Any]] = None,
     notes: Union[str, Sequence[str], None] = None,
+    per_token: Optional[Mapping[str, Any]] = None,
     top_rows: int = 10,
     bottom_rows: int = 5,
     eod_marker: Optional[str] = EOD_MARKER,
@@ -67,6 +70,9 @@ def render_report(
             add("categories", "Categories", category_section(analysis))
     if top_samples:
         add("samples", "Top samples", top_samples_section(top_samples, top_rows, bottom_rows, eod_marker))
+    if per_token and per_token.get("targets"):
+        add("per-token", "Per-token", per_token_section(per_token["targets"], per_token["decode_token"],
+                                                        per_token.get("summary")))  # fmt: skip
     if interventions is not None:
         add("interventions", "Interventions", interventions_section(interventions))
     cfg = f"<pre>{esc(config_text(config))}</pre>" if config else '<p class="muted">(empty config)</p>'
@@ -75,7 +81,7 @@ def render_report(
                 + "<h3>Config</h3>" + cfg))  # fmt: skip
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = summary_cards(analysis, emergence) + "".join(sections)
-    return page(title, f"mda-fast report · generated {generated}", toc, body)
+    return page(title, f"mda-fast report · generated {generated}", toc, body, TOKENS_CSS)
 
 
 def write_report(path: str, **inputs: Any) -> str:
@@ -87,7 +93,9 @@ def write_report(path: str, **inputs: Any) -> str:
     :func:`mda_fast.study.tables.top_bottom_table` or :func:`mda_fast.study.tables.read_table_csv` (the first
     ``top_rows``/``bottom_rows`` per target are shown); ``interventions``: the dict of ``run_interventions``
     (its stored summary is shown) or bare curves (see :func:`mda_fast.study.interventions.summary.summarize`);
-    ``notes``: findings text, one string or a list. ``eod_marker`` occurrences in sample text are highlighted.
+    ``notes``: findings text, one string or a list; ``per_token``: ``{"targets": {name: rows}, "decode_token":
+    id -> text, "summary": out/per_token/summary.json}`` (see :func:`mda_fast.study.report_tokens.per_token_section`).
+    ``eod_marker`` occurrences in sample text are highlighted.
     """
     doc = render_report(**inputs)
     with atomic_file(path, "wb") as f:
