@@ -156,13 +156,7 @@ class InfluenceScorer:
         the sequences' dataset indices) only names the offending sequences when a score is not finite, which
         raises ``NonFiniteError``.
         """
-        inputs, labels = split_rows(input_ids, labels)
-        mask = check_mask(mask, labels.shape)
-        blocks = list(self.blocks.values())
-        with tf32_matmuls(self.tf32 and inputs.device.type == "cuda"):
-            res = capture(self.model, inputs, blocks, loss_objective(labels, mask), compile=self.compile)
-        parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
-        scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
+        inputs, labels, mask, blocks, res, scores = self._capture_and_score(input_ids, labels, mask)
         if rows is not None and len(rows) != scores.shape[0]:
             raise ValueError(f"rows must label the {scores.shape[0]} sequences of the batch, got {len(rows)} labels")
         check_finite(
@@ -174,6 +168,16 @@ class InfluenceScorer:
             rows=rows,
         )
         return (scores, res.value) if return_loss else scores
+
+    def _capture_and_score(self, input_ids, labels, mask):
+        """One capture pass of the rows and their scores: ``(inputs, labels, mask, blocks, capture result, S)``."""
+        inputs, labels = split_rows(input_ids, labels)
+        mask = check_mask(mask, labels.shape)
+        blocks = list(self.blocks.values())
+        with tf32_matmuls(self.tf32 and inputs.device.type == "cuda"):
+            res = capture(self.model, inputs, blocks, loss_objective(labels, mask), compile=self.compile)
+        parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
+        return inputs, labels, mask, blocks, res, kernels.score_blocks(parts, mask=None, backend=self.backend)
 
     def per_token(
         self,
@@ -196,15 +200,9 @@ class InfluenceScorer:
         unknown = [n for n in names if n not in self.target_names]
         if unknown:
             raise ValueError(f"unknown targets {unknown}; expected names from {self.target_names}")
-        inputs, labels = split_rows(input_ids, labels)
-        mask = check_mask(mask, labels.shape)
-        blocks = list(self.blocks.values())
-        with tf32_matmuls(self.tf32 and inputs.device.type == "cuda"):
-            res = capture(self.model, inputs, blocks, loss_objective(labels, mask), compile=self.compile)
-        parts = [kernels.BlockInput(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks]
-        scores = kernels.score_blocks(parts, mask=None, backend=self.backend)
+        inputs, labels, mask, blocks, res, scores = self._capture_and_score(input_ids, labels, mask)
         pos = sum(position_scores(res.x(b), res.y(b), self.queries[b.name], b.bias) for b in blocks)
-        del res, parts
+        del res
         out = {}
         for name in names:
             k = self.target_names.index(name)

@@ -12,39 +12,14 @@ from ..errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def run_corpus(
-    dirs: Sequence[str],
-    out: str,
-    tokenizer: str = "bytes",
-    seq_len: int = 2049,
-    packing: str = "stream",
-    map_path: Optional[str] = None,
-    progress: bool = True,
-    include_hidden: bool = False,
-    max_file_bytes: int = 0,
-    text_field: str = "text",
-    category_field: str = "",
-    categories: str = "auto",
-    shuffle_seed: int = -1,
-    bad_records: str = "error",
-) -> dict:
-    """Build the corpus of ``dirs`` at prefix ``out``; returns the manifest (also at ``out.manifest.json``)."""
+def run_corpus(dirs: Sequence[str], out: str, map_path: Optional[str] = None, progress: bool = True, **options) -> dict:
+    """Build the corpus of ``dirs`` at prefix ``out``; returns the manifest (also at ``out.manifest.json``).
+    ``options``: the fields of :class:`~mda_fast.data.corpus.CorpusConfig` (tokenizer, seq_len, packing, ...);
+    ``map_path``: a file of path-pattern → category overrides."""
+    seq_len = options.get("seq_len", 2049)
     if not isinstance(seq_len, int) or seq_len < 2:
         raise ConfigError(f"--seq-len {seq_len}: expected an int >= 2 (2049 in Pythia: 2048 inputs + 1 label)")
-    overrides = load_overrides(map_path) if map_path else {}
-    config = CorpusConfig(
-        tokenizer=tokenizer,
-        seq_len=seq_len,
-        packing=packing,
-        overrides=overrides,
-        include_hidden=include_hidden,
-        max_file_bytes=max_file_bytes,
-        text_field=text_field,
-        category_field=category_field,
-        categories=categories,
-        shuffle_seed=shuffle_seed,
-        bad_records=bad_records,
-    )
+    config = CorpusConfig(overrides=load_overrides(map_path) if map_path else {}, **options)
     tok = resolve_tokenizer(config.tokenizer)
     m = build_corpus(dirs, out, config, progress=progress, tokenizer=tok)
     shares = ", ".join(f"{c} {t['share']:.1%}" for c, t in m["totals"].items() if t["share"] > 0)
