@@ -167,3 +167,11 @@ def test_page_renders_in_a_headless_browser(tmp_path):
     assert soft.mean() > 0.01, "no styled boxes were drawn (the style sheet did not apply)"
     colourful = (img.max(-1) - img.min(-1)) > 0.3  # the plots' bars and lines
     assert colourful.mean() > 0.002, "no plot was drawn"
+
+
+def test_the_environment_is_in_the_settings_section():
+    from mda_fast.augment.report import render_augment_report
+
+    res = {**_res(), "environment": {"torch_threads": 7, "torch": "2.13.0"}}
+    page = render_augment_report(res)
+    assert "torch_threads" in page and ">7<" in page

@@ -38,3 +38,19 @@ def test_refuse_other_config(tmp_path):
     other = load_config(None, ["train.lr=0.002"])
     with pytest.raises(ConfigError, match=r"holds a run made with another config \(train\.lr: 0\.001 -> 0\.002\)"):
         refuse_other_config(str(tmp_path), "state.json", other, "a run")
+
+
+def test_every_summary_records_the_environment_it_ran_in(tmp_path, monkeypatch):
+    """summary.json carries the versions and torch's thread count (figures such as first crossings move with it)."""
+    import json
+
+    import torch
+
+    from mda_fast.stages.runs import Stages, finish
+    from mda_fast.version import environment
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    s = finish(str(tmp_path), {"findings": []}, Stages(), str(tmp_path / "report.html"))
+    got = json.loads((tmp_path / "summary.json").read_text())["environment"]
+    assert got == s["environment"] == environment() and got["torch_threads"] == 3
+    assert {"mda_fast", "torch", "transformers", "numpy", "python", "torch_interop_threads", "cpu_count"} <= set(got)

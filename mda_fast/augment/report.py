@@ -434,9 +434,10 @@ def augment_sections(res: Mapping, texts: Optional[Dict[int, np.ndarray]] = None
     if res.get("llm"):
         out.append(("aug-llm", "LLM generators", "".join(f"<p>{esc(m.get('message', m))}</p>" for m in res["llm"])))
     timing = {"stage seconds": res.get("stage_seconds", {}), "elapsed s": res.get("elapsed_s")}
-    timing.update({k: res[k] for k in ("torch_threads", "cpu_count") if k in res})
-    out.append(("aug-settings", "Settings & timing", "<h3>Timing</h3>" + kv_table(timing) + "<h3>Settings</h3>"
-                + kv_table(res.get("settings", {}))))  # fmt: skip
+    timing.update({k: res[k] for k in ("torch_threads", "cpu_count") if k in res})  # augment.json before 0.1.x
+    env = "<h3>Environment</h3>" + kv_table(res["environment"]) if res.get("environment") else ""
+    out.append(("aug-settings", "Settings & timing", "<h3>Timing</h3>" + kv_table(timing) + env
+                + "<h3>Settings</h3>" + kv_table(res.get("settings", {}))))  # fmt: skip
     return [(a, label, section(a, label, body)) for a, label, body in out]
 
 
