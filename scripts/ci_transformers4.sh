@@ -26,4 +26,4 @@ SO="$(cd / && "$VPY" -c "import mda_fast._C as c; print(c.__file__)")"
 "$VPY" -c "import transformers, torch; print('transformers', transformers.__version__, 'torch', torch.__version__)"
 "$VPY" -m pytest -p no:xdist -q python_tests/test_lean_forward.py python_tests/test_lean_forward_property.py \
   python_tests/test_capture.py python_tests/test_localize.py \
-  python_tests/test_gpt2_adapter.py python_tests/test_gpt2_layout_property.py
+  python_tests/test_gpt2_adapter.py python_tests/test_gpt2_layout_property.py python_tests/test_llama_release.py
