@@ -257,7 +257,11 @@ def test_gpu_check_pytest_runner_stops_at_its_deadline_and_keeps_outcomes(tmp_pa
         "import time\n\ndef test_a_fast():\n    assert True\n\n\ndef test_b_fails():\n    assert 1 == 2\n\n\n"
         "def test_c_slow():\n    time.sleep(300)\n"
     )
-    res = stages.run_pytest(str(tmp_path), "x", [str(t / "test_slow.py"), "-p", "no:xdist"], deadline=8)
+    # --rootdir: pytest takes the common ancestor of the arguments and the working directory (the repository root)
+    # otherwise, so the test ids would depend on where the repository and the temporary folder lie
+    res = stages.run_pytest(
+        str(tmp_path), "x", [str(t / "test_slow.py"), "-p", "no:xdist", "--rootdir", str(t)], deadline=8
+    )
     assert res["rc"] == "timeout"
     assert res["counts"] == {"passed": 1, "failed": 1} and res["n_failures"] == 1
     assert (

@@ -136,13 +136,16 @@ def _files(category: str, limit: int, max_bytes: int) -> List[Document]:
                 cands.update(glob.glob(os.path.join(root, pat)))
             for p in sorted(cands):
                 rel = os.path.relpath(p, root)
-                if any(fnmatch.fnmatch(rel, x) for x in excludes) or os.path.realpath(p) in seen:
+                own = "mda_fast" in rel or "mda-fast" in rel or "_editable" in rel  # this install: differs per clone
+                if own or any(fnmatch.fnmatch(rel, x) for x in excludes) or os.path.realpath(p) in seen:
                     continue
                 seen.add(os.path.realpath(p))
-                out.append(p)
-    out.sort(key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+                out.append((rel, p))
+    # ordered by the hash of the path below its root: where the interpreter or the virtual environment lies does
+    # not change which files are chosen
+    out.sort(key=lambda rp: hashlib.sha256(rp[0].encode()).hexdigest())
     docs = []
-    for p in out:
+    for _, p in out:
         text = _read_text(p, max_bytes)
         if text is not None and text.strip():
             docs.append(Document(category, p, text, hashlib.sha256(text.encode()).hexdigest()))
