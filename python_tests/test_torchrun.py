@@ -33,19 +33,19 @@ def _toml(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def _world(tmp_path_factory, family: str) -> dict:
     from mda_fast.data import PythiaBatches, SyntheticConfig, generate_corpus
     from mda_fast.train import TrainConfig, Trainer
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("trun")
+    root = tmp_path_factory.mktemp(f"trun-{family}")
     generate_corpus(str(root / "corpus"), SyntheticConfig(n_sequences=24 * B, seq_len=S, seed=3), progress=False)
     data = PythiaBatches(str(root / "corpus"), batch_size=B, seq_len=S)
     Trainer(
         TrainConfig(
             preset="tiny-2l",
+            family=family,
             total_steps=24,
             lr=3e-3,
             seed=1,
@@ -80,6 +80,17 @@ def world(tmp_path_factory):
         assert main([cmd, "--config", str(cfg), "--out", one, "--no-progress"]) == 0, cmd
     torch.set_num_threads(n)
     return {"root": root, "cfg": str(cfg), "one": one}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return _world(tmp_path_factory, "gpt_neox")
+
+
+@pytest.fixture(scope="module")
+def llama_world(tmp_path_factory):
+    """The same world as a Llama with grouped-query attention (the separate-projection adapter, HF's forward)."""
+    return _world(tmp_path_factory, "llama")
 
 
 def _torchrun(args, nproc=2, restarts=0, env=None, timeout=600):
@@ -334,3 +345,24 @@ def test_a_torchrun_worker_leaves_with_os_exit_and_its_code(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     cli.main([])
     assert left == [2]
+
+
+def test_torchrun_on_a_llama_scores_byte_identical_and_fits_equal(llama_world):
+    """The other layouts run under torchrun too: a Llama (GQA) run's score on 2 ranks is byte-identical to one
+    process, its fit equal."""
+    from safetensors.torch import load_file
+
+    w = llama_world
+    out = _scored_out(w, "score-llama")
+    rc, log = _torchrun(["score", "--config", w["cfg"], "--out", out, "--no-progress"])
+    assert rc == 0, log
+    _same_scores(w["one"], out)
+    fit = str(w["root"] / "fit-llama")
+    rc, log = _torchrun(["fit", "--config", w["cfg"], "--out", fit, "--no-progress"])
+    assert rc == 0, log
+    a = load_file(os.path.join(w["one"], "factors", "factors.safetensors"))
+    b = load_file(os.path.join(fit, "factors", "factors.safetensors"))
+    assert set(a) == set(b)
+    assert "q_proj" in open(os.path.join(fit, "factors", "factors.json")).read()  # the Llama layout's blocks
+    for k in a:
+        assert float((a[k].double() - b[k].double()).abs().max() / a[k].double().abs().max()) <= 1e-6, k
