@@ -5,12 +5,13 @@ steps ``[start, end)`` is read in chunks. A reader sets ``path``, ``batch_size``
 
 from __future__ import annotations
 
+import abc
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
 
-class StepBatches:
+class StepBatches(abc.ABC):
     """Index arithmetic, steps and windows over a reader's training order (see the module docstring)."""
 
     path: str
@@ -19,8 +20,9 @@ class StepBatches:
     n_rows: int
     n_steps: int
 
-    def _range(self, lo: int, hi: int) -> np.ndarray:  # pragma: no cover - every reader implements it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _range(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` of the training order as a ``[hi - lo, seq_len]`` array."""
 
     def global_index(self, step, pos):
         """``step * batch_size + pos`` (ints or arrays); validates both ranges."""
