@@ -3,10 +3,11 @@ and a kronfluence cross-check on one whole Llama ``q_proj`` (as ``test_kronfluen
 
 import pytest
 import torch
+from kronfluence_run import kronfluence_scores
 from test_llama_layout_property import AVAILABLE, MUTANT, VOCAB, build
 
 from mda_fast import InfluenceScorer, ModuleSpec, fit_ekfac, localize_all
-from mda_fast.core.capture import hf_forward, loss_objective, sequence_loss, uses_lean_forward
+from mda_fast.core.capture import hf_forward, loss_objective, uses_lean_forward
 from mda_fast.core.heads import HeadSpec, head_blocks
 from mda_fast.core.probes import InductionProbe
 
@@ -47,17 +48,6 @@ def test_fit_score_every_probe_and_localize(family):
 kronfluence = pytest.importorskip("kronfluence", reason="kronfluence is the peer library of the [test] extra")
 
 
-class RowsDataset(torch.utils.data.Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.rows[i, :-1], "labels": self.rows[i, 1:]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "module, bias",
@@ -78,10 +68,6 @@ class RowsDataset(torch.utils.data.Dataset):
     ],
 )
 def test_llama_q_proj_scores_match_kronfluence(tmp_path, capsys, module, bias):
-    from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments, ScoreArguments
-    from kronfluence.task import Task
-
     torch.set_num_threads(1)
     layer = 1
     model = build(dict(MUTANT, n_layers=2, attn="eager", bias=bias))
@@ -89,59 +75,12 @@ def test_llama_q_proj_scores_match_kronfluence(tmp_path, capsys, module, bias):
     fit = torch.randint(0, VOCAB, (48, 17), generator=g)
     train = torch.randint(0, VOCAB, (32, 17), generator=g)
     probe = InductionProbe(L=8, n=8, seed=1)
-    probe_ids = probe.inputs(model)
     specs = [ModuleSpec(layer, module)]
     with hf_forward():
         fac = fit_ekfac(model, specs, [fit[:16], fit[16:32], fit[32:]], fisher="empirical", damping=0.1, progress=False)
         ours = InfluenceScorer(model, specs, fac, probe=probe).score(train)[:, 0]
 
-    class ProbeTask(Task):
-        def compute_train_loss(self, batch, model, sample=False):
-            return sequence_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"]).sum()
-
-        def compute_measurement(self, batch, model):
-            logits = model(input_ids=batch["input_ids"]).logits
-            return probe.objective(model, None, batch["input_ids"], logits, None).sum()
-
-        def get_influence_tracked_modules(self):
-            return [f"model.layers.{layer}.self_attn.{module}"]
-
-    class ProbeSet(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(probe_ids)
-
-        def __getitem__(self, i):
-            return {"input_ids": probe_ids[i]}
-
-    for p in model.parameters():
-        p.requires_grad_(True)
-    kmodel = prepare_model(model, ProbeTask())
-    analyzer = Analyzer("peer", kmodel, ProbeTask(), cpu=True, disable_tqdm=True, output_dir=str(tmp_path))
-    f64 = torch.float64
-    fargs = FactorArguments(
-        strategy="ekfac",
-        use_empirical_fisher=True,
-        activation_covariance_dtype=f64,
-        gradient_covariance_dtype=f64,
-        per_sample_gradient_dtype=f64,
-        lambda_dtype=f64,
-        eigendecomposition_dtype=f64,
-    )
-    analyzer.fit_all_factors(
-        "f", dataset=RowsDataset(fit), per_device_batch_size=16, factor_args=fargs, overwrite_output_dir=True
-    )
-    sargs = ScoreArguments(damping_factor=None, per_sample_gradient_dtype=f64, precondition_dtype=f64, score_dtype=f64)
-    analyzer.compute_pairwise_scores(
-        "s",
-        factors_name="f",
-        query_dataset=ProbeSet(),
-        train_dataset=RowsDataset(train),
-        per_device_query_batch_size=len(probe_ids),
-        per_device_train_batch_size=16,
-        score_args=sargs,
-        overwrite_output_dir=True,
-    )
-    kf = analyzer.load_pairwise_scores("s")["all_modules"].sum(dim=0).double()
+    kf = kronfluence_scores(model, probe, [f"model.layers.{layer}.self_attn.{module}"], fit, train, tmp_path)
     r = float(torch.corrcoef(torch.stack([ours.double(), -kf]))[0, 1])  # ours carry the influence-function minus
     diff = float((ours.double() + kf).norm() / kf.norm())
     with capsys.disabled():
