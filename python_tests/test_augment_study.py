@@ -142,3 +142,36 @@ def test_fresh_text_picks_the_generator():
     assert (got["chain"] == MixtureGenerator(ms["small"], 65).rows(6, 3)).all()
     old = MixtureGenerator(ms["small"], 65, chain=False, calibrate=False).rows(6, 3)
     assert (got["frequencies"] == old).all() and not (got["chain"] == old).all()
+
+
+def test_parallel_workers_give_the_sequential_results(tmp_path):
+    """augment.workers = 2 (base runs, then arm runs, in spawned processes of one thread) reproduces the study
+    trained one run after another in this process on one thread, bit for bit; a rerun with another worker count
+    continues the same study."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = run_augment(str(tmp_path / "seq"), ["augment.workers=1"], quick=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    par = run_augment(str(tmp_path / "par"), ["augment.workers=2"], quick=True, progress=False)
+    assert seq["workers"] == 1 and par["workers"] == 2
+    assert set(par["sizes"]) == set(seq["sizes"])
+    for p, size in seq["sizes"].items():
+        assert par["sizes"][p]["window"] == size["window"]
+        assert set(par["sizes"][p]["arms"]) == set(size["arms"])
+        for arm, a in size["arms"].items():
+            for seed, d in a["seeds"].items():
+                q = par["sizes"][p]["arms"][arm]["seeds"][seed]
+                assert q["steps"] == d["steps"]
+                for k in ("score", "icl", "heldout_loss"):
+                    assert q[k] == d[k], (p, arm, seed, k)
+    # every arm run went to the pool: its result is cached, so a rerun (one worker) trains nothing
+    again = run_augment(str(tmp_path / "par"), ["augment.workers=1"], quick=True, progress=False)
+    assert again["stage_seconds"]["arms"] < max(5.0, par["stage_seconds"]["arms"])
+    assert (
+        again["sizes"]["tiny-2l"]["arms"]["mechanistic"]["summary"]
+        == par["sizes"]["tiny-2l"]["arms"]["mechanistic"]["summary"]
+    )

@@ -31,6 +31,8 @@ __all__ = [
     "arm_steps",
     "trains_none",
     "run_arm",
+    "arm_cached",
+    "arm_jobs",
     "arm_entry",
     "curve",
 ]
@@ -51,6 +53,7 @@ class ArmContext:
     eval_fn: Callable
     progress: bool
     llm_log: list = field(default_factory=list)
+    prefix: str = ""  # the corpus's Megatron prefix (the parallel workers open it)
 
 
 def curve(evals: dict) -> dict:
@@ -182,20 +185,35 @@ def _branch(cfg, base: dict, data, out: str, iv, eval_fn, progress: bool):
     )
 
 
-def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, progress: bool) -> dict:
-    """Branch ``base`` at its window start, train to ``train_until`` with ``iv``; the evaluations (cached)."""
-    from ..train import read_jsonl
+def _cached(cfg, base: dict, arm: str, seed: int, iv, out: str, progress: bool) -> tuple:
+    """(the run's cache key, its cached result or None)."""
     from .pretrained import arm_recipe
 
-    start = base["window"][0]
-    steps = arm_steps(base)
     key = _arm_key(base, arm, seed, iv, arm_recipe(cfg, base, out, progress) if base.get("pretrained") else None)
     res_path = os.path.join(out, "result.json")
     if os.path.exists(res_path):
         with open(res_path) as f:
             res = json.load(f)
         if res.get("key") == key:
-            return res
+            return key, res
+    return key, None
+
+
+def arm_cached(cfg, base: dict, arm: str, seed: int, iv, out: str) -> bool:
+    """Whether ``run_arm`` of these inputs would read its result from ``out`` rather than train."""
+    return _cached(cfg, base, arm, seed, iv, out, False)[1] is not None
+
+
+def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, progress: bool) -> dict:
+    """Branch ``base`` at its window start, train to ``train_until`` with ``iv``; the evaluations (cached)."""
+    from ..train import read_jsonl
+
+    start = base["window"][0]
+    steps = arm_steps(base)
+    key, res = _cached(cfg, base, arm, seed, iv, out, progress)
+    if res is not None:
+        return res
+    res_path = os.path.join(out, "result.json")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     tr = _branch(cfg, base, data, out, iv, eval_fn, progress)
@@ -212,13 +230,40 @@ def run_arm(cfg, base: dict, data, arm: str, seed: int, iv, out: str, eval_fn, p
     return res
 
 
+def _arm_dir(ctx: ArmContext, base: dict, arm: str, seed: int) -> str:
+    return os.path.join(ctx.out, "sizes", size_dir(base.get("name", base["preset"])), "arms", arm, f"seed{seed}")
+
+
+def _trained_seeds(ctx: ArmContext, base: dict, arm: str) -> list:
+    """The seeds of ``arm`` that are trained runs (seed-free arms: the first seed; ``none``: only where
+    ``trains_none``)."""
+    seeds = list(ctx.cfg.augment.seeds)
+    if arm == "none" and not trains_none(base):
+        return []
+    return seeds[:1] if arm in ("none", "top") else seeds
+
+
+def arm_jobs(ctx: ArmContext, bases: Dict[str, dict], arms: Dict[str, list], n: Dict[str, int]) -> list:
+    """The arm runs of every size (``arms[size]``, ``n[size]`` rows each) not yet cached, as
+    ``(name, base, arm, seed, interventions, out)`` (``augment.parallel.train_arms``'s jobs)."""
+    jobs = []
+    for p, base in bases.items():
+        for arm in arms[p]:
+            for seed in _trained_seeds(ctx, base, arm):
+                iv = plan_arm(ctx, base, arm, seed, n[p])
+                out = _arm_dir(ctx, base, arm, seed)
+                if not arm_cached(ctx.cfg, base, arm, seed, iv, out):
+                    jobs.append((f"{p} {arm} seed {seed}", base, arm, seed, iv, out))
+    return jobs
+
+
 def _seed_run(ctx: ArmContext, base: dict, arm: str, seed: int, n: int) -> dict:
     """One arm and seed of one size trained (or read from its cache): its curves, time and insertion log."""
     p = base.get("name", base["preset"])
     start, end = base["window"]
     iv = plan_arm(ctx, base, arm, seed, n)
     logger.info(f"{p} {arm} seed {seed}: {len(iv.insert)} rows inserted over steps {start}..{end - 1}")
-    out = os.path.join(ctx.out, "sizes", size_dir(p), "arms", arm, f"seed{seed}")
+    out = _arm_dir(ctx, base, arm, seed)
     r = run_arm(ctx.cfg, base, ctx.data, arm, seed, iv, out, ctx.eval_fn, ctx.progress)
     d = curve(r["evals"])
     d["train_s"] = r["seconds"]

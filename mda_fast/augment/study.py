@@ -53,9 +53,9 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Dict
+from typing import Dict
 
-from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, curve, plan_arm, run_arm, synthetic_rows
+from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, arm_jobs, curve, plan_arm, run_arm, synthetic_rows
 from .attribution import attribute, category_mix, motifs_from_scores
 from .base_runs import base_grid, train_base
 from .cache import fingerprint
@@ -63,6 +63,7 @@ from .compare import comparison_findings
 from .evaluation import heldout_rows, make_eval
 from .insertion import budget_rows
 from .outcomes import derive, findings
+from .parallel import n_workers, parallel_ok, train_arms, train_bases
 from .pretrained import is_hub_size, pretrained_base, size_dir
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,19 @@ GAIN_DEFINITION = (
 )
 
 
-def _base_runs(cfg, data, out: str, eval_fn, progress: bool) -> Dict[str, dict]:
-    """``train_base`` (a preset) or ``pretrained_base`` (a hub name) of every size of ``augment.sizes``."""
+def _base_runs(cfg, data, prefix: str, out: str, eval_fn, progress: bool) -> Dict[str, dict]:
+    """``train_base`` (a preset) or ``pretrained_base`` (a hub name) of every size of ``augment.sizes``; preset
+    sizes in ``augment.workers`` processes (``parallel``)."""
+    dirs = {p: os.path.join(out, "sizes", size_dir(p)) for p in cfg.augment.sizes}
+    if parallel_ok(cfg) and n_workers(cfg, len(dirs)) > 1:
+        done = train_bases(cfg, prefix, dirs, progress)
+        bases = {p: done[p] for p in cfg.augment.sizes}
+        for p, b in bases.items():
+            logger.info(
+                f"{p}: emergence {b['emergence_step']}, window {b['window']}, until {b['train_until']} "
+                f"({b['train_s']} s)"
+            )
+        return bases
     bases = {}
     for p in cfg.augment.sizes:
         logger.info("\n== base run %s ==", p)
@@ -187,13 +199,19 @@ def _timed(timings: Dict[str, float], name: str, fn, *args):
 
 
 def _all_sizes(ctx: ArmContext, bases: Dict[str, dict], transfer: bool) -> Dict[str, dict]:
-    """``_size_result`` of every size; the largest also gets ``mechanistic-large`` with ``transfer``."""
+    """``_size_result`` of every size; the largest also gets ``mechanistic-large`` with ``transfer``. The runs are
+    trained first in ``augment.workers`` processes where the study allows it (``parallel``); ``_size_result`` then
+    reads them from their caches."""
     sizes = list(ctx.cfg.augment.sizes)
-    results: Dict[str, Any] = {}
-    for p in sizes:
-        arms = list(ctx.cfg.augment.arms) + (["mechanistic-large"] if transfer and p == sizes[-1] else [])
-        results[p] = _size_result(ctx, bases[p], arms)
-    return results
+    arms = {
+        p: list(ctx.cfg.augment.arms) + (["mechanistic-large"] if transfer and p == sizes[-1] else []) for p in sizes
+    }
+    if parallel_ok(ctx.cfg) and n_workers(ctx.cfg, 2) > 1:
+        B = ctx.data.batch_size
+        n = {p: budget_rows((bases[p]["window"][1] - bases[p]["window"][0]) * B, ctx.cfg.augment.budget_frac)
+             for p in sizes}  # fmt: skip
+        train_arms(ctx.cfg, ctx.prefix, arm_jobs(ctx, bases, arms, n), ctx.progress)
+    return {p: _size_result(ctx, bases[p], arms[p]) for p in sizes}
 
 
 def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
@@ -270,11 +288,11 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         prefix = _timed(timings, "corpus", prepare_corpus, cfg, out, progress)
     data = PythiaBatches(prefix, batch_size=cfg.data.batch_size, seq_len=cfg.data.seq_len)
     eval_fn = make_eval(cfg, *heldout_rows(cfg, data, prefix))
-    bases = _base_runs(cfg, data, out, eval_fn, progress)
+    bases = _timed(timings, "base_runs_wall", _base_runs, cfg, data, prefix, out, eval_fn, progress)
     timings["base_runs"] = round(sum(b["train_s"] for b in bases.values()), 1)
     attr, mined = _timed(timings, "attribution_and_motifs", _mine, cfg, bases, data, prefix, out, progress)
     motifs = {k: v["motifs"] for k, v in mined.items()}
-    ctx = ArmContext(cfg, data, motifs, mined["small"]["top"], out, eval_fn, progress)
+    ctx = ArmContext(cfg, data, motifs, mined["small"]["top"], out, eval_fn, progress, prefix=prefix)
     transfer = a.transfer and len(a.sizes) > 1
     comparison = _timed(timings, "comparison", _comparison, ctx, mined, bases[a.sizes[0]])
     results = _timed(timings, "arms", _all_sizes, ctx, bases, transfer)
@@ -288,6 +306,7 @@ def run_study(cfg, out: str, progress: bool = True) -> dict:
         "llm": ctx.llm_log,
         "settings": _settings(cfg, data),
         "stage_seconds": timings,
+        "workers": n_workers(cfg, 2) if parallel_ok(cfg) else 1,
         "elapsed_s": round(time.perf_counter() - t_all, 1),
         "environment": environment(),
     }

@@ -352,6 +352,8 @@ class AugmentSection:
         ge=1,
     )
     micro_batch_size: int = opt(0, "hub sizes: rows per gradient-accumulation chunk of an arm step; 0: one chunk", ge=0)
+    workers: int = opt(0, "processes training the base runs, then the arm runs, side by side (torch on cores/workers "
+                       "threads each); 0: every core; 1: in this process. Preset sizes, built-in generators", ge=0)  # fmt: skip
     llm_url: str = opt(
         "", "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) writing generators; empty: built-in"
     )

@@ -35,12 +35,18 @@ def config_differences(a: dict, b: dict, where: str = "", defaults: dict | None 
     return out
 
 
+#: keys that change how a run is computed, not what it computes (a rerun may change them)
+HOW_NOT_WHAT = ("augment.workers",)
+
+
 def refuse_other_config(out: str, state_file: str, cfg: Config, what: str) -> None:
-    """Refuse an ``--out`` whose ``state_file`` records another config than ``cfg`` (naming up to four keys)."""
+    """Refuse an ``--out`` whose ``state_file`` records another config than ``cfg`` (naming up to four keys; keys of
+    ``HOW_NOT_WHAT`` may differ)."""
     path = os.path.join(out, state_file)
     if not os.path.exists(path):
         return
     diff = config_differences(read_json(path)["config"], cfg.to_dict(), defaults=Config().to_dict())
+    diff = [d for d in diff if d.split(":", 1)[0] not in HOW_NOT_WHAT]
     if diff:
         more = f"; {len(diff) - 4} more" if len(diff) > 4 else ""
         raise ConfigError(
