@@ -37,6 +37,19 @@ def test_quick_study_outputs(study):
     m = saved["motifs"]["small"]
     assert m["mined_on"] == "tiny-1l" and m["motifs"] and sum(len(x["support"]) for x in m["motifs"]) == m["n"]["top"]
     assert saved["findings"] and saved["stage_seconds"]["arms"] > 0
+    # MDA's score of each compared set: the top set's is the mean of the window scores it was chosen by (so the
+    # rows, the target and the factors are the attribution's), above the random and bottom sets'
+    inf = saved["comparison"]["influence"]
+    assert set(inf["sets"]) == set(saved["comparison"]["sets"]) and inf["target"].endswith(":induction")
+    top_mean = float(np.mean(m["top_scores"]))
+    assert abs(inf["sets"]["top"]["score"]["mean"] - top_mean) <= 1e-4 * abs(top_mean) + 1e-9
+    assert (
+        inf["sets"]["top"]["score"]["mean"]
+        > inf["sets"]["random"]["score"]["mean"]
+        > inf["sets"]["bottom"]["score"]["mean"]
+    )
+    for v in inf["sets"].values():
+        assert np.isfinite(v["score"]["mean"]) and 0 <= v["induction_position_share"] <= 1
     page = open(os.path.join(out, "augment.html")).read()
     assert "data:image/png;base64," in page and "<mark" in page and "Mechanistic data augmentation" in page
     assert '<div class="cards">' in page and "<nav>" in page and '<section id="aug-findings">' in page

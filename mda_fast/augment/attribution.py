@@ -17,7 +17,18 @@ from ..errors import ConfigError
 from .cache import fingerprint
 from .motifs import mine_motifs
 
-__all__ = ["attribute", "motifs_from_scores", "category_mix", "row_decoder"]
+__all__ = ["attribute", "mda_config", "influence_of_sets", "motifs_from_scores", "category_mix", "row_decoder"]
+
+
+def mda_config(cfg, base: dict, data_path: str):
+    """A copy of ``cfg`` set up for MDA on ``base``'s window (its model at the window end, the auto-chosen
+    induction head as the only target)."""
+    c = copy.deepcopy(cfg)
+    c.model.run_dir, c.model.name, c.model.revision, c.model.device = _model_ref(cfg, base)
+    c.data.path = data_path
+    c.window.start_step, c.window.end_step = base["window"]
+    c.targets.heads, c.targets.n_induction, c.targets.n_control = "auto", 1, 0
+    return c
 
 
 def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict[str, np.ndarray]:
@@ -25,11 +36,7 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     from ..stages.fit import run_fit
     from ..stages.score import run_score
 
-    c = copy.deepcopy(cfg)
-    c.model.run_dir, c.model.name, c.model.revision, c.model.device = _model_ref(cfg, base)
-    c.data.path = data_path
-    c.window.start_step, c.window.end_step = base["window"]
-    c.targets.heads, c.targets.n_induction, c.targets.n_control = "auto", 1, 0
+    c = mda_config(cfg, base, data_path)
     done = os.path.join(out, "score", "scores.npy")
     meta = os.path.join(out, "attribution.json")
     key = fingerprint(
@@ -52,6 +59,37 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
     g = np.load(os.path.join(out, "score", "global_index.npy"))
     targets = json.load(open(os.path.join(out, "targets.json")))
     return {"global_index": g, "scores": sc, "head": targets["heads"][0], "seconds": json.load(open(meta))["seconds"]}
+
+
+def influence_of_sets(cfg, base: dict, data_path: str, out: str, sets: Dict[str, np.ndarray], batch: int = 32) -> dict:
+    """The MDA score of every row of each set (``[n, T + 1]`` token rows: window rows or rows an arm would insert)
+    under ``attribute``'s first target (its factors and targets in ``out``), and where the rows' loss-token
+    influence sits (``study.per_token.induction_share``). What MDA predicts each arm's rows do to the head, before
+    any arm is trained. Returns ``{"target", "sets": {name: {"score": {"mean", "std"}, "positive_share_on_induction",
+    "induction_position_share", "ratio"}}}``."""
+    import torch
+
+    from ..stages.per_token import open_scorer
+    from ..study.per_token import induction_share
+
+    scorer = open_scorer(mda_config(cfg, base, data_path), out)
+    name = scorer.target_names[0]
+    dev = next(scorer.model.parameters()).device
+    res: Dict[str, Any] = {"target": name, "sets": {}}
+    for k, rows in sets.items():
+        rows = np.asarray(rows, np.int64)
+        sc, lt = [], []
+        for i in range(0, rows.shape[0], batch):
+            r = scorer.per_token(torch.from_numpy(rows[i : i + batch]).to(dev), targets=[name])[name]
+            sc.append(r["score"].double().cpu().numpy())
+            lt.append(r["loss_token"].double().cpu().numpy())
+        s, v = np.concatenate(sc), np.concatenate(lt)
+        share = induction_share(v, rows)
+        res["sets"][k] = {
+            "score": {"mean": float(s.mean()), "std": float(s.std())},
+            **{f: share[f] for f in ("positive_share_on_induction", "induction_position_share", "ratio")},
+        }
+    return res
 
 
 def _model_ref(cfg, base: dict) -> tuple:

@@ -116,11 +116,18 @@ def comparison_findings(cmp: Mapping) -> list:
             for k in ("induction", "copy_frac", "span_len", "copy_dist", "entropy", "bigram_ce")
         ]
         off = [f"{k} {v:.3g} vs {t:.3g}" for k, v, t, z in far if abs(z) > 0.5]
+        inf = (cmp.get("influence") or {}).get("sets") or {}
+        score = (
+            f" MDA score {inf[name]['score']['mean']:.4g} vs {inf['top']['score']['mean']:.4g} for the top rows."
+            if name in inf and "top" in inf
+            else ""
+        )
         out.append(
             f"Top vs {name} rows: plain induction {g['induction']['mean']:.3f} vs {top['induction']['mean']:.3f}, "
             f"bigram cross-entropy {g['bigram_ce']['mean']:.2f} vs {top['bigram_ce']['mean']:.2f} bits, token JS "
             f"divergence {cmp['token_js'][name]:.3f} bits; more than half a top-set std apart: "
             + (", ".join(off) if off else "none")
             + "."
+            + score
         )
     return out

@@ -56,7 +56,7 @@ import time
 from typing import Dict
 
 from .arms import SEEDED_ARMS, STUDY_ARMS, ArmContext, arm_entry, arm_jobs, curve, plan_arm, run_arm, synthetic_rows
-from .attribution import attribute, category_mix, motifs_from_scores
+from .attribution import attribute, category_mix, influence_of_sets, motifs_from_scores
 from .base_runs import base_grid, train_base
 from .cache import fingerprint
 from .compare import comparison_findings
@@ -218,8 +218,10 @@ def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
     """``compare_sets`` of the smallest size's top, bottom and random window rows against the rows the arms insert
     (``mechanistic`` and ``mechanistic-large`` with the built-in generators, ``copy``; the first seed's, as many as
     one arm's budget) and the built-in generator with the other kind of fresh text (``augment.fresh_text``:
-    ``frequencies-generator``, the generator before the real-text study, or ``chain-generator``), the bigram reference being other rows of that window; plus each motif's generator round trip
-    on the features the generators reproduce."""
+    ``frequencies-generator``, the generator before the real-text study, or ``chain-generator``), the bigram
+    reference being other rows of that window; the MDA score of every row of each set and where its loss-token
+    influence sits (``influence_of_sets``: what attribution predicts each arm's rows do, before they are trained on);
+    plus each motif's generator round trip on the features the generators reproduce."""
     import numpy as np
 
     from .compare import compare_sets
@@ -246,6 +248,8 @@ def _comparison(ctx: ArmContext, mined: dict, base: dict) -> dict:
     pool = np.setdiff1d(np.arange(start * B, end * B), used)
     ref = np.random.default_rng([cfg.augment.motif_seed, 0x2EF]).choice(pool, size=min(2000, pool.size), replace=False)
     res = compare_sets(sets, rows(np.sort(ref)))
+    mda_dir = os.path.join(ctx.out, "mda", size_dir(cfg.augment.sizes[0]))
+    res["influence"] = influence_of_sets(cfg, base, ctx.prefix, mda_dir, sets, batch=32 if S <= 1025 else 4)
     res["reference_rows"] = int(ref.size)
     res["seed"] = seed
     res["roundtrip"] = {}

@@ -74,7 +74,8 @@ def _save(path: str, arrays: Dict[str, np.ndarray]) -> None:
         fh.write(buf.getvalue())
 
 
-def _scorer(cfg: Config, out: str):
+def open_scorer(cfg: Config, out: str):
+    """The ``InfluenceScorer`` of ``out``'s targets and factors on ``cfg``'s model (what ``score`` ran)."""
     from ..core.ekfac import Factors
     from ..core.influence import InfluenceScorer
     from .inputs import load_model, load_targets, make_probes
@@ -148,7 +149,7 @@ def run_per_token(cfg: Config, out: str, progress: bool = True) -> Optional[Dict
     data = open_data(cfg)
     paths = {n: target_file(out, n) for n in names}
     todo = [n for n in names if not _done(paths[n], fp)]
-    scorer = _scorer(cfg, out) if todo else None
+    scorer = open_scorer(cfg, out) if todo else None
     if scorer is not None and scorer.target_names != list(names):
         raise StateError(f"per-token: the scorer's targets {scorer.target_names} differ from the scores' {names}")
     summary: Dict[str, Any] = {"k": int(k), "fingerprint": fp, "targets": {}, "files": {}}

@@ -74,6 +74,8 @@ PRESETS: Dict[str, Preset] = {
         Preset("tiny-4l", 4, 128, 4, 260, intermediate_size=512),
         # the augment study's size ladder (mda_fast/configs/augment-demo.toml): width, then depth
         Preset("tiny-2l-w", 2, 96, 4, 260, intermediate_size=384),
+        # the real-text augment study's ladder (augment-real-text.toml): depth, then width, then both
+        Preset("tiny-3l-n", 3, 64, 4, 260, intermediate_size=256),
         Preset("tiny-1l", 1, 32, 2, 260, intermediate_size=128),
     ]
 }
