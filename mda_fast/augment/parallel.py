@@ -73,8 +73,24 @@ def _arm_job(job: tuple) -> Tuple[str, dict]:
     return name, run_arm(s["cfg"], base, s["data"], arm, seed, iv, out, s["eval_fn"], False)
 
 
-def _run(cfg, prefix: str, jobs: List[tuple], fn: Callable, desc: str, progress: bool) -> Dict[str, dict]:
-    """``fn`` over ``jobs`` (first element: the job's name) in ``n_workers`` spawned processes; name -> result."""
+def _latest_step(run_dir: str) -> Optional[int]:
+    """The latest ``step<k>`` checkpoint directory of a run being trained (None before the first)."""
+    from ..revisions import run_dir_steps
+
+    try:
+        steps = run_dir_steps(run_dir)
+    except OSError:
+        return None
+    return max(steps) if steps else None
+
+
+def _run(
+    cfg, prefix: str, jobs: List[tuple], fn: Callable, desc: str, progress: bool, watch: Optional[Dict[str, str]] = None
+) -> Dict[str, dict]:
+    """``fn`` over ``jobs`` (first element: the job's name) in ``n_workers`` spawned processes; name -> result.
+    ``watch`` (name -> run directory): the bar shows each running job's latest checkpoint step."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
     nw = n_workers(cfg, len(jobs))
@@ -82,24 +98,37 @@ def _run(cfg, prefix: str, jobs: List[tuple], fn: Callable, desc: str, progress:
     logger.info(f"[augment] {len(jobs)} {desc} on {nw} processes of {threads} thread(s)")
     out: Dict[str, dict] = {}
     t0 = time.perf_counter()
-    with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress) as bar:
-        if nw == 1:
-            _init(cfg, prefix, threads)
-            results = map(fn, jobs)
-            pool = None
-        else:
-            pool = mp.get_context("spawn").Pool(nw, initializer=_init, initargs=(cfg, prefix, threads))
-            results = pool.imap_unordered(fn, jobs)
+    ctx = mp.get_context("spawn")
+    with (
+        tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress) as bar,
+        ProcessPoolExecutor(nw, mp_context=ctx, initializer=_init, initargs=(cfg, prefix, threads)) as pool,
+    ):
+        pending = {pool.submit(fn, j): j[0] for j in jobs}
         try:
-            for name, r in results:
-                out[name] = r
-                bar.update(1)
-                logger.info(f"[augment] {name} done ({time.perf_counter() - t0:.0f} s)")
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+            _collect(pending, out, bar, t0, watch)
+        except BaseException:  # a failed run or an interrupt: stop the other runs now (each resumes from its cache)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in mp.active_children():
+                child.terminate()
+            raise
     return out
+
+
+def _collect(pending: dict, out: Dict[str, dict], bar, t0: float, watch: Optional[Dict[str, str]]) -> None:
+    """Wait for every future of ``pending`` (future -> job name), putting results in ``out``."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while pending:
+        done, _ = wait(pending, timeout=10, return_when=FIRST_COMPLETED)
+        for f in done:
+            name, r = f.result()
+            del pending[f]
+            out[name] = r
+            bar.update(1)
+            logger.info(f"[augment] {name} done ({time.perf_counter() - t0:.0f} s)")
+        if watch:
+            steps = {n: _latest_step(watch[n]) for n in pending.values() if n in watch}
+            bar.set_postfix_str(", ".join(f"{n} step {s}" for n, s in steps.items() if s is not None))
 
 
 def _size_cost(preset: str) -> int:
@@ -113,7 +142,8 @@ def _size_cost(preset: str) -> int:
 def train_bases(cfg, prefix: str, dirs: Dict[str, str], progress: bool) -> Dict[str, dict]:
     """Every size's base run (``train_base`` into ``dirs[size]``), in parallel; size -> record."""
     order = sorted(dirs, key=_size_cost, reverse=True)
-    return _run(cfg, prefix, [(p, dirs[p]) for p in order], _base_job, "base runs", progress)
+    watch = {p: os.path.join(dirs[p], "run") for p in order}
+    return _run(cfg, prefix, [(p, dirs[p]) for p in order], _base_job, "base runs", progress, watch)
 
 
 def train_arms(cfg, prefix: str, jobs: List[tuple], progress: bool) -> Optional[Dict[str, dict]]:
