@@ -6,7 +6,7 @@ classifier (:mod:`mda_fast.data.row_categories`, for the document pieces of toke
 
 How: the rules (:mod:`mda_fast.data.content_rules`: regular-expression counts, then a decision list) decide first;
 where they are sure (:data:`SURE_RULES`: too short, text that parses as JSON, pieces made of UUIDs, digests or
-base64, timestamped log lines) their decision stands. Everything else goes to the learned model
+base64, timestamped log lines; hex where whole hex tokens of no digest length make nearly all of the piece) their decision stands. Everything else goes to the learned model
 (:mod:`mda_fast.data.content_model`: logistic regression over hashed byte 1–4-grams and the rules' features and
 decision, trained on the training half of the labelled set, :mod:`mda_fast.data.labelled_set`).
 :data:`CLASSIFIER_VERSION` changes whenever a rule, a threshold or the weights do; a category sidecar records it with
@@ -21,11 +21,23 @@ from typing import Tuple
 from .content_model import MANIFEST_PATH, predict
 from .content_rules import CATEGORIES, FAMILIES, RULE_SETTINGS, decide, features
 
-__all__ = ["CATEGORIES", "CLASSIFIER_VERSION", "SETTINGS", "FAMILIES", "SURE_RULES", "classify_text", "classify_rules"]
+__all__ = [
+    "CATEGORIES",
+    "CLASSIFIER_VERSION",
+    "SETTINGS",
+    "FAMILIES",
+    "SURE_RULES",
+    "SURE_HEX_SHARE",
+    "classify_text",
+    "classify_rules",
+]
 
 CLASSIFIER_VERSION = 2
 #: the rules' categories whose decision stands (the rest go to the model); see classify_text
 SURE_RULES = ("other", "json", "log", "uuid", "hash", "base64")
+#: hex stands too where hex tokens are nearly all of the piece and whole ones of no digest length are there (hex and
+#: digests differ by their lengths alone, which the rules count exactly); other hex-looking pieces go to the model
+SURE_HEX_SHARE = 0.9
 
 
 def _settings() -> dict:
@@ -34,7 +46,7 @@ def _settings() -> dict:
             digest = json.load(fh)["weights_sha256"]
     except (OSError, ValueError, KeyError):
         digest = None  # no model yet (scripts/train_content_model.py writes it); classify_text would fail
-    return {**RULE_SETTINGS, "sure_rules": list(SURE_RULES), "model_sha256": digest}
+    return {**RULE_SETTINGS, "sure_rules": list(SURE_RULES), "sure_hex_share": SURE_HEX_SHARE, "model_sha256": digest}
 
 
 SETTINGS = _settings()
@@ -49,7 +61,8 @@ def classify_text(text: str) -> Tuple[str, str]:
     """(category, what decided it) of ``text`` from its content alone; the category is one of :data:`CATEGORIES`."""
     f = features(text)
     cat, rule = decide(f)
-    if cat in SURE_RULES and (cat != "json" or f["json_parse"]) and (cat != "other" or rule == "too short"):
+    sure = cat in SURE_RULES and (cat != "json" or f["json_parse"]) and (cat != "other" or rule == "too short")
+    if sure or (cat == "hex" and f["whole_hex"] and f["blob"] >= SURE_HEX_SHARE):
         return cat, rule
     pred, p = predict(text, f, cat)
     return pred, f"model p={p:.2f} (rules: {cat}, {rule})"

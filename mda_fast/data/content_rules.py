@@ -174,8 +174,9 @@ _NUMBER = re.compile(r"^[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?$|^0x[0-
 _DELIMS = (",", "\t", ";", "|")
 
 
-def _blob(text: str, nonspace: int, idents) -> Tuple[str, float]:
-    """(the dominant blob kind, the share of the non-space characters in blob tokens of any kind)."""
+def _blob(text: str, nonspace: int, idents) -> Tuple[str, float, bool]:
+    """(the dominant blob kind, the share of the non-space characters in blob tokens of any kind, whether whole hex
+    tokens of no hash length are there and no digest)."""
     mass = {"base64": 0, "hex": 0, "uuid": 0, "hash": 0}
     n_uuid = len(_UUID.findall(text)) if text.count("-") >= 4 else 0
     mass["uuid"] = 36 * n_uuid
@@ -203,12 +204,13 @@ def _blob(text: str, nonspace: int, idents) -> Tuple[str, float]:
             re.search(r"[A-Z]", t) and re.search(r"[a-z]", t) and re.search(r"[0-9+/]", t) and "_" not in t
         ) or "+" in t:
             mass["base64"] += len(tok)
+    whole_hex = mass["hex"] > 0 and not mass["hash"]  # whole hex tokens (not cut by the piece), none of a hash length
     mass["hash" if mass["hash"] > mass["hex"] or (listed and not mass["hex"]) else "hex"] += edge
     total = sum(mass.values())
     if not total:
-        return "", 0.0
+        return "", 0.0, False
     kind = max(mass, key=lambda k: mass[k])
-    return kind, total / max(nonspace, 1)
+    return kind, total / max(nonspace, 1), whole_hex
 
 
 def _table(lines) -> float:
@@ -288,7 +290,7 @@ def features(text: str) -> Dict[str, float]:
     digits = sum(s.count(d) for d in "0123456789")
     idents = _IDENT.findall(s)
     cnt = Counter(idents)
-    blob_kind, blob_share = _blob(s, nonspace, idents)
+    blob_kind, blob_share, whole_hex = _blob(s, nonspace, idents)
     nw = max(len(idents), 1)
     letters = sum(len(w) for w in idents)
     non_latin = 0 if s.isascii() else len(_NON_LATIN.findall(s))
@@ -302,6 +304,7 @@ def features(text: str) -> Dict[str, float]:
         "lines": L,
         "blob_kind": blob_kind,
         "blob": blob_share,
+        "whole_hex": whole_hex,
         "pem": "-----BEGIN " in s or "-----END " in s,
         "digits": digits / max(nonspace, 1),
         "table": _table(lines[:200]) if digits >= 0.15 * nonspace else 0.0,

@@ -1,9 +1,12 @@
 """Training the content classifier's model (:mod:`mda_fast.data.content_model`) on the training half of the labelled
 set (:mod:`mda_fast.data.labelled_set`), deterministically: seeded pieces, seeded batches, one thread.
 
-Pieces of each training document at seeded offsets (:data:`PIECE_SIZES`: 129, 300 and 1,024 bytes, decoded as the
+Pieces of each training document at seeded offsets (:data:`PIECE_SIZES`: 64, 129, 300 and 1,024 bytes, decoded as the
 byte tokenizer decodes, and 4,096 characters, the classifier's reading length; a document shorter than a piece gives
-itself once); each category weighs the same in the loss (weights inverse to its piece count). The model: multinomial
+itself once). A short piece (up to :data:`PLAIN_MAX_CHARS` characters) of a category other than prose that the rules read as prose (:func:`plain_prose`: a docstring,
+a licence comment, a page's text, an English sentence of a LaTeX file) is left out: its content does not carry its
+document's label, and training on it would teach the model that English is LaTeX or C. Each category weighs the same
+in the loss (weights inverse to its piece count). The model: multinomial
 logistic regression, Adam on mini-batches, an L2 penalty on the weights. ``scripts/train_content_model.py`` runs
 :func:`train_and_save`.
 """
@@ -20,10 +23,21 @@ from .content_model import DIM, MANIFEST_PATH, MODEL_CATEGORIES, WEIGHTS_PATH, i
 from .content_rules import decide, features
 from .labelled_set import Document, set_digest
 
-__all__ = ["PIECE_SIZES", "HYPER", "training_pieces", "featurize", "fit", "train_and_save"]
+__all__ = ["PIECE_SIZES", "HYPER", "PROSE", "plain_prose", "training_pieces", "featurize", "fit", "train_and_save"]
+
+PROSE = ("prose_en", "prose_other")
+#: training pieces up to this length that are plain prose are left out (a longer piece keeps its document's label:
+#: the comment markers and the code around a licence header or a docstring tell its kind)
+PLAIN_MAX_CHARS = 320
+
+
+def plain_prose(category: str, rules_decision: str) -> bool:
+    """A piece of a category other than prose whose content the rules read as prose: it does not carry its label."""
+    return category not in PROSE and rules_decision in PROSE
+
 
 #: (unit, size, pieces per document)
-PIECE_SIZES = (("bytes", 129, 24), ("bytes", 300, 6), ("bytes", 1024, 4), ("chars", 4096, 4))
+PIECE_SIZES = (("bytes", 64, 8), ("bytes", 129, 24), ("bytes", 300, 6), ("bytes", 1024, 4), ("chars", 4096, 4))
 HYPER = {"epochs": 8, "batch": 256, "lr": 0.02, "l2": 1e-6, "seed": 0}
 
 
@@ -46,15 +60,19 @@ def training_pieces(docs: Sequence[Document], seed: int = 0) -> List[Tuple[str, 
     return out
 
 
-def featurize(pieces: Sequence[Tuple[str, str]], progress: bool = False):
-    """(entries int64, values float32, offsets int64 [n+1], labels int64 [n]) of the pieces' model inputs."""
+def featurize(pieces: Sequence[Tuple[str, str]], progress: bool = False, drop_plain: bool = True):
+    """(entries int64, values float32, offsets int64 [n+1], labels int64 [n]) of the pieces' model inputs, without
+    the pieces of :func:`plain_prose` when ``drop_plain``."""
     from tqdm import tqdm
 
     cat = {c: i for i, c in enumerate(MODEL_CATEGORIES)}
     ent, val, offs, labels = [], [], [0], []
     for c, text in tqdm(pieces, desc="features", disable=not progress):
         f = features(text)
-        e, v = inputs(text, f, decide(f)[0])
+        decided = decide(f)[0]
+        if drop_plain and len(text) <= PLAIN_MAX_CHARS and plain_prose(c, decided):
+            continue
+        e, v = inputs(text, f, decided)
         ent.append(e)
         val.append(v)
         offs.append(offs[-1] + e.size)
@@ -116,6 +134,7 @@ def train_and_save(docs: Sequence[Document], weights_path: str = WEIGHTS_PATH, m
         "hyper": dict(hyper),
         "piece_sizes": [list(p) for p in PIECE_SIZES],
         "n_pieces": len(ps),
+        "n_pieces_trained": int(X[3].size),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "training_set_sha256": set_digest(docs),

@@ -141,6 +141,8 @@ SOURCES: Dict[str, List[tuple]] = {
     # logs are generated only: the files under /var/log grow while a machine runs, so the set would not be stable
     "prose_en": [
         (lambda: ["/usr/share/common-licenses"], ["*"], []),
+        (lambda: ["/usr/share/doc"], ["*/README", "*/README.Debian", "*/README.txt"], []),
+        (lambda: [_stdlib()], ["idlelib/*.txt"], []),
         (
             _site_packages,
             ["*.dist-info/LICENSE*", "*.dist-info/licenses/LICENSE*", "matplotlib/mpl-data/fonts/ttf/LICENSE*"],
@@ -192,9 +194,10 @@ def _files(category: str, limit: int, max_bytes: int) -> List[Document]:
     return docs
 
 
-def _mo_messages(data: bytes) -> List[str]:
-    """The translated strings of a GNU gettext ``.mo`` catalog (its published layout: magic, revision, count,
-    then the offsets of the original and the translation tables of (length, offset) pairs)."""
+def _mo_messages(data: bytes, original: bool = False) -> List[str]:
+    """The translated (or, with ``original``, the original) strings of a GNU gettext ``.mo`` catalog (its published
+    layout: magic, revision, count, then the offsets of the original and the translation tables of (length, offset)
+    pairs)."""
     import struct
 
     if len(data) < 28:
@@ -203,7 +206,8 @@ def _mo_messages(data: bytes) -> List[str]:
     end = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else ""
     if not end:
         return []
-    _, n, _, trans = struct.unpack(end + "4I", data[4:20])
+    _, n, orig, trans = struct.unpack(end + "4I", data[4:20])
+    trans = orig if original else trans
     out = []
     for i in range(n):
         length, off = struct.unpack(end + "2I", data[trans + 8 * i : trans + 8 * i + 8])
@@ -235,6 +239,31 @@ def _catalog_documents(limit: int) -> List[Document]:
     return docs
 
 
+def _english_catalog_documents(limit: int) -> List[Document]:
+    """The original (English) messages of the machine's gettext catalogs, one document per catalog name (the
+    messages a program shows: short English sentences unlike the licences')."""
+    paths = sorted(
+        glob.glob("/usr/share/locale/*/LC_MESSAGES/*.mo"), key=lambda p: hashlib.sha256(p.encode()).hexdigest()
+    )
+    docs, names = [], set()
+    for p in paths:
+        name = os.path.basename(p)
+        if name in names or name.startswith("iso"):
+            continue
+        try:
+            with open(p, "rb") as f:
+                msgs = [m for m in _mo_messages(f.read(), original=True) if len(m) > 30]
+        except (OSError, ValueError):
+            continue
+        text = "\n\n".join(msgs)
+        if len(text) >= 2000:
+            names.add(name)
+            docs.append(Document("prose_en", p, text, hashlib.sha256(text.encode()).hexdigest(), f"msgid:{name}"))
+            if len(docs) >= limit:
+                break
+    return docs
+
+
 def labelled_documents(
     per_category: int = PER_CATEGORY, max_bytes: int = 1 << 18, seed: int = 0, split: Optional[str] = None
 ) -> List[Document]:
@@ -248,8 +277,20 @@ def labelled_documents(
         docs += _files(cat, per_category, max_bytes)
     other = [d for d in docs if d.category == "prose_other"]
     docs += _catalog_documents(max(0, per_category - len(other)))
+    # a third of the English documents (or more, where files are few): the programs' messages, short sentences
+    # unlike the licences most English files are
+    english = [d for d in docs if d.category == "prose_en"][: per_category - per_category // 3]
+    docs = [d for d in docs if d.category != "prose_en"] + english
+    docs += _english_catalog_documents(per_category - len(english))
     english = [d.text for d in docs if d.category == "prose_en"]
     docs += generated_documents(per_category, seed=seed, sentences=english)
+    seen: set = set()
+    unique = []
+    for d in docs:  # a file whose content came before (a licence shipped twice): once, so no text is in both halves
+        if d.sha256 not in seen:
+            seen.add(d.sha256)
+            unique.append(d)
+    docs = unique
     return docs if split is None else [d for d in docs if d.split == split]
 
 
