@@ -6,7 +6,7 @@ classifier (:mod:`mda_fast.data.row_categories`, for the document pieces of toke
 
 How: the rules (:mod:`mda_fast.data.content_rules`: regular-expression counts, then a decision list) decide first;
 where they are sure (:data:`SURE_RULES`: too short, text that parses as JSON, pieces made of UUIDs, digests or
-base64, timestamped log lines; hex where whole hex tokens of no digest length make nearly all of the piece) their decision stands. Everything else goes to the learned model
+base64, timestamped log lines; symbols with no structure (``other``); hex where whole hex tokens of no digest length make nearly all of the piece) their decision stands. Everything else goes to the learned model
 (:mod:`mda_fast.data.content_model`: logistic regression over hashed byte 1–4-grams and the rules' features and
 decision, trained on the training half of the labelled set, :mod:`mda_fast.data.labelled_set`).
 :data:`CLASSIFIER_VERSION` changes whenever a rule, a threshold or the weights do; a category sidecar records it with
@@ -38,6 +38,9 @@ SURE_RULES = ("other", "json", "log", "uuid", "hash", "base64")
 #: hex stands too where hex tokens are nearly all of the piece and whole ones of no digest length are there (hex and
 #: digests differ by their lengths alone, which the rules count exactly); other hex-looking pieces go to the model
 SURE_HEX_SHARE = 0.9
+#: "other" (the model has no such category: nothing labelled is "other") stands where nothing matched and letters are
+#: and digits are each fewer than this share of the non-space characters (symbols)
+SYMBOLS_LETTERS = 0.3
 
 
 def _settings() -> dict:
@@ -46,7 +49,13 @@ def _settings() -> dict:
             digest = json.load(fh)["weights_sha256"]
     except (OSError, ValueError, KeyError):
         digest = None  # no model yet (scripts/train_content_model.py writes it); classify_text would fail
-    return {**RULE_SETTINGS, "sure_rules": list(SURE_RULES), "sure_hex_share": SURE_HEX_SHARE, "model_sha256": digest}
+    return {
+        **RULE_SETTINGS,
+        "sure_rules": list(SURE_RULES),
+        "sure_hex_share": SURE_HEX_SHARE,
+        "symbols_letters": SYMBOLS_LETTERS,
+        "model_sha256": digest,
+    }
 
 
 SETTINGS = _settings()
@@ -61,7 +70,10 @@ def classify_text(text: str) -> Tuple[str, str]:
     """(category, what decided it) of ``text`` from its content alone; the category is one of :data:`CATEGORIES`."""
     f = features(text)
     cat, rule = decide(f)
-    sure = cat in SURE_RULES and (cat != "json" or f["json_parse"]) and (cat != "other" or rule == "too short")
+    symbols = rule == "nothing matched" and f["letters"] < SYMBOLS_LETTERS and f["digits"] < SYMBOLS_LETTERS
+    sure = (
+        cat in SURE_RULES and (cat != "json" or f["json_parse"]) and (cat != "other" or rule == "too short" or symbols)
+    )
     if sure or (cat == "hex" and f["whole_hex"] and f["blob"] >= SURE_HEX_SHARE):
         return cat, rule
     pred, p = predict(text, f, cat)
