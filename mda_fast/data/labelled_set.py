@@ -29,7 +29,21 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Document", "labelled_documents", "generated_documents", "pieces", "precision_recall", "SOURCES"]
+__all__ = [
+    "Document",
+    "labelled_documents",
+    "generated_documents",
+    "pieces",
+    "precision_recall",
+    "SOURCES",
+    "split_of",
+    "set_digest",
+    "HELDOUT_SHARE",
+    "PER_CATEGORY",
+]
+
+#: files (and generated documents) per category at most; :func:`split_of` then holds out about half of them
+PER_CATEGORY = 100
 
 
 @dataclass
@@ -38,6 +52,23 @@ class Document:
     source: str  # a path on this machine, or "generated:<kind>/<i>"
     text: str
     sha256: str
+    key: str = ""  # the path below its root (or the generated name): the same wherever the files lie
+
+    @property
+    def split(self) -> str:
+        """``"train"`` or ``"heldout"``: :func:`split_of` the document's key."""
+        return split_of(self.key or self.source)
+
+
+#: the share of the documents held out from training (by :func:`split_of`)
+HELDOUT_SHARE = 0.5
+
+
+def split_of(key: str) -> str:
+    """``"train"`` or ``"heldout"`` by the SHA-256 of ``key`` (a path below its root, or a generated name), so the
+    split depends neither on where the files lie nor on which other files a machine has."""
+    h = int(hashlib.sha256(("split\0" + key).encode()).hexdigest()[:8], 16)
+    return "heldout" if h < HELDOUT_SHARE * (1 << 32) else "train"
 
 
 def _site_packages() -> List[str]:
@@ -60,6 +91,11 @@ SOURCES: Dict[str, List[tuple]] = {
     "javascript": [
         (_site_packages, ["matplotlib/backends/web_backend/js/*.js", "torch/utils/model_dump/*.js"], []),
         (lambda: ["/usr/share/javascript"], ["*/*.js", "*/*/*.js"], ["*.min.js"]),
+        (
+            lambda: ["/usr/lib/node_modules"],
+            ["npm/lib/*.js", "npm/lib/*/*.js", "npm/node_modules/*/lib/*.js", "npm/node_modules/*/lib/*/*.js"],
+            ["*.min.js"],
+        ),
     ],
     "xml": [
         (lambda: [os.path.join(_stdlib(), "test")], ["*.xml", "*/*.xml", "*.html", "*/*.html", "*.xsd"], []),
@@ -68,7 +104,9 @@ SOURCES: Dict[str, List[tuple]] = {
         (lambda: [_stdlib()], ["idlelib/help.html"], []),
     ],
     "json": [
-        (_site_packages, ["*.dist-info/sboms/*.json", "cmake/data/share/*/Templates/MSBuild/FlagTables/*.json"], [])
+        (_site_packages, ["*.dist-info/sboms/*.json", "cmake/data/share/*/Templates/MSBuild/FlagTables/*.json"], []),
+        (lambda: ["/usr/share/iso-codes/json"], ["*.json"], []),
+        (lambda: ["/usr/lib/node_modules"], ["npm/node_modules/*/package.json"], []),
     ],
     "config": [
         (
@@ -87,7 +125,7 @@ SOURCES: Dict[str, List[tuple]] = {
             ],
             [],
         ),
-        (lambda: ["/etc"], ["*.conf", "*/*.conf", "*/*.yaml", "*/*.yml", "*/*.ini"], []),
+        (lambda: ["/etc"], ["*.conf", "*/*.conf", "*/*/*.conf", "*/*.yaml", "*/*.yml", "*/*.ini", "*/*.cfg"], []),
     ],  # fmt: skip
     "table": [
         (
@@ -103,6 +141,8 @@ SOURCES: Dict[str, List[tuple]] = {
     # logs are generated only: the files under /var/log grow while a machine runs, so the set would not be stable
     "prose_en": [
         (lambda: ["/usr/share/common-licenses"], ["*"], []),
+        (lambda: ["/usr/share/doc"], ["*/README", "*/README.Debian", "*/README.txt"], []),
+        (lambda: [_stdlib()], ["idlelib/*.txt"], []),
         (
             _site_packages,
             ["*.dist-info/LICENSE*", "*.dist-info/licenses/LICENSE*", "matplotlib/mpl-data/fonts/ttf/LICENSE*"],
@@ -145,18 +185,19 @@ def _files(category: str, limit: int, max_bytes: int) -> List[Document]:
     # not change which files are chosen
     out.sort(key=lambda rp: hashlib.sha256(rp[0].encode()).hexdigest())
     docs = []
-    for _, p in out:
+    for rel, p in out:
         text = _read_text(p, max_bytes)
         if text is not None and text.strip():
-            docs.append(Document(category, p, text, hashlib.sha256(text.encode()).hexdigest()))
+            docs.append(Document(category, p, text, hashlib.sha256(text.encode()).hexdigest(), rel))
             if len(docs) >= limit:
                 break
     return docs
 
 
-def _mo_messages(data: bytes) -> List[str]:
-    """The translated strings of a GNU gettext ``.mo`` catalog (its published layout: magic, revision, count,
-    then the offsets of the original and the translation tables of (length, offset) pairs)."""
+def _mo_messages(data: bytes, original: bool = False) -> List[str]:
+    """The translated (or, with ``original``, the original) strings of a GNU gettext ``.mo`` catalog (its published
+    layout: magic, revision, count, then the offsets of the original and the translation tables of (length, offset)
+    pairs)."""
     import struct
 
     if len(data) < 28:
@@ -165,7 +206,8 @@ def _mo_messages(data: bytes) -> List[str]:
     end = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else ""
     if not end:
         return []
-    _, n, _, trans = struct.unpack(end + "4I", data[4:20])
+    _, n, orig, trans = struct.unpack(end + "4I", data[4:20])
+    trans = orig if original else trans
     out = []
     for i in range(n):
         length, off = struct.unpack(end + "2I", data[trans + 8 * i : trans + 8 * i + 8])
@@ -190,23 +232,74 @@ def _catalog_documents(limit: int) -> List[Document]:
             continue
         text = "\n\n".join(msgs)
         if len(text) >= 2000:
-            docs.append(Document("prose_other", p, text, hashlib.sha256(text.encode()).hexdigest()))
+            key = os.path.relpath(p, "/usr/share/locale")
+            docs.append(Document("prose_other", p, text, hashlib.sha256(text.encode()).hexdigest(), key))
             if len(docs) >= limit:
                 break
     return docs
 
 
-def labelled_documents(per_category: int = 40, max_bytes: int = 1 << 18, seed: int = 0) -> List[Document]:
+def _english_catalog_documents(limit: int) -> List[Document]:
+    """The original (English) messages of the machine's gettext catalogs, one document per catalog name (the
+    messages a program shows: short English sentences unlike the licences')."""
+    paths = sorted(
+        glob.glob("/usr/share/locale/*/LC_MESSAGES/*.mo"), key=lambda p: hashlib.sha256(p.encode()).hexdigest()
+    )
+    docs, names = [], set()
+    for p in paths:
+        name = os.path.basename(p)
+        if name in names or name.startswith("iso"):
+            continue
+        try:
+            with open(p, "rb") as f:
+                msgs = [m for m in _mo_messages(f.read(), original=True) if len(m) > 30]
+        except (OSError, ValueError):
+            continue
+        text = "\n\n".join(msgs)
+        if len(text) >= 2000:
+            names.add(name)
+            docs.append(Document("prose_en", p, text, hashlib.sha256(text.encode()).hexdigest(), f"msgid:{name}"))
+            if len(docs) >= limit:
+                break
+    return docs
+
+
+def labelled_documents(
+    per_category: int = PER_CATEGORY, max_bytes: int = 1 << 18, seed: int = 0, split: Optional[str] = None
+) -> List[Document]:
     """The labelled set: real files of every category found here, plus generated documents (see the module
-    docstring) for LaTeX, the blob kinds and logs."""
+    docstring) for LaTeX, the blob kinds and logs; ``split`` (``"train"`` / ``"heldout"``) keeps that part only
+    (:func:`split_of`)."""
+    if split not in (None, "train", "heldout"):
+        raise ValueError(f"split: expected 'train', 'heldout' or None, got {split!r}")
     docs: List[Document] = []
     for cat in SOURCES:
         docs += _files(cat, per_category, max_bytes)
     other = [d for d in docs if d.category == "prose_other"]
     docs += _catalog_documents(max(0, per_category - len(other)))
+    # a third of the English documents (or more, where files are few): the programs' messages, short sentences
+    # unlike the licences most English files are
+    english = [d for d in docs if d.category == "prose_en"][: per_category - per_category // 3]
+    docs = [d for d in docs if d.category != "prose_en"] + english
+    docs += _english_catalog_documents(per_category - len(english))
     english = [d.text for d in docs if d.category == "prose_en"]
     docs += generated_documents(per_category, seed=seed, sentences=english)
-    return docs
+    seen: set = set()
+    unique = []
+    for d in docs:  # a file whose content came before (a licence shipped twice): once, so no text is in both halves
+        if d.sha256 not in seen:
+            seen.add(d.sha256)
+            unique.append(d)
+    docs = unique
+    return docs if split is None else [d for d in docs if d.split == split]
+
+
+def set_digest(docs: Sequence[Document]) -> str:
+    """The SHA-256 of the set: each document's category, key and SHA-256, in order."""
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(f"{d.category}\0{d.key}\0{d.sha256}\n".encode())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- generated kinds
@@ -337,7 +430,8 @@ def generated_documents(n: int, seed: int = 0, sentences: Sequence[str] = ()) ->
     for k, (cat, make) in enumerate(makers.items()):
         for i in range(n):
             text = make(np.random.default_rng([seed, k, i]))
-            docs.append(Document(cat, f"generated:{cat}/{i}", text, hashlib.sha256(text.encode()).hexdigest()))
+            name = f"generated:{cat}/{i}"
+            docs.append(Document(cat, name, text, hashlib.sha256(text.encode()).hexdigest(), name))
     return docs
 
 
