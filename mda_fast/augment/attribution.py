@@ -63,32 +63,35 @@ def attribute(cfg, base: dict, data_path: str, out: str, progress: bool) -> Dict
 
 def influence_of_sets(cfg, base: dict, data_path: str, out: str, sets: Dict[str, np.ndarray], batch: int = 32) -> dict:
     """The MDA score of every row of each set (``[n, T + 1]`` token rows: window rows or rows an arm would insert)
-    under ``attribute``'s first target (its factors and targets in ``out``), and where the rows' loss-token
-    influence sits (``study.per_token.induction_share``). What MDA predicts each arm's rows do to the head, before
-    any arm is trained. Returns ``{"target", "sets": {name: {"score": {"mean", "std"}, "positive_share_on_induction",
-    "induction_position_share", "ratio"}}}``."""
+    under each of ``attribute``'s targets (the head under each probe; its factors and targets in ``out``), and where
+    the rows' loss-token influence sits (``study.per_token.induction_share``): what MDA predicts each arm's rows do
+    to the head, before any arm is trained. Returns ``{"targets": [name, ...], "sets": {set: {target: {"score":
+    {"mean", "std"}, "positive_share_on_induction", "induction_position_share", "ratio"}}}}``."""
     import torch
 
     from ..stages.per_token import open_scorer
     from ..study.per_token import induction_share
 
     scorer = open_scorer(mda_config(cfg, base, data_path), out)
-    name = scorer.target_names[0]
+    names = list(scorer.target_names)
     dev = next(scorer.model.parameters()).device
-    res: Dict[str, Any] = {"target": name, "sets": {}}
+    res: Dict[str, Any] = {"targets": names, "sets": {}}
     for k, rows in sets.items():
         rows = np.asarray(rows, np.int64)
-        sc, lt = [], []
+        parts: Dict[str, Dict[str, list]] = {t: {"score": [], "loss_token": []} for t in names}
         for i in range(0, rows.shape[0], batch):
-            r = scorer.per_token(torch.from_numpy(rows[i : i + batch]).to(dev), targets=[name])[name]
-            sc.append(r["score"].double().cpu().numpy())
-            lt.append(r["loss_token"].double().cpu().numpy())
-        s, v = np.concatenate(sc), np.concatenate(lt)
-        share = induction_share(v, rows)
-        res["sets"][k] = {
-            "score": {"mean": float(s.mean()), "std": float(s.std())},
-            **{f: share[f] for f in ("positive_share_on_induction", "induction_position_share", "ratio")},
-        }
+            r = scorer.per_token(torch.from_numpy(rows[i : i + batch]).to(dev))
+            for t in names:
+                for f in ("score", "loss_token"):
+                    parts[t][f].append(r[t][f].double().cpu().numpy())
+        res["sets"][k] = {}
+        for t in names:
+            sc, lt = np.concatenate(parts[t]["score"]), np.concatenate(parts[t]["loss_token"])
+            share = induction_share(lt, rows)
+            res["sets"][k][t] = {
+                "score": {"mean": float(sc.mean()), "std": float(sc.std())},
+                **{f: share[f] for f in ("positive_share_on_induction", "induction_position_share", "ratio")},
+            }
     return res
 
 

@@ -116,11 +116,12 @@ def comparison_findings(cmp: Mapping) -> list:
             for k in ("induction", "copy_frac", "span_len", "copy_dist", "entropy", "bigram_ce")
         ]
         off = [f"{k} {v:.3g} vs {t:.3g}" for k, v, t, z in far if abs(z) > 0.5]
-        inf = (cmp.get("influence") or {}).get("sets") or {}
-        score = (
-            f" MDA score {inf[name]['score']['mean']:.4g} vs {inf['top']['score']['mean']:.4g} for the top rows."
-            if name in inf and "top" in inf
-            else ""
+        inf = cmp.get("influence") or {}
+        score = "".join(
+            f" MDA score ({t}) {inf['sets'][name][t]['score']['mean']:.4g} vs {inf['sets']['top'][t]['score']['mean']:.4g}"
+            " for the top rows."
+            for t in inf.get("targets", [])
+            if name in inf["sets"] and "top" in inf["sets"]
         )
         out.append(
             f"Top vs {name} rows: plain induction {g['induction']['mean']:.3f} vs {top['induction']['mean']:.3f}, "

@@ -116,4 +116,33 @@ def findings(res: dict) -> List[str]:
                 + ("the transfer claim holds here" if s > l else "the transfer claim does not hold here")
                 + ")."
             )
+    return out + prediction_findings(res)
+
+
+#: the compared sets that are an arm's rows (``compare`` names -> arm)
+_SET_ARM = {"random": "random", "copy": "copy", "top": "top", "mechanistic": "mechanistic"}
+
+
+def prediction_findings(res: dict) -> List[str]:
+    """Per MDA target: do the MDA scores of the rows each arm inserts (``comparison.influence``, smallest size) order
+    that size's arms as their gains at E do? (Kendall's tau over the arms; the random set stands for the random
+    arm's rows.)"""
+    inf = (res.get("comparison") or {}).get("influence") or {}
+    if not inf or not res.get("sizes"):
+        return []
+    p = next(iter(res["sizes"]))
+    g = {a: v["summary"]["gain"]["mean"] for a, v in res["sizes"][p]["arms"].items()}
+    arms = [s for s, a in _SET_ARM.items() if s in inf["sets"] and g.get(a) is not None]
+    out = []
+    for t in inf["targets"]:
+        sc = {s: inf["sets"][s][t]["score"]["mean"] for s in arms}
+        pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1 :]]
+        agree = sum(1 if (sc[a] - sc[b]) * (g[_SET_ARM[a]] - g[_SET_ARM[b]]) > 0 else -1 for a, b in pairs)
+        tau = agree / max(len(pairs), 1)
+        by_score = ", ".join(f"{s} {sc[s]:.4g}" for s in sorted(arms, key=lambda s: -sc[s]))
+        by_gain = ", ".join(f"{s} {100 * g[_SET_ARM[s]]:+.1f}%" for s in sorted(arms, key=lambda s: -g[_SET_ARM[s]]))
+        out.append(
+            f"{p}: MDA's score ({t}) of the rows each arm inserts, highest first: {by_score}; the arms' gains at E: "
+            f"{by_gain} (Kendall's tau {tau:+.2f} over {len(arms)} arms)."
+        )
     return out

@@ -363,23 +363,25 @@ def comparison_html(cmp: Mapping) -> str:
     rows.append(
         [esc("token histogram: JS divergence from top (bits)")] + [esc(f"{cmp['token_js'][n]:.3f}") for n in names]
     )
-    inf = (cmp.get("influence") or {}).get("sets") or {}
-    if inf:
-        rows.append([esc("MDA score of the rows")] + [
-            esc(f"{inf[n]['score']['mean']:.4g} ± {inf[n]['score']['std']:.3g}") if n in inf else "—" for n in names
+    inf = cmp.get("influence") or {}
+    for t in inf.get("targets", []):
+        sets = inf["sets"]
+        rows.append([esc(f"MDA score, {t}")] + [
+            esc(f"{sets[n][t]['score']['mean']:.4g} ± {sets[n][t]['score']['std']:.3g}") if n in sets else "—"
+            for n in names
         ])  # fmt: skip
-        rows.append([esc("positive loss-token influence on induction positions / their share")] + [
-            esc(f"{inf[n]['positive_share_on_induction']:.3f} / {inf[n]['induction_position_share']:.3f}")
-            if n in inf else "—" for n in names
+        rows.append([esc(f"{t}: positive loss-token influence on induction positions / their share")] + [
+            esc(f"{sets[n][t]['positive_share_on_induction']:.3f} / {sets[n][t]['induction_position_share']:.3f}")
+            if n in sets else "—" for n in names
         ])  # fmt: skip
     intro = (
         "<p>Every row of each set measured on what predicts the score: plain induction (the next token is the one "
         "that followed this token's last earlier occurrence), the copy parse, the token distribution, and how much "
         f"the row reads like the corpus around it (an add-one bigram model of {cmp.get('reference_rows', 0)} other "
         f"rows of the window). The generated sets are the rows the arms insert with seed {cmp.get('seed', 0)}. The "
-        "last two rows: every row scored by MDA on the smallest size (its window's factors, target "
-        f"{esc((cmp.get('influence') or {}).get('target', '—'))}): what attribution predicts the rows do to the head "
-        "before any arm is trained, and where inside the rows that influence sits (per-token, by loss token).</p>"
+        "rows named MDA score: every row scored by MDA on the smallest size (its window's factors, per target: "
+        "the head under each probe): what attribution predicts the rows do to the head before any arm is trained, "
+        "and where inside the rows that influence sits (per-token, by loss token).</p>"
     )
     rt = cmp.get("roundtrip") or {}
     rt_html = ""
