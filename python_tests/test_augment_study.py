@@ -73,6 +73,7 @@ def test_rerun_reuses_and_other_config_is_refused(study):
     "override,key",
     [
         ("augment.arms=['none', 'bogus']", "augment.arms"),
+        ("augment.workers=-1", "augment.workers"),
         ("augment.arms=['copy']", "augment.arms"),
         ("augment.sizes=['no-such']", "augment.sizes"),
         ("augment.window_steps=15", "multiple"),
