@@ -13,9 +13,11 @@ sampled = the top and bottom 10% (102,400 rows each) and the default 7,300-row s
 
 Accuracy (``--accuracy-only`` skips the throughput): the held-out half of :mod:`mda_fast.data.labelled_set` (the
 model of the classifier was trained on the other half, ``scripts/train_content_model.py``), pieces of 129 bytes
-(3 per document) and of 2,049 GPT-NeoX tokens (2 per document) at seeded offsets; precision and recall per category
-of the classifier, and of its rules alone (version 1's decision list) for comparison
-(``python_tests/test_classify_accuracy.py`` asserts the same numbers' floor).
+(3 per document) and of 2,049 GPT-NeoX tokens (2 per document) at seeded offsets, labelled by content (a piece in a
+natural-language region of its file that reads as prose is prose: :func:`mda_fast.data.labelled_set.content_label`);
+precision and recall per category of the classifier, and of its rules alone (version 1's decision list) for
+comparison, and the same pieces labelled by their files' categories (``python_tests/test_classify_accuracy.py``
+asserts the same numbers' floor).
 """
 
 import argparse
@@ -30,7 +32,6 @@ import numpy as np
 from mda_fast.config import load_config
 from mda_fast.data import load_tokenizer, write_megatron
 from mda_fast.data.content import CATEGORIES, CLASSIFIER_VERSION, SETTINGS, classify_rules, classify_text
-from mda_fast.data.content_train import plain_prose
 from mda_fast.data.labelled_set import labelled_documents, pieces, precision_recall, set_digest
 from mda_fast.stages.categorize import run_categorize
 
@@ -119,26 +120,24 @@ def accuracy(args) -> dict:
         "heldout_documents": [{"category": d.category, "key": d.key, "sha256": d.sha256} for d in docs],
     }
     for name, kw in (("129 bytes", dict(n_bytes=129, per_doc=3)), ("2049 tokens", dict(tokenizer=tok, n_tokens=2049))):
-        ps = pieces(docs, **kw)
+        ps = pieces(docs, labels="content", **kw)
+        files = [p[0] for p in pieces(docs, labels="file", **kw)]  # the same pieces, by their files' categories
         labels = [p[0] for p in ps]
         t0 = time.perf_counter()
         pred = [classify_text(p[1])[0] for p in ps]
         rate = len(ps) / (time.perf_counter() - t0)
         rules = [classify_rules(p[1])[0] for p in ps]
-        # pieces whose content does not carry their label: a piece of a non-prose category that the rules read as
-        # plain prose (no code, markup, config, table or blob evidence: a docstring, a licence comment, a page's text)
-        plain = [plain_prose(y, r) for y, r in zip(labels, rules)]
-        keep = [i for i, x in enumerate(plain) if not x]
         out[name] = {"pieces_per_s": rate, "scores": precision_recall(labels, pred, CATEGORIES),
                      "rules_scores": precision_recall(labels, rules, CATEGORIES),
                      "accuracy": float(np.mean([a == b for a, b in zip(labels, pred)])),
                      "rules_accuracy": float(np.mean([a == b for a, b in zip(labels, rules)])),
-                     "plain_prose_pieces": {c: sum(1 for y, x in zip(labels, plain) if x and y == c) for c in CATEGORIES},
-                     "scores_without_plain_prose": precision_recall([labels[i] for i in keep], [pred[i] for i in keep],
-                                                                     CATEGORIES),
-                     "errors": [{"category": y, "predicted": p, "rules": r, "plain_prose": x, "source": q[2],
+                     # pieces in a natural-language region of their file that read as prose: labelled prose
+                     "prose_by_content": {c: sum(1 for y, f in zip(labels, files) if f == c and y != c) for c in CATEGORIES},
+                     "scores_by_file": precision_recall(files, pred, CATEGORIES),
+                     "accuracy_by_file": float(np.mean([a == b for a, b in zip(files, pred)])),
+                     "errors": [{"label": y, "file_category": f, "predicted": p, "rules": r, "source": q[2],
                                  "text": q[1][:300]}
-                                for y, p, r, x, q in zip(labels, pred, rules, plain, ps) if y != p]}  # fmt: skip
+                                for y, f, p, r, q in zip(labels, files, pred, rules, ps) if y != p]}  # fmt: skip
     return out
 
 
@@ -155,20 +154,17 @@ def _table(acc: dict) -> str:
             cells += [str(a["n"]), f(a["precision"]), f(a["recall"]), f(r["precision"]), f(r["recall"])]
         files = f"{acc['training_documents'][c]} / {acc['documents'][c]}"
         lines.append(f"| {c} | {files} | " + " | ".join(cells) + " |")
-    lines.append(
-        "\nBelow 0.9, and the same cell without the pieces of plain prose (a non-prose category's piece that the "
-        "rules read as prose):"
-    )
+    lines.append("\nLabelled by file instead (every piece its file's category), cells below 0.9:")
     for size in ("129 bytes", "2049 tokens"):
         for c in CATEGORIES:
-            a, b = acc[size]["scores"][c], acc[size]["scores_without_plain_prose"][c]
+            a = acc[size]["scores_by_file"][c]
             for what in ("precision", "recall"):
                 if a["n"] >= 20 and a[what] is not None and a[what] < 0.9:
-                    lines.append(f"  {size} {c} {what} {a[what]:.2f} -> {f(b[what])} "
-                                 f"({acc[size]['plain_prose_pieces'][c]} of {a['n']} pieces plain prose)")  # fmt: skip
+                    lines.append(f"  {size} {c} {what} {a[what]:.2f} ({acc[size]['prose_by_content'][c]} of {a['n']} "
+                                 "pieces prose by content)")  # fmt: skip
     for size in ("129 bytes", "2049 tokens"):
-        lines.append(f"\n{size}: accuracy {acc[size]['accuracy']:.3f} (rules alone {acc[size]['rules_accuracy']:.3f}), "
-                     f"{acc[size]['pieces_per_s']:.0f} pieces/s")  # fmt: skip
+        lines.append(f"\n{size}: accuracy {acc[size]['accuracy']:.3f} (rules alone {acc[size]['rules_accuracy']:.3f}; "
+                     f"labelled by file {acc[size]['accuracy_by_file']:.3f}), {acc[size]['pieces_per_s']:.0f} pieces/s")  # fmt: skip
     return "\n".join(lines)
 
 

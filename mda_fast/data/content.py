@@ -6,7 +6,8 @@ classifier (:mod:`mda_fast.data.row_categories`, for the document pieces of toke
 
 How: the rules (:mod:`mda_fast.data.content_rules`: regular-expression counts, then a decision list) decide first;
 where they are sure (:data:`SURE_RULES`: too short, text that parses as JSON, pieces made of UUIDs, digests or
-base64, timestamped log lines; symbols with no structure (``other``); hex where whole hex tokens of no digest length make nearly all of the piece) their decision stands. Everything else goes to the learned model
+base64, timestamped log lines; symbols with no structure (``other``); hex where whole hex tokens of no digest length
+make nearly all of the piece; config syntax no other category has, :data:`SURE_CONFIG`) their decision stands. Everything else goes to the learned model
 (:mod:`mda_fast.data.content_model`: logistic regression over hashed byte 1–4-grams and the rules' features and
 decision, trained on the training half of the labelled set, :mod:`mda_fast.data.labelled_set`).
 :data:`CLASSIFIER_VERSION` changes whenever a rule, a threshold or the weights do; a category sidecar records it with
@@ -27,14 +28,18 @@ __all__ = [
     "SETTINGS",
     "FAMILIES",
     "SURE_RULES",
+    "SURE_CONFIG",
     "SURE_HEX_SHARE",
     "classify_text",
     "classify_rules",
 ]
 
-CLASSIFIER_VERSION = 2
+CLASSIFIER_VERSION = 3
 #: the rules' categories whose decision stands (the rest go to the model); see classify_text
 SURE_RULES = ("other", "json", "log", "uuid", "hash", "base64")
+#: the config decisions that stand: syntax no other category has (an INI / TOML ``[section]`` line with ``key =`` lines;
+#: a YAML block scalar's ``key: |`` line; most lines one file path each: a list of certificates, a manifest)
+SURE_CONFIG = ("INI / TOML sections", "YAML block scalars", "lines of paths")
 #: hex stands too where hex tokens are nearly all of the piece and whole ones of no digest length are there (hex and
 #: digests differ by their lengths alone, which the rules count exactly); other hex-looking pieces go to the model
 SURE_HEX_SHARE = 0.9
@@ -52,6 +57,7 @@ def _settings() -> dict:
     return {
         **RULE_SETTINGS,
         "sure_rules": list(SURE_RULES),
+        "sure_config": list(SURE_CONFIG),
         "sure_hex_share": SURE_HEX_SHARE,
         "symbols_letters": SYMBOLS_LETTERS,
         "model_sha256": digest,
@@ -73,7 +79,7 @@ def classify_text(text: str) -> Tuple[str, str]:
     symbols = rule == "nothing matched" and f["letters"] < SYMBOLS_LETTERS and f["digits"] < SYMBOLS_LETTERS
     sure = (
         cat in SURE_RULES and (cat != "json" or f["json_parse"]) and (cat != "other" or rule == "too short" or symbols)
-    )
+    ) or rule in SURE_CONFIG
     if sure or (cat == "hex" and f["whole_hex"] and f["blob"] >= SURE_HEX_SHARE):
         return cat, rule
     pred, p = predict(text, f, cat)

@@ -57,7 +57,8 @@ MAX_BYTES = 1 << 13
 RULE_KEYS = ("n", "nonspace", "lines", "blob", "pem", "digits", "table", "json_key", "json_line", "json_parse", "cfg",
              "tags", "n_tags", "markup_start", "latex", "punct", "md_inline", "js_sym", "c_sym", "letters",
              "non_latin", "en", "foreign", "accented", "ts", "mean_word", "n_words", "py", "c", "js", "code_other",
-             "md", "log", "semi", "hash_comments")  # fmt: skip
+             "md", "log", "semi", "hash_comments", "ini_sections", "ini_assign", "yaml_block",
+             "path_lines")  # fmt: skip
 #: bin edges for every rule number (bin k: EDGES[k-1] <= v < EDGES[k]; bin 0: v < 1e-9)
 EDGES = np.array([1e-9, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2, 3, 5, 10, 30, 100,
                   300, 1000, 3000])  # fmt: skip

@@ -15,7 +15,7 @@ the rest to the learned model (:mod:`mda_fast.data.content_model`), which reads 
 ``javascript``  JavaScript / TypeScript: ``function``, ``var``/``let``/``const``, ``=>``, ``===``, ``this.``
 ``code``        other source code (shell, Java, Go, Rust, ...): code punctuation without one of the above
 ``json``        JSON and JSON lines: quoted keys, ``{}[]``, ``true``/``false``/``null``
-``config``      YAML / TOML / INI: ``key: value``, ``key = value``, ``[section]`` lines
+``config``      YAML / TOML / INI: ``key: value``, ``key = value``, ``[section]`` lines, YAML block scalars
 ``base64``      base64 (and PEM): long tokens of the base64 alphabet mixing cases and digits
 ``hex``         hex strings and hex dumps (``0x1f, 0x2a``, ``de ad be ef``, long runs of hex digits)
 ``uuid``        UUIDs (``8-4-4-4-12`` hex groups)
@@ -126,10 +126,20 @@ _JSON_LINE = re.compile(
 _JSON_LIT = re.compile(r"\b(?:true|false|null)\b")
 
 _CFG_LINE = re.compile(
-    r"^\s*(?:- )?[A-Za-z_][\w.\-/]{0,60}\s*(?::(?:\s|$)|=\s*(?:\"|'|\[|\{|-?\d|true\b|false\b|[A-Za-z]))|"
+    r"^\s*(?:- )?[A-Za-z_][\w.\-/]{0,60}\s*(?::(?:\s|$)|=\s*(?:\"|'|\[|\{|-?\d|true\b|false\b|[A-Za-z]|$))|"
     r"^\s*\[\[?[\w.\- \"]+\]\]?\s*$|^---\s*$|^\s*- [\w\"'.\-/]",
     _M,
 )
+
+#: an INI / TOML section header line (``[section]``, ``[tool.x.y]``, ``[[array]]``, ``[remote "origin"]``)
+_INI_SECTION = re.compile(r"^\[\[?[A-Za-z_][\w.\-]*(?: \"[^\"\n]*\")?\]\]?[ \t]*$", _M)
+#: an INI / TOML assignment line (``key = value``, ``key=value``, ``key =``)
+_INI_ASSIGN = re.compile(r"^[ \t]*[A-Za-z_][\w.\-]*[ \t]*=(?!=)", _M)
+#: a line that is one file path (``mozilla/Foo_Root_CA.crt``, ``/usr/lib/x``, ``src/a.py``): lists of paths are
+#: configuration (certificate lists, manifests, ignore files)
+_PATH_LINE = re.compile(r"^[ \t]*[\w.~@+\-]*(?:/[\w.@+=\-]+)+/?[ \t]*$", _M)
+#: a YAML block scalar's opening line (``key: |``, ``- key: >-``)
+_YAML_BLOCK = re.compile(r"^[ \t]*(?:- )?[\w.\-]+:[ \t]*[|>][-+]?\d?[ \t]*$", _M)
 
 _IDENT = re.compile(r"[^\W\d]\w*")
 _PY_START = ("def ", "class ", "import ", "from ", "elif ", "except", "try:", "finally:", "else:", "with ", "return",
@@ -170,7 +180,9 @@ _ACCENTED = re.compile(r"[\u00c0-\u024f]")
 _TS_ANY = re.compile(
     rf"\d{{4}}-\d{{2}}-\d{{2}}[ T]\d{{2}}:\d{{2}}:\d{{2}}|\d{{2}}/{_MON}/\d{{4}}:\d{{2}}|{_MON} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}"
 )
-_NUMBER = re.compile(r"^[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?$|^0x[0-9a-fA-F]+$")
+_NUMBER = re.compile(
+    r"^[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?%?$|^0x[0-9a-fA-F]+$|^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?$"
+)  # numbers, hex numbers, ISO 8601 dates
 _DELIMS = (",", "\t", ";", "|")
 
 
@@ -203,6 +215,8 @@ def _blob(text: str, nonspace: int, idents) -> Tuple[str, float, bool]:
         elif (
             re.search(r"[A-Z]", t) and re.search(r"[a-z]", t) and re.search(r"[0-9+/]", t) and "_" not in t
         ) or "+" in t:
+            if "=" in t:  # "=" inside a token (not its padding): a key=value pair such as TimeoutSec=90s
+                continue
             mass["base64"] += len(tok)
     whole_hex = mass["hex"] > 0 and not mass["hash"]  # whole hex tokens (not cut by the piece), none of a hash length
     mass["hash" if mass["hash"] > mass["hex"] or (listed and not mass["hex"]) else "hex"] += edge
@@ -218,8 +232,11 @@ def _table(lines) -> float:
     if len(lines) < 2:
         return 0.0
     best = 0.0
+    # a piece cut from a document starts and ends mid-line: with 4 lines or more, the first and last (shorter by the
+    # cut) do not vote on the delimiter count
+    inner = lines[1:-1] if len(lines) >= 4 else lines
     for d in _DELIMS:
-        counts = [ln.count(d) for ln in lines]
+        counts = [ln.count(d) for ln in inner]
         mode = max(set(counts), key=counts.count)
         if mode < 1:
             continue
@@ -249,7 +266,7 @@ def _lines_features(lines, cnt) -> Dict[str, float]:
         end = ln.rstrip()
         if st.startswith(_PY_START) or (st[:1] == "@" and st[1:2].isalpha()):
             py += 1
-        if st[:1] == "#" and not st.startswith(_C_START):
+        if (st[:1] == "#" and not st.startswith(_C_START)) or st[:1] == ";":  # shell / YAML / INI comments
             hashes += 1
         if st.startswith(_C_START):
             c += 1
@@ -312,6 +329,10 @@ def features(text: str) -> Dict[str, float]:
         "json_line": len(_JSON_LINE.findall(s)) / L if quotes_or_braces else 0.0,
         "json_parse": _parses(s),
         "cfg": len(_CFG_LINE.findall(s)) / L,
+        "ini_sections": len(_INI_SECTION.findall(s)) if "[" in s else 0,
+        "ini_assign": len(_INI_ASSIGN.findall(s)) / L if "=" in s else 0.0,
+        "yaml_block": len(_YAML_BLOCK.findall(s)) if ":" in s else 0,
+        "path_lines": len(_PATH_LINE.findall(s)) / L if "/" in s and L >= 3 else 0.0,
         "tags": (sum(len(t) for t in tags) + 8 * len(_TAG_BARE.findall(s))) / max(nonspace, 1),
         "n_tags": len(tags),
         "markup_start": s.lstrip()[:9].lower().startswith(("<?xml", "<!doctype", "<html", "<svg", "<rss", "<feed")),
@@ -362,6 +383,12 @@ def decide(f: Dict[str, float]) -> Tuple[str, str]:
         return "xml", "markup"
     if f["latex"] >= 0.5:
         return "latex", "LaTeX commands"
+    if f["ini_sections"] >= 1 and f["ini_assign"] > 0 and f["py"] < 0.3 and f["c_sym"] < 0.1:
+        return "config", "INI / TOML sections"
+    if f["yaml_block"] >= 1 and f["semi"] < 0.2:
+        return "config", "YAML block scalars"
+    if f["path_lines"] >= 0.6:
+        return "config", "lines of paths"
     if (f["json_key"] >= 0.4 or f["json_line"] >= 0.7) and f["py"] < 0.3 and f["js_sym"] < 0.2:
         return "json", "quoted keys"
     js = f["js"] + f["js_sym"]

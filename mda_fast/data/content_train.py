@@ -3,9 +3,11 @@ set (:mod:`mda_fast.data.labelled_set`), deterministically: seeded pieces, seede
 
 Pieces of each training document at seeded offsets (:data:`PIECE_SIZES`: 64, 129, 300 and 1,024 bytes, decoded as the
 byte tokenizer decodes, and 4,096 characters, the classifier's reading length; a document shorter than a piece gives
-itself once). A short piece (up to :data:`PLAIN_MAX_CHARS` characters) of a category other than prose that the rules read as prose (:func:`plain_prose`: a docstring,
-a licence comment, a page's text, an English sentence of a LaTeX file) is left out: its content does not carry its
-document's label, and training on it would teach the model that English is LaTeX or C. Each category weighs the same
+itself once), each labelled by its content (:func:`mda_fast.data.labelled_set.content_label`): a piece that lies in a
+natural-language region of its document (a docstring, a comment, a paragraph, a page's text: :mod:`prose_regions
+<mda_fast.data.prose_regions>`) and reads as prose is prose, whatever its file; every other piece carries its document's
+category (a licence header with its ``#`` markers stays config or Python). The held-out measure labels the same way.
+Each category weighs the same
 in the loss (weights inverse to its piece count). The model: multinomial
 logistic regression, Adam on mini-batches, an L2 penalty on the weights. ``scripts/train_content_model.py`` runs
 :func:`train_and_save`.
@@ -21,20 +23,10 @@ import numpy as np
 
 from .content_model import DIM, MANIFEST_PATH, MODEL_CATEGORIES, WEIGHTS_PATH, inputs, model_settings, weights_sha256
 from .content_rules import decide, features
-from .labelled_set import Document, set_digest
+from .labelled_set import Document, content_label, set_digest
+from .prose_regions import regions
 
-__all__ = ["PIECE_SIZES", "HYPER", "PROSE", "plain_prose", "training_pieces", "featurize", "fit", "train_and_save"]
-
-PROSE = ("prose_en", "prose_other")
-#: training pieces up to this length that are plain prose are left out (a longer piece keeps its document's label:
-#: the comment markers and the code around a licence header or a docstring tell its kind)
-PLAIN_MAX_CHARS = 320
-
-
-def plain_prose(category: str, rules_decision: str) -> bool:
-    """A piece of a category other than prose whose content the rules read as prose: it does not carry its label."""
-    return category not in PROSE and rules_decision in PROSE
-
+__all__ = ["PIECE_SIZES", "HYPER", "training_pieces", "featurize", "fit", "train_and_save"]
 
 #: (unit, size, pieces per document)
 PIECE_SIZES = (("bytes", 64, 8), ("bytes", 129, 24), ("bytes", 300, 6), ("bytes", 1024, 4), ("chars", 4096, 4))
@@ -42,37 +34,38 @@ HYPER = {"epochs": 8, "batch": 256, "lr": 0.02, "l2": 1e-6, "seed": 0}
 
 
 def training_pieces(docs: Sequence[Document], seed: int = 0) -> List[Tuple[str, str]]:
-    """``[(category, piece)]`` of the documents (see the module docstring)."""
+    """``[(label, piece)]`` of the documents, each labelled by its content (:func:`content_label`; see the module
+    docstring)."""
     out = []
     for j, d in enumerate(docs):
         rng = np.random.default_rng([seed, j, 7])
         data = d.text.encode("utf-8")
+        mask = regions(d.category, d.text)
         for unit, size, k in PIECE_SIZES:
             seq = data if unit == "bytes" else d.text
             if len(seq) <= size:
                 if unit == "chars":
-                    out.append((d.category, d.text))
+                    out.append((content_label(d.category, mask, 0, d.text), d.text))
                 continue
             for _ in range(k):
                 o = int(rng.integers(0, len(seq) - size + 1))
-                piece = seq[o : o + size]
-                out.append((d.category, piece.decode("utf-8", errors="replace") if unit == "bytes" else piece))
+                if unit == "bytes":
+                    piece, start = seq[o : o + size].decode("utf-8", errors="replace"), o
+                else:
+                    piece, start = seq[o : o + size], len(seq[:o].encode("utf-8"))
+                out.append((content_label(d.category, mask, start, piece), piece))
     return out
 
 
-def featurize(pieces: Sequence[Tuple[str, str]], progress: bool = False, drop_plain: bool = True):
-    """(entries int64, values float32, offsets int64 [n+1], labels int64 [n]) of the pieces' model inputs, without
-    the pieces of :func:`plain_prose` when ``drop_plain``."""
+def featurize(pieces: Sequence[Tuple[str, str]], progress: bool = False):
+    """(entries int64, values float32, offsets int64 [n+1], labels int64 [n]) of the pieces' model inputs."""
     from tqdm import tqdm
 
     cat = {c: i for i, c in enumerate(MODEL_CATEGORIES)}
     ent, val, offs, labels = [], [], [0], []
     for c, text in tqdm(pieces, desc="features", disable=not progress):
         f = features(text)
-        decided = decide(f)[0]
-        if drop_plain and len(text) <= PLAIN_MAX_CHARS and plain_prose(c, decided):
-            continue
-        e, v = inputs(text, f, decided)
+        e, v = inputs(text, f, decide(f)[0])
         ent.append(e)
         val.append(v)
         offs.append(offs[-1] + e.size)

@@ -29,6 +29,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .content_rules import decide, features
+from .prose_regions import regions
+
 __all__ = [
     "Document",
     "labelled_documents",
@@ -40,6 +43,8 @@ __all__ = [
     "set_digest",
     "HELDOUT_SHARE",
     "PER_CATEGORY",
+    "LABELS",
+    "content_label",
 ]
 
 #: files (and generated documents) per category at most; :func:`split_of` then holds out about half of them
@@ -188,8 +193,11 @@ def _files(category: str, limit: int, max_bytes: int) -> List[Document]:
     for rel, p in out:
         text = _read_text(p, max_bytes)
         if text is not None and text.strip():
-            docs.append(Document(category, p, text, hashlib.sha256(text.encode()).hexdigest(), rel))
-            if len(docs) >= limit:
+            # the file's format where its name says config and its first line says XML (fontconfig's .conf files):
+            # XML, and not counted against the category's limit
+            xml = category == "config" and text.lstrip()[:9].lower().startswith(("<?xml", "<!doctype"))
+            docs.append(Document("xml" if xml else category, p, text, hashlib.sha256(text.encode()).hexdigest(), rel))
+            if sum(d.category == category for d in docs) >= limit:
                 break
     return docs
 
@@ -438,30 +446,65 @@ def generated_documents(n: int, seed: int = 0, sentences: Sequence[str] = ()) ->
 # ----------------------------------------------------------------------------------------------- pieces, scores
 
 
+#: how :func:`pieces` labels a piece: by its document's category, or by its content
+LABELS = ("file", "content")
+PROSE = ("prose_en", "prose_other")
+
+
+def content_label(category: str, mask, start: int, piece: str) -> str:
+    """The label of ``piece`` (``start``: its byte offset in its document) by its content: prose (the rules'
+    ``prose_en`` / ``prose_other``) when every non-space byte lies in a natural-language region of its document
+    (``mask``: :func:`mda_fast.data.prose_regions.regions`) and the rules read it as prose; else ``category``."""
+    if category in PROSE or mask is None:
+        return category
+    decided = decide(features(piece))[0]
+    if decided not in PROSE:
+        return category
+    data = piece.encode("utf-8")
+    seg = mask[start : start + len(data)]
+    if seg.size < len(data):
+        return category
+    space = np.frombuffer(data, dtype=np.uint8)
+    space = (space == 32) | (space == 9) | (space == 10) | (space == 13)
+    return decided if bool(np.all(seg | space)) else category
+
+
 def pieces(docs: Sequence[Document], *, n_bytes: int = 0, tokenizer=None, n_tokens: int = 0, per_doc: int = 2,
-           seed: int = 0) -> List[tuple]:  # fmt: skip
+           seed: int = 0, labels: str = "file") -> List[tuple]:  # fmt: skip
     """``[(category, piece text, source)]``: ``per_doc`` pieces of each document at seeded offsets, each
     ``n_bytes`` bytes (decoded as the byte tokenizer decodes: bad UTF-8 becomes U+FFFD) or ``n_tokens`` tokens of
-    ``tokenizer`` (decoded); a document shorter than a piece gives itself once."""
+    ``tokenizer`` (decoded); a document shorter than a piece gives itself once. ``labels="content"``: a piece that
+    lies in a natural-language region of its document and reads as prose is labelled prose
+    (:func:`content_label`); ``"file"``: every piece carries its document's category."""
+    if labels not in LABELS:
+        raise ValueError(f"labels: expected one of {LABELS}, got {labels!r}")
     out = []
     for j, d in enumerate(docs):
         rng = np.random.default_rng([seed, j])
+        mask = regions(d.category, d.text) if labels == "content" else None
+        label = (lambda start, piece: content_label(d.category, mask, start, piece)) if mask is not None else None
         if n_bytes:
             data = d.text.encode("utf-8")
             if len(data) <= n_bytes:
-                out.append((d.category, d.text, d.source))
+                out.append((label(0, d.text) if label else d.category, d.text, d.source))
                 continue
             for _ in range(per_doc):
                 o = int(rng.integers(0, len(data) - n_bytes + 1))
-                out.append((d.category, data[o : o + n_bytes].decode("utf-8", errors="replace"), d.source))
+                piece = data[o : o + n_bytes].decode("utf-8", errors="replace")
+                out.append((label(o, piece) if label else d.category, piece, d.source))
         else:
             ids = tokenizer.encode(d.text)
             if len(ids) <= n_tokens:
-                out.append((d.category, d.text, d.source))
+                out.append((label(0, d.text) if label else d.category, d.text, d.source))
                 continue
             for _ in range(per_doc):
                 o = int(rng.integers(0, len(ids) - n_tokens + 1))
-                out.append((d.category, tokenizer.decode(ids[o : o + n_tokens]), d.source))
+                piece = tokenizer.decode(ids[o : o + n_tokens])
+                if label:
+                    start = len(tokenizer.decode(ids[:o]).encode("utf-8")) if o else 0
+                    out.append((label(start, piece), piece, d.source))
+                else:
+                    out.append((d.category, piece, d.source))
     return out
 
 
