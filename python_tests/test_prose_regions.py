@@ -78,7 +78,9 @@ def test_content_label_needs_the_region_and_prose():
 
 
 def test_pieces_label_by_content_only_on_request():
-    doc = Document("python", "x.py", '"""' + "The reader keeps the order of the files it was given. " * 20 + '"""\n', "0", "x.py")
+    doc = Document(
+        "python", "x.py", '"""' + "The reader keeps the order of the files it was given. " * 20 + '"""\n', "0", "x.py"
+    )
     by_file = pieces([doc], n_bytes=129, per_doc=3)
     by_content = pieces([doc], n_bytes=129, per_doc=3, labels="content")
     assert [p[1] for p in by_file] == [p[1] for p in by_content]
@@ -92,7 +94,10 @@ def test_pieces_label_by_content_only_on_request():
     [
         ("[defaults]\n\tblocksize = 4096\n\tinode_size = 256\n\n[fs_types]\n\text3 = {\n", "INI / TOML sections"),
         ('[tool.scikit-build.cmake]\nknown-wheels = [\n    "win_arm64",\n    "win32",\n', "INI / TOML sections"),
-        ("- tag: inplace_view\n  desc: |\n    This tag indicates that the operator changes metadata\n", "YAML block scalars"),
+        (
+            "- tag: inplace_view\n  desc: |\n    This tag indicates that the operator changes metadata\n",
+            "YAML block scalars",
+        ),
         ("mozilla/Certigna.crt\nmozilla/Certum_EC-384_CA.crt\nmozilla/D-TRUST_Root_CA_3_2013.crt\n", "lines of paths"),
     ],
 )

@@ -195,7 +195,9 @@ def regions(category: str, text: str) -> Optional[np.ndarray]:
         return None
     data = text.encode("utf-8")
     # character offset -> byte offset
-    widths = np.frombuffer(bytes(len(ch.encode("utf-8")) for ch in text), dtype=np.uint8) if not text.isascii() else None
+    widths = (
+        np.frombuffer(bytes(len(ch.encode("utf-8")) for ch in text), dtype=np.uint8) if not text.isascii() else None
+    )
     byte_at = None if widths is None else np.concatenate([[0], np.cumsum(widths, dtype=np.int64)])
     mask = np.zeros(len(data), dtype=bool)
     for a, b in rule(text):
