@@ -1,5 +1,7 @@
 """What the end-to-end commands share (``stages/runs.py``): the same-config check of a rerun on one ``--out``."""
 
+import os
+
 import pytest
 
 from mda_fast.config import load_config
@@ -54,3 +56,29 @@ def test_every_summary_records_the_environment_it_ran_in(tmp_path, monkeypatch):
     got = json.loads((tmp_path / "summary.json").read_text())["environment"]
     assert got == s["environment"] == environment() and got["torch_threads"] == 3
     assert {"mda_fast", "torch", "transformers", "numpy", "python", "torch_interop_threads", "cpu_count"} <= set(got)
+
+
+def test_the_environment_names_the_source_commit_and_the_cpu_kernels(tmp_path, monkeypatch):
+    """The commit of the source tree (a result can be traced to its code) and the CPU with torch's SIMD level (the
+    kernels set the order of floating-point sums, like the thread count)."""
+    import re
+    import subprocess
+
+    import torch
+
+    from mda_fast import version
+
+    env = version.environment()
+    assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"] is None or isinstance(env["cpu"], str)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(version.__file__)))
+    if os.path.exists(os.path.join(root, ".git")):
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", env["mda_fast_commit"]) and env["mda_fast_commit"][:40] == head
+    # a tree that is no git checkout (an installed wheel): no commit, no error
+    monkeypatch.setattr(version.os.path, "exists", lambda p: False)
+    version.source_commit.cache_clear()
+    try:
+        assert version.source_commit() is None
+    finally:
+        version.source_commit.cache_clear()
