@@ -145,33 +145,34 @@ def _markdown(text: str) -> List[Span]:
     return spans
 
 
-def _xml(text: str) -> List[Span]:
-    """Text outside tags, comments' markers, entities, and ``<script>`` / ``<style>`` elements."""
+def _between(pattern: re.Pattern, text: str) -> List[Span]:
+    """The stretches of ``text`` between the matches of ``pattern``."""
     spans, last = [], 0
-    pat = re.compile(r"<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--|-->|<[^>]*>|&#?\w+;", re.S | re.I)
-    for m in pat.finditer(text):
+    for m in pattern.finditer(text):
         if m.start() > last:
             spans.append((last, m.start()))
         last = m.end()
     spans.append((last, len(text)))
     return spans
+
+
+_XML_MARKUP = re.compile(r"<script\b.*?</script\s*>|<style\b.*?</style\s*>|<!--|-->|<[^>]*>|&#?\w+;", re.S | re.I)
+_LATEX_MARKUP = re.compile(
+    r"\\begin\{(equation|align|eqnarray|gather|multline|math|displaymath)\*?\}.*?\\end\{\1\*?\}|"
+    r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|%[^\n]*|\\[A-Za-z]+\*?|\\.|[{}\[\]~^_&]",
+    re.S,
+)
+
+
+def _xml(text: str) -> List[Span]:
+    """Text outside tags, comments' markers, entities, and ``<script>`` / ``<style>`` elements."""
+    return _between(_XML_MARKUP, text)
 
 
 def _latex(text: str) -> List[Span]:
     """Running text: not a ``\\command``, a brace, a ``%`` comment, inline ``$...$`` math, or an environment's
     math (``equation``, ``align``, ...)."""
-    spans, last = [], 0
-    pat = re.compile(
-        r"\\begin\{(equation|align|eqnarray|gather|multline|math|displaymath)\*?\}.*?\\end\{\1\*?\}|"
-        r"\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|%[^\n]*|\\[A-Za-z]+\*?|\\.|[{}\[\]~^_&]",
-        re.S,
-    )
-    for m in pat.finditer(text):
-        if m.start() > last:
-            spans.append((last, m.start()))
-        last = m.end()
-    spans.append((last, len(text)))
-    return spans
+    return _between(_LATEX_MARKUP, text)
 
 
 _RULES = {
