@@ -222,6 +222,9 @@ def test_stream_rows_equal_tokenization(tree, tmp_path, S):
     np.testing.assert_allclose(fr, ref, atol=1e-7)
     meta = json.load(open(prefix + ".categories.json"))
     assert meta["n_rows"] == n and meta["seq_len"] == S and meta["packing"] == "stream" and meta["eod_id"] == 0
+    from mda_fast.data.content import CLASSIFIER_VERSION, SETTINGS
+
+    assert meta["classifier"] == {"version": CLASSIFIER_VERSION, "settings": SETTINGS}  # what labelled the files
     for f in m["files"]:  # start / rows locate each file in the rows
         if f["rows"] is not None:
             assert f["rows"][0] == f["start"] // S

@@ -215,7 +215,13 @@ def test_dolma_json_gz_both_labellings(tmp_path):
     meta = json.load(open(prefix + ".categories.json"))
     assert meta["labellings"] == {"field": "dolma.categories.json", "content": "dolma.content.categories.json"}
     assert meta["label_source"] == "field source"
-    assert json.load(open(prefix + ".content.categories.json"))["labelled_by"] == "content"
+    cmeta = json.load(open(prefix + ".content.categories.json"))
+    assert cmeta["labelled_by"] == "content"
+    # the content labels name the classifier that made them (its version and settings, the weights' hash in them);
+    # the field labels name none
+    from mda_fast.data.content import CLASSIFIER_VERSION, SETTINGS
+
+    assert cmeta["classifier"] == {"version": CLASSIFIER_VERSION, "settings": SETTINGS} and "classifier" not in meta
     assert [i["documents"] for i in m["inputs"]] == [120, 80] and [i["path"] for i in m["inputs"]] == [
         "part-0000.json.gz",
         "part-0001.json.gz",

@@ -31,6 +31,7 @@ __all__ = [
     "SURE_CONFIG",
     "SURE_HEX_SHARE",
     "classify_text",
+    "classifier_record",
     "classify_rules",
 ]
 
@@ -65,6 +66,11 @@ def _settings() -> dict:
 
 
 SETTINGS = _settings()
+
+
+def classifier_record() -> dict:
+    """``{"version", "settings"}`` of this classifier: what a category sidecar made with it records."""
+    return {"version": CLASSIFIER_VERSION, "settings": SETTINGS}
 
 
 def classify_rules(text: str) -> Tuple[str, str]:

@@ -56,6 +56,7 @@ from ..config.fields import check_value, opt, type_ok
 from ..errors import ConfigError, DataError
 from .categories import sidecar_paths, write_category_sidecar
 from .classify import CATEGORIES, SKIP, check_overrides, classify
+from .content import classifier_record
 from .corpus_documents import build_documents, document_fields
 from .corpus_tokenizer import NEOX_REPOS, encode_texts, file_sha256, resolve_tokenizer  # noqa: F401 (re-exported)
 from .documents import check_input, file_kind, input_kind, list_inputs
@@ -495,6 +496,7 @@ def _write(prefix: str, rows: np.ndarray, dtype, fractions: np.ndarray, categori
             eod_id=manifest["tokenizer"]["eod_id"],
             source=FORMAT,
             token_share={c: manifest["totals"][c]["share"] for c in categories},
+            classifier=classifier_record(),  # the files' categories: by name, else by content
         )
         with open(tmp_out[-1], "w") as fh:
             json.dump(manifest, fh, indent=1)

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DataError
 from .categories import write_sidecar_meta
 from .classify import CATEGORIES, sniff
+from .content import classifier_record
 from .corpus_tokenizer import encode_texts
 from .doc_shuffle import BucketShuffle, bucket_count
 from .documents import Fields, InputFile, field_path, read_documents
@@ -246,6 +247,8 @@ def _write_sidecar_metas(
             "label_source": lab["source"],
             "token_share": {c: t["share"] for c, t in lab["totals"].items()},
         }
+        if v == "content":
+            meta["classifier"] = classifier_record()
         if i == 0:
             meta["labellings"] = {
                 w: f"{name}.categories.json" if w == v else f"{name}.{w}.categories.json" for w in views

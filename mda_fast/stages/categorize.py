@@ -142,7 +142,7 @@ def run_categorize(cfg: Config, out: str, progress: bool = True) -> dict:
     from tqdm.auto import tqdm
 
     from ..data.categories import write_category_sidecar
-    from ..data.content import CATEGORIES, CLASSIFIER_VERSION, SETTINGS
+    from ..data.content import CATEGORIES, classifier_record
 
     tok = check_tokenizer(cfg)
     plan = plan_rows(cfg, out)
@@ -190,7 +190,7 @@ def run_categorize(cfg: Config, out: str, progress: bool = True) -> dict:
             fr,
             CATEGORIES,
             plan_id=plan_id,
-            classifier={"version": CLASSIFIER_VERSION, "settings": SETTINGS},
+            classifier=classifier_record(),
             tokenizer=cfg.data.tokenizer,
             data_path=cfg.data.path,
             rows_file="rows.npy",
