@@ -128,3 +128,16 @@ def test_regions_of_every_rule_category_are_subsets_of_the_document():
         text = "".join(rng.choice(list("ab #/*\"'<>{}\\$%\n=:-|`é")) for _ in range(400))
         m = regions(cat, text)
         assert m.shape == (len(text.encode()),)
+
+
+def test_plain_english_the_model_calls_another_language_is_english():
+    """Short English lines like a message catalog's: the model says prose_other, the function words say English;
+    text with another language's function words, accents or undecodable bytes inside stays with the model."""
+    en = "The title of the color selection dialog\n\nThe title of the file chooser dialog.\n\nThe submenu attached to the menu item, or NULL if it has none\n\n"
+    cat, why = classify_text(en)
+    assert cat == "prose_en" and why.startswith("English function words") and "prose_other" in why
+    assert classify_text("Die Kommission traf sich am Dienstag und war sich einig. " * 4)[0] == "prose_other"
+    assert classify_text("In directief nummer %u is de combinatie van vlaggen ongeldig.\n" * 3)[0] == "prose_other"
+    # the same English with a byte that did not decode inside it (a Latin-1 catalog's accent): not overruled
+    broken = en.replace("color", "col\ufffdr")
+    assert not classify_text(broken)[1].startswith("English function words")

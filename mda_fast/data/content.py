@@ -44,6 +44,9 @@ SURE_CONFIG = ("INI / TOML sections", "YAML block scalars", "lines of paths")
 #: hex stands too where hex tokens are nearly all of the piece and whole ones of no digest length are there (hex and
 #: digests differ by their lengths alone, which the rules count exactly); other hex-looking pieces go to the model
 SURE_HEX_SHARE = 0.9
+#: the share of English function words among the words above which unaccented Latin-script text with no function
+#: word of another language is English (see classify_text)
+ENGLISH_SHARE = 0.2
 #: "other" (the model has no such category: nothing labelled is "other") stands where nothing matched and letters are
 #: and digits are each fewer than this share of the non-space characters (symbols)
 SYMBOLS_LETTERS = 0.3
@@ -61,6 +64,7 @@ def _settings() -> dict:
         "sure_config": list(SURE_CONFIG),
         "sure_hex_share": SURE_HEX_SHARE,
         "symbols_letters": SYMBOLS_LETTERS,
+        "english_share": ENGLISH_SHARE,
         "model_sha256": digest,
     }
 
@@ -89,4 +93,14 @@ def classify_text(text: str) -> Tuple[str, str]:
     if sure or (cat == "hex" and f["whole_hex"] and f["blob"] >= SURE_HEX_SHARE):
         return cat, rule
     pred, p = predict(text, f, cat)
+    if pred == "prose_other" and _plainly_english(f) and "\ufffd" not in text.strip("\ufffd"):
+        return "prose_en", f"English function words, no other language's (model: prose_other p={p:.2f})"
     return pred, f"model p={p:.2f} (rules: {cat}, {rule})"
+
+
+def _plainly_english(f: dict) -> bool:
+    """Latin script without accents (and without undecodable bytes inside the text, where accents may have been), at least
+    :data:`ENGLISH_SHARE` of the words English function words and more than twice another language's: English,
+    whatever the model says (it learned ``prose_other`` from message catalogs, whose short lines it confuses with
+    short English sentences)."""
+    return f["non_latin"] == 0 and f["accented"] < 0.01 and f["en"] >= ENGLISH_SHARE and f["en"] > 2 * f["foreign"]
