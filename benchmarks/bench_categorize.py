@@ -147,6 +147,7 @@ def accuracy(args) -> dict:
 UNSEEN_CONFIG = (
     ("systemd units", "/usr/lib/systemd/system/*.service"),
     ("ALSA configuration", "/usr/share/alsa/**/*.conf"),
+    ("Google Cloud SDK YAML (where installed)", "/usr/lib/google-cloud-sdk/lib/**/*.yaml"),
 )
 
 

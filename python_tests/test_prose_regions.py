@@ -141,3 +141,49 @@ def test_plain_english_the_model_calls_another_language_is_english():
     # the same English with a byte that did not decode inside it (a Latin-1 catalog's accent): not overruled
     broken = en.replace("color", "col\ufffdr")
     assert not classify_text(broken)[1].startswith("English function words")
+
+
+WORKFLOW = """name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Install
+        run: |
+          python -m pip install --upgrade pip
+          pip install -e .[test]
+      - run: pytest -q
+"""
+COMPOSE = "version: '3'\nservices:\n  web:\n    image: nginx:latest\n    ports:\n      - \"80:80\"\n    volumes:\n      - ./html:/usr/share/nginx/html\n"
+K8S = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  template:\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n"
+
+
+@pytest.mark.parametrize("text", [WORKFLOW, COMPOSE, K8S])
+def test_block_style_yaml_is_config(text):
+    """YAML as repositories hold it (a CI workflow, a compose file, a Kubernetes manifest): config, by the rule, not
+    python (its ``key:`` lines end in a colon as Python's block lines do)."""
+    assert classify_text(text)[0] == "config"
+    assert decide(features(text))[1] in ("YAML mappings", "YAML block scalars")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a Google-style docstring: "key: value" lines whose values are sentences
+        "    Args:\n        options: a dict containing the options passed.\n        results: a dict mapping names.\n"
+        "    Returns:\n        None when nothing matched.\n",
+        # a dict literal and a JS object: lines end with a comma
+        "TOKENS = {\n    '!=': NOTEQUAL,\n    '%': PERCENT,\n    '/': SLASH,\n    '//': DOUBLESLASH,\n}\n",
+        "const opts = {\n  prefix: this.prefix,\n  timing: true,\n  color: this.color,\n  level: 'info',\n}\n",
+        # JSON
+        '{\n  "name": "x",\n  "version": "1.0",\n  "main": "index.js",\n  "license": "MIT"\n}\n',
+        # Python with annotations
+        "class Point:\n    x: int\n    y: int\n    label: str\n    weight: float\n",
+    ],
+)
+def test_no_yaml_rule_for_docstrings_literals_json_or_annotations(text):
+    assert decide(features(text))[1] != "YAML mappings"

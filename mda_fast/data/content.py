@@ -39,8 +39,9 @@ CLASSIFIER_VERSION = 3
 #: the rules' categories whose decision stands (the rest go to the model); see classify_text
 SURE_RULES = ("other", "json", "log", "uuid", "hash", "base64")
 #: the config decisions that stand: syntax no other category has (an INI / TOML ``[section]`` line with ``key =`` lines;
-#: a YAML block scalar's ``key: |`` line; most lines one file path each: a list of certificates, a manifest)
-SURE_CONFIG = ("INI / TOML sections", "YAML block scalars", "lines of paths")
+#: a YAML block scalar's ``key: |`` line; most lines one file path each: a list of certificates, a manifest; three
+#: lines in four block-style YAML ``key: scalar`` / ``- item`` with no line that ends like code or JSON)
+SURE_CONFIG = ("INI / TOML sections", "YAML block scalars", "lines of paths", "YAML mappings")
 #: hex stands too where hex tokens are nearly all of the piece and whole ones of no digest length are there (hex and
 #: digests differ by their lengths alone, which the rules count exactly); other hex-looking pieces go to the model
 SURE_HEX_SHARE = 0.9

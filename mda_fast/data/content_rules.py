@@ -138,6 +138,21 @@ _INI_ASSIGN = re.compile(r"^[ \t]*[A-Za-z_][\w.\-]*[ \t]*=(?!=)", _M)
 #: a line that is one file path (``mozilla/Foo_Root_CA.crt``, ``/usr/lib/x``, ``src/a.py``): lists of paths are
 #: configuration (certificate lists, manifests, ignore files)
 _PATH_LINE = re.compile(r"^[ \t]*[\w.~@+\-]*(?:/[\w.@+=\-]+)+/?[ \t]*$", _M)
+#: a YAML block-style line: ``key: scalar`` (a scalar without inner space unless quoted; a flow ``[...]`` or
+#: ``{...}``; a block scalar's ``|`` / ``>``), ``key:`` opening a block, ``- scalar``, ``- key: scalar``
+_YAML_LINE = re.compile(
+    r"""^[ \t]*(?:-[ \t]+)?(?:[A-Za-z_$][\w.\-/$]*|"[^"\n]*"|'[^'\n]*'):"""
+    r"""(?:[ \t]*|[ \t]+(?:"[^"\n]*"|'[^'\n]*'|[^\s#'"]\S*|\[[^\]\n]*\]|\{[^}\n]*\}|[|>][-+]?)(?:[ \t]+\#.*)?)$"""
+    r"""|^[ \t]*-[ \t]+(?:"[^"\n]*"|'[^'\n]*'|[^\s:#]\S*)[ \t]*$""",
+    _M,
+)
+#: what block-style YAML does not have: a line ending in , { } ( ) [ ; or starting with a closing bracket (JSON,
+#: code's dict literals and calls), a Python statement line
+_NOT_YAML = re.compile(
+    r"[,{}()\[;]\s*$|^\s*[}\])]|^[ \t]*(?:def|class|if|elif|else|for|while|with|try|except|finally|return|import|"
+    r"from|lambda)\b",
+    _M,
+)
 #: a YAML block scalar's opening line (``key: |``, ``- key: >-``)
 _YAML_BLOCK = re.compile(r"^[ \t]*(?:- )?[\w.\-]+:[ \t]*[|>][-+]?\d?[ \t]*$", _M)
 
@@ -333,6 +348,7 @@ def features(text: str) -> Dict[str, float]:
         "ini_assign": len(_INI_ASSIGN.findall(s)) / L if "=" in s else 0.0,
         "yaml_block": len(_YAML_BLOCK.findall(s)) if ":" in s else 0,
         "path_lines": len(_PATH_LINE.findall(s)) / L if "/" in s and L >= 3 else 0.0,
+        "yaml_lines": _yaml_lines(s),
         "tags": (sum(len(t) for t in tags) + 8 * len(_TAG_BARE.findall(s))) / max(nonspace, 1),
         "n_tags": len(tags),
         "markup_start": s.lstrip()[:9].lower().startswith(("<?xml", "<!doctype", "<html", "<svg", "<rss", "<feed")),
@@ -352,6 +368,34 @@ def features(text: str) -> Dict[str, float]:
     }
     f.update(_lines_features(lines[:400], cnt))
     return f
+
+
+def _yaml_lines(s: str) -> float:
+    """The share of block-style YAML lines (:data:`_YAML_LINE`) among the lines that are not comments, ``---`` or a
+    block scalar's text (the lines indented below ``key: |``); 0 with fewer than 4 such lines, or with any line that
+    block-style YAML does not have (:data:`_NOT_YAML`)."""
+    if ":" not in s and "- " not in s:
+        return 0.0
+    body, block = [], None  # block: the indent of the key that opened a block scalar
+    for ln in s.splitlines():
+        st = ln.strip()
+        if not st:
+            continue
+        indent = len(ln) - len(ln.lstrip())
+        if block is not None and indent > block:
+            continue
+        block = None
+        if st.startswith("#") or st == "---":
+            continue
+        body.append(ln)
+        if _YAML_BLOCK.match(ln):
+            block = indent
+    if len(body) < 4:
+        return 0.0
+    text = "\n".join(body)
+    if _NOT_YAML.search(text):
+        return 0.0
+    return len(_YAML_LINE.findall(text)) / len(body)
 
 
 def _parses(s: str) -> bool:
@@ -389,6 +433,8 @@ def decide(f: Dict[str, float]) -> Tuple[str, str]:
         return "config", "YAML block scalars"
     if f["path_lines"] >= 0.6:
         return "config", "lines of paths"
+    if f["yaml_lines"] >= 0.75:
+        return "config", "YAML mappings"
     if (f["json_key"] >= 0.4 or f["json_line"] >= 0.7) and f["py"] < 0.3 and f["js_sym"] < 0.2:
         return "json", "quoted keys"
     js = f["js"] + f["js_sym"]
