@@ -122,7 +122,7 @@ def test_key_value_tokens_are_not_base64_and_dated_csv_is_a_table():
     assert classify_text(b64)[0] == "base64"
 
 
-def test_regions_of_every_rule_category_are_subsets_of_the_document():
+def test_regions_are_masks_over_the_document_bytes_on_any_input():
     rng = np.random.default_rng(0)
     for cat in REGION_CATEGORIES:
         text = "".join(rng.choice(list("ab #/*\"'<>{}\\$%\n=:-|`é")) for _ in range(400))
